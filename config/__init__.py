@@ -1,0 +1,1 @@
+"""Data shipped with pumpctl: protocol files, settings and broker configuration (no code)."""

@@ -1,0 +1,169 @@
+"""Clinical time: one injectable clock (real, virtual, scaled). Standard library only.
+
+Clinical time (escalation intervals, observation windows, bag expiry, the simulated pump's
+volume) is read from a `Clock`. Wire time (command timeouts, serial gaps, keepalives) is not
+this module's business: it stays on the event loop (`asyncio.timeout`), see architecture.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Protocol, runtime_checkable
+
+__all__ = ["Clock", "RealClock", "ScaledClock", "VirtualClock", "parse_clock"]
+
+#: Default start of a virtual clock: a fixed instant, so runs are reproducible.
+VIRTUAL_EPOCH = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """Source of clinical time: an aware UTC `now()` and a sleep until an instant."""
+
+    def now(self) -> datetime:
+        """Return the current clinical time (timezone-aware, UTC)."""
+        ...
+
+    async def sleep_until(self, deadline: datetime) -> None:
+        """Return once clinical time has reached `deadline` (at once if it already has)."""
+        ...
+
+
+def _require_aware(instant: datetime) -> None:
+    if instant.tzinfo is None:
+        raise ValueError(f"clinical time must be timezone-aware, got naive {instant!r}")
+
+
+class RealClock:
+    """Wall-clock time, for production."""
+
+    def now(self) -> datetime:
+        """Return the current UTC time."""
+        return datetime.now(UTC)
+
+    async def sleep_until(self, deadline: datetime) -> None:
+        """Sleep on the event loop until the wall clock reaches `deadline`."""
+        _require_aware(deadline)
+        # Re-check after each sleep: the wall clock may be stepped while we wait.
+        while (remaining := (deadline - self.now()).total_seconds()) > 0:
+            await asyncio.sleep(remaining)
+
+
+class ScaledClock:
+    """Clinical time running `factor` times faster than real time, for demos."""
+
+    def __init__(self, factor: float, start: datetime | None = None) -> None:
+        if not factor > 0:
+            raise ValueError(f"scaled clock: factor must be > 0, got {factor}")
+        self.factor = factor
+        self._start = start if start is not None else datetime.now(UTC)
+        _require_aware(self._start)
+        self._t0 = time.monotonic()
+
+    def now(self) -> datetime:
+        """Return start + elapsed real time x factor."""
+        return self._start + timedelta(seconds=(time.monotonic() - self._t0) * self.factor)
+
+    async def sleep_until(self, deadline: datetime) -> None:
+        """Sleep the real time that corresponds to the clinical time left."""
+        _require_aware(deadline)
+        while (remaining := (deadline - self.now()).total_seconds()) > 0:
+            await asyncio.sleep(remaining / self.factor)
+
+
+class VirtualClock:
+    """Deterministic clinical time that moves only when `advance` is called.
+
+    `advance(seconds)` moves time deadline by deadline: at each sleeper's deadline it sets the
+    time, wakes every sleeper due then, and awaits `settle()` so that what those sleepers caused
+    is done before time moves on. The default `settle` lets woken tasks run until the event loop
+    has nothing ready; a controller can install a stricter one (e.g. "every command confirmed").
+    """
+
+    def __init__(
+        self,
+        start: datetime = VIRTUAL_EPOCH,
+        settle: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        _require_aware(start)
+        self._now = start
+        self._sleepers: list[tuple[datetime, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+        self._settle = settle if settle is not None else _yield_until_quiet
+
+    def now(self) -> datetime:
+        """Return the current virtual time."""
+        return self._now
+
+    @property
+    def next_deadline(self) -> datetime | None:
+        """The earliest instant some task is sleeping until, or None."""
+        self._drop_cancelled()
+        return self._sleepers[0][0] if self._sleepers else None
+
+    def set_settle(self, settle: Callable[[], Awaitable[None]]) -> None:
+        """Install what `advance` awaits after each deadline."""
+        self._settle = settle
+
+    async def sleep_until(self, deadline: datetime) -> None:
+        """Suspend until `advance` reaches `deadline`."""
+        _require_aware(deadline)
+        if deadline <= self._now:
+            await asyncio.sleep(0)  # still a suspension point, as a real sleep would be
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (deadline, next(self._seq), future))
+        await future
+
+    async def advance(self, seconds: float) -> None:
+        """Move time forward by `seconds`, waking sleepers deadline by deadline."""
+        if seconds < 0:
+            raise ValueError(f"virtual clock: cannot go back in time ({seconds} s)")
+        await self.advance_to(self._now + timedelta(seconds=seconds))
+
+    async def advance_to(self, target: datetime) -> None:
+        """Move time forward to `target`, waking sleepers deadline by deadline."""
+        _require_aware(target)
+        if target < self._now:
+            raise ValueError(f"virtual clock: cannot go back from {self._now} to {target}")
+        await self._settle()
+        while (due := self.next_deadline) is not None and due <= target:
+            self._now = max(self._now, due)
+            while self._sleepers and self._sleepers[0][0] <= self._now:
+                _, _, future = heapq.heappop(self._sleepers)
+                if not future.done():
+                    future.set_result(None)
+            await self._settle()
+        self._now = target
+        await self._settle()
+
+    def _drop_cancelled(self) -> None:
+        while self._sleepers and self._sleepers[0][2].done():
+            heapq.heappop(self._sleepers)
+
+
+async def _yield_until_quiet(rounds: int = 50) -> None:
+    """Let ready tasks run: a bounded number of passes through the event loop."""
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
+def parse_clock(spec: str) -> Clock:
+    """Build a clock from `real`, `virtual` or `scaled:FACTOR` (the CLI's --clock)."""
+    kind, _, arg = spec.partition(":")
+    if kind == "real" and not arg:
+        return RealClock()
+    if kind == "virtual" and not arg:
+        return VirtualClock()
+    if kind == "scaled":
+        try:
+            factor = float(arg)
+        except ValueError:
+            raise ValueError(f"--clock scaled:FACTOR needs a number, got {arg!r}") from None
+        return ScaledClock(factor)
+    raise ValueError(f"--clock must be real, virtual or scaled:FACTOR, got {spec!r}")

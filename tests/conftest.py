@@ -1,0 +1,127 @@
+"""Shared fixtures: leaked-task detection, the virtual clock, and real Mosquitto brokers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from pumpctl.clock import VirtualClock
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+@pytest.fixture(autouse=True)
+async def no_leaked_tasks() -> AsyncIterator[None]:
+    """Fail any test that leaves asyncio tasks running behind it (as pymodbus does)."""
+    before = asyncio.all_tasks()
+    yield
+    current = asyncio.current_task()
+    leaked = [t for t in asyncio.all_tasks() - before if t is not current and not t.done()]
+    if leaked:
+        for task in leaked:
+            task.cancel()
+        await asyncio.gather(*leaked, return_exceptions=True)
+        names = ", ".join(sorted(t.get_name() for t in leaked))
+        pytest.fail(f"test leaked {len(leaked)} asyncio task(s): {names}")
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    """A virtual clinical clock at a fixed start."""
+    return VirtualClock()
+
+
+def free_port() -> int:
+    """A TCP port on loopback that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def mosquitto_binary() -> str:
+    """Path of the mosquitto binary; fails (never skips) in CI when it is missing."""
+    found = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
+    if found is None:
+        message = "mosquitto binary not found (scripts/test installs it through apt)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+@dataclass
+class Broker:
+    """A Mosquitto of the test's own on a free loopback port; may be stopped and restarted."""
+
+    binary: str
+    port: int
+    workdir: Path
+    process: subprocess.Popen[bytes] | None = field(default=None)
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    def start(self) -> None:
+        """Start the broker and wait (bounded) until it accepts connections."""
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence false\n"
+            "set_tcp_nodelay true\n"
+            "log_dest stderr\n"
+            "log_type error\n"
+        )
+        self.process = subprocess.Popen(
+            [self.binary, "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                err = self.process.stderr.read().decode() if self.process.stderr else ""
+                raise RuntimeError(f"mosquitto exited at start: {err.strip()}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2):
+                    return
+            except OSError:
+                # polling a starting subprocess's port: bounded, not test synchronisation
+                time.sleep(0.02)
+        raise RuntimeError(f"mosquitto did not listen on port {self.port} within 10 s")
+
+    def stop(self) -> None:
+        """Kill the broker (as a crash would) and wait for it to go."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        if self.process is not None and self.process.stderr is not None:
+            self.process.stderr.close()
+        self.process = None
+
+
+@pytest.fixture
+def broker() -> Iterator[Broker]:
+    """A fresh Mosquitto for this test (started from the binary on a free port)."""
+    binary = mosquitto_binary()
+    with tempfile.TemporaryDirectory(prefix="pumpctl-mosq-") as tmp:
+        b = Broker(binary=binary, port=free_port(), workdir=Path(tmp))
+        b.start()
+        try:
+            yield b
+        finally:
+            b.stop()
