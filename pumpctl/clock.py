@@ -50,7 +50,10 @@ class RealClock:
         """Sleep on the event loop until the wall clock reaches `deadline`."""
         _require_aware(deadline)
         # Re-check after each sleep: the wall clock may be stepped while we wait.
-        while (remaining := (deadline - self.now()).total_seconds()) > 0:
+        while True:
+            remaining = (deadline - self.now()).total_seconds()
+            if remaining <= 0:
+                return
             await asyncio.sleep(remaining)
 
 
@@ -72,7 +75,10 @@ class ScaledClock:
     async def sleep_until(self, deadline: datetime) -> None:
         """Sleep the real time that corresponds to the clinical time left."""
         _require_aware(deadline)
-        while (remaining := (deadline - self.now()).total_seconds()) > 0:
+        while True:
+            remaining = (deadline - self.now()).total_seconds()
+            if remaining <= 0:
+                return
             await asyncio.sleep(remaining / self.factor)
 
 

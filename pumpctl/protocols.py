@@ -1,4 +1,4 @@
-"""Finding and reading protocol files (the I/O half; validation lives in `pumpctl.core.protocol`)."""
+"""Finding and reading protocol files (the I/O half; validation is in pumpctl.core.protocol)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def available_protocols() -> list[str]:
 
 
 def load_protocol(name_or_path: str = DEFAULT_PROTOCOL) -> Protocol:
-    """Load a shipped protocol by name, or a protocol file by path (anything with a `/` or .toml)."""
+    """Load a shipped protocol by name, or a protocol file by path (with a `/` or `.toml`)."""
     if "/" in name_or_path or name_or_path.endswith(".toml"):
         return load_protocol_file(Path(name_or_path))
     entry = _shipped() / f"{name_or_path}.toml"

@@ -4,4 +4,6 @@ from __future__ import annotations
 
 import typer
 
-app = typer.Typer(help="Talk to one pump over serial or MQTT; prints its answer as JSON.", no_args_is_help=True)
+app = typer.Typer(
+    help="Talk to one pump over serial or MQTT; prints its answer as JSON.", no_args_is_help=True
+)

@@ -4,4 +4,6 @@ from __future__ import annotations
 
 import typer
 
-app = typer.Typer(help="Serve simulated pumps (serial pseudo-terminal or MQTT).", no_args_is_help=True)
+app = typer.Typer(
+    help="Serve simulated pumps (serial pseudo-terminal or MQTT).", no_args_is_help=True
+)
