@@ -188,8 +188,8 @@ class Schedule(_Strict):
         *bounded, last = self.phases
         if last.until_week is not None:
             raise ValueError("schedule.phases: the last phase must be open-ended (no until_week)")
-        weeks = [p.until_week for p in bounded]
-        if any(w is None for w in weeks):
+        weeks = [p.until_week for p in bounded if p.until_week is not None]
+        if len(weeks) != len(bounded):
             raise ValueError("schedule.phases: only the last phase may omit until_week")
         if weeks != sorted(weeks) or len(set(weeks)) != len(weeks):
             raise ValueError("schedule.phases: until_week must strictly increase")
