@@ -1,0 +1,137 @@
+"""The one clinical clock: virtual (deterministic), scaled, real; parse_clock for the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from pumpctl.clock import (
+    VIRTUAL_EPOCH,
+    RealClock,
+    ScaledClock,
+    VirtualClock,
+    parse_clock,
+)
+
+
+async def test_virtual_clock_moves_only_when_advanced(clock: VirtualClock) -> None:
+    start = clock.now()
+    assert start == VIRTUAL_EPOCH
+    await asyncio.sleep(0)
+    assert clock.now() == start
+    await clock.advance(3600)
+    assert clock.now() - start == timedelta(hours=1)
+
+
+async def test_virtual_clock_wakes_sleepers_in_deadline_order(clock: VirtualClock) -> None:
+    woken: list[tuple[str, datetime]] = []
+
+    async def sleeper(name: str, after_s: float) -> None:
+        await clock.sleep_until(clock.now() + timedelta(seconds=after_s))
+        woken.append((name, clock.now()))
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(sleeper("late", 7200))
+        tg.create_task(sleeper("early", 60))
+        tg.create_task(sleeper("never", 90_000))
+        await asyncio.sleep(0)
+        assert clock.next_deadline == VIRTUAL_EPOCH + timedelta(seconds=60)
+        await clock.advance(3 * 3600)
+        # each sleeper saw the clock at its own deadline, not at the end of the advance
+        assert woken == [
+            ("early", VIRTUAL_EPOCH + timedelta(seconds=60)),
+            ("late", VIRTUAL_EPOCH + timedelta(seconds=7200)),
+        ]
+        assert clock.now() == VIRTUAL_EPOCH + timedelta(hours=3)
+        await clock.advance(90_000)
+    assert woken[-1][0] == "never"
+
+
+async def test_virtual_clock_runs_a_chain_of_deadlines_within_one_advance(
+    clock: VirtualClock,
+) -> None:
+    """A sleeper that sleeps again (an hourly ladder) fires at every deadline in the span."""
+    ticks: list[datetime] = []
+
+    async def hourly() -> None:
+        for _ in range(6):
+            await clock.sleep_until(clock.now() + timedelta(hours=1))
+            ticks.append(clock.now())
+
+    task = asyncio.create_task(hourly())
+    await asyncio.sleep(0)
+    await clock.advance(6.5 * 3600)
+    await task
+    assert ticks == [VIRTUAL_EPOCH + timedelta(hours=h) for h in range(1, 7)]
+
+
+async def test_virtual_clock_awaits_settle_after_each_deadline() -> None:
+    settled_at: list[datetime] = []
+    clock = VirtualClock()
+
+    async def settle() -> None:
+        settled_at.append(clock.now())
+
+    clock.set_settle(settle)
+    task = asyncio.create_task(clock.sleep_until(VIRTUAL_EPOCH + timedelta(minutes=30)))
+    await asyncio.sleep(0)
+    await clock.advance(3600)
+    await task
+    assert VIRTUAL_EPOCH + timedelta(minutes=30) in settled_at
+    assert settled_at[-1] == VIRTUAL_EPOCH + timedelta(hours=1)
+
+
+async def test_virtual_clock_refuses_to_go_back(clock: VirtualClock) -> None:
+    with pytest.raises(ValueError, match="back"):
+        await clock.advance(-1)
+    with pytest.raises(ValueError, match="back"):
+        await clock.advance_to(VIRTUAL_EPOCH - timedelta(seconds=1))
+
+
+async def test_clock_refuses_naive_datetimes(clock: VirtualClock) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        await clock.sleep_until(datetime(2026, 1, 1))  # noqa: DTZ001 - the point of the test
+    with pytest.raises(ValueError, match="timezone-aware"):
+        VirtualClock(start=datetime(2026, 1, 1))  # noqa: DTZ001
+
+
+async def test_sleep_until_the_past_returns_at_once(clock: VirtualClock) -> None:
+    await clock.sleep_until(VIRTUAL_EPOCH - timedelta(hours=1))
+    assert clock.next_deadline is None
+
+
+async def test_scaled_clock_runs_faster_than_real_time() -> None:
+    scaled = ScaledClock(3600.0, start=VIRTUAL_EPOCH)
+    real = RealClock()
+    t0 = real.now()
+    # one clinical minute at 3600x is 1/60 s of real time
+    await scaled.sleep_until(VIRTUAL_EPOCH + timedelta(minutes=1))
+    assert scaled.now() >= VIRTUAL_EPOCH + timedelta(minutes=1)
+    assert (real.now() - t0) < timedelta(seconds=5)
+
+
+def test_scaled_clock_refuses_a_non_positive_factor() -> None:
+    with pytest.raises(ValueError, match="factor"):
+        ScaledClock(0)
+
+
+async def test_real_clock_is_aware_utc() -> None:
+    now = RealClock().now()
+    assert now.tzinfo is UTC
+    await RealClock().sleep_until(now)  # already past: returns at once
+
+
+@pytest.mark.parametrize(
+    ("spec", "kind"),
+    [("real", RealClock), ("virtual", VirtualClock), ("scaled:60", ScaledClock)],
+)
+def test_parse_clock(spec: str, kind: type) -> None:
+    assert isinstance(parse_clock(spec), kind)
+
+
+@pytest.mark.parametrize("spec", ["scaled:fast", "wall", "real:2", "scaled:-1"])
+def test_parse_clock_rejects_bad_specs(spec: str) -> None:
+    with pytest.raises(ValueError, match=r"clock|factor"):
+        parse_clock(spec)
