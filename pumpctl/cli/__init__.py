@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
+from typer.exceptions import TyperException
 
 from pumpctl.cli import plan, pump, simulate
 
@@ -19,5 +22,16 @@ app.add_typer(pump.app, name="pump")
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: usage errors are one line on stderr, never a traceback."""
+    try:
+        status = app(standalone_mode=False)
+    except typer.Abort:
+        sys.stderr.write("pumpctl: aborted\n")
+        sys.exit(130)
+    except TyperException as exc:  # click's usage errors, as typer vendors them
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "pumpctl"
+        if message := exc.format_message():  # empty when the help was shown instead
+            sys.stderr.write(f"{where}: {message}\n")
+        sys.exit(getattr(exc, "exit_code", 2))
+    sys.exit(status if isinstance(status, int) else 0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -63,6 +63,9 @@ class InfusionRecord(_Value):
     reactions: tuple[ReactionRecord, ...] = ()
     completed: bool = True
     given_elsewhere: bool = False  # L8: entered by a clinician; audited by the service
+    # Split first dose variant: days 1 and 2 are each recorded, both as infusion 1; running
+    # times of their reactions count from the start of that day's infusion.
+    day: Literal[1, 2] | None = None
 
     @model_validator(mode="after")
     def _reactions_belong(self) -> Self:
@@ -86,13 +89,35 @@ class CourseState(_Value):
         """I6: reactions that reached `severe_grade` (3) at any point, over the whole course."""
         return sum(1 for i in self.infusions for r in i.reactions if r.max_grade >= severe_grade)
 
+    @model_validator(mode="after")
+    def _one_record_per_day(self) -> Self:
+        seen: dict[int, list[int | None]] = {}
+        for infusion in self.infusions:
+            days = seen.setdefault(infusion.infusion_number, [])
+            if infusion.day in days or (days and (infusion.day is None or None in days)):
+                raise ValueError(
+                    f"infusions: infusion {infusion.infusion_number} is recorded twice "
+                    "(one record, or one per day of a split first dose)"
+                )
+            days.append(infusion.day)
+        return self
+
+    def infusion(self, number: int) -> tuple[InfusionRecord, ...]:
+        """The records of infusion `number`: one, or one per day of a split first dose."""
+        return tuple(i for i in self.infusions if i.infusion_number == number)
+
     @property
     def next_infusion_number(self) -> int:
         """The number the next infusion will have."""
         return max((i.infusion_number for i in self.infusions), default=0) + 1
 
     def record(self, infusion: InfusionRecord) -> CourseState:
-        """A new course state with `infusion` added (replacing one of the same number)."""
-        kept = tuple(i for i in self.infusions if i.infusion_number != infusion.infusion_number)
-        ordered = sorted((*kept, infusion), key=lambda i: i.infusion_number)
+        """A new course state with `infusion` added (replacing one of the same number and day)."""
+        kept = tuple(
+            i
+            for i in self.infusions
+            if i.infusion_number != infusion.infusion_number
+            or (i.day is not None and infusion.day is not None and i.day != infusion.day)
+        )
+        ordered = sorted((*kept, infusion), key=lambda i: (i.infusion_number, i.day or 0))
         return self.model_copy(update={"infusions": tuple(ordered)})
