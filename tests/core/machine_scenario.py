@@ -1,0 +1,203 @@
+"""Drive the infusion machine through clinical time with a small, obedient pump (tests only).
+
+`Scenario` feeds events at its own `now`, carries every command to `FakePump`, and (unless told
+not to) feeds back the pump's read-back at the same instant, as the controller's ledger would.
+`advance` moves time deadline by deadline (and to the moment the pump has delivered its VTBI),
+so a test proves what the machine does on time alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from pumpctl.core.history import CourseState
+from pumpctl.core.machine import (
+    AuditEvent,
+    Command,
+    Decision,
+    Event,
+    InfusionState,
+    PumpCompleted,
+    PumpConfirmedRunning,
+    PumpConfirmedStopped,
+    RaiseAlarm,
+    Run,
+    SetRate,
+    SetVtbi,
+    Start,
+    StopPump,
+    TimePassed,
+    decide,
+    initial_state,
+    next_deadline,
+)
+from pumpctl.core.protocol import Protocol, RowKind
+from pumpctl.protocols import load_protocol
+
+T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+# Read from the checkout by path: a `tests/config` folder can shadow the `config` package.
+REVIEW = load_protocol("daratumumab")
+LABEL = load_protocol("daratumumab-label")
+
+
+def minutes(n: float) -> timedelta:
+    """A span of `n` minutes."""
+    return timedelta(minutes=n)
+
+
+def planned(
+    kind: RowKind = RowKind.FIRST,
+    protocol: Protocol = REVIEW,
+    course: CourseState | None = None,
+    infusion_number: int | None = None,
+    prepared_at: datetime = T0,
+) -> InfusionState:
+    """A planned infusion on `kind`'s row of `protocol`."""
+    row = protocol.rows.row(kind)
+    number = {RowKind.FIRST: 1, RowKind.SECOND: 2, RowKind.SUBSEQUENT: 3}[kind]
+    return initial_state(
+        protocol,
+        infusion_number=infusion_number or number,
+        bag_ml=row.bag_ml,
+        initial_rate_ml_h=row.initial_rate_ml_h,
+        min_duration_min=row.min_duration_min,
+        course=course or CourseState(),
+        bag_prepared_at=prepared_at,
+    )
+
+
+@dataclass
+class FakePump:
+    """A pump that does what it is told, at once, and infuses at its rate while running."""
+
+    running: bool = False
+    rate: float = 0.0
+    vtbi: float = 0.0
+    volume: float = 0.0  # since the VTBI was programmed
+
+    def apply(self, command: Command) -> bool:
+        """Carry out one command; True if the pump was told something."""
+        match command:
+            case SetVtbi(volume_ml=ml):
+                self.vtbi, self.volume = ml, 0.0
+            case SetRate(rate_ml_h=rate):
+                self.rate = rate
+            case Run():
+                self.running = True
+            case StopPump():
+                self.running = False
+            case _:
+                return False
+        return True
+
+    def infuse(self, span: timedelta) -> None:
+        """Infuse for `span` (up to the VTBI)."""
+        if self.running:
+            hours = span.total_seconds() / 3600
+            self.volume = min(self.vtbi, self.volume + self.rate * hours)
+
+    def until_done(self) -> timedelta | None:
+        """Time until the VTBI is delivered, if running."""
+        if not self.running or self.rate <= 0:
+            return None
+        return timedelta(hours=max(0.0, self.vtbi - self.volume) / self.rate)
+
+    def readback(self) -> Event:
+        """What the pump reads back now."""
+        if self.running:
+            return PumpConfirmedRunning(rate_ml_h=self.rate, volume_infused_ml=self.volume)
+        return PumpConfirmedStopped(volume_infused_ml=self.volume)
+
+
+@dataclass
+class Scenario:
+    """A machine, a pump and a clock: send events, advance time, read what happened."""
+
+    state: InfusionState
+    now: datetime = T0
+    pump: FakePump = field(default_factory=FakePump)
+    auto_confirm: bool = True
+    decisions: list[Decision] = field(default_factory=list)
+    # (running_min, rate) of every SetRate, in order: the rate profile.
+    profile: list[tuple[float, float]] = field(default_factory=list)
+
+    def send(self, event: Event) -> Decision:
+        """Feed `event` at `now`; carry out its commands and feed back the read-back."""
+        decision = self._decide(event)
+        self._carry(decision)
+        return decision
+
+    def _decide(self, event: Event) -> Decision:
+        decision = decide(self.state, event, self.now)
+        self.state = decision.state
+        self.decisions.append(decision)
+        for command in decision.commands:
+            if isinstance(command, SetRate):
+                self.profile.append((round(self.state.running_min, 6), command.rate_ml_h))
+        return decision
+
+    def _carry(self, decision: Decision) -> None:
+        told = False
+        for command in decision.commands:
+            told = self.pump.apply(command) or told
+        if told and self.auto_confirm:
+            self.send(self.pump.readback())
+
+    def advance(self, span: timedelta) -> None:
+        """Move time forward by `span`, stopping at every deadline and at VTBI delivered."""
+        self.advance_to(self.now + span)
+
+    def advance_to(self, until: datetime) -> None:
+        """Move time to `until`, stopping at every deadline and at VTBI delivered."""
+        while self.now < until:
+            due = next_deadline(self.state)
+            done = self.pump.until_done()
+            step_to = until
+            if due is not None and due.at < step_to:
+                step_to = due.at
+            completes = done is not None and self.now + done <= step_to
+            if completes and done is not None:
+                step_to = self.now + done
+            self.pump.infuse(step_to - self.now)
+            self.now = max(step_to, self.now)
+            if completes:
+                self.pump.running = False
+                self.send(PumpCompleted(volume_infused_ml=self.pump.volume))
+            else:
+                self.send(TimePassed())
+
+    def run_to_end(self, limit: timedelta = timedelta(hours=30)) -> None:
+        """Advance until the infusion is terminal (or `limit` has passed)."""
+        end = self.now + limit
+        while not self.state.terminal and self.now < end:
+            self.advance_to(min(end, self.now + timedelta(hours=1)))
+
+    @property
+    def commands(self) -> list[Command]:
+        """Every command so far."""
+        return [c for d in self.decisions for c in d.commands]
+
+    @property
+    def audit(self) -> list[AuditEvent]:
+        """Every audit event so far."""
+        return [a for d in self.decisions for a in d.audit]
+
+    def alarms(self) -> list[RaiseAlarm]:
+        """Every alarm the machine raised so far."""
+        return [c for c in self.commands if isinstance(c, RaiseAlarm)]
+
+    def mark(self) -> int:
+        """A position in the decision log (for `since`)."""
+        return len(self.decisions)
+
+    def since(self, mark: int) -> list[Command]:
+        """Commands issued after `mark`."""
+        return [c for d in self.decisions[mark:] for c in d.commands]
+
+
+def started(kind: RowKind = RowKind.FIRST, **kwargs: object) -> Scenario:
+    """A scenario whose infusion has been started and confirmed running."""
+    scenario = Scenario(planned(kind, **kwargs))  # type: ignore[arg-type]
+    scenario.send(Start(actor="nurse"))
+    return scenario

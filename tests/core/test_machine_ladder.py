@@ -1,0 +1,290 @@
+"""The rate ladder in the infusion machine: L1, L2, L3, L6, L7, L9 and the reference durations."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from machine_scenario import REVIEW, T0, Scenario, minutes, planned, started
+from pydantic import ValidationError
+
+from pumpctl.core.history import CourseState
+from pumpctl.core.machine import (
+    BagReplaced,
+    DeadlineKind,
+    Hold,
+    InfusionPhase,
+    MachineAlarm,
+    PumpCompleted,
+    RaiseAlarm,
+    Release,
+    Run,
+    SetRate,
+    SetVtbi,
+    Start,
+    StopPump,
+    TimePassed,
+    decide,
+    initial_state,
+    next_deadline,
+)
+from pumpctl.core.protocol import RowKind
+
+
+def set_rates(scenario: Scenario) -> list[float]:
+    return [c.rate_ml_h for c in scenario.commands if isinstance(c, SetRate)]
+
+
+# --- reference durations (clinical-rules.md, "Reference durations") -----------------------
+
+
+def test_L1_L2_L3_first_infusion_takes_390_min_with_the_table_3_profile() -> None:
+    """First infusion: 50, 100, 150 for an hour each, then 200 ml/h for 3.5 h: 6 h 30 min."""
+    scenario = started(RowKind.FIRST)
+    scenario.run_to_end()
+    assert scenario.state.phase is InfusionPhase.COMPLETED
+    assert scenario.state.running_min == pytest.approx(390.0, abs=1e-6)
+    assert scenario.profile == [(0.0, 50.0), (60.0, 100.0), (120.0, 150.0), (180.0, 200.0)]
+    assert scenario.state.delivered_ml == pytest.approx(1000.0)
+    assert scenario.state.highest_rate_ml_h == 200.0
+
+
+def test_L1_L2_second_infusion_takes_240_min() -> None:
+    """Second infusion: 50, 100, 150, then 200 ml/h for 1 h: 4 h."""
+    scenario = started(RowKind.SECOND)
+    scenario.run_to_end()
+    assert scenario.state.phase is InfusionPhase.COMPLETED
+    assert scenario.state.running_min == pytest.approx(240.0, abs=1e-6)
+    assert scenario.profile == [(0.0, 50.0), (60.0, 100.0), (120.0, 150.0), (180.0, 200.0)]
+
+
+def test_L6_subsequent_infusion_takes_210_min_and_never_less() -> None:
+    """Subsequent: 100 and 150 for an hour each, then 166.6 ml/h for 250 ml: 3 h 30 min."""
+    scenario = started(RowKind.SUBSEQUENT)
+    scenario.run_to_end()
+    assert scenario.state.phase is InfusionPhase.COMPLETED
+    assert scenario.profile == [(0.0, 100.0), (60.0, 150.0), (120.0, 166.6)]
+    assert scenario.state.running_min == pytest.approx(210.04, abs=0.01)
+    assert scenario.state.running_min >= 210.0
+    step = next(c for c in scenario.commands if isinstance(c, SetRate) and c.rate_ml_h == 166.6)
+    assert step.decision.bound_by.rule == "L6"
+    assert step.decision.rules == ("L1", "L2", "L6")
+
+
+# --- L1 ---------------------------------------------------------------------------------------
+
+
+def test_L1_rises_one_increment_only_after_a_full_interval() -> None:
+    scenario = started(RowKind.FIRST)
+    scenario.advance(minutes(59.9))
+    assert scenario.state.rate_ml_h == 50.0
+    assert set_rates(scenario) == [50.0]
+    deadline = next_deadline(scenario.state)
+    assert deadline is not None
+    assert deadline.kind is DeadlineKind.ESCALATION
+    assert deadline.rule == "L1"
+    assert deadline.at == T0 + minutes(60)
+    scenario.advance(minutes(0.1))
+    assert set_rates(scenario) == [50.0, 100.0]
+    step = [a for a in scenario.audit if a.type == "rate_step"]
+    assert [(a.rule, a.at, a.data["to_ml_h"]) for a in step] == [("L1", T0 + minutes(60), 100.0)]
+
+
+def test_L1_A3_a_late_time_driver_gives_one_step_and_waits_for_its_confirmation() -> None:
+    """TimePassed 90 min late: one step, and the next interval counts from its confirmation."""
+    scenario = started(RowKind.FIRST)
+    scenario.now = T0 + minutes(150)
+    scenario.send(TimePassed())
+    assert set_rates(scenario) == [50.0, 100.0]
+    step = next(a for a in scenario.audit if a.type == "rate_step")
+    assert step.at == T0 + minutes(60)  # processed at its own instant
+    assert scenario.state.running_min == pytest.approx(150.0)
+    deadline = next_deadline(scenario.state)
+    assert deadline is not None
+    assert deadline.kind is DeadlineKind.ESCALATION
+    assert deadline.at == T0 + minutes(210)
+
+
+# --- L2 ---------------------------------------------------------------------------------------
+
+
+def test_L2_no_commanded_rate_exceeds_200_ml_h() -> None:
+    scenario = started(RowKind.FIRST)
+    scenario.run_to_end()
+    assert max(set_rates(scenario)) == 200.0
+    top = next(c for c in scenario.commands if isinstance(c, SetRate) and c.rate_ml_h == 200.0)
+    assert "L2" in top.decision.rules
+
+
+def test_L2_a_row_above_the_maximum_is_refused_naming_the_field() -> None:
+    with pytest.raises(ValueError, match=r"initial_rate_ml_h.*L2"):
+        initial_state(
+            REVIEW,
+            infusion_number=1,
+            bag_ml=1000.0,
+            initial_rate_ml_h=250.0,
+            min_duration_min=None,
+            course=CourseState(),
+            bag_prepared_at=T0,
+        )
+
+
+# --- L3 ---------------------------------------------------------------------------------------
+
+
+def test_L3_start_programs_vtbi_equal_to_the_bag_before_run() -> None:
+    state = planned(RowKind.FIRST)
+    decision = decide(state, Start(actor="nurse"), T0)
+    assert [type(c) for c in decision.commands] == [SetVtbi, SetRate, Run]
+    vtbi, rate, _ = decision.commands
+    assert isinstance(vtbi, SetVtbi)
+    assert vtbi.volume_ml == 1000.0
+    assert isinstance(rate, SetRate)
+    assert rate.rate_ml_h == 50.0
+    assert decision.state.phase is InfusionPhase.STARTING
+    started_event = next(a for a in decision.audit if a.type == "started")
+    assert started_event.rule == "L3"
+    assert started_event.data["vtbi_ml"] == 1000.0
+
+
+def test_L3_complete_only_when_the_pump_reports_the_vtbi_delivered() -> None:
+    scenario = started(RowKind.SECOND)
+    scenario.pump.vtbi = 10_000  # the pump keeps going past the bag: no report of delivery
+    scenario.advance(minutes(300))
+    assert scenario.state.phase is InfusionPhase.RUNNING
+    assert scenario.state.remaining_ml == 0.0
+    scenario.send(PumpCompleted(volume_infused_ml=500.0))
+    assert scenario.state.phase is InfusionPhase.COMPLETED
+    assert next(a for a in scenario.audit if a.type == "completed").rule == "L3"
+
+
+def test_L3_start_twice_is_refused_and_changes_nothing() -> None:
+    scenario = started(RowKind.FIRST)
+    before = scenario.state
+    decision = decide(before, Start(), scenario.now)
+    assert decision.refusal is not None
+    assert decision.refusal.rule == "L3"
+    assert decision.state == before
+    assert decision.commands == ()
+
+
+# --- L6 ---------------------------------------------------------------------------------------
+
+
+def test_L6_only_applies_to_the_row_that_has_a_minimum_duration() -> None:
+    scenario = started(RowKind.SECOND)
+    scenario.run_to_end()
+    assert all("L6" not in c.decision.rules for c in scenario.commands if isinstance(c, SetRate))
+
+
+# --- L7 ---------------------------------------------------------------------------------------
+
+
+def test_L7_hold_keeps_the_rate_and_release_waits_a_full_interval() -> None:
+    scenario = started(RowKind.FIRST)
+    scenario.advance(minutes(30))
+    scenario.send(Hold(actor="dr"))
+    assert next_deadline(scenario.state) is None or (
+        next_deadline(scenario.state).kind is not DeadlineKind.ESCALATION  # type: ignore[union-attr]
+    )
+    scenario.advance(minutes(120))
+    assert scenario.state.rate_ml_h == 50.0
+    assert scenario.state.running_min == pytest.approx(150.0)  # held time is running time
+    scenario.send(Release(actor="dr"))
+    scenario.advance(minutes(59))
+    assert scenario.state.rate_ml_h == 50.0
+    scenario.advance(minutes(1))
+    assert scenario.state.rate_ml_h == 100.0
+    assert [(a.type, a.rule) for a in scenario.audit if a.type in {"hold", "release"}] == [
+        ("hold", "L7"),
+        ("release", "L7"),
+    ]
+
+
+def test_L7_hold_twice_or_release_without_hold_is_refused() -> None:
+    scenario = started(RowKind.FIRST)
+    refused = decide(scenario.state, Release(), scenario.now)
+    assert refused.refusal is not None
+    assert refused.refusal.rule == "L7"
+    assert refused.state == scenario.state
+    scenario.send(Hold())
+    again = decide(scenario.state, Hold(), scenario.now)
+    assert again.refusal is not None
+    assert again.refusal.rule == "L7"
+
+
+# --- L9 ---------------------------------------------------------------------------------------
+
+
+def test_L9_warns_at_14_h_stops_at_15_h_and_a_new_bag_continues_at_the_step() -> None:
+    scenario = started(RowKind.FIRST)
+    scenario.send(Hold(actor="dr"))  # 50 ml/h: 1000 ml would take 20 h
+    scenario.advance(timedelta(hours=13, minutes=59))
+    assert not scenario.alarms()
+    scenario.advance(minutes(1))
+    assert [a.kind for a in scenario.alarms()] == [MachineAlarm.BAG_EXPIRING]
+    assert scenario.alarms()[0].rule == "L9"
+    mark = scenario.mark()
+    scenario.advance(minutes(60))
+    assert StopPump() in scenario.since(mark)
+    assert [a.kind for a in scenario.alarms()][-1] is MachineAlarm.BAG_EXPIRED
+    assert scenario.state.bag_expired
+    assert scenario.state.running_min == pytest.approx(900.0)
+    assert scenario.state.delivered_ml == pytest.approx(750.0)
+    scenario.advance(minutes(30))  # waiting for the new bag: no running time
+    assert scenario.state.running_min == pytest.approx(900.0)
+    resumed = decide(scenario.state, Start(), scenario.now)
+    assert resumed.refusal is not None
+    mark = scenario.mark()
+    new_bag_at = scenario.now
+    scenario.send(BagReplaced(prepared_at=new_bag_at, actor="nurse"))
+    sent = scenario.since(mark)
+    assert sent[:3] == [SetVtbi(250.0), sent[1], Run()]
+    assert isinstance(sent[1], SetRate)
+    assert sent[1].rate_ml_h == 50.0
+    assert scenario.state.phase is InfusionPhase.RUNNING
+    deadline = next_deadline(scenario.state)
+    assert deadline is not None
+    assert deadline.kind is DeadlineKind.BAG_WARNING
+    assert deadline.at == new_bag_at + timedelta(hours=14)
+    scenario.run_to_end()
+    assert scenario.state.phase is InfusionPhase.COMPLETED
+    assert scenario.state.delivered_ml == pytest.approx(1000.0)
+    assert scenario.state.running_min == pytest.approx(1200.0)
+
+
+def test_L9_a_bag_is_not_changed_while_the_pump_runs() -> None:
+    scenario = started(RowKind.FIRST)
+    decision = decide(scenario.state, BagReplaced(prepared_at=T0), scenario.now)
+    assert decision.refusal is not None
+    assert decision.refusal.rule == "L9"
+    assert decision.state == scenario.state
+
+
+def test_L9_an_expired_bag_cannot_be_started() -> None:
+    state = planned(RowKind.FIRST, prepared_at=T0 - timedelta(hours=16))
+    decision = decide(state, Start(), T0)
+    assert decision.refusal is not None
+    assert decision.refusal.rule == "L9"
+    assert not any(isinstance(c, Run) for c in decision.commands)
+    assert any(isinstance(c, RaiseAlarm) for c in decision.commands)  # the expiry, on time
+
+
+def test_L9_prepared_in_the_future_is_refused() -> None:
+    scenario = started(RowKind.FIRST)
+    decision = decide(scenario.state, BagReplaced(prepared_at=T0 + minutes(5)), T0)
+    assert decision.refusal is not None
+    assert decision.refusal.rule == "L9"
+
+
+def test_naive_datetimes_are_refused_naming_the_field() -> None:
+    with pytest.raises(ValidationError, match="prepared_at"):
+        BagReplaced(prepared_at=T0.replace(tzinfo=None))
+    with pytest.raises(ValueError, match="now"):
+        decide(planned(), Start(), T0.replace(tzinfo=None))
+
+
+def test_time_never_runs_backwards() -> None:
+    scenario = started(RowKind.FIRST)
+    with pytest.raises(ValueError, match="now"):
+        decide(scenario.state, TimePassed(), T0 - minutes(1))
