@@ -1,0 +1,770 @@
+"""The New Era protocol layer: one exchange at a time on a line shared by up to 100 pumps.
+
+`SerialLine` owns one byte stream: requests wait in a priority queue (a stop jumps ahead of
+everything queued), one exchange is in flight at a time, a reply is matched to its request by
+address and shape, idempotent requests are retried, unsolicited alarm frames (safe mode) go to
+their pump. `SerialPump` implements `drivers.base.Pump` on a line and keeps the safe-mode
+watchdog fed. Wire time only (`asyncio.timeout`): constants below are named after the spec
+(interfaces.md section 1). Rule A3: every command is read back; the methods return that reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import re
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from enum import IntEnum
+
+from drivers.base import (
+    Alarm,
+    Pump,
+    PumpCommandRejected,
+    PumpConfigError,
+    PumpConnectionError,
+    PumpError,
+    PumpProtocolError,
+    PumpState,
+    PumpStatus,
+    PumpTimeout,
+    StatusBroadcast,
+)
+from drivers.serial.codec import (
+    MAX_BUFFER,
+    MAX_PAYLOAD,
+    RATE_UNITS,
+    VOLUME_UNITS,
+    Command,
+    FrameError,
+    Reply,
+    ReplyDecoder,
+    format_number,
+    parse_dispensed,
+    parse_quantity,
+)
+from drivers.serial.transport import Opener, TransportError, close_stream, open_serial
+
+__all__ = [
+    "ALARM_OF_CODE",
+    "ALARM_OF_STATUS",
+    "DEFAULT_BAUD",
+    "DEFAULT_SAFE_MODE_S",
+    "LINE_CAPACITY_LIMIT",
+    "REPLY_TIMEOUT_S",
+    "STATE_OF_STATUS",
+    "LineMember",
+    "Priority",
+    "SerialLine",
+    "SerialPump",
+    "check_line_capacity",
+    "line_load",
+]
+
+log = logging.getLogger(__name__)
+
+#: Wait for a reply this long beyond its own wire time (a pump answers within milliseconds).
+REPLY_TIMEOUT_S = 0.5
+#: Retries of a request whose reply timed out or failed its check (all our commands are
+#: absolute, so sending one twice does no harm).
+EXCHANGE_RETRIES = 2
+#: An alarm reply means the command was not executed (it acknowledged the alarm): send again.
+ALARM_RESENDS = 2
+#: A line may be at most this busy with polling and watchdog feeding (interfaces.md section 1).
+LINE_CAPACITY_LIMIT = 0.5
+#: Bytes of one safe-mode status exchange, the watchdog feed (interfaces.md section 1).
+SAFE_STATUS_EXCHANGE_BYTES = 20
+#: 8N1: start bit, 8 data bits, stop bit.
+BITS_PER_BYTE = 10
+DEFAULT_BAUD = 19200
+#: Safe mode by default: SAF 5, the pump stops itself 5 s after its controller went silent.
+DEFAULT_SAFE_MODE_S = 5
+MAX_SAFE_MODE_S = 255
+#: Feed the watchdog after a third of its period without a valid exchange: two lost feeds
+#: still leave margin before the pump stops.
+WATCHDOG_FEED_FRACTION = 1 / 3
+#: How often a controller reads a pump's full status (for the line-capacity figures).
+DEFAULT_POLL_INTERVAL_S = 1.0
+MAX_RATE_ML_H = 9999.0
+MAX_VTBI_ML = 9999.0
+_MAX_FRAME_BYTES = MAX_PAYLOAD + 5
+
+
+class Priority(IntEnum):
+    """Queue order on a line: a stop goes next, then watchdog feeds, then everything else."""
+
+    STOP = 0
+    WATCHDOG = 1
+    NORMAL = 2
+
+
+#: Status characters to pumpctl states (interfaces.md section 1 table).
+STATE_OF_STATUS: dict[str, PumpState] = {
+    "I": PumpState.RUNNING,
+    "S": PumpState.STOPPED,
+    "P": PumpState.PAUSED,
+    "T": PumpState.PAUSED,
+    "U": PumpState.PAUSED,
+    "W": PumpState.ALARM,
+    "X": PumpState.ALARM,
+}
+#: An infusion pump must never withdraw or purge: W and X are a malfunction.
+ALARM_OF_STATUS: dict[str, Alarm] = {"W": Alarm.MALFUNCTION, "X": Alarm.MALFUNCTION}
+#: Alarm codes of `A?<code>` replies to pumpctl alarms.
+ALARM_OF_CODE: dict[str, Alarm] = {
+    "S": Alarm.OCCLUSION,
+    "T": Alarm.COMM_TIMEOUT,
+    "R": Alarm.MALFUNCTION,
+    "E": Alarm.MALFUNCTION,
+    "O": Alarm.MALFUNCTION,
+}
+
+_RATE_REPLY = re.compile(r"\d*\.?\d*(MH|MM|UH|UM)")
+_VOLUME_REPLY = re.compile(r"\d*\.?\d*(ML|UL)")
+_DISPENSED_REPLY = re.compile(r"I\d*\.?\d*W\d*\.?\d*(ML|UL)")
+_VERSION_REPLY = re.compile(r"[A-Z0-9.]+")
+_INTEGER_REPLY = re.compile(r"\d+")
+_EMPTY_REPLY = re.compile("")
+
+
+def _expect(pattern: re.Pattern[str]) -> Callable[[Reply], bool]:
+    """A reply shape check: alarms and errors always fit; data must match `pattern`."""
+
+    def fits(reply: Reply) -> bool:
+        if reply.alarm is not None or reply.error is not None:
+            return True
+        return pattern.fullmatch(reply.data) is not None
+
+    return fits
+
+
+def wire_seconds(n_bytes: int, baud: int) -> float:
+    """Time `n_bytes` take on the wire at `baud` (8N1)."""
+    return n_bytes * BITS_PER_BYTE / baud
+
+
+def _exchange_bytes(name: str, reply_data: str) -> int:
+    command = Command(99, name, safe=True).to_bytes()
+    return len(command) + len(Reply(99, "S", reply_data, safe=True).to_bytes())
+
+
+#: Bytes of one full status read (RAT, VOL and DIS queries with their longest replies).
+POLL_EXCHANGE_BYTES = (
+    _exchange_bytes("RAT", "9999.MH")
+    + _exchange_bytes("VOL", "9999.ML")
+    + _exchange_bytes("DIS", "I9999.W9999.ML")
+)
+
+
+def _feed_interval(safe_mode_s: int) -> float:
+    return safe_mode_s * WATCHDOG_FEED_FRACTION
+
+
+# -- line capacity ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LineMember:
+    """A pump as configured on a line, for capacity figures. `safe_mode_s` None: unknown (5)."""
+
+    address: int
+    pump_id: str
+    safe_mode_s: int | None = DEFAULT_SAFE_MODE_S
+    poll_interval_s: float | None = DEFAULT_POLL_INTERVAL_S
+
+    def bytes_per_s(self) -> float:
+        """Bytes per second this pump's polling and watchdog feeding put on the line."""
+        load = 0.0
+        if self.poll_interval_s:
+            load += POLL_EXCHANGE_BYTES / self.poll_interval_s
+        safe = DEFAULT_SAFE_MODE_S if self.safe_mode_s is None else self.safe_mode_s
+        if safe:
+            load += SAFE_STATUS_EXCHANGE_BYTES / _feed_interval(safe)
+        return load
+
+
+def line_load(members: list[LineMember], baud: int) -> float:
+    """Fraction of the line's time that polling and watchdog feeding of `members` use."""
+    return sum(m.bytes_per_s() for m in members) * BITS_PER_BYTE / baud
+
+
+def check_line_capacity(url: str, baud: int, members: list[LineMember], pump_id: str) -> None:
+    """Refuse (PumpConfigError with the figures) a line that would be over half busy."""
+    load = line_load(members, baud)
+    if load <= LINE_CAPACITY_LIMIT:
+        return
+    per_pump = "; ".join(
+        f"{m.pump_id} (address {m.address}): {m.bytes_per_s():.0f} B/s"
+        f" (full status every {m.poll_interval_s} s = {POLL_EXCHANGE_BYTES} B,"
+        f" watchdog SAF {m.safe_mode_s})"
+        for m in members
+    )
+    total = sum(m.bytes_per_s() for m in members)
+    raise PumpConfigError(
+        pump_id,
+        "configure",
+        f"line {url} at {baud} baud would be {load:.0%} busy, over the {LINE_CAPACITY_LIMIT:.0%}"
+        f" limit: {len(members)} pump(s) need {total:.0f} B/s x {BITS_PER_BYTE} bits / {baud}"
+        f" baud = {load:.2f} s of line time per second [{per_pump}]; poll less often, put fewer"
+        " pumps on this line or raise the baud rate",
+    )
+
+
+# -- the line --------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Request:
+    command: Command
+    pump_id: str
+    operation: str
+    expect: Callable[[Reply], bool] | None
+    future: asyncio.Future[Reply]
+
+
+@dataclass(eq=False)
+class _Member:
+    config: LineMember
+    on_unsolicited: Callable[[Reply], None]
+
+
+@dataclass
+class LineStats:
+    """Counters of what went wrong on a line (for diagnostics and tests)."""
+
+    frame_errors: int = 0
+    stale_replies: int = 0
+    timeouts: int = 0
+    last_frame_error: str = ""
+    unsolicited: int = 0
+    kinds: dict[str, int] = field(default_factory=dict)
+
+
+class SerialLine:
+    """One serial port shared by up to 100 pumps; one exchange in flight at a time."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        baud: int = DEFAULT_BAUD,
+        reply_timeout_s: float = REPLY_TIMEOUT_S,
+        opener: Opener = open_serial,
+    ) -> None:
+        self.url = url
+        self.baud = baud
+        self.reply_timeout_s = reply_timeout_s
+        self._opener = opener
+        self._members: dict[int, _Member] = {}
+        self._queue: asyncio.PriorityQueue[tuple[int, int, _Request]] = asyncio.PriorityQueue()
+        self._seq = itertools.count()
+        self._inflight: _Request | None = None
+        self._waiter: asyncio.Future[Reply] | None = None
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._lost: str | None = None
+        self.stats = LineStats()
+        self._decoder = ReplyDecoder(on_error=self._frame_error)
+
+    async def __aenter__(self) -> SerialLine:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def is_open(self) -> bool:
+        """True while the port is open and was not lost."""
+        return self._writer is not None and self._lost is None
+
+    async def open(self) -> None:
+        """Open the port and start the line's reader and dispatcher tasks."""
+        if self._writer is not None:
+            return
+        try:
+            self._reader, self._writer = await self._opener(self.url, self.baud)
+        except TransportError as exc:
+            raise PumpConnectionError(f"line {self.url}", "open", str(exc)) from exc
+        self._lost = None
+        self._decoder.reset()
+        self._tasks = [
+            asyncio.create_task(self._read_loop(), name=f"serial-reader {self.url}"),
+            asyncio.create_task(self._dispatch_loop(), name=f"serial-dispatcher {self.url}"),
+        ]
+
+    async def close(self) -> None:
+        """Stop the line's tasks, fail queued requests, close the port. Idempotent."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        while not self._queue.empty():
+            _, _, request = self._queue.get_nowait()
+            if not request.future.done():
+                request.future.set_exception(
+                    PumpConnectionError(request.pump_id, request.operation, "line closed")
+                )
+        if self._writer is not None:
+            writer, self._writer, self._reader = self._writer, None, None
+            await close_stream(writer)
+
+    # -- membership and capacity ------------------------------------------------------------
+
+    @property
+    def members(self) -> list[LineMember]:
+        """The pumps registered on this line."""
+        return [m.config for m in self._members.values()]
+
+    def check(self, member: LineMember) -> None:
+        """Refuse `member` (PumpConfigError) if its address is taken or the line would overload."""
+        if member.address in self._members:
+            other = self._members[member.address].config.pump_id
+            raise PumpConfigError(
+                member.pump_id, "configure", f"address {member.address} is already {other}'s"
+            )
+        check_line_capacity(self.url, self.baud, [*self.members, member], member.pump_id)
+
+    def register(self, member: LineMember, on_unsolicited: Callable[[Reply], None]) -> None:
+        """Add a pump to the line (after `check`); its unsolicited frames go to the callback."""
+        self.check(member)
+        self._members[member.address] = _Member(member, on_unsolicited)
+
+    def unregister(self, address: int) -> None:
+        """Remove the pump at `address` (no error if absent)."""
+        self._members.pop(address, None)
+
+    # -- exchanges --------------------------------------------------------------------------
+
+    async def exchange(
+        self,
+        command: Command,
+        *,
+        pump_id: str,
+        operation: str,
+        priority: Priority = Priority.NORMAL,
+        retries: int = EXCHANGE_RETRIES,
+        expect: Callable[[Reply], bool] | None = None,
+    ) -> Reply:
+        """Send `command` when its turn comes, return the matching reply (retrying on failure).
+
+        Raises PumpTimeout (no valid reply), PumpProtocolError (reply failed its check) after
+        the retries, PumpConnectionError if the line is closed or lost.
+        """
+        loop = asyncio.get_running_loop()
+        last: PumpError | None = None
+        for _attempt in range(retries + 1):
+            if not self.is_open:
+                raise PumpConnectionError(
+                    pump_id, operation, self._lost or f"line {self.url} is not open"
+                )
+            future: asyncio.Future[Reply] = loop.create_future()
+            request = _Request(command, pump_id, operation, expect, future)
+            self._queue.put_nowait((priority, next(self._seq), request))
+            try:
+                return await future
+            except (PumpTimeout, PumpProtocolError) as exc:
+                last = exc
+                log.info("%s: %s attempt failed: %s", pump_id, operation, exc.message)
+        assert last is not None
+        raise last
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            _, _, request = await self._queue.get()
+            if request.future.done():  # its caller gave up while it was queued
+                continue
+            try:
+                reply = await self._transact(request)
+            except asyncio.CancelledError:  # the line is closing under this exchange
+                if not request.future.done():
+                    request.future.set_exception(
+                        PumpConnectionError(request.pump_id, request.operation, "line closed")
+                    )
+                raise
+            except PumpError as exc:
+                if not request.future.done():
+                    request.future.set_exception(exc)
+            else:
+                if not request.future.done():
+                    request.future.set_result(reply)
+
+    async def _transact(self, request: _Request) -> Reply:
+        if self._writer is None or self._lost is not None:
+            raise PumpConnectionError(request.pump_id, request.operation, self._lost or "closed")
+        frame = request.command.to_bytes()
+        waiter: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        timeout = self.reply_timeout_s + wire_seconds(len(frame) + _MAX_FRAME_BYTES, self.baud)
+        self._inflight, self._waiter = request, waiter
+        try:
+            self._writer.write(frame)
+            await self._writer.drain()
+            async with asyncio.timeout(timeout):
+                return await waiter
+        except TimeoutError:
+            self.stats.timeouts += 1
+            raise PumpTimeout(
+                request.pump_id,
+                request.operation,
+                f"no valid reply to {request.command.payload.decode()!r} within {timeout:.2f} s",
+            ) from None
+        except OSError as exc:
+            self._connection_lost(f"write failed: {exc}")
+            raise PumpConnectionError(request.pump_id, request.operation, str(exc)) from exc
+        finally:
+            self._inflight, self._waiter = None, None
+
+    async def _read_loop(self) -> None:
+        assert self._reader is not None
+        try:
+            while True:
+                data = await self._reader.read(MAX_BUFFER)
+                if not data:
+                    self._connection_lost(f"port {self.url} closed (end of file)")
+                    return
+                for reply in self._decoder.feed(data):
+                    self._on_reply(reply)
+        except OSError as exc:
+            self._connection_lost(f"port {self.url} failed: {exc}")
+
+    def _on_reply(self, reply: Reply) -> None:
+        request, waiter = self._inflight, self._waiter
+        if (
+            request is not None
+            and waiter is not None
+            and not waiter.done()
+            and reply.address == request.command.address
+            and (request.expect is None or request.expect(reply))
+        ):
+            waiter.set_result(reply)
+            return
+        member = self._members.get(reply.address)
+        if reply.alarm is not None and member is not None:
+            self.stats.unsolicited += 1
+            member.on_unsolicited(reply)
+            return
+        self.stats.stale_replies += 1
+        log.debug("line %s: ignored a reply nobody waits for: %r", self.url, reply)
+
+    def _frame_error(self, exc: FrameError) -> None:
+        self.stats.frame_errors += 1
+        self.stats.kinds[exc.kind] = self.stats.kinds.get(exc.kind, 0) + 1
+        self.stats.last_frame_error = str(exc)
+        request, waiter = self._inflight, self._waiter
+        # a reply that failed its check is never acted on; fail fast so the retry goes now
+        if exc.kind in {"check", "invalid"} and request and waiter and not waiter.done():
+            waiter.set_exception(
+                PumpProtocolError(request.pump_id, request.operation, f"bad reply: {exc}")
+            )
+
+    def _connection_lost(self, reason: str) -> None:
+        self._lost = reason
+        log.warning("line %s lost: %s", self.url, reason)
+        request, waiter = self._inflight, self._waiter
+        if request and waiter and not waiter.done():
+            waiter.set_exception(PumpConnectionError(request.pump_id, request.operation, reason))
+
+
+# -- one pump on a line ----------------------------------------------------------------------
+
+
+class SerialPump(Pump):
+    """A New Era pump at `address` on `line`.
+
+    `safe_mode_s`: n (1-255) switches safe mode on at connect (SAF n) and keeps its watchdog fed;
+    0 switches it off (SAF 0); None changes nothing (framing and SAF are detected with queries
+    only, as `pumpctl pump status` needs). In safe mode a silent controller stops the pump.
+    """
+
+    def __init__(
+        self,
+        line: SerialLine,
+        address: int,
+        *,
+        pump_id: str | None = None,
+        safe_mode_s: int | None = DEFAULT_SAFE_MODE_S,
+        poll_interval_s: float | None = DEFAULT_POLL_INTERVAL_S,
+    ) -> None:
+        self.pump_id = pump_id or f"serial:{line.url}#{address}"
+        if not 0 <= address <= 99:
+            raise PumpConfigError(self.pump_id, "configure", f"address {address}: must be 0-99")
+        if safe_mode_s is not None and not 0 <= safe_mode_s <= MAX_SAFE_MODE_S:
+            raise PumpConfigError(
+                self.pump_id, "configure", f"safe_mode_s {safe_mode_s}: must be 0-255 or None"
+            )
+        self.line = line
+        self.address = address
+        self.requested_safe_mode_s = safe_mode_s
+        self._member = LineMember(address, self.pump_id, safe_mode_s, poll_interval_s)
+        line.check(self._member)
+        #: The safe-mode period in force (0: basic mode), known after connect.
+        self.safe_mode_s: int | None = None
+        #: The pump's identification (`VER` reply), known after connect.
+        self.firmware: str | None = None
+        #: Alarms this driver learnt from alarm frames (acknowledged by its commands), in order.
+        self.acknowledged: list[Alarm] = []
+        self._safe = False
+        self._latched: set[Alarm] = set()
+        self._status_char = "S"
+        self._last: PumpStatus | None = None
+        self._last_valid = 0.0
+        self._broadcast = StatusBroadcast()
+        self._feeder: asyncio.Task[None] | None = None
+        self._owned: set[asyncio.Task[PumpStatus]] = set()
+        self._registered = False
+
+    # -- life -------------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Register on the line, set (or detect) the framing, identify, read the status."""
+        if not self.line.is_open:
+            raise PumpConnectionError(self.pump_id, "connect", f"line {self.line.url} not open")
+        self.line.register(self._member, self._on_unsolicited)
+        self._registered = True
+        try:
+            if self.requested_safe_mode_s is None:
+                await self._detect_framing()
+            else:
+                n = self.requested_safe_mode_s
+                await self._command("SAF", str(n), "connect", safe=True)
+                self._safe, self.safe_mode_s = n > 0, n
+            version = await self._command("VER", "", "connect", expect=_VERSION_REPLY)
+            self.firmware = version.data
+            await self.read_status()
+        except BaseException:
+            await self.close()
+            raise
+        if self._safe and self.safe_mode_s:
+            self._feeder = asyncio.create_task(
+                self._feed_watchdog(self.safe_mode_s), name=f"serial-watchdog {self.pump_id}"
+            )
+
+    async def close(self) -> None:
+        """Stop feeding the watchdog and leave the line; the pump's mode is left as it is."""
+        if self._feeder is not None:
+            self._feeder.cancel()
+            await asyncio.gather(self._feeder, return_exceptions=True)
+            self._feeder = None
+        if self._owned:
+            await asyncio.gather(*self._owned, return_exceptions=True)
+        if self._registered:
+            self.line.unregister(self.address)
+            self._registered = False
+
+    async def _detect_framing(self) -> None:
+        """Find the framing in force with status queries only (basic first), then SAF's period."""
+        try:
+            reply: Reply | None = await self._send(
+                Command(self.address), "connect", retries=0, expect=_expect(_EMPTY_REPLY)
+            )
+        except PumpTimeout:
+            reply = None
+        if reply is None or reply.safe or reply.error == "COM":
+            reply = await self._send(
+                Command(self.address, safe=True), "connect", expect=_expect(_EMPTY_REPLY)
+            )
+        self._safe = reply.safe
+        if self._safe:
+            period = await self._command("SAF", "", "connect", expect=_INTEGER_REPLY)
+            self.safe_mode_s = int(period.data)
+        else:
+            self.safe_mode_s = 0
+
+    # -- the Pump interface -----------------------------------------------------------------
+
+    @property
+    def last_status(self) -> PumpStatus | None:
+        """The last status read (or updated by any reply), None before first contact."""
+        return self._last
+
+    def status_changes(self) -> AsyncIterator[PumpStatus]:
+        """Every change of status from now on."""
+        return self._broadcast.subscribe()
+
+    async def read_status(self) -> PumpStatus:
+        """Read rate (RAT), volume to be infused (VOL) and volume infused (DIS)."""
+        return await self._read("read_status", Priority.NORMAL)
+
+    async def set_rate(self, rate_ml_h: float) -> PumpStatus:
+        """`RAT <rate> MH`, then read back."""
+        text = self._number("set_rate", "rate_ml_h", rate_ml_h, MAX_RATE_ML_H)
+        await self._command("RAT", f"{text}MH", "set_rate")
+        return await self._read("set_rate", Priority.NORMAL)
+
+    async def set_vtbi(self, vtbi_ml: float) -> PumpStatus:
+        """`VOL ML` then `VOL <ml>`, then read back."""
+        text = self._number("set_vtbi", "vtbi_ml", vtbi_ml, MAX_VTBI_ML)
+        await self._command("VOL", "ML", "set_vtbi")
+        await self._command("VOL", text, "set_vtbi")
+        return await self._read("set_vtbi", Priority.NORMAL)
+
+    async def run(self) -> PumpStatus:
+        """`DIR INF` (an infusion pump never withdraws), `RUN`, then read back."""
+        await self._command("DIR", "INF", "run")
+        await self._command("RUN", "", "run")
+        return await self._read("run", Priority.NORMAL)
+
+    async def stop(self) -> PumpStatus:
+        """`STP` ahead of any queued request, then read back; shielded from cancellation."""
+        task = asyncio.create_task(self._stop(), name=f"serial-stop {self.pump_id}")
+        self._owned.add(task)
+        task.add_done_callback(self._owned.discard)
+        return await asyncio.shield(task)
+
+    async def _stop(self) -> PumpStatus:
+        await self._command("STP", "", "stop", priority=Priority.STOP)
+        return await self._read("stop", Priority.STOP)
+
+    async def clear_volume(self) -> PumpStatus:
+        """`CLD INF`, then read back."""
+        await self._command("CLD", "INF", "clear_volume")
+        return await self._read("clear_volume", Priority.NORMAL)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _number(self, operation: str, name: str, value: float, maximum: float) -> str:
+        try:
+            text = format_number(value, point=False)
+        except ValueError:
+            text = ""
+        if not text or not 0 < float(text) <= maximum:
+            raise PumpCommandRejected(
+                self.pump_id, operation, f"{name} {value!r} out of range (0, {maximum}]", "OOR"
+            )
+        return text
+
+    async def _read(self, operation: str, priority: Priority) -> PumpStatus:
+        rat = await self._command("RAT", "", operation, expect=_RATE_REPLY, priority=priority)
+        vol = await self._command("VOL", "", operation, expect=_VOLUME_REPLY, priority=priority)
+        dis = await self._command("DIS", "", operation, expect=_DISPENSED_REPLY, priority=priority)
+        try:
+            rate, rate_unit = parse_quantity(rat.data, RATE_UNITS)
+            vtbi, vtbi_unit = parse_quantity(vol.data, VOLUME_UNITS)
+            infused, _withdrawn, dis_unit = parse_dispensed(dis.data)
+        except ValueError as exc:
+            raise PumpProtocolError(self.pump_id, operation, str(exc)) from None
+        state, alarms = self._state()
+        status = PumpStatus(
+            pump_id=self.pump_id,
+            state=state,
+            rate_ml_h=round(rate * RATE_UNITS[rate_unit], 4),
+            vtbi_ml=round(vtbi * VOLUME_UNITS[vtbi_unit], 4),
+            volume_infused_ml=round(infused * VOLUME_UNITS[dis_unit], 4),
+            alarms=alarms,
+            last_contact=self._last_valid,
+        )
+        self._publish(status)
+        return status
+
+    async def _command(
+        self,
+        name: str,
+        data: str,
+        operation: str,
+        *,
+        expect: re.Pattern[str] = _EMPTY_REPLY,
+        priority: Priority = Priority.NORMAL,
+        safe: bool | None = None,
+    ) -> Reply:
+        """Send one command in the framing in force; raise PumpCommandRejected on `?` replies."""
+        framing = self._safe if safe is None else safe
+        command = Command(self.address, name, data, safe=framing)
+        reply = await self._send(command, operation, priority=priority, expect=_expect(expect))
+        if reply.error is not None:
+            code = reply.error or "?"
+            raise PumpCommandRejected(
+                self.pump_id,
+                operation,
+                f"pump refused {command.payload.decode()!r}: ?{reply.error}",
+                code,
+            )
+        return reply
+
+    async def _send(
+        self,
+        command: Command,
+        operation: str,
+        *,
+        priority: Priority = Priority.NORMAL,
+        retries: int = EXCHANGE_RETRIES,
+        expect: Callable[[Reply], bool] | None = None,
+    ) -> Reply:
+        """One exchange; an alarm reply is recorded and the command sent again (not executed)."""
+        for _resend in range(ALARM_RESENDS + 1):
+            reply = await self.line.exchange(
+                command,
+                pump_id=self.pump_id,
+                operation=operation,
+                priority=priority,
+                retries=retries,
+                expect=expect,
+            )
+            self._note(reply, acknowledged=True)
+            if reply.alarm is None:
+                return reply
+        raise PumpCommandRejected(
+            self.pump_id,
+            operation,
+            f"pump kept answering alarm A?{reply.alarm} to {command.payload.decode()!r}",
+            f"A?{reply.alarm}",
+        )
+
+    def _note(self, reply: Reply, *, acknowledged: bool) -> None:
+        """Learn from any valid reply: its status char, or the alarm it carries (latched)."""
+        self._last_valid = asyncio.get_running_loop().time()
+        if reply.alarm is not None:
+            alarm = ALARM_OF_CODE[reply.alarm]
+            if alarm not in self._latched:
+                log.warning("%s: pump alarm A?%s (%s)", self.pump_id, reply.alarm, alarm.value)
+                self._latched.add(alarm)
+            if acknowledged:
+                self.acknowledged.append(alarm)
+        else:
+            self._status_char = reply.status
+            if reply.status == "I":
+                # running again: someone dealt with the alarm and restarted the pump
+                self._latched.clear()
+        if self._last is not None:
+            state, alarms = self._state()
+            self._publish(
+                replace(self._last, state=state, alarms=alarms, last_contact=self._last_valid)
+            )
+
+    def _state(self) -> tuple[PumpState, frozenset[Alarm]]:
+        """The pumpctl state and alarms: latched alarm replies, and W/X as a malfunction."""
+        alarms = set(self._latched)
+        if self._status_char in ALARM_OF_STATUS:
+            alarms.add(ALARM_OF_STATUS[self._status_char])
+        state = PumpState.ALARM if alarms else STATE_OF_STATUS[self._status_char]
+        return state, frozenset(alarms)
+
+    def _publish(self, status: PumpStatus) -> None:
+        self._last = status
+        self._broadcast.publish(status)
+
+    def _on_unsolicited(self, reply: Reply) -> None:
+        """An alarm the pump sent on its own (safe mode): record it, it is not acknowledged."""
+        self._note(reply, acknowledged=False)
+
+    async def _feed_watchdog(self, period_s: int) -> None:
+        """Keep the safe-mode watchdog fed: a status query when the pump was quiet too long."""
+        loop = asyncio.get_running_loop()
+        interval = _feed_interval(period_s)
+        while True:
+            idle = loop.time() - self._last_valid
+            if idle < interval:
+                await asyncio.sleep(interval - idle)
+                continue
+            try:
+                await self._send(
+                    Command(self.address, safe=True),
+                    "watchdog",
+                    priority=Priority.WATCHDOG,
+                    retries=0,
+                    expect=_expect(_EMPTY_REPLY),
+                )
+            except PumpError as exc:
+                log.warning("%s: watchdog feed failed: %s", self.pump_id, exc.message)
+                await asyncio.sleep(interval)

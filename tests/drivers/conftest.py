@@ -1,0 +1,31 @@
+"""Driver fixtures: `pump_env`, one connected pump per transport for the conformance suite.
+
+Each env has `.driver` (a connected drivers.base.Pump), `.model` (the simulated PumpModel),
+`.clock` (VirtualClock) and `async break_link()` / `async restore_link()`.
+The serial env is tests/drivers/serial_env.py; the MQTT env is tests/drivers/mqtt_env.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from pumpctl.clock import VirtualClock
+
+
+@pytest.fixture(params=["serial", "mqtt"])
+async def pump_env(request: pytest.FixtureRequest, clock: VirtualClock) -> AsyncIterator[Any]:
+    """A connected driver and its simulated pump, over each transport in turn."""
+    if request.param == "serial":
+        from serial_env import serial_env  # noqa: PLC0415 (each transport's env on demand)
+
+        async with serial_env(clock) as env:
+            yield env
+    else:
+        from mqtt_env import mqtt_env  # noqa: PLC0415 (written with the MQTT driver)
+
+        broker = request.getfixturevalue("broker")
+        async with mqtt_env(clock, broker) as env:
+            yield env

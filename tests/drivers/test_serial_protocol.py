@@ -1,0 +1,435 @@
+"""The serial protocol layer against the simulator over real pseudo-terminals.
+
+Serial-only behaviour: many pumps on one line, the stop jumping the queue, timeouts, the safe-mode
+watchdog, unsolicited alarms, framing detection, status mapping, line capacity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tty
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from serial_env import TEST_REPLY_TIMEOUT_S
+
+from drivers.base import (
+    Alarm,
+    PumpConfigError,
+    PumpConnectionError,
+    PumpState,
+    PumpStatus,
+    PumpTimeout,
+)
+from drivers.serial import LineMember, SerialLine, SerialPump, check_line_capacity, line_load
+from drivers.serial.codec import Command, CommandDecoder, Reply
+from drivers.serial.protocol import (
+    ALARM_OF_CODE,
+    LINE_CAPACITY_LIMIT,
+    POLL_EXCHANGE_BYTES,
+    STATE_OF_STATUS,
+)
+from drivers.serial.transport import open_serial
+from pumpctl.clock import VirtualClock
+from simulator.model import PumpModel
+from simulator.serial_server import SerialSimulator
+
+
+@asynccontextmanager
+async def line_with(
+    clock: VirtualClock, n: int, **sim_options: object
+) -> AsyncIterator[tuple[SerialSimulator, SerialLine, list[PumpModel]]]:
+    models = [PumpModel(f"p{i}", clock, address=i) for i in range(n)]
+    async with (
+        SerialSimulator(models, **sim_options) as sim,  # type: ignore[arg-type]
+        SerialLine(sim.path, reply_timeout_s=TEST_REPLY_TIMEOUT_S) as line,
+    ):
+        yield sim, line, models
+
+
+async def until(predicate: Callable[[], bool], listeners: list[Callable[..., None]]) -> None:
+    """Wait (bounded, 5 s) until `predicate()` holds, woken by `listeners` callbacks."""
+    event = asyncio.Event()
+
+    def check(*_: object) -> None:
+        if predicate():
+            event.set()
+
+    listeners.append(check)
+    try:
+        check()
+        async with asyncio.timeout(5):
+            await event.wait()
+    finally:
+        listeners.remove(check)
+
+
+async def test_many_addresses_share_one_line(clock: VirtualClock) -> None:
+    async with line_with(clock, 8) as (sim, line, models):
+        pumps = [SerialPump(line, i, pump_id=f"p{i}") for i in range(8)]
+        for pump in pumps:
+            await pump.connect()
+        try:
+            statuses = await asyncio.gather(*(p.set_rate(10 + i) for i, p in enumerate(pumps)))
+            for i, status in enumerate(statuses):
+                assert status.pump_id == f"p{i}"
+                assert status.rate_ml_h == 10 + i
+                assert models[i].status().rate_ml_h == 10 + i
+            assert {e.address for e in sim.received} == set(range(8))
+        finally:
+            for pump in pumps:
+                await pump.close()
+
+
+async def test_stop_jumps_the_queue(clock: VirtualClock) -> None:
+    async with (
+        line_with(clock, 2) as (sim, line, models),
+        SerialPump(line, 0) as p0,
+        SerialPump(line, 1) as p1,
+    ):
+        await p0.set_rate(100)
+        await p0.run()
+        models[1].faults.late_reply_s = 0.01  # exchanges with pump 1 take a while
+        reads = [asyncio.ensure_future(p1.read_status()) for _ in range(6)]
+        await until(lambda: any(e.address == 1 for e in sim.received[-1:]), sim.listeners)
+        queued_at = len(sim.received)
+        status = await p0.stop()
+        assert status.state is PumpState.STOPPED
+        stp = next(
+            i for i, e in enumerate(sim.received) if e.address == 0 and e.command.name == "STP"
+        )
+        # at most the exchange already in flight went before the stop; 18 were queued
+        assert stp <= queued_at
+        await asyncio.gather(*reads)
+
+
+async def test_pump_that_stops_answering_times_out(clock: VirtualClock) -> None:
+    async with line_with(clock, 1) as (_sim, line, models), SerialPump(line, 0, pump_id="x") as p:
+        models[0].faults.no_reply = True
+        with pytest.raises(PumpTimeout) as info:
+            await p.set_rate(10)
+        assert info.value.pump_id == "x"
+        assert info.value.operation == "set_rate"
+        assert line.stats.timeouts == 3  # first try and two retries
+        assert models[0].status().rate_ml_h == 0
+
+
+async def test_late_replies_beyond_the_timeout_are_not_misread(clock: VirtualClock) -> None:
+    async with line_with(clock, 1) as (_sim, line, models), SerialPump(line, 0, safe_mode_s=0) as p:
+        await p.set_rate(33)
+        await p.set_vtbi(44)
+        # later than all three attempts together (a reply a little late would be matched to the
+        # retry: same address and shape; harmless, as it says the same thing)
+        models[0].faults.late_reply_s = 1.0
+        with pytest.raises(PumpTimeout):
+            await p.read_status()
+        models[0].faults.late_reply_s = 0
+        status = await p.read_status()
+        assert (status.rate_ml_h, status.vtbi_ml) == (33, 44)
+
+
+@pytest.mark.slow
+async def test_safe_mode_watchdog_is_fed_then_stops_a_silent_controller(
+    clock: VirtualClock,
+) -> None:
+    async with line_with(clock, 1) as (sim, line, models):
+        pump = SerialPump(line, 0, safe_mode_s=1)
+        await pump.connect()
+        await pump.set_rate(50)
+        await pump.run()
+        start = asyncio.get_running_loop().time()
+        # the driver feeds the watchdog on its own: wait for feeds spanning over one period
+        await until(
+            lambda: sum(1 for e in sim.received if e.command == Command(0, safe=True)) >= 4,
+            sim.listeners,
+        )
+        assert asyncio.get_running_loop().time() - start > 1.0
+        assert models[0].state is PumpState.RUNNING
+        assert models[0].alarms == frozenset()
+        await pump.close()  # the controller dies: nothing feeds the watchdog any more
+        await until(lambda: Alarm.COMM_TIMEOUT in models[0].alarms, models[0].listeners)
+        assert models[0].state is PumpState.ALARM
+        # a new controller learns why the pump stopped
+        async with SerialPump(line, 0, safe_mode_s=None) as again:
+            assert again.safe_mode_s == 1
+            status = again.last_status
+            assert status is not None
+            assert status.state is PumpState.ALARM
+            assert Alarm.COMM_TIMEOUT in status.alarms
+
+
+async def test_unsolicited_alarm_reaches_the_right_pump(clock: VirtualClock) -> None:
+    async with (
+        line_with(clock, 2) as (_sim, line, models),
+        SerialPump(line, 0) as p0,
+        SerialPump(line, 1) as p1,
+    ):
+        await p1.set_rate(10)
+        await p1.run()
+        changes = p1.status_changes()
+        nxt = asyncio.ensure_future(anext(changes))
+        await asyncio.sleep(0)  # subscribe before the alarm
+        models[1].raise_alarm(Alarm.OCCLUSION)  # the pump says it on its own (safe mode)
+        async with asyncio.timeout(5):
+            status: PumpStatus = await nxt
+        await changes.aclose()  # type: ignore[attr-defined]
+        assert status.state is PumpState.ALARM
+        assert status.alarms == {Alarm.OCCLUSION}
+        assert line.stats.unsolicited == 1
+        assert p1.acknowledged == []  # not acknowledged yet: no command went to it
+        assert p0.last_status is not None
+        assert p0.last_status.alarms == frozenset()
+        await p1.read_status()
+        assert p1.acknowledged == [Alarm.OCCLUSION]
+
+
+async def test_alarm_acknowledged_by_the_first_command_is_reported(clock: VirtualClock) -> None:
+    async with line_with(clock, 1) as (_sim, line, models):
+        models[0].raise_alarm(Alarm.MALFUNCTION)  # before anyone talks to the pump
+        async with SerialPump(line, 0, safe_mode_s=0) as pump:
+            assert pump.acknowledged == [Alarm.MALFUNCTION]
+            status = await pump.read_status()  # the pump itself now just says S
+            assert status.state is PumpState.ALARM
+            assert status.alarms == {Alarm.MALFUNCTION}
+
+
+async def test_basic_mode_works_end_to_end(clock: VirtualClock) -> None:
+    async with line_with(clock, 1) as (sim, line, models), SerialPump(line, 0, safe_mode_s=0) as p:
+        assert sim.safe_mode_s(0) == 0
+        await p.set_rate(12)
+        assert (await p.run()).state is PumpState.RUNNING
+        assert (await p.stop()).state is PumpState.STOPPED
+        assert not any(e.command.safe for e in sim.received[1:])  # only SAF 0 went safe-framed
+        assert models[0].state is PumpState.STOPPED
+
+
+@pytest.mark.parametrize("mode", [0, 7])
+async def test_status_only_driver_detects_framing_and_sends_no_saf(
+    clock: VirtualClock, mode: int
+) -> None:
+    async with line_with(clock, 1) as (sim, line, _models):
+        async with SerialPump(line, 0, safe_mode_s=mode):
+            pass
+        before = len(sim.received)
+        async with SerialPump(line, 0, safe_mode_s=None) as pump:
+            assert pump.safe_mode_s == mode
+        sent = [e.command for e in sim.received[before:]]
+        assert all(c.name in {"", "SAF", "VER", "RAT", "VOL", "DIS"} and c.data == "" for c in sent)
+        assert sim.safe_mode_s(0) == mode
+
+
+def test_status_and_alarm_mapping_is_the_spec_table() -> None:
+    assert STATE_OF_STATUS == {
+        "I": PumpState.RUNNING,
+        "S": PumpState.STOPPED,
+        "P": PumpState.PAUSED,
+        "T": PumpState.PAUSED,
+        "U": PumpState.PAUSED,
+        "W": PumpState.ALARM,
+        "X": PumpState.ALARM,
+    }
+    assert ALARM_OF_CODE == {
+        "S": Alarm.OCCLUSION,
+        "T": Alarm.COMM_TIMEOUT,
+        "R": Alarm.MALFUNCTION,
+        "E": Alarm.MALFUNCTION,
+        "O": Alarm.MALFUNCTION,
+    }
+
+
+class FakeDevice:
+    """A bare pump on a raw pty answering `status` to everything (for the rare status chars)."""
+
+    def __init__(self, status: str, first_alarm: str | None = None) -> None:
+        self.status = status
+        self.first_alarm = first_alarm
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.master)
+        tty.setraw(self.slave)
+        os.set_blocking(self.master, False)
+        self.path = os.ttyname(self.slave)
+        self.decoder = CommandDecoder()
+        asyncio.get_running_loop().add_reader(self.master, self._readable)
+
+    def _readable(self) -> None:
+        for cmd in self.decoder.feed(os.read(self.master, 1024)):
+            data = {"RAT": "10.00MH", "VOL": "100.0ML", "DIS": "I1.000W0.000ML"}.get(
+                cmd.name if not cmd.data else "", ""
+            )
+            if cmd.name == "VER":
+                data = "NE1000V3.928"
+            reply = Reply(cmd.address or 0, self.status, data, safe=cmd.safe and cmd.data != "0")
+            if self.first_alarm:
+                reply = Reply(cmd.address or 0, "A", f"?{self.first_alarm}", safe=reply.safe)
+                self.first_alarm = None
+            os.write(self.master, reply.to_bytes())
+
+    def close(self) -> None:
+        asyncio.get_running_loop().remove_reader(self.master)
+        os.close(self.master)
+        os.close(self.slave)
+
+
+@pytest.mark.parametrize(
+    ("char", "state", "alarms"),
+    [
+        ("I", PumpState.RUNNING, set()),
+        ("S", PumpState.STOPPED, set()),
+        ("P", PumpState.PAUSED, set()),
+        ("T", PumpState.PAUSED, set()),
+        ("U", PumpState.PAUSED, set()),
+        ("W", PumpState.ALARM, {Alarm.MALFUNCTION}),
+        ("X", PumpState.ALARM, {Alarm.MALFUNCTION}),
+    ],
+)
+async def test_every_status_char_maps_per_the_table(
+    char: str, state: PumpState, alarms: set[Alarm]
+) -> None:
+    device = FakeDevice(char)
+    try:
+        async with (
+            SerialLine(device.path, reply_timeout_s=TEST_REPLY_TIMEOUT_S) as line,
+            SerialPump(line, 0, safe_mode_s=0) as pump,
+        ):
+            status = await pump.read_status()
+            assert (status.state, set(status.alarms)) == (state, alarms)
+            assert (status.rate_ml_h, status.vtbi_ml, status.volume_infused_ml) == (10, 100, 1)
+    finally:
+        device.close()
+
+
+@pytest.mark.parametrize(("code", "alarm"), list(ALARM_OF_CODE.items()))
+async def test_every_alarm_code_is_reported_and_not_lost(code: str, alarm: Alarm) -> None:
+    device = FakeDevice("S", first_alarm=code)
+    try:
+        async with (
+            SerialLine(device.path, reply_timeout_s=TEST_REPLY_TIMEOUT_S) as line,
+            SerialPump(line, 0, safe_mode_s=0) as pump,
+        ):
+            assert pump.acknowledged == [alarm]
+            status = await pump.read_status()
+            assert status.state is PumpState.ALARM
+            assert status.alarms == {alarm}
+    finally:
+        device.close()
+
+
+async def test_line_lost_fails_with_connection_error(clock: VirtualClock) -> None:
+    models = [PumpModel("p0", clock, address=0)]
+    sim = SerialSimulator(models)
+    sim.open()
+    try:
+        async with (
+            SerialLine(sim.path, reply_timeout_s=TEST_REPLY_TIMEOUT_S) as line,
+            SerialPump(line, 0) as pump,
+        ):
+            sim.close()  # the far end disappears
+            with pytest.raises((PumpConnectionError, PumpTimeout)) as info:
+                await pump.read_status()
+            assert info.value.retryable
+    finally:
+        sim.close()
+
+
+async def test_line_capacity_refusal_gives_the_figures() -> None:
+    line = SerialLine("/dev/null-line", baud=19200)
+    pumps = [SerialPump(line, i, pump_id=f"p{i}") for i in range(10)]
+    for pump in pumps:  # register without I/O, as a configuration check does
+        line.register(pump._member, lambda _reply: None)
+    assert line_load(line.members, 19200) <= LINE_CAPACITY_LIMIT
+    with pytest.raises(PumpConfigError) as info:
+        SerialPump(line, 10, pump_id="p10")
+    message = info.value.message
+    assert "19200 baud" in message
+    assert "50%" in message
+    assert "11 pump(s)" in message
+    assert f"{POLL_EXCHANGE_BYTES} B" in message
+    assert info.value.pump_id == "p10"
+    assert info.value.operation == "configure"
+
+
+def test_line_capacity_at_300_baud() -> None:
+    # a safe status exchange is ~20 bytes, 0.67 s at 300 baud: one pump polled every second
+    # cannot fit; polled every minute with SAF 60 it does
+    with pytest.raises(PumpConfigError, match="300 baud"):
+        check_line_capacity("/dev/ttyS0", 300, [LineMember(0, "a")], "a")
+    check_line_capacity("/dev/ttyS0", 300, [LineMember(0, "a", 60, 60.0)], "a")
+
+
+async def test_duplicate_address_is_refused(clock: VirtualClock) -> None:
+    async with line_with(clock, 1) as (_sim, line, _models), SerialPump(line, 0):
+        with pytest.raises(PumpConfigError, match="address 0"):
+            SerialPump(line, 0, pump_id="twin")
+
+
+def test_bad_configuration_is_refused() -> None:
+    line = SerialLine("/dev/null-line")
+    with pytest.raises(PumpConfigError, match="address"):
+        SerialPump(line, 100)
+    with pytest.raises(PumpConfigError, match="safe_mode_s"):
+        SerialPump(line, 1, safe_mode_s=256)
+
+
+async def test_garbled_reply_is_counted_and_never_acted_on(clock: VirtualClock) -> None:
+    async with line_with(clock, 1) as (_sim, line, models), SerialPump(line, 0) as pump:
+        await pump.set_rate(10)
+        models[0].faults.garble_replies = 2
+        status = await pump.read_status()
+        assert status.rate_ml_h == 10
+        assert line.stats.kinds.get("check", 0) >= 2
+
+
+async def test_one_byte_at_a_time_transport(clock: VirtualClock) -> None:
+    async def one_byte_at_a_time(url: str, baud: int) -> tuple[Any, Any]:
+        reader, writer = await open_serial(url, baud)
+        read = reader.read
+
+        async def trickle(_n: int = -1) -> bytes:
+            return await read(1)
+
+        reader.read = trickle  # type: ignore[method-assign]
+        return reader, writer
+
+    models = [PumpModel("p0", clock, address=0)]
+    async with (
+        SerialSimulator(models) as sim,
+        SerialLine(sim.path, opener=one_byte_at_a_time) as line,
+        SerialPump(line, 0) as pump,
+    ):
+        await pump.set_rate(99.5)
+        await pump.set_vtbi(12)
+        status = await pump.run()
+        assert (status.state, status.rate_ml_h, status.vtbi_ml) == (PumpState.RUNNING, 99.5, 12)
+        assert line.stats.frame_errors == 0
+
+
+async def test_socket_url_transport() -> None:
+    """`socket://host:port` works like a device path (pyserial's serial_for_url)."""
+    decoder = CommandDecoder()
+
+    async def device(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(256):
+            for cmd in decoder.feed(data):
+                answer = {"VER": "NE1000V3.928", "RAT": "5.000MH", "VOL": "1.000ML"}.get(
+                    cmd.name, "I0.000W0.000ML" if cmd.name == "DIS" else ""
+                )
+                if cmd.data:
+                    answer = ""
+                writer.write(Reply(cmd.address or 0, "S", answer, safe=False).to_bytes())
+        writer.close()
+
+    server = await asyncio.start_server(device, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with (
+            SerialLine(f"socket://127.0.0.1:{port}") as line,
+            SerialPump(line, 0, safe_mode_s=0) as pump,
+        ):
+            status = await pump.read_status()
+            assert (status.rate_ml_h, status.vtbi_ml) == (5, 1)
+    finally:
+        server.close()
+        await server.wait_closed()
