@@ -212,4 +212,3 @@ class Pump(ABC):
     @abstractmethod
     def status_changes(self) -> AsyncIterator[PumpStatus]:
         """Every change of status from now on (async iterator)."""
-

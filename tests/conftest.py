@@ -8,7 +8,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
+import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +70,8 @@ class Broker:
     port: int
     workdir: Path
     process: subprocess.Popen[bytes] | None = field(default=None)
+    log: list[str] = field(default_factory=list)
+    _reader: threading.Thread | None = field(default=None, repr=False)
 
     @property
     def host(self) -> str:
@@ -85,30 +87,38 @@ class Broker:
             "set_tcp_nodelay true\n"
             "log_dest stderr\n"
             "log_type error\n"
+            "log_type information\n"  # its "running" line is what start() waits for
         )
         self.process = subprocess.Popen(
             [self.binary, "-c", str(conf)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                err = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise RuntimeError(f"mosquitto exited at start: {err.strip()}")
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.2):
-                    return
-            except OSError:
-                # polling a starting subprocess's port: bounded, not test synchronisation
-                time.sleep(0.02)
-        raise RuntimeError(f"mosquitto did not listen on port {self.port} within 10 s")
+        process, running = self.process, threading.Event()
+
+        def drain() -> None:  # also keeps the pipe from filling up while the broker runs
+            assert process.stderr is not None
+            for line in process.stderr:
+                self.log.append(line.decode(errors="replace"))
+                if b" running" in line:
+                    running.set()
+            running.set()  # exited
+
+        self._reader = threading.Thread(target=drain, name=f"mosquitto-{self.port}", daemon=True)
+        self._reader.start()
+        if not running.wait(10):
+            raise RuntimeError(f"mosquitto did not start on port {self.port} within 10 s")
+        if process.poll() is not None:
+            raise RuntimeError(f"mosquitto exited at start: {''.join(self.log).strip()}")
 
     def stop(self) -> None:
         """Kill the broker (as a crash would) and wait for it to go."""
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)
+        if self._reader is not None:
+            self._reader.join(timeout=10)
+            self._reader = None
         if self.process is not None and self.process.stderr is not None:
             self.process.stderr.close()
         self.process = None

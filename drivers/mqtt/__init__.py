@@ -1,0 +1,47 @@
+"""The MQTT driver: topics and payloads of interfaces.md section 2 (codec) and `MqttPump`."""
+
+from drivers.mqtt.codec import (
+    DEFAULT_PREFIX,
+    OFFLINE_PAYLOAD,
+    AckPayload,
+    CommandPayload,
+    OfflinePayload,
+    Op,
+    PayloadError,
+    StatusPayload,
+    Topics,
+    command_id_of,
+    decode_ack,
+    decode_command,
+    decode_status,
+)
+from drivers.mqtt.pump import (
+    COMMAND_TIMEOUT_S,
+    LINK_TIMEOUT_S,
+    TCP_NODELAY_OPTION,
+    MqttPump,
+    backoff_delay,
+    parse_broker,
+)
+
+__all__ = [
+    "COMMAND_TIMEOUT_S",
+    "DEFAULT_PREFIX",
+    "LINK_TIMEOUT_S",
+    "OFFLINE_PAYLOAD",
+    "TCP_NODELAY_OPTION",
+    "AckPayload",
+    "CommandPayload",
+    "MqttPump",
+    "OfflinePayload",
+    "Op",
+    "PayloadError",
+    "StatusPayload",
+    "Topics",
+    "backoff_delay",
+    "command_id_of",
+    "decode_ack",
+    "decode_command",
+    "decode_status",
+    "parse_broker",
+]

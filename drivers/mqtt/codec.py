@@ -1,0 +1,251 @@
+"""MQTT topics and JSON payloads of interfaces.md section 2: pure values, no I/O.
+
+Shared by the driver (controller side) and the simulator (pump side): one codec. Every
+incoming payload is validated strictly (types, ranges, no unknown keys); a payload that fails
+raises `PayloadError` naming the field, and the caller logs it and never acts on it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Self, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from drivers.base import Alarm, PumpState, PumpStatus
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "MAX_PAYLOAD_BYTES",
+    "OFFLINE_PAYLOAD",
+    "AckPayload",
+    "CommandPayload",
+    "OfflinePayload",
+    "Op",
+    "PayloadError",
+    "StatusPayload",
+    "Topics",
+    "command_id_of",
+    "decode_ack",
+    "decode_command",
+    "decode_status",
+]
+
+#: Topic prefix of interfaces.md section 2.
+DEFAULT_PREFIX = "pumpctl/v1"
+#: Largest payload either side parses; anything bigger is malformed by definition.
+MAX_PAYLOAD_BYTES = 16 * 1024
+#: The last will (and clean-shutdown message) a pump leaves retained on its status topic.
+OFFLINE_PAYLOAD = b'{"state": "offline"}'
+
+_MQTT_FORBIDDEN = ("+", "#", "\x00")
+_M = TypeVar("_M", bound="BaseModel")
+
+
+class PayloadError(ValueError):
+    """A payload that is not valid JSON of the expected shape (message names the field)."""
+
+
+class Op(StrEnum):
+    """Command operations on `{prefix}/pumps/{id}/cmd`."""
+
+    SET_RATE = "set_rate"
+    SET_VTBI = "set_vtbi"
+    START = "start"
+    STOP = "stop"
+    CLEAR_VOLUME = "clear_volume"
+    STATUS = "status"
+
+
+#: The parameter each op carries (none for the others).
+OP_PARAMETER: dict[Op, str] = {Op.SET_RATE: "rate_ml_h", Op.SET_VTBI: "vtbi_ml"}
+
+
+def _check_segment(kind: str, value: str) -> None:
+    if not value or any(c in value for c in _MQTT_FORBIDDEN):
+        raise ValueError(f"{kind} {value!r} must be non-empty without MQTT wildcards (+ #)")
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """The three topics of one pump."""
+
+    status: str
+    cmd: str
+    ack: str
+
+    @classmethod
+    def for_pump(cls, pump_id: str, prefix: str = DEFAULT_PREFIX) -> Self:
+        """Topics of `pump_id` under `prefix` (ValueError for an id or prefix unusable in MQTT)."""
+        _check_segment("prefix", prefix)
+        _check_segment("pump_id", pump_id)
+        if "/" in pump_id:
+            raise ValueError(f"pump_id {pump_id!r} must not contain '/'")
+        base = f"{prefix.rstrip('/')}/pumps/{pump_id}"
+        return cls(status=f"{base}/status", cmd=f"{base}/cmd", ack=f"{base}/ack")
+
+
+_STRICT = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
+_Volume = Annotated[float, Field(ge=0)]
+_Id = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class StatusPayload(BaseModel):
+    """A pump's status: state, rate, VTBI, volume infused, alarms, `seq` and `ts`."""
+
+    model_config = _STRICT
+
+    state: PumpState
+    rate_ml_h: _Volume
+    vtbi_ml: _Volume
+    volume_infused_ml: _Volume
+    alarms: list[Alarm]
+    seq: Annotated[int, Field(ge=0)]
+    ts: AwareDatetime
+
+    @model_validator(mode="after")
+    def _ts_in_utc(self) -> Self:
+        if self.ts.utcoffset() != timedelta(0):
+            raise ValueError(f"ts {self.ts.isoformat()} must be in UTC")
+        return self
+
+    @classmethod
+    def from_status(cls, status: PumpStatus, *, seq: int, ts: datetime) -> Self:
+        """The payload a pump publishes for `status`, numbered `seq`, stamped `ts` (its clock)."""
+        return cls(
+            state=status.state,
+            rate_ml_h=status.rate_ml_h,
+            vtbi_ml=status.vtbi_ml,
+            volume_infused_ml=status.volume_infused_ml,
+            alarms=sorted(status.alarms),
+            seq=seq,
+            ts=ts,
+        )
+
+    def to_status(self, pump_id: str, last_contact: float) -> PumpStatus:
+        """The driver-side reading this payload describes."""
+        return PumpStatus(
+            pump_id=pump_id,
+            state=self.state,
+            rate_ml_h=self.rate_ml_h,
+            vtbi_ml=self.vtbi_ml,
+            volume_infused_ml=self.volume_infused_ml,
+            alarms=frozenset(self.alarms),
+            last_contact=last_contact,
+        )
+
+    def to_bytes(self) -> bytes:
+        """Compact UTF-8 JSON."""
+        return self.model_dump_json().encode()
+
+
+class OfflinePayload(BaseModel):
+    """The last will `{"state": "offline"}`, left by the broker when a pump's link dies."""
+
+    model_config = _STRICT
+
+    state: Literal[PumpState.OFFLINE]
+
+
+class CommandPayload(BaseModel):
+    """A command `{"id", "op", ...}`: `rate_ml_h` with set_rate, `vtbi_ml` with set_vtbi only."""
+
+    model_config = _STRICT
+
+    id: _Id
+    op: Op
+    rate_ml_h: float | None = None
+    vtbi_ml: float | None = None
+
+    @model_validator(mode="after")
+    def _parameter_matches_op(self) -> Self:
+        wanted = OP_PARAMETER.get(self.op)
+        for name in ("rate_ml_h", "vtbi_ml"):
+            given = getattr(self, name) is not None
+            if name == wanted and not given:
+                raise ValueError(f"{name} is required with op {self.op.value}")
+            if name != wanted and given:
+                raise ValueError(f"{name} is not allowed with op {self.op.value}")
+        return self
+
+    def to_bytes(self) -> bytes:
+        """Compact UTF-8 JSON without the absent parameters."""
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+class AckPayload(BaseModel):
+    """An acknowledgement `{"id", "ok", "error"?, "message"?, "status"}`; error iff not ok."""
+
+    model_config = _STRICT
+
+    id: _Id
+    ok: bool
+    error: Annotated[str, Field(min_length=1, max_length=16)] | None = None
+    message: Annotated[str, Field(max_length=1024)] | None = None
+    status: StatusPayload
+
+    @model_validator(mode="after")
+    def _error_iff_refused(self) -> Self:
+        if self.ok and self.error is not None:
+            raise ValueError("error must be absent when ok is true")
+        if not self.ok and self.error is None:
+            raise ValueError("error is required when ok is false")
+        return self
+
+    def to_bytes(self) -> bytes:
+        """Compact UTF-8 JSON without the absent fields."""
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in error["loc"]) or "payload"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def _validate(model: type[_M], data: bytes, what: str) -> _M:
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise PayloadError(f"{what}: {len(data)} bytes is over the {MAX_PAYLOAD_BYTES} byte cap")
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as exc:
+        raise PayloadError(f"{what}: {_describe(exc)}") from None
+
+
+def decode_status(data: bytes) -> StatusPayload | OfflinePayload:
+    """Parse a status-topic payload: a full status or the offline last will."""
+    try:
+        raw: Any = json.loads(data) if len(data) <= MAX_PAYLOAD_BYTES else None
+    except (ValueError, UnicodeDecodeError):
+        raw = None
+    if isinstance(raw, dict) and raw.get("state") == PumpState.OFFLINE.value and len(raw) == 1:
+        return _validate(OfflinePayload, data, "status")
+    return _validate(StatusPayload, data, "status")
+
+
+def decode_ack(data: bytes) -> AckPayload:
+    """Parse an ack-topic payload."""
+    return _validate(AckPayload, data, "ack")
+
+
+def decode_command(data: bytes) -> CommandPayload:
+    """Parse a cmd-topic payload."""
+    return _validate(CommandPayload, data, "command")
+
+
+def command_id_of(data: bytes) -> str | None:
+    """The `id` of a command that failed validation, if one can be read (to refuse it by id)."""
+    try:
+        raw: Any = json.loads(data) if len(data) <= MAX_PAYLOAD_BYTES else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(raw, dict):
+        cmd_id = raw.get("id")
+        if isinstance(cmd_id, str) and 0 < len(cmd_id) <= 128:
+            return cmd_id
+    return None

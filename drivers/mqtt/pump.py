@@ -1,0 +1,412 @@
+"""The controller side of the MQTT contract (interfaces.md section 2) for one pump.
+
+One supervising task per pump owns the broker connection: it connects, subscribes to the
+pump's status (retained) and ack topics, dispatches what arrives, and reconnects with capped
+exponential backoff and jitter when the broker goes away. Commands are published QoS 1 with a
+fresh id and matched to their ack by id (`pending[id] = future`, removed in `finally`); they
+fail fast with `PumpConnectionError` while the link is down or the pump is offline (A2), and
+with `PumpTimeout` when no valid ack arrives within the command timeout (A3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import socket
+import uuid
+from collections.abc import AsyncIterator
+
+import aiomqtt
+
+from drivers.base import (
+    Pump,
+    PumpCommandRejected,
+    PumpConfigError,
+    PumpConnectionError,
+    PumpState,
+    PumpStatus,
+    PumpTimeout,
+    StatusBroadcast,
+)
+from drivers.mqtt.codec import (
+    DEFAULT_PREFIX,
+    AckPayload,
+    CommandPayload,
+    OfflinePayload,
+    Op,
+    PayloadError,
+    StatusPayload,
+    Topics,
+    decode_ack,
+    decode_status,
+)
+
+__all__ = [
+    "COMMAND_TIMEOUT_S",
+    "LINK_TIMEOUT_S",
+    "TCP_NODELAY_OPTION",
+    "MqttPump",
+    "backoff_delay",
+    "parse_broker",
+]
+
+_log = logging.getLogger(__name__)
+
+#: A3: a command not acknowledged within this many wire seconds is unconfirmed.
+COMMAND_TIMEOUT_S = 2.0
+#: A2 / interfaces.md section 2: a status older than this (wire seconds) is stale.
+LINK_TIMEOUT_S = 5.0
+#: Reconnection backoff after the broker went away: first delay, cap (wire seconds).
+#: A3: resends (same id) prompted by malformed acks, within one command timeout.
+MAX_RESENDS = 2
+RECONNECT_MIN_S = 0.1
+RECONNECT_MAX_S = 5.0
+#: interfaces.md section 2 (latency): every client sets TCP_NODELAY on its socket.
+TCP_NODELAY_OPTION = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+
+
+def parse_broker(text: str) -> tuple[str, int]:
+    """`HOST:PORT` -> (host, port); ValueError naming what is wrong."""
+    host, sep, port_text = text.strip().rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"broker address must be HOST:PORT with a port 1-65535, got {text!r}")
+    return host.strip("[]"), int(port_text)
+
+
+def backoff_delay(attempt: int, minimum: float, maximum: float) -> float:
+    """Capped exponential backoff with jitter: in [d/2, d], d = min(maximum, minimum x 2^n)."""
+    ceiling = min(maximum, minimum * (2 ** min(attempt, 30)))
+    return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
+
+
+class MqttPump(Pump):
+    """A pump reached through an MQTT broker. Use as an async context manager."""
+
+    def __init__(
+        self,
+        pump_id: str,
+        host: str,
+        port: int = 1883,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        command_timeout_s: float = COMMAND_TIMEOUT_S,
+        link_timeout_s: float = LINK_TIMEOUT_S,
+        client_id: str | None = None,
+        reconnect_min_s: float = RECONNECT_MIN_S,
+        reconnect_max_s: float = RECONNECT_MAX_S,
+    ) -> None:
+        try:
+            self.topics = Topics.for_pump(pump_id, prefix)
+        except ValueError as exc:
+            raise PumpConfigError(pump_id, "configure", str(exc)) from None
+        for name, value in (
+            ("command_timeout_s", command_timeout_s),
+            ("link_timeout_s", link_timeout_s),
+            ("reconnect_min_s", reconnect_min_s),
+            ("reconnect_max_s", reconnect_max_s),
+        ):
+            if not value > 0:
+                raise PumpConfigError(pump_id, "configure", f"{name} must be > 0, got {value}")
+        self.pump_id = pump_id
+        self.host = host
+        self.port = port
+        self.command_timeout_s = command_timeout_s
+        self.link_timeout_s = link_timeout_s
+        self.client_id = client_id or f"pumpctl-{pump_id}-{uuid.uuid4().hex[:8]}"
+        self._reconnect_min_s = reconnect_min_s
+        self._reconnect_max_s = reconnect_max_s
+        self._client: aiomqtt.Client | None = None  # set only while connected and subscribed
+        self._linked = asyncio.Event()
+        self._unlinked = asyncio.Event()
+        self._unlinked.set()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._pending: dict[str, asyncio.Future[AckPayload | None]] = {}
+        self._stops: set[asyncio.Task[PumpStatus]] = set()
+        self._broadcast = StatusBroadcast()
+        self._last_seq: int | None = None  # highest seq accepted since the pump came online
+        self._last_contact: float | None = None
+        self.reconnections = 0  # successful connections after the first (for supervision)
+
+    # -- link ----------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Start the supervising task, wait for the broker (link timeout), then read status."""
+        if self._supervisor is not None:
+            raise RuntimeError(f"pump {self.pump_id}: already connected")
+        self._supervisor = asyncio.create_task(
+            self._supervise(), name=f"mqtt-pump-{self.pump_id}-link"
+        )
+        try:
+            async with asyncio.timeout(self.link_timeout_s):
+                await self._linked.wait()
+        except TimeoutError:
+            await self.close()
+            raise PumpConnectionError(
+                self.pump_id,
+                "connect",
+                f"broker {self.host}:{self.port} not reachable within {self.link_timeout_s} s",
+            ) from None
+        try:
+            await self.read_status()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Let in-flight stops finish, then stop the supervising task (disconnects cleanly)."""
+        if self._stops:
+            await asyncio.gather(*self._stops, return_exceptions=True)
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None:
+            supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervisor
+        self._fail_pending("link closed")
+
+    async def wait_linked(self) -> None:
+        """Return once the broker connection is up and subscribed (bound it with a timeout)."""
+        await self._linked.wait()
+
+    async def wait_unlinked(self) -> None:
+        """Return once the broker connection is down (bound it with a timeout)."""
+        await self._unlinked.wait()
+
+    @property
+    def connected(self) -> bool:
+        """True while the broker connection is up and subscribed."""
+        return self._client is not None
+
+    @property
+    def last_contact(self) -> float | None:
+        """Event-loop time of the last live status or ack from the pump, or None."""
+        return self._last_contact
+
+    def is_stale(self, now: float | None = None) -> bool:
+        """A2: True when no live status arrived for longer than the link timeout (or ever)."""
+        if self._last_contact is None:
+            return True
+        if now is None:
+            now = asyncio.get_running_loop().time()
+        return now - self._last_contact > self.link_timeout_s
+
+    async def _supervise(self) -> None:
+        """Keep a subscribed broker connection, reconnecting with backoff and jitter."""
+        attempt = 0
+        ever_linked = False
+        lost_logged = False
+        while True:
+            client = aiomqtt.Client(
+                self.host,
+                self.port,
+                identifier=self.client_id,
+                keepalive=max(1, round(self.link_timeout_s)),
+                timeout=self.link_timeout_s,
+                socket_options=TCP_NODELAY_OPTION,
+            )
+            try:
+                async with client:
+                    await client.subscribe([(self.topics.status, 1), (self.topics.ack, 1)])
+                    self._last_seq = None  # the retained status starts a new sequence
+                    self._client = client
+                    self._unlinked.clear()
+                    self._linked.set()
+                    if ever_linked:
+                        self.reconnections += 1
+                        _log.warning("pump %s: broker link recovered", self.pump_id)
+                    ever_linked, lost_logged, attempt = True, False, 0
+                    async for message in client.messages:
+                        self._dispatch(message)
+            except aiomqtt.MqttError as exc:
+                if not lost_logged:
+                    _log.warning(
+                        "pump %s: broker %s:%s link lost: %s",
+                        self.pump_id,
+                        self.host,
+                        self.port,
+                        exc,
+                    )
+                    lost_logged = True
+            finally:
+                self._client = None
+                self._linked.clear()
+                self._unlinked.set()
+                self._fail_pending(f"broker {self.host}:{self.port} link lost")
+            await asyncio.sleep(
+                backoff_delay(attempt, self._reconnect_min_s, self._reconnect_max_s)
+            )
+            attempt += 1
+
+    def _fail_pending(self, reason: str) -> None:
+        for cmd_id, future in list(self._pending.items()):
+            if not future.done():
+                future.set_exception(PumpConnectionError(self.pump_id, cmd_id, reason))
+
+    # -- incoming ------------------------------------------------------------------------
+
+    def _dispatch(self, message: aiomqtt.Message) -> None:
+        """Route one message; a malformed payload is logged and never acted on."""
+        data = message.payload
+        if not isinstance(data, bytes | bytearray):
+            _log.warning("pump %s: non-bytes payload on %s ignored", self.pump_id, message.topic)
+            return
+        is_ack = message.topic.matches(self.topics.ack)
+        try:
+            if is_ack:
+                self._on_ack(decode_ack(bytes(data)))
+            elif message.topic.matches(self.topics.status):
+                self._on_status(decode_status(bytes(data)), live=not message.retain)
+        except PayloadError as exc:
+            _log.warning("pump %s: malformed payload ignored: %s", self.pump_id, exc)
+            if is_ack:  # whose ack it was is unknowable: let every pending command ask again
+                for future in self._pending.values():
+                    if not future.done():
+                        future.set_result(None)
+
+    def _on_status(self, payload: StatusPayload | OfflinePayload, *, live: bool) -> None:
+        if isinstance(payload, OfflinePayload):
+            self._went_offline()
+            return
+        self._accept(payload, live=live)
+
+    def _on_ack(self, ack: AckPayload) -> None:
+        self._accept(ack.status, live=True)
+        future = self._pending.get(ack.id)
+        if future is None or future.done():
+            _log.info("pump %s: ack for unknown or answered id %s ignored", self.pump_id, ack.id)
+            return
+        future.set_result(ack)
+
+    def _accept(self, payload: StatusPayload, *, live: bool) -> None:
+        """Record a status unless it is older than one already seen (seq, QoS 1 duplicates)."""
+        if live:
+            self._last_contact = asyncio.get_running_loop().time()
+        if self._last_seq is not None and payload.seq <= self._last_seq:
+            return
+        if self._last_seq is not None and payload.seq != self._last_seq + 1:
+            _log.info(
+                "pump %s: status seq jumped %d -> %d", self.pump_id, self._last_seq, payload.seq
+            )
+        self._last_seq = payload.seq
+        self._broadcast.publish(payload.to_status(self.pump_id, self._last_contact or 0.0))
+
+    def _went_offline(self) -> None:
+        """The pump's last will: it is offline (A2); pending commands cannot be answered."""
+        self._last_seq = None  # a pump coming back may start counting again
+        last = self._broadcast.last
+        self._broadcast.publish(
+            PumpStatus(
+                pump_id=self.pump_id,
+                state=PumpState.OFFLINE,
+                rate_ml_h=last.rate_ml_h if last else 0.0,
+                vtbi_ml=last.vtbi_ml if last else 0.0,
+                volume_infused_ml=last.volume_infused_ml if last else 0.0,
+                alarms=last.alarms if last else frozenset(),
+                last_contact=self._last_contact or 0.0,
+            )
+        )
+        self._fail_pending("pump went offline (last will)")
+
+    # -- commands ------------------------------------------------------------------------
+
+    async def _command(self, operation: str, op: Op, **parameter: float) -> PumpStatus:
+        """Publish one command and wait for its ack (A3); returns the status the ack carries.
+
+        A malformed ack is never acted on; it only prompts a resend of the pending commands
+        under the same id (the pump re-acknowledges a known id without executing it again),
+        at most MAX_RESENDS times, all within the one command timeout.
+        """
+        for name, value in parameter.items():
+            if not math.isfinite(value):
+                raise PumpCommandRejected(
+                    self.pump_id, operation, f"{name} must be a finite number, got {value}", "OOR"
+                )
+        command = CommandPayload(id=uuid.uuid4().hex, op=op, **parameter)
+        client = self._client
+        if client is None:
+            raise PumpConnectionError(
+                self.pump_id, operation, f"no link to broker {self.host}:{self.port}"
+            )
+        last = self._broadcast.last
+        if last is not None and last.state is PumpState.OFFLINE:
+            raise PumpConnectionError(self.pump_id, operation, "pump is offline (last will)")
+        loop = asyncio.get_running_loop()
+        resends = 0
+        try:
+            async with asyncio.timeout(self.command_timeout_s):
+                send = True
+                while True:
+                    future: asyncio.Future[AckPayload | None] = loop.create_future()
+                    self._pending[command.id] = future
+                    if send:
+                        await client.publish(self.topics.cmd, command.to_bytes(), qos=1)
+                    ack = await future
+                    if ack is not None:
+                        break
+                    send = resends < MAX_RESENDS  # garbled: ask again, a bounded number of times
+                    resends += send
+        except TimeoutError:
+            raise PumpTimeout(
+                self.pump_id,
+                operation,
+                f"no valid ack within {self.command_timeout_s} s (id {command.id})",
+            ) from None
+        except aiomqtt.MqttError as exc:
+            raise PumpConnectionError(self.pump_id, operation, f"publish failed: {exc}") from None
+        except PumpConnectionError as exc:
+            raise PumpConnectionError(self.pump_id, operation, exc.message) from None
+        finally:
+            self._pending.pop(command.id, None)
+        status = ack.status.to_status(self.pump_id, self._last_contact or 0.0)
+        if not ack.ok:
+            code = ack.error or "?"
+            raise PumpCommandRejected(
+                self.pump_id, operation, ack.message or f"refused ({code})", code=code
+            )
+        return status
+
+    async def read_status(self) -> PumpStatus:
+        """Ask the pump for its state now (`status` command)."""
+        return await self._command("read_status", Op.STATUS)
+
+    async def set_rate(self, rate_ml_h: float) -> PumpStatus:
+        """Program the rate (ml/h); allowed while running."""
+        return await self._command("set_rate", Op.SET_RATE, rate_ml_h=rate_ml_h)
+
+    async def set_vtbi(self, vtbi_ml: float) -> PumpStatus:
+        """Program the volume to be infused (ml)."""
+        return await self._command("set_vtbi", Op.SET_VTBI, vtbi_ml=vtbi_ml)
+
+    async def run(self) -> PumpStatus:
+        """Start infusing."""
+        return await self._command("run", Op.START)
+
+    async def stop(self) -> PumpStatus:
+        """Stop infusing; shielded so a cancelled caller cannot abandon a stop half-sent."""
+        task = asyncio.create_task(
+            self._command("stop", Op.STOP), name=f"mqtt-pump-{self.pump_id}-stop"
+        )
+        self._stops.add(task)
+        task.add_done_callback(self._reap_stop)
+        return await asyncio.shield(task)
+
+    def _reap_stop(self, task: asyncio.Task[PumpStatus]) -> None:
+        """Forget a finished stop; log its failure if its caller was cancelled meanwhile."""
+        self._stops.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            _log.debug("pump %s: stop finished with %s", self.pump_id, exc)
+
+    async def clear_volume(self) -> PumpStatus:
+        """Reset the volume infused to zero."""
+        return await self._command("clear_volume", Op.CLEAR_VOLUME)
+
+    @property
+    def last_status(self) -> PumpStatus | None:
+        """The last status received (status topic or ack), or None before first contact."""
+        return self._broadcast.last
+
+    def status_changes(self) -> AsyncIterator[PumpStatus]:
+        """Every change of status from now on (status topic, acks, last will)."""
+        return self._broadcast.subscribe()

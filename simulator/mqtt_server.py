@@ -1,0 +1,380 @@
+"""The pump side of the MQTT contract (interfaces.md section 2) for simulated pumps.
+
+One `MqttPumpServer` per `PumpModel`, each with its own broker connection, so each pump has its
+own last will (`{"state": "offline"}`, retained). A server publishes a retained status on every
+change of its model, at least once a second while running (wire time), at the model's clinical
+completion, and with every ack; it executes commands once per id (the last 1,024 ids are
+remembered and re-acknowledged without re-execution) and honours the model's wire `Faults`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import socket
+import uuid
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Self
+
+import aiomqtt
+
+from drivers.base import PumpState
+from drivers.mqtt import (
+    DEFAULT_PREFIX,
+    OFFLINE_PAYLOAD,
+    TCP_NODELAY_OPTION,
+    AckPayload,
+    CommandPayload,
+    Op,
+    PayloadError,
+    StatusPayload,
+    Topics,
+    backoff_delay,
+    command_id_of,
+    decode_command,
+)
+from simulator.model import PumpModel, SimulatorError
+
+__all__ = [
+    "REMEMBERED_IDS",
+    "STATUS_INTERVAL_S",
+    "MqttPumpServer",
+    "MqttSimulator",
+    "serve",
+]
+
+_log = logging.getLogger(__name__)
+
+#: interfaces.md section 2: a running pump publishes its status at least once a second.
+STATUS_INTERVAL_S = 1.0
+#: interfaces.md section 2: a pump remembers at least its last 1,024 command ids.
+REMEMBERED_IDS = 1024
+#: Keepalive (s): the broker fires the last will after 1.5 keepalives of silence.
+KEEPALIVE_S = 5
+#: Reconnection backoff of the simulated pump (wire seconds).
+RECONNECT_MIN_S = 0.05
+RECONNECT_MAX_S = 2.0
+#: How long a clean shutdown may spend announcing "offline".
+SHUTDOWN_PUBLISH_S = 1.0
+
+
+class MqttPumpServer:
+    """One simulated pump on a broker: status, commands, acks, last will, faults."""
+
+    def __init__(
+        self,
+        model: PumpModel,
+        host: str,
+        port: int = 1883,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        status_interval_s: float = STATUS_INTERVAL_S,
+        reconnect_min_s: float = RECONNECT_MIN_S,
+        reconnect_max_s: float = RECONNECT_MAX_S,
+    ) -> None:
+        self.model = model
+        self.host = host
+        self.port = port
+        self.topics = Topics.for_pump(model.pump_id, prefix)
+        self.status_interval_s = status_interval_s
+        self.client_id = f"pumpctl-sim-{model.pump_id}-{uuid.uuid4().hex[:8]}"
+        self._reconnect = (reconnect_min_s, reconnect_max_s)
+        self.seq = 0  # seq of the last status published
+        self.executed: collections.Counter[Op] = collections.Counter()
+        self.connections = 0
+        self.online = asyncio.Event()  # connected, subscribed, first status published
+        self.offline = asyncio.Event()  # not connected (set until the first connection)
+        self.offline.set()
+        self._acks: collections.OrderedDict[str, bytes] = collections.OrderedDict()
+        self._client: aiomqtt.Client | None = None
+        self._dirty = asyncio.Event()  # a status is due
+        self._replan = asyncio.Event()  # the model changed: completion time may have moved
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def start(self) -> None:
+        """Start serving (a named task owned by this server)."""
+        if self._task is not None:
+            raise RuntimeError(f"simulated pump {self.model.pump_id}: already started")
+        self._task = asyncio.create_task(self.run(), name=f"sim-mqtt-{self.model.pump_id}")
+
+    async def close(self) -> None:
+        """Announce "offline" (retained), disconnect cleanly and stop serving."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    @property
+    def client(self) -> aiomqtt.Client | None:
+        """The live broker client, or None while disconnected."""
+        return self._client
+
+    def _model_changed(self) -> None:
+        self._dirty.set()
+        self._replan.set()
+
+    async def run(self) -> None:
+        """Serve until cancelled, reconnecting with backoff and jitter when the link drops."""
+        self.model.listeners.append(self._model_changed)
+        attempt = 0
+        try:
+            while True:
+                client = aiomqtt.Client(
+                    self.host,
+                    self.port,
+                    identifier=self.client_id,
+                    will=aiomqtt.Will(self.topics.status, OFFLINE_PAYLOAD, qos=1, retain=True),
+                    keepalive=KEEPALIVE_S,
+                    socket_options=TCP_NODELAY_OPTION,
+                )
+                try:
+                    async with client:
+                        attempt = 0
+                        await self._serve(client)
+                except* aiomqtt.MqttError as group:
+                    _log.info(
+                        "simulated pump %s: link down: %s", self.model.pump_id, group.exceptions
+                    )
+                finally:
+                    self._client = None
+                    self.online.clear()
+                    self.offline.set()
+                await asyncio.sleep(backoff_delay(attempt, *self._reconnect))
+                attempt += 1
+        finally:
+            self.model.listeners.remove(self._model_changed)
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        """One connection: subscribe, announce the status, then serve until the link drops."""
+        await client.subscribe(self.topics.cmd, qos=1)
+        self._client = client
+        self.connections += 1
+        await self._publish_status(client)
+        self.offline.clear()
+        self.online.set()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                pid = self.model.pump_id
+                tg.create_task(self._publisher(client), name=f"sim-mqtt-{pid}-publisher")
+                tg.create_task(self._ticker(client), name=f"sim-mqtt-{pid}-ticker")
+                tg.create_task(self._completion_watch(), name=f"sim-mqtt-{pid}-completion")
+                async for message in client.messages:
+                    await self._on_message(client, message)
+        except asyncio.CancelledError:
+            # Clean shutdown: say so, since a clean DISCONNECT suppresses the last will.
+            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                async with asyncio.timeout(SHUTDOWN_PUBLISH_S):
+                    await client.publish(self.topics.status, OFFLINE_PAYLOAD, qos=1, retain=True)
+            raise
+
+    def drop_connection(self) -> None:
+        """Close the socket abruptly (no DISCONNECT), so the broker fires the last will."""
+        client = self._client
+        if client is None:
+            return
+        sock = client._client.socket()  # aiomqtt has no abrupt close
+        if isinstance(sock, socket.socket):
+            _log.info("simulated pump %s: dropping the connection", self.model.pump_id)
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _take_drop(self) -> bool:
+        if self.model.faults.drop_connection:
+            self.model.faults.drop_connection = False  # one shot
+            self.drop_connection()
+            return True
+        return False
+
+    # -- status --------------------------------------------------------------------------
+
+    async def _publish_status(self, client: aiomqtt.Client) -> StatusPayload | None:
+        """Publish the model's status now (retained, seq + 1); None while hung (no_reply)."""
+        self._dirty.clear()
+        if self.model.faults.no_reply:
+            return None
+        self.seq += 1
+        payload = StatusPayload.from_status(
+            self.model.status(), seq=self.seq, ts=self.model.clock.now()
+        )
+        await client.publish(self.topics.status, payload.to_bytes(), qos=1, retain=True)
+        return payload
+
+    async def _publisher(self, client: aiomqtt.Client) -> None:
+        while True:
+            await self._dirty.wait()
+            if self._dirty.is_set():  # a command may have published it meanwhile
+                await self._publish_status(client)
+
+    async def _ticker(self, client: aiomqtt.Client) -> None:
+        """Wire-time heartbeat: status while running; a pending drop_connection fault."""
+        del client
+        while True:
+            await asyncio.sleep(self.status_interval_s)
+            if self._take_drop():
+                return
+            if self.model.state is PumpState.RUNNING:
+                self._dirty.set()
+
+    async def _completion_watch(self) -> None:
+        """Publish when the running pump reaches its VTBI (the model integrates lazily)."""
+        pid = self.model.pump_id
+        while True:
+            self._replan.clear()
+            at = self.model.completion_at()
+            if at is None:
+                await self._replan.wait()
+                continue
+            sleeper = asyncio.create_task(
+                self.model.clock.sleep_until(at), name=f"sim-mqtt-{pid}-completion-sleep"
+            )
+            replan = asyncio.create_task(self._replan.wait(), name=f"sim-mqtt-{pid}-replan")
+            try:
+                await asyncio.wait((sleeper, replan), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+                replan.cancel()
+                await asyncio.gather(sleeper, replan, return_exceptions=True)
+            if sleeper.done() and not sleeper.cancelled():
+                self._dirty.set()
+
+    # -- commands ------------------------------------------------------------------------
+
+    async def _on_message(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        data = message.payload
+        if not isinstance(data, bytes | bytearray):
+            return
+        data = bytes(data)
+        faults = self.model.faults
+        if self._take_drop():
+            return
+        if faults.no_reply:
+            _log.info("simulated pump %s: swallowing a command (no_reply)", self.model.pump_id)
+            return
+        try:
+            command = decode_command(data)
+        except PayloadError as exc:
+            _log.warning("simulated pump %s: malformed command: %s", self.model.pump_id, exc)
+            cmd_id = command_id_of(data)
+            if cmd_id is not None:  # refuse by id, change nothing
+                await self._answer(client, cmd_id, "COM", str(exc))
+            return
+        previous = self._acks.get(command.id)
+        if previous is not None:  # QoS 1 redelivery or a retry: acknowledge, don't re-execute
+            self._acks.move_to_end(command.id)
+            await self._reply(client, previous)
+            return
+        if faults.take_refusal():
+            await self._answer(client, command.id, "NA", f"{command.op.value}: refused (fault)")
+            return
+        try:
+            self._execute(command)
+        except SimulatorError as exc:
+            await self._answer(client, command.id, exc.code, str(exc))
+            return
+        await self._answer(client, command.id, None, None)
+
+    def _execute(self, command: CommandPayload) -> None:
+        model = self.model
+        if command.op is Op.SET_RATE and command.rate_ml_h is not None:
+            model.set_rate(command.rate_ml_h)
+        elif command.op is Op.SET_VTBI and command.vtbi_ml is not None:
+            model.set_vtbi(command.vtbi_ml)
+        elif command.op is Op.START:
+            model.run()
+        elif command.op is Op.STOP:
+            model.stop()
+        elif command.op is Op.CLEAR_VOLUME:
+            model.clear_volume()
+        self.executed[command.op] += 1
+
+    async def _answer(
+        self, client: aiomqtt.Client, cmd_id: str, error: str | None, message: str | None
+    ) -> None:
+        """Publish the status after a command, then its ack carrying that status."""
+        status = await self._publish_status(client)
+        if status is None:
+            return
+        ack = AckPayload(id=cmd_id, ok=error is None, error=error, message=message, status=status)
+        data = ack.to_bytes()
+        self._acks[cmd_id] = data
+        while len(self._acks) > REMEMBERED_IDS:
+            self._acks.popitem(last=False)
+        await self._reply(client, data)
+
+    async def _reply(self, client: aiomqtt.Client, data: bytes) -> None:
+        faults = self.model.faults
+        if faults.late_reply_s > 0:
+            await asyncio.sleep(faults.late_reply_s)
+        if faults.take_garble():
+            data = data[: len(data) // 2]  # truncated JSON: never valid
+        await client.publish(self.topics.ack, data, qos=1)
+
+
+class MqttSimulator:
+    """Many simulated pumps on one broker (one server, connection and last will per pump)."""
+
+    def __init__(
+        self,
+        models: Iterable[PumpModel],
+        host: str,
+        port: int = 1883,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        status_interval_s: float = STATUS_INTERVAL_S,
+    ) -> None:
+        self.servers = {
+            m.pump_id: MqttPumpServer(
+                m, host, port, prefix=prefix, status_interval_s=status_interval_s
+            )
+            for m in models
+        }
+
+    async def __aenter__(self) -> Self:
+        for server in self.servers.values():
+            server.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.gather(*(s.close() for s in self.servers.values()))
+
+    async def wait_online(self) -> None:
+        """Return once every pump is connected and has published its status."""
+        await asyncio.gather(*(s.online.wait() for s in self.servers.values()))
+
+
+async def serve(
+    simulator: MqttSimulator,
+    stop: asyncio.Event,
+    *,
+    announce: Callable[[MqttSimulator], None],
+    online_timeout_s: float = 10.0,
+) -> None:
+    """Serve until `stop` is set; `announce` once every pump is online (TimeoutError if never)."""
+    async with simulator:
+        async with asyncio.timeout(online_timeout_s):
+            await simulator.wait_online()
+        announce(simulator)
+        await stop.wait()

@@ -1,0 +1,103 @@
+"""`pumpctl simulate mqtt` as a real subprocess against the fixture's Mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from drivers.base import PumpState
+from drivers.mqtt import MqttPump
+from simulator.control import control_request
+
+pytestmark = pytest.mark.mosquitto
+
+PUMPCTL = [sys.executable, "-m", "pumpctl"]
+BOUND_S = 20.0  # a cold interpreter start on a loaded CI machine
+
+
+@asynccontextmanager
+async def simulate_mqtt(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, dict]]:
+    """Run `pumpctl simulate mqtt ARGS`; yield the process and its first line (JSON)."""
+    process = await asyncio.create_subprocess_exec(
+        *PUMPCTL, "simulate", "mqtt", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(BOUND_S):
+            first = await process.stdout.readline()
+        assert first, "the simulator exited before announcing itself"
+        yield process, json.loads(first)
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(BOUND_S):
+                await process.wait()
+
+
+async def run_pumpctl(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run one short pumpctl command to completion (bounded)."""
+    process = await asyncio.create_subprocess_exec(
+        *PUMPCTL, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    async with asyncio.timeout(BOUND_S):
+        out, err = await process.communicate()
+    assert process.returncode is not None
+    return subprocess.CompletedProcess(list(args), process.returncode, out.decode(), err.decode())
+
+
+async def test_simulate_mqtt_serves_pumps_and_the_pump_cli_reads_them(broker) -> None:
+    """The first line names pumps, topics and control; `pumpctl pump status --mqtt` reads JSON."""
+    address = f"{broker.host}:{broker.port}"
+    async with simulate_mqtt("--broker", address, "--pumps", "2") as (process, line):
+        assert line["transport"] == "mqtt"
+        assert line["broker"] == address
+        assert set(line["pumps"]) == {"pump-1", "pump-2"}
+        assert line["pumps"]["pump-2"]["cmd"] == "pumpctl/v1/pumps/pump-2/cmd"
+        answer = await run_pumpctl("pump", "status", "--mqtt", address, "--pump", "pump-2")
+        assert answer.returncode == 0, answer.stderr
+        status = json.loads(answer.stdout)
+        assert status["pump_id"] == "pump-2"
+        assert status["state"] == "stopped"
+        # the control interface of the running simulator reaches its pumps
+        host, port = line["control"].removeprefix("tcp://").rsplit(":", 1)
+        reply = await control_request(host, int(port), {"pump": "pump-1", "alarm": "door_open"})
+        assert reply["ok"] is True
+        async with MqttPump("pump-1", broker.host, broker.port) as pump:
+            seen = await pump.read_status()
+        assert seen.state is PumpState.ALARM
+        assert {a.value for a in seen.alarms} == {"door_open"}
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(BOUND_S):
+            assert await process.wait() == 0
+    # a clean stop leaves every pump marked offline (retained)
+    async with aiomqtt.Client(broker.host, broker.port) as client:
+        await client.subscribe("pumpctl/v1/pumps/+/status", qos=1)
+        seen_offline = {}
+        async with asyncio.timeout(BOUND_S):
+            async for message in client.messages:
+                seen_offline[message.topic.value] = json.loads(message.payload)  # type: ignore[arg-type]
+                if len(seen_offline) == 2:
+                    break
+    assert list(seen_offline.values()) == [{"state": "offline"}] * 2
+
+
+def test_simulate_mqtt_refuses_a_bad_broker_address() -> None:
+    """A malformed --broker is a usage error naming the option; nothing is served."""
+    result = subprocess.run(
+        [*PUMPCTL, "simulate", "mqtt", "--broker", "localhost"],
+        capture_output=True, text=True, timeout=BOUND_S, check=False,
+        env={**os.environ, "COLUMNS": "200"}, cwd=Path(__file__).parent,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--broker" in result.stderr or "HOST:PORT" in result.stderr

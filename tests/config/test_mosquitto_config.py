@@ -1,0 +1,144 @@
+"""The shipped Mosquitto configuration and ACL run on the installed Mosquitto and do their job."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import re
+import shutil
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+pytestmark = pytest.mark.mosquitto
+
+CONFIG = Path(__file__).resolve().parents[2] / "config"
+PASSWORD = "s3cret"  # noqa: S105 - a throwaway password for a throwaway broker
+BOUND_S = 10.0
+
+
+def shipped_conf_for_test(port: int, tmp: Path) -> str:
+    """The shipped configuration with its port, file paths and log target moved into `tmp`."""
+    text = (CONFIG / "mosquitto.conf").read_text(encoding="utf-8")
+    for pattern, replacement in [
+        (r"^listener 1883 127\.0\.0\.1$", f"listener {port} 127.0.0.1"),
+        (r"^password_file .*$", f"password_file {tmp / 'passwd'}"),
+        (r"^acl_file .*$", f"acl_file {tmp / 'acl'}"),
+        (r"^persistence_location .*$", f"persistence_location {tmp}/"),
+        (r"^log_dest syslog$", "log_dest stderr"),
+    ]:
+        text, count = re.subn(pattern, replacement, text, flags=re.MULTILINE)
+        assert count == 1, f"mosquitto.conf: expected one line matching {pattern!r}"
+    # started as root, Mosquitto would drop to user "mosquitto", who cannot read pytest's tmp
+    # "running" (the readiness line the fixture waits for) is logged at level information
+    return text + f"\nuser {getpass.getuser()}\nlog_type information\n"
+
+
+@pytest.fixture
+def secured_broker(tmp_path: Path, broker: Any) -> Iterator[int]:
+    """Mosquitto running the shipped conf + ACL (users controller, pump-1, pump-2); its port.
+
+    The plain `broker` fixture is asked for its binary (it fails, never skips, under CI=true).
+    """
+    binary = broker.binary
+    passwd_tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    for i, user in enumerate(("controller", "pump-1", "pump-2")):
+        create = ["-c"] if i == 0 else []
+        subprocess.run(
+            [passwd_tool, *create, "-b", str(tmp_path / "passwd"), user, PASSWORD],
+            check=True, capture_output=True, timeout=BOUND_S,
+        )  # fmt: skip
+    shutil.copy(CONFIG / "mosquitto.acl", tmp_path / "acl")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "mosquitto.conf").write_text(shipped_conf_for_test(port, tmp_path))
+    process = subprocess.Popen(
+        [binary, "-c", str(tmp_path / "mosquitto.conf")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    running = threading.Event()  # set on Mosquitto's own "running" line, or when it exits
+    log: list[str] = []
+
+    def drain() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            log.append(line)
+            if " running" in line:
+                running.set()
+        running.set()
+
+    reader = threading.Thread(target=drain, name="mosquitto-log", daemon=True)
+    reader.start()
+    try:
+        if not running.wait(BOUND_S) or process.poll() is not None:
+            pytest.fail(f"shipped mosquitto.conf did not start: {''.join(log)}")
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=BOUND_S)
+        reader.join(timeout=BOUND_S)
+
+
+def client(port: int, user: str | None) -> aiomqtt.Client:
+    return aiomqtt.Client("127.0.0.1", port, username=user, password=PASSWORD if user else None)
+
+
+async def next_on(messages: asyncio.Queue[aiomqtt.Message]) -> aiomqtt.Message:
+    async with asyncio.timeout(BOUND_S):
+        return await messages.get()
+
+
+async def test_shipped_conf_sets_tcp_nodelay_and_refuses_anonymous(secured_broker: int) -> None:
+    """interfaces.md section 2: `set_tcp_nodelay true`, accepted by this Mosquitto; no anonymous."""
+    text = (CONFIG / "mosquitto.conf").read_text(encoding="utf-8")
+    assert re.search(r"^set_tcp_nodelay true$", text, flags=re.MULTILINE)
+    with pytest.raises(aiomqtt.MqttError):
+        async with client(secured_broker, None):
+            pass
+
+
+async def test_acl_pumps_write_only_their_own_status_and_only_the_controller_commands(
+    secured_broker: int,
+) -> None:
+    """A pump cannot impersonate another pump nor command one; the controller can command."""
+    port = secured_broker
+    received: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+    async with (
+        client(port, "controller") as controller,
+        client(port, "pump-1") as pump1,
+        client(port, "pump-2") as pump2,
+    ):
+        await controller.subscribe("pumpctl/v1/pumps/+/status", qos=1)
+        await pump2.subscribe("pumpctl/v1/pumps/pump-2/cmd", qos=1)
+
+        async def collect(c: aiomqtt.Client) -> None:
+            async for message in c.messages:
+                received.put_nowait(message)
+
+        async with asyncio.TaskGroup() as tg:
+            readers = [
+                tg.create_task(collect(controller), name="test-acl-controller"),
+                tg.create_task(collect(pump2), name="test-acl-pump-2"),
+            ]
+            # pump-1 impersonating pump-2 is dropped; its own status passes
+            await pump1.publish("pumpctl/v1/pumps/pump-2/status", b'{"state":"running"}', qos=1)
+            await pump1.publish("pumpctl/v1/pumps/pump-1/status", b'{"state":"stopped"}', qos=1)
+            first = await next_on(received)
+            assert first.topic.value == "pumpctl/v1/pumps/pump-1/status"
+            # pump-1 commanding pump-2 is dropped; the controller's command passes
+            await pump1.publish("pumpctl/v1/pumps/pump-2/cmd", b'{"id":"evil","op":"start"}', qos=1)
+            await controller.publish(
+                "pumpctl/v1/pumps/pump-2/cmd", b'{"id":"c1","op":"stop"}', qos=1
+            )
+            second = await next_on(received)
+            assert second.topic.value == "pumpctl/v1/pumps/pump-2/cmd"
+            assert second.payload == b'{"id":"c1","op":"stop"}'
+            for reader in readers:
+                reader.cancel()

@@ -1,0 +1,169 @@
+"""MQTT environment of the driver conformance suite: MqttPump <-> Mosquitto <-> simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiomqtt
+
+from drivers.base import PumpState, PumpStatus
+from drivers.mqtt import MqttPump
+from pumpctl.clock import VirtualClock
+from simulator.model import PumpModel
+from simulator.mqtt_server import MqttPumpServer
+
+#: Wire bounds for the tests: generous for a loaded CI machine, short enough to keep tests fast.
+COMMAND_TIMEOUT_S = 0.5
+LINK_TIMEOUT_S = 5.0
+RELINK_BOUND_S = 10.0
+
+_ids = itertools.count(1)
+
+
+class BrokerLike(Protocol):
+    """What the tests need of the `broker` fixture (tests/conftest.py)."""
+
+    @property
+    def host(self) -> str: ...
+
+    port: int
+    process: object | None  # the broker's process while it runs
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class MqttEnv:
+    """A connected MQTT driver, the simulated pump behind it, and the broker between them."""
+
+    driver: MqttPump
+    model: PumpModel
+    clock: VirtualClock
+    broker: BrokerLike
+    server: MqttPumpServer
+
+    async def break_link(self) -> None:
+        """Kill the broker (as a crash would); return once pump and driver have both noticed."""
+        self.broker.stop()
+        async with asyncio.timeout(RELINK_BOUND_S):
+            await self.server.offline.wait()
+            await self.driver.wait_unlinked()
+
+    async def restore_link(self) -> None:
+        """(Re)start the broker on the same port if it is down; return once pump and driver are
+        both back and the driver sees the pump online again (after a broker outage or a drop)."""
+        if self.broker.process is None:
+            self.broker.start()
+        async with asyncio.timeout(RELINK_BOUND_S):
+            await self.server.online.wait()
+            await self.driver.wait_linked()
+        await wait_status(self.driver, lambda s: s.state is not PumpState.OFFLINE)
+
+
+@asynccontextmanager
+async def mqtt_env(
+    clock: VirtualClock,
+    broker: BrokerLike,
+    *,
+    command_timeout_s: float = COMMAND_TIMEOUT_S,
+    link_timeout_s: float = LINK_TIMEOUT_S,
+    status_interval_s: float = 1.0,
+) -> AsyncIterator[MqttEnv]:
+    """Serve one simulated pump on `broker` and yield a driver connected to it."""
+    model = PumpModel(f"mqtt-{next(_ids)}", clock)
+    server = MqttPumpServer(
+        model,
+        broker.host,
+        broker.port,
+        status_interval_s=status_interval_s,
+        reconnect_max_s=0.5,
+    )
+    async with server:
+        async with asyncio.timeout(RELINK_BOUND_S):
+            await server.online.wait()
+        driver = MqttPump(
+            model.pump_id,
+            broker.host,
+            broker.port,
+            command_timeout_s=command_timeout_s,
+            link_timeout_s=link_timeout_s,
+            reconnect_max_s=0.5,
+        )
+        async with driver:
+            yield MqttEnv(driver=driver, model=model, clock=clock, broker=broker, server=server)
+
+
+async def wait_status(
+    pump: MqttPump, predicate: Callable[[PumpStatus], bool], bound_s: float = RELINK_BOUND_S
+) -> PumpStatus:
+    """The pump's status once `predicate` holds for it (current or coming), bounded."""
+    async with asyncio.timeout(bound_s):
+        changes = pump.status_changes()
+        try:
+            # no await between this check and the subscription below: no change can slip by
+            if (last := pump.last_status) is not None and predicate(last):
+                return last
+            async for status in changes:
+                if predicate(status):
+                    return status
+        finally:
+            await changes.aclose()  # type: ignore[attr-defined]
+    raise AssertionError("status_changes ended")  # pragma: no cover
+
+
+@dataclass
+class Spy:
+    """A plain MQTT client of the test's own, recording what arrives on its subscriptions."""
+
+    client: aiomqtt.Client
+    messages: asyncio.Queue[aiomqtt.Message]
+
+    async def next(self, topic: str, bound_s: float = RELINK_BOUND_S) -> aiomqtt.Message:
+        """The next message on `topic` (others on the way are dropped), bounded."""
+        async with asyncio.timeout(bound_s):
+            while True:
+                message = await self.messages.get()
+                if message.topic.matches(topic):
+                    return message
+
+    async def next_json(self, topic: str, bound_s: float = RELINK_BOUND_S) -> dict[str, Any]:
+        """The next message on `topic`, parsed as a JSON object."""
+        message = await self.next(topic, bound_s)
+        assert isinstance(message.payload, bytes)
+        value = json.loads(message.payload)
+        assert isinstance(value, dict)
+        return value
+
+    async def publish(self, topic: str, payload: bytes | str, *, retain: bool = False) -> None:
+        """Publish QoS 1."""
+        await self.client.publish(topic, payload, qos=1, retain=retain)
+
+
+@asynccontextmanager
+async def spy(broker: BrokerLike, *topics: str) -> AsyncIterator[Spy]:
+    """A connected spy subscribed to `topics`, its reader task owned and stopped on exit."""
+    async with aiomqtt.Client(broker.host, broker.port) as client:
+        if topics:
+            await client.subscribe([(t, 1) for t in topics])
+        found = Spy(client=client, messages=asyncio.Queue())
+
+        async def read() -> None:
+            with contextlib.suppress(aiomqtt.MqttError):
+                async for message in client.messages:
+                    found.messages.put_nowait(message)
+
+        async with asyncio.TaskGroup() as tg:
+            reader = tg.create_task(read(), name="test-mqtt-spy")
+            try:
+                yield found
+            finally:
+                reader.cancel()
