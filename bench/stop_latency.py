@@ -1,0 +1,121 @@
+"""Benchmark: how long a confirmed stop takes (I1's path), serial and MQTT, against the simulator.
+
+A stop is `Pump.stop()`: the command and the read-back of the pump's state (A3), so the figure is
+what the controller waits before it can tell the nurse the pump has stopped. Prints figures; it
+asserts nothing. Run from the checkout:
+
+    .venv/bin/python bench/stop_latency.py [--n 200]
+
+The serial pump runs on a pseudo-terminal with the wire time of 19200 baud emulated; the MQTT
+pump goes through a private Mosquitto (set_tcp_nodelay true) started on a free port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import socket
+import statistics
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from drivers.base import Pump
+from drivers.mqtt import MqttPump
+from drivers.serial import SerialLine, SerialPump
+from pumpctl.clock import VirtualClock
+from simulator.model import PumpModel
+from simulator.mqtt_server import MqttPumpServer
+from simulator.serial_server import SerialSimulator
+
+
+async def measure(pump: Pump, n: int) -> list[float]:
+    """Milliseconds of `n` confirmed stops of a running pump."""
+    await pump.set_vtbi(1000)
+    await pump.set_rate(200)
+    samples = []
+    for _ in range(n):
+        await pump.run()
+        t0 = time.perf_counter()
+        await pump.stop()
+        samples.append((time.perf_counter() - t0) * 1000)
+    return samples
+
+
+def report(name: str, samples: list[float]) -> None:
+    """Print percentiles of `samples` (ms)."""
+    ordered = sorted(samples)
+    p95 = ordered[int(0.95 * (len(ordered) - 1))]
+    print(
+        f"{name:<38} n={len(samples):<4} median {statistics.median(ordered):7.2f} ms"
+        f"   p95 {p95:7.2f} ms   max {ordered[-1]:7.2f} ms"
+    )
+
+
+async def serial_case(n: int, safe_mode_s: int | None, wire_time: bool) -> list[float]:
+    """A stop on one New Era pump behind a pseudo-terminal."""
+    model = PumpModel("bench-serial", VirtualClock())
+    async with (
+        SerialSimulator([model], emulate_wire_time=wire_time) as sim,
+        SerialLine(sim.path) as line,
+        SerialPump(line, 0, pump_id="bench-serial", safe_mode_s=safe_mode_s) as pump,
+    ):
+        return await measure(pump, n)
+
+
+@asynccontextmanager
+async def mosquitto() -> AsyncIterator[int]:
+    """A private Mosquitto on a free loopback port; yields the port."""
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    with tempfile.TemporaryDirectory() as tmp:
+        conf = Path(tmp) / "mosquitto.conf"
+        conf.write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
+            "log_dest stderr\nlog_type information\n"
+        )
+        proc = await asyncio.create_subprocess_exec(
+            binary, "-c", str(conf), stderr=asyncio.subprocess.PIPE
+        )
+        assert proc.stderr is not None
+        async for raw in proc.stderr:  # wait for the broker's own "running" line
+            if b" running" in raw:
+                break
+        try:
+            yield port
+        finally:
+            proc.kill()
+            await proc.wait()
+
+
+async def mqtt_case(n: int) -> list[float]:
+    """A stop on one MQTT pump through a private broker."""
+    async with mosquitto() as port:
+        model = PumpModel("bench-mqtt", VirtualClock())
+        async with MqttPumpServer(model, "127.0.0.1", port) as server:
+            await server.online.wait()
+            async with MqttPump("bench-mqtt", "127.0.0.1", port) as pump:
+                return await measure(pump, n)
+
+
+async def main(n: int) -> None:
+    """Run every case and print its figures."""
+    cases: list[tuple[str, Callable[[], Awaitable[list[float]]]]] = [
+        ("serial basic, 19200 baud wire time", lambda: serial_case(n, None, True)),
+        ("serial safe (SAF 5), 19200 wire time", lambda: serial_case(n, 5, True)),
+        ("serial safe (SAF 5), pty speed", lambda: serial_case(n, 5, False)),
+        ("mqtt QoS 1, TCP_NODELAY", lambda: mqtt_case(n)),
+    ]
+    for name, case in cases:
+        report(name, await case())
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=200, help="stops per case")
+    asyncio.run(main(parser.parse_args().n))
