@@ -90,7 +90,8 @@ def replace_bag(
 ) -> BagReplacement:
     """L9: a new bag prepared at `prepared_at`, given at the current step for the remaining volume.
 
-    The volume still to give becomes the VTBI (L3); the rate is the current step's, unchanged.
+    The volume still to give becomes the VTBI (L3), exactly: rounding it up could program more
+    than the bags together hold. The rate is the current step's, unchanged.
     """
     if not remaining_ml > 0:
         raise ValueError(
@@ -100,6 +101,6 @@ def replace_bag(
         raise ValueError(f"current_rate_ml_h: must be above 0, not {current_rate_ml_h}")
     return BagReplacement(
         bag=BagLife.from_protocol(bag, prepared_at),
-        vtbi_ml=round(remaining_ml, 2),
+        vtbi_ml=remaining_ml,
         rate_ml_h=current_rate_ml_h,
     )

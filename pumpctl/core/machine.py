@@ -28,16 +28,17 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from pumpctl.core.bag import BagLife, BagState, replace_bag
 from pumpctl.core.history import CourseState, Grade, InfusionRecord, ReactionRecord, Sign
 from pumpctl.core.limits import (
     Limit,
     RateDecision,
     constrain,
     half_rate,
-    ladder_step,
     min_duration_cap,
     protocol_max,
 )
+from pumpctl.core.planner import start_decision, step_decision
 from pumpctl.core.protocol import Grade4Policy, Protocol
 
 __all__ = [
@@ -141,7 +142,8 @@ class OpenReaction(_Value):
     running_min: Annotated[float, Field(ge=0)]  # I10: running time since start at onset
     observation_started_at: Instant | None = None  # I5: the window's start
     observation_closed: bool = False  # I5: the window ended with the last grade <= 2
-    bronchospasm_onset_at: Instant | None = None  # I4: the 6 h limit counts from here
+    bronchospasm_seen_at: Instant | None = None  # onset of the first report naming it (I4)
+    bronchospasm_onset_at: Instant | None = None  # I4: grade >= 2; the 6 h count from here
     resolved: bool = False  # a nurse's statement that symptoms are gone (lifts I4)
 
     def record(self, infusion_number: int) -> ReactionRecord:
@@ -162,6 +164,7 @@ class InfusionState(_Value):
 
     protocol: Protocol
     infusion_number: Annotated[int, Field(ge=1)]
+    day: Literal[1, 2] | None = None  # split first dose: day 1 or 2 of infusion 1
     bag_ml: Annotated[float, Field(gt=0, le=5000)]  # L3: the whole infusion's volume
     initial_rate_ml_h: Annotated[float, Field(gt=0, le=1000)]
     min_duration_min: Annotated[int, Field(gt=0)] | None  # L6
@@ -175,6 +178,7 @@ class InfusionState(_Value):
     rate_ml_h: Rate = 0.0  # the current step: what the pump runs at when it runs
     pump_running: bool = False  # the pump's last confirmed state
     pump_rate_ml_h: Rate = 0.0  # the rate it last confirmed
+    ran_at_ml_h: Rate = 0.0  # I2: the last non-zero rate the pump confirmed running at
     pending: PendingCommand | None = None  # A3: a command not yet confirmed
     held: bool = False  # L7
     alarms: frozenset[str] = frozenset()  # A1: pump alarms in force
@@ -208,6 +212,11 @@ class InfusionState(_Value):
     def remaining_ml(self) -> float:
         """Volume still to give (L6, L9)."""
         return max(0.0, self.bag_ml - self.delivered_ml)
+
+    @property
+    def bag_life(self) -> BagLife:
+        """L9: the life of the bag in use (its warning and expiry instants)."""
+        return BagLife.from_protocol(self.protocol.bag, self.bag_prepared_at)
 
     @property
     def terminal(self) -> bool:
@@ -253,8 +262,12 @@ def initial_state(
     min_duration_min: int | None,
     course: CourseState,
     bag_prepared_at: datetime,
+    day: Literal[1, 2] | None = None,
 ) -> InfusionState:
-    """A planned infusion with the chosen row's numbers (validated; errors name the field)."""
+    """A planned infusion with the chosen row's numbers (validated; errors name the field).
+
+    `day` is 1 or 2 for the two days of a split first dose (both are infusion 1).
+    """
     if initial_rate_ml_h > protocol.ladder.max_rate_ml_h:
         raise ValueError(
             f"initial_rate_ml_h: {initial_rate_ml_h:g} is above the protocol maximum "
@@ -263,6 +276,7 @@ def initial_state(
     return InfusionState(
         protocol=protocol,
         infusion_number=infusion_number,
+        day=day,
         bag_ml=bag_ml,
         initial_rate_ml_h=initial_rate_ml_h,
         min_duration_min=min_duration_min,
@@ -279,6 +293,7 @@ def infusion_record(state: InfusionState) -> InfusionRecord:
         highest_rate_ml_h=state.highest_rate_ml_h,
         reactions=state.reaction_records,
         completed=state.phase is InfusionPhase.COMPLETED,
+        day=state.day,
     )
 
 
@@ -571,16 +586,11 @@ def deadlines(state: InfusionState) -> tuple[Deadline, ...]:
     if state.terminal:
         return ()
     found: list[Deadline] = []
-    bag = state.protocol.bag
     if not state.bag_expired:
-        found.append(
-            Deadline(_after(state.bag_prepared_at, bag.stability_min), DeadlineKind.BAG_EXPIRY)
-        )
+        life = state.bag_life
+        found.append(Deadline(life.expires_at, DeadlineKind.BAG_EXPIRY))
         if not state.bag_warned:
-            warn_min = bag.stability_min - bag.warn_before_min
-            found.append(
-                Deadline(_after(state.bag_prepared_at, warn_min), DeadlineKind.BAG_WARNING)
-            )
+            found.append(Deadline(life.warn_at, DeadlineKind.BAG_WARNING))
     reaction = state.reaction
     rules = state.protocol.reactions
     if reaction is not None:
@@ -627,6 +637,10 @@ class _Ctx:
     def emit(self, *commands: Command) -> None:
         self.commands.extend(commands)
 
+    def emit_first(self, command: Command) -> None:
+        """Put `command` at the head of this decision's commands (I1: the stop goes first)."""
+        self.commands.insert(0, command)
+
     def log(self, type_: str, rule: str | None, at: datetime, **data: object) -> None:
         self.audit.append(AuditEvent(type=type_, rule=rule, at=at, data=data))
 
@@ -652,22 +666,29 @@ def decide(state: InfusionState, event: Event, now: datetime) -> Decision:
         raise ValueError(
             f"now: {now.isoformat()} is before the last event {state.last_event_at.isoformat()}"
         )
-    ctx = _Ctx(state)
-    if isinstance(event, Restarted) and not state.terminal:
-        # A4: what happened while the controller was down is unknown: no running time for it.
-        ctx.set(link_lost=True)
-    _catch_up(ctx, now)
-    before, n_commands, n_audit = ctx.state, len(ctx.commands), len(ctx.audit)
+    # I1: a reaction reported when a step falls due (or a late driver left one unprocessed)
+    # stops the pump; the step is not taken first, so no rise goes out with the stop.
+    reaction = isinstance(event, ReactionReported) and not state.terminal
+    ctx = _caught_up(state, event, now, escalate=not reaction)
     try:
         _handle(ctx, event, now)
     except _Refused as refusal:
         # Only what time alone changed (deadlines up to `now`) survives a refusal.
-        ctx.state = before
-        del ctx.commands[n_commands:], ctx.audit[n_audit:]
+        ctx = _caught_up(state, event, now, escalate=True)
         ctx.log("refused", refusal.rule, now, event=event.kind, reason=refusal.reason)
         return ctx.decision()
     _catch_up(ctx, now)
     return ctx.decision()
+
+
+def _caught_up(state: InfusionState, event: Event, now: datetime, *, escalate: bool) -> _Ctx:
+    """A context holding `state` with every deadline up to `now` processed, before `event`."""
+    ctx = _Ctx(state)
+    if isinstance(event, Restarted) and not state.terminal:
+        # A4: what happened while the controller was down is unknown: no running time for it.
+        ctx.set(link_lost=True)
+    _catch_up(ctx, now, escalate=escalate)
+    return ctx
 
 
 def _aware_now(now: datetime) -> None:
@@ -675,10 +696,16 @@ def _aware_now(now: datetime) -> None:
         raise ValueError(f"now: must be timezone-aware, got {now!r}")
 
 
-def _catch_up(ctx: _Ctx, now: datetime) -> None:
-    """Process every deadline up to `now` at its own instant, then account time up to `now`."""
+def _catch_up(ctx: _Ctx, now: datetime, *, escalate: bool = True) -> None:
+    """Process every deadline up to `now` at its own instant, then account time up to `now`.
+
+    With `escalate` False, L1 steps are left unprocessed (the caller is about to stop the pump).
+    """
     for _ in range(_MAX_DEADLINES_PER_CALL):
-        due = next_deadline(ctx.state)
+        due = next(
+            (d for d in deadlines(ctx.state) if escalate or d.kind is not DeadlineKind.ESCALATION),
+            None,
+        )
         if due is None or due.at > now:
             break
         _advance(ctx, due.at)
@@ -728,10 +755,10 @@ def _fire(ctx: _Ctx, due: Deadline) -> None:
         _withdraw(ctx, "I4", "bronchospasm not resolved within 6 h of onset", at)
     elif due.kind is DeadlineKind.BAG_WARNING:
         ctx.set(bag_warned=True)
-        left = s.protocol.bag.warn_before_min
+        left = s.bag_life.status(at).minutes_left
         ctx.alarm(
             MachineAlarm.BAG_EXPIRING,
-            f"the bag expires in {left} min: prepare a new bag",
+            f"the bag expires in {left:g} min: prepare a new bag",
             "L9",
             at,
         )
@@ -739,9 +766,10 @@ def _fire(ctx: _Ctx, due: Deadline) -> None:
         ctx.set(bag_expired=True, bag_warned=True)
         if _pump_may_run(s):
             _stop_pump(ctx)
+        hours = s.bag_life.stability_min / 60
         ctx.alarm(
             MachineAlarm.BAG_EXPIRED,
-            "the bag is past its 15 h stability: pump stopped, a new bag is needed",
+            f"the bag is past its {hours:g} h stability: pump stopped, a new bag is needed",
             "L9",
             at,
         )
@@ -756,13 +784,12 @@ def _step(ctx: _Ctx, at: datetime) -> None:
     if s.remaining_ml <= 0:
         ctx.set(ladder_settled=True)
         return
-    decision = constrain(
-        [
-            ladder_step(s.rate_ml_h, ladder.increment_ml_h),
-            protocol_max(ladder.max_rate_ml_h),
-            min_duration_cap(s.remaining_ml, s.running_min, s.min_duration_min),
-        ],
-        ladder.rate_resolution_ml_h,
+    decision = step_decision(
+        s.protocol,
+        s.rate_ml_h,
+        remaining_ml=s.remaining_ml,
+        running_min=s.running_min,
+        min_duration_min=s.min_duration_min,
     )
     settled = decision.bound_by.rule == "L6"
     if abs(decision.rate_ml_h - s.rate_ml_h) <= _tolerance(s):
@@ -798,8 +825,11 @@ def _command_rate(ctx: _Ctx, decision: RateDecision, *, run: bool = False) -> No
     )
 
 
-def _stop_pump(ctx: _Ctx) -> None:
-    ctx.emit(StopPump())
+def _stop_pump(ctx: _Ctx, *, first: bool = False) -> None:
+    if first:
+        ctx.emit_first(StopPump())
+    else:
+        ctx.emit(StopPump())
     ctx.set(pending=PendingCommand(kind="stop"))
 
 
@@ -904,14 +934,12 @@ def _start(ctx: _Ctx, event: Start, now: datetime) -> None:
         raise _Refused("I8", "the patient's course is withdrawn")
     if s.bag_expired:
         raise _Refused("L9", "the bag is past its stability: prepare a new bag")
-    ladder = s.protocol.ladder
-    decision = constrain(
-        [
-            Limit("L1", s.initial_rate_ml_h, f"initial rate of the row {s.initial_rate_ml_h:g}"),
-            protocol_max(ladder.max_rate_ml_h),
-            min_duration_cap(s.remaining_ml, s.running_min, s.min_duration_min),
-        ],
-        ladder.rate_resolution_ml_h,
+    decision = start_decision(
+        s.protocol,
+        s.initial_rate_ml_h,
+        bag_ml=s.bag_volume_ml,
+        min_duration_min=s.min_duration_min,
+        reason=f"initial rate of the row {s.initial_rate_ml_h:g}",
     )
     ctx.emit(SetVtbi(s.bag_volume_ml))
     _command_rate(ctx, decision, run=True)
@@ -927,6 +955,13 @@ def _start(ctx: _Ctx, event: Start, now: datetime) -> None:
     )
 
 
+def _seen_running(ctx: _Ctx, rate: float, **changes: object) -> None:
+    """A read-back of the pump running at `rate` (kept as I2's last non-zero rate)."""
+    if rate > 0:
+        changes["ran_at_ml_h"] = rate
+    ctx.set(pump_running=True, pump_rate_ml_h=rate, **changes)
+
+
 def _take_volume(ctx: _Ctx, volume: float) -> None:
     s = ctx.state
     ctx.set(bag_infused_ml=min(volume, s.bag_volume_ml))
@@ -940,9 +975,9 @@ def _pump_running(ctx: _Ctx, rate: float, volume: float, now: datetime) -> None:
     if _should_be_stopped(s):
         if s.pending is not None and s.pending.kind == "stop":
             # The stop is still on its way; the ledger's timeout raises A3 if it never lands.
-            ctx.set(pump_running=True, pump_rate_ml_h=rate)
+            _seen_running(ctx, rate)
             return
-        ctx.set(pump_running=True, pump_rate_ml_h=rate)
+        _seen_running(ctx, rate)
         _stop_pump(ctx)
         ctx.alarm(
             MachineAlarm.PUMP_NOT_STOPPED,
@@ -955,29 +990,29 @@ def _pump_running(ctx: _Ctx, rate: float, volume: float, now: datetime) -> None:
     was = s.pump_rate_ml_h if s.pump_running else 0.0
     ceiling = max(expected, was) if s.pending is not None else expected
     if s.pending is not None and s.pending.kind == "run" and abs(rate - expected) <= tol:
-        ctx.set(
+        _seen_running(
+            ctx,
+            rate,
             pending=None,
-            pump_running=True,
-            pump_rate_ml_h=rate,
             highest_rate_ml_h=max(s.highest_rate_ml_h, rate),
             phase=InfusionPhase.RUNNING,
         )
         ctx.log("confirmed_running", "A3", now, rate_ml_h=rate, volume_infused_ml=volume)
     elif abs(rate - expected) <= tol:
-        ctx.set(
-            pump_running=True,
-            pump_rate_ml_h=rate,
+        _seen_running(
+            ctx,
+            rate,
             highest_rate_ml_h=max(s.highest_rate_ml_h, rate),
         )
     elif rate > ceiling + tol:
-        ctx.set(pump_running=True, pump_rate_ml_h=rate)
+        _seen_running(ctx, rate)
         _set_back_down(ctx, rate, now)
     elif s.pending is not None:
-        ctx.set(pump_running=True, pump_rate_ml_h=rate)
+        _seen_running(ctx, rate)
     else:
-        ctx.set(
-            pump_running=True,
-            pump_rate_ml_h=rate,
+        _seen_running(
+            ctx,
+            rate,
             pending=PendingCommand(kind="run", rate_ml_h=expected),
         )
         ctx.alarm(
@@ -1082,7 +1117,7 @@ def _reconnected(ctx: _Ctx, event: LinkRestored | Restarted, now: datetime) -> N
         return
     tol = _tolerance(s)
     if _should_be_stopped(s):
-        ctx.set(pump_running=True, pump_rate_ml_h=event.rate_ml_h)
+        _seen_running(ctx, event.rate_ml_h)
         _stop_pump(ctx)
         ctx.alarm(
             MachineAlarm.PUMP_NOT_STOPPED,
@@ -1092,7 +1127,7 @@ def _reconnected(ctx: _Ctx, event: LinkRestored | Restarted, now: datetime) -> N
         )
         return
     expected = s.rate_ml_h
-    ctx.set(pump_running=True, pump_rate_ml_h=event.rate_ml_h)
+    _seen_running(ctx, event.rate_ml_h)
     if abs(event.rate_ml_h - expected) <= tol:
         ctx.set(
             pending=None,
@@ -1117,25 +1152,30 @@ def _bag_replaced(ctx: _Ctx, event: BagReplaced, now: datetime) -> None:
     s = ctx.state
     if event.prepared_at > now:
         raise _Refused("L9", "prepared_at is in the future")
+    life = BagLife.from_protocol(s.protocol.bag, event.prepared_at)
+    if life.status(now).state is BagState.EXPIRED:
+        raise _Refused(
+            "L9", f"the new bag is past its {life.stability_min / 60:g} h stability already"
+        )
     if s.phase is InfusionPhase.PLANNED:
         ctx.set(bag_prepared_at=event.prepared_at, bag_warned=False, bag_expired=False)
         ctx.log("bag_replaced", "L9", now, actor=event.actor, volume_ml=s.bag_volume_ml)
         return
     if s.pump_running or (s.pending is not None and s.pending.kind == "run"):
         raise _Refused("L9", "the pump is running: a bag is changed only while it is stopped")
-    remaining = s.remaining_ml
-    if remaining <= 0:
+    if s.remaining_ml <= 0:
         raise _Refused("L3", "nothing is left to give")
+    new = replace_bag(s.protocol.bag, event.prepared_at, s.remaining_ml, s.rate_ml_h)
     ctx.set(
-        bag_prepared_at=event.prepared_at,
+        bag_prepared_at=new.bag.prepared_at,
         bag_warned=False,
         bag_expired=False,
         delivered_before_bag_ml=s.delivered_ml,
         bag_infused_ml=0.0,
-        bag_volume_ml=remaining,
+        bag_volume_ml=new.vtbi_ml,
     )
-    ctx.emit(SetVtbi(remaining))
-    ctx.log("bag_replaced", "L9", now, actor=event.actor, volume_ml=remaining)
+    ctx.emit(SetVtbi(new.vtbi_ml))
+    ctx.log("bag_replaced", "L9", now, actor=event.actor, volume_ml=new.vtbi_ml)
     s = ctx.state
     if s.phase in {InfusionPhase.RUNNING, InfusionPhase.STARTING} and not (s.alarms or s.link_lost):
         _continue_same_rate(ctx, "L9", "continue at the current step with a new bag")
@@ -1164,16 +1204,42 @@ def _continue_same_rate(ctx: _Ctx, rule: str, reason: str) -> None:
 
 
 def _severe_count(s: InfusionState) -> int:
-    """I6: grade >= 3 occurrences over the whole course, this infusion included."""
+    """I6: grade >= 3 occurrences over the whole course, this infusion included.
+
+    A course record of this very infusion (same number and split-first-dose day) is not counted
+    twice; the other day of a split first dose is another record and counts.
+    """
     severe = s.protocol.reactions.severe_grade
     earlier = sum(
         1
         for i in s.course.infusions
-        if i.infusion_number != s.infusion_number
+        if (i.infusion_number, i.day) != (s.infusion_number, s.day)
         for r in i.reactions
         if r.max_grade >= severe
     )
     return earlier + sum(1 for r in s.reaction_records if r.max_grade >= severe)
+
+
+def _rate_before_interruption(s: InfusionState) -> float:
+    """I2: the last non-zero rate the pump ran at before this interruption (the safer reading).
+
+    The current step, unless the pump last confirmed a lower non-zero rate: a step commanded but
+    not yet confirmed (the pump is only known to have run at the rate before it), or a pump left
+    running slower under A2. Never above the step: a pump found faster is set back down (L2).
+    """
+    if s.ran_at_ml_h > 0:
+        return min(s.rate_ml_h, s.ran_at_ml_h)
+    return s.rate_ml_h
+
+
+def _running_at(s: InfusionState, onset: datetime, now: datetime) -> float:
+    """I10: running time at an onset entered earlier than the report (L4 counts from it).
+
+    Running time grows at most as fast as clinical time, so `now - onset` taken off the running
+    time now is a lower bound: exact if the pump ran throughout, earlier (stricter for L4) if not.
+    """
+    elapsed_min = (now - onset).total_seconds() / 60
+    return max(0.0, s.running_min - elapsed_min)
 
 
 def _reaction(ctx: _Ctx, event: ReactionReported, now: datetime) -> None:
@@ -1184,7 +1250,7 @@ def _reaction(ctx: _Ctx, event: ReactionReported, now: datetime) -> None:
     if s.phase is InfusionPhase.PLANNED:
         raise _Refused("I1", "the infusion has not started: no pump to stop")
     if _pump_may_run(s) or s.phase in {InfusionPhase.RUNNING, InfusionPhase.STARTING}:
-        _stop_pump(ctx)
+        _stop_pump(ctx, first=True)
     if s.reaction is not None:
         # I5: within one stop a further report is a reassessment of the same reaction.
         _regrade(
@@ -1203,8 +1269,9 @@ def _reaction(ctx: _Ctx, event: ReactionReported, now: datetime) -> None:
         max_grade=event.grade,
         signs=event.signs,
         onset_at=onset,
-        rate_ml_h=s.rate_ml_h,
-        running_min=s.running_min,
+        rate_ml_h=_rate_before_interruption(s),
+        running_min=_running_at(s, onset, now),
+        bronchospasm_seen_at=onset if Sign.BRONCHOSPASM in event.signs else None,
     )
     ctx.set(reaction=reaction)
     ctx.log(
@@ -1229,13 +1296,14 @@ def _regrade(
 ) -> None:
     s = ctx.state
     assert s.reaction is not None
-    reaction = s.reaction.model_copy(
-        update={
-            "grade": grade,
-            "max_grade": max(s.reaction.max_grade, grade),
-            "signs": s.reaction.signs | signs,
-        }
-    )
+    changes: dict[str, object] = {
+        "grade": grade,
+        "max_grade": max(s.reaction.max_grade, grade),
+        "signs": s.reaction.signs | signs,
+    }
+    if Sign.BRONCHOSPASM in signs and s.reaction.bronchospasm_seen_at is None:
+        changes["bronchospasm_seen_at"] = onset_at or now
+    reaction = s.reaction.model_copy(update=changes)
     ctx.set(reaction=reaction)
     ctx.log(
         type_,
@@ -1250,12 +1318,19 @@ def _regrade(
 def _judge(
     ctx: _Ctx, grade: int, signs: frozenset[Sign], onset_at: datetime | None, now: datetime
 ) -> None:
-    """The stricter outcome wins, in the order I3, I6, I7 (discontinue), I4, I5, I2."""
+    """The stricter outcome wins, in the order I3, I6, I7 (discontinue), I4, I5, I2.
+
+    I3 and I4 look at every sign recorded during this reaction (one stop, I5), not only the
+    latest report's: a grade 1 laryngeal edema or bronchospasm reassessed at grade 2 with no
+    sign repeated is a grade 2 reaction with that sign (the safer reading). The I4 clock starts
+    at the onset of the first report naming bronchospasm in this reaction.
+    """
     s = ctx.state
     rules = s.protocol.reactions
     reaction = s.reaction
     assert reaction is not None
-    if grade >= rules.laryngeal_edema_withdraw_grade and Sign.LARYNGEAL_EDEMA in signs:
+    recorded = reaction.signs
+    if grade >= rules.laryngeal_edema_withdraw_grade and Sign.LARYNGEAL_EDEMA in recorded:
         _withdraw(ctx, "I3", f"grade {grade} laryngeal edema", now)
         return
     count = _severe_count(s)
@@ -1266,12 +1341,15 @@ def _judge(
         _withdraw(ctx, "I7", "grade 4: permanent discontinuation (protocol policy)", now)
         return
     changes: dict[str, object] = {}
-    if grade >= rules.bronchospasm_hold_grade and Sign.BRONCHOSPASM in signs:
+    if grade >= rules.bronchospasm_hold_grade and Sign.BRONCHOSPASM in recorded:
         if reaction.bronchospasm_onset_at is None:
-            start = min(onset_at, now) if onset_at is not None else now
+            start = reaction.bronchospasm_seen_at or now
             changes["bronchospasm_onset_at"] = start
+            # A resolution stated before the bronchospasm reached grade 2 does not lift I4.
+            changes["resolved"] = False
             ctx.log("bronchospasm_hold", "I4", now, onset_at=start.isoformat())
-        changes["resolved"] = False
+        if Sign.BRONCHOSPASM in signs:
+            changes["resolved"] = False
     if grade >= rules.severe_grade:
         if reaction.observation_closed:
             # The window has ended, and the same reaction is back at grade >= 3: it did not
@@ -1422,7 +1500,7 @@ def _handle_terminal(ctx: _Ctx, event: Event, now: datetime) -> None:
             ctx.log(
                 "reaction", "I11", now, actor=event.actor, reaction=record.model_dump(mode="json")
             )
-            _late_severe_check(ctx, now)
+            _late_withdrawal_check(ctx, record, now)
         case Reassessed():
             if not s.reactions or not s.reactions[-1].after_completion:
                 raise _Refused("I11", "no reaction reported after completion to reassess")
@@ -1438,7 +1516,7 @@ def _handle_terminal(ctx: _Ctx, event: Event, now: datetime) -> None:
             ctx.log(
                 "reassessed", "I11", now, actor=event.actor, reaction=record.model_dump(mode="json")
             )
-            _late_severe_check(ctx, now)
+            _late_withdrawal_check(ctx, record, now)
         case PumpConfirmedRunning() | LinkRestored() | Restarted():
             running = not isinstance(event, LinkRestored | Restarted) or event.running
             pending_stop = s.pending is not None and s.pending.kind == "stop"
@@ -1466,10 +1544,22 @@ def _handle_terminal(ctx: _Ctx, event: Event, now: datetime) -> None:
             raise _Refused(rule, f"the infusion is {s.phase.value}")
 
 
-def _late_severe_check(ctx: _Ctx, now: datetime) -> None:
-    """I11 + I6: a late grade >= 3 counts over the course; the third withdraws it."""
+def _late_withdrawal_check(ctx: _Ctx, record: ReactionRecord, now: datetime) -> None:
+    """I11: a late reaction withdraws the course (no pump action) where I3, I6 or I7 would.
+
+    I3 (grade >= 2 laryngeal edema) and the label's I7 (grade 4 = permanent discontinuation)
+    withdraw the patient whenever the reaction happens; a late grade >= 3 counts for I6 over
+    the course. I4 and I5 need a stopped infusion to act on and do not apply after the end.
+    """
     s = ctx.state
+    if s.course.withdrawn:
+        return
     rules = s.protocol.reactions
+    grade = record.grade
     count = _severe_count(s)
-    if count >= rules.severe_occurrences_withdraw and not s.course.withdrawn:
+    if grade >= rules.laryngeal_edema_withdraw_grade and Sign.LARYNGEAL_EDEMA in record.signs:
+        _withdraw_course(ctx, "I3", f"grade {grade} laryngeal edema (after the end, I11)", now)
+    elif count >= rules.severe_occurrences_withdraw:
         _withdraw_course(ctx, "I6", f"occurrence {count} of grade >= {rules.severe_grade}", now)
+    elif grade == 4 and rules.grade4_policy is Grade4Policy.DISCONTINUE:
+        _withdraw_course(ctx, "I7", "grade 4: permanent discontinuation (protocol policy)", now)

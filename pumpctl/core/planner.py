@@ -49,6 +49,8 @@ __all__ = [
     "next_step",
     "plan",
     "select_row",
+    "start_decision",
+    "step_decision",
 ]
 
 _TIME_EPSILON_MIN = 1e-9
@@ -323,17 +325,57 @@ def select_row(
     return _choice(protocol, RowKind.SUBSEQUENT, tuple(rules))
 
 
-def initial_decision(protocol: Protocol, row: RowChoice) -> RateDecision:
-    """The first rate: the row's initial rate through the chain (L1 start, L2, L6)."""
+def start_decision(
+    protocol: Protocol,
+    initial_rate_ml_h: float,
+    *,
+    bag_ml: float,
+    min_duration_min: int | None,
+    reason: str,
+) -> RateDecision:
+    """The first rate of an infusion: its row's initial rate through the chain (L1, L2, L6).
+
+    The one place the start's chain is built: the planner and the infusion machine both use it.
+    """
     return constrain(
         (
-            Limit(
-                "L1",
-                row.initial_rate_ml_h,
-                f"initial rate of the {row.kind}-infusion row (Table 3)",
-            ),
+            Limit("L1", initial_rate_ml_h, reason),
             protocol_max(protocol.ladder.max_rate_ml_h),
-            min_duration_cap(row.bag_ml, 0.0, row.min_duration_min),
+            min_duration_cap(bag_ml, 0.0, min_duration_min),
+        ),
+        protocol.ladder.rate_resolution_ml_h,
+    )
+
+
+def initial_decision(protocol: Protocol, row: RowChoice) -> RateDecision:
+    """The first rate: the row's initial rate through the chain (L1 start, L2, L6)."""
+    return start_decision(
+        protocol,
+        row.initial_rate_ml_h,
+        bag_ml=row.bag_ml,
+        min_duration_min=row.min_duration_min,
+        reason=f"initial rate of the {row.kind}-infusion row (Table 3)",
+    )
+
+
+def step_decision(
+    protocol: Protocol,
+    current_ml_h: float,
+    *,
+    remaining_ml: float,
+    running_min: float,
+    min_duration_min: int | None,
+) -> RateDecision:
+    """L1/L2/L6: the rate a due step gives: min(one increment, maximum, L6 cap), rounded down.
+
+    The one place the step's chain is built: `next_step` (the plan) and the infusion machine
+    (a step falling due in clinical time) both use it; each decides on its own whether to stay.
+    """
+    return constrain(
+        (
+            ladder_step(current_ml_h, protocol.ladder.increment_ml_h),
+            protocol_max(protocol.ladder.max_rate_ml_h),
+            min_duration_cap(remaining_ml, running_min, min_duration_min),
         ),
         protocol.ladder.rate_resolution_ml_h,
     )
@@ -349,18 +391,17 @@ def next_step(
 ) -> RateDecision | None:
     """L1 step due after a full tolerated interval: the new decision, or None to stay.
 
-    The rate is min(one increment, L2 maximum, L6 cap), rounded down; None when it would not
-    rise (at the maximum) or when L6 bound the current rate (later steps stay there).
+    The rate is `step_decision`'s; None when it would not rise (at the maximum) or when L6
+    bound the current rate (later steps stay there).
     """
     if current.bound_by.rule == "L6":
         return None
-    decision = constrain(
-        (
-            ladder_step(current.rate_ml_h, protocol.ladder.increment_ml_h),
-            protocol_max(protocol.ladder.max_rate_ml_h),
-            min_duration_cap(row.bag_ml - delivered_ml, running_min, row.min_duration_min),
-        ),
-        protocol.ladder.rate_resolution_ml_h,
+    decision = step_decision(
+        protocol,
+        current.rate_ml_h,
+        remaining_ml=row.bag_ml - delivered_ml,
+        running_min=running_min,
+        min_duration_min=row.min_duration_min,
     )
     if decision.rate_ml_h <= current.rate_ml_h:
         return None

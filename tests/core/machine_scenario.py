@@ -17,6 +17,7 @@ from pumpctl.core.machine import (
     Command,
     Decision,
     Event,
+    InfusionPhase,
     InfusionState,
     PumpCompleted,
     PumpConfirmedRunning,
@@ -172,6 +173,10 @@ class Scenario:
         end = self.now + limit
         while not self.state.terminal and self.now < end:
             self.advance_to(min(end, self.now + timedelta(hours=1)))
+
+    def phase(self) -> InfusionPhase:
+        """The infusion's phase now (a call, so type checkers do not keep an earlier narrowing)."""
+        return self.state.phase
 
     @property
     def commands(self) -> list[Command]:

@@ -154,7 +154,7 @@ def test_L3_complete_only_when_the_pump_reports_the_vtbi_delivered() -> None:
     assert scenario.state.phase is InfusionPhase.RUNNING
     assert scenario.state.remaining_ml == 0.0
     scenario.send(PumpCompleted(volume_infused_ml=500.0))
-    assert scenario.state.phase is InfusionPhase.COMPLETED
+    assert scenario.phase() is InfusionPhase.COMPLETED
     assert next(a for a in scenario.audit if a.type == "completed").rule == "L3"
 
 
@@ -248,7 +248,7 @@ def test_L9_warns_at_14_h_stops_at_15_h_and_a_new_bag_continues_at_the_step() ->
     assert deadline.kind is DeadlineKind.BAG_WARNING
     assert deadline.at == new_bag_at + timedelta(hours=14)
     scenario.run_to_end()
-    assert scenario.state.phase is InfusionPhase.COMPLETED
+    assert scenario.phase() is InfusionPhase.COMPLETED
     assert scenario.state.delivered_ml == pytest.approx(1000.0)
     assert scenario.state.running_min == pytest.approx(1200.0)
 
@@ -288,3 +288,50 @@ def test_time_never_runs_backwards() -> None:
     scenario = started(RowKind.FIRST)
     with pytest.raises(ValueError, match="now"):
         decide(scenario.state, TimePassed(), T0 - minutes(1))
+
+
+def test_L9_a_replacement_bag_already_past_its_stability_is_refused() -> None:
+    """A new bag must itself be in date: no Run is ever sent with an expired bag."""
+    scenario = started(RowKind.FIRST)
+    scenario.send(Hold(actor="dr"))
+    scenario.advance(timedelta(hours=15))
+    assert scenario.state.bag_expired
+    old = scenario.now - timedelta(hours=15, minutes=1)
+    decision = decide(scenario.state, BagReplaced(prepared_at=old), scenario.now)
+    assert decision.refusal is not None
+    assert decision.refusal.rule == "L9"
+    assert not any(isinstance(c, Run | SetRate | SetVtbi) for c in decision.commands)
+    # One in its last hour is taken, and warned about at once.
+    scenario.send(BagReplaced(prepared_at=scenario.now - timedelta(hours=14, minutes=30)))
+    assert scenario.state.phase is InfusionPhase.RUNNING
+    assert scenario.alarms()[-1].kind is MachineAlarm.BAG_EXPIRING
+
+
+def test_L9_a_new_bag_keeps_the_time_already_run_at_the_step() -> None:
+    """The step's running time survives the bag change (A1, L9): no restart of the interval."""
+    scenario = started(RowKind.FIRST, prepared_at=T0 - timedelta(hours=14, minutes=40))
+    scenario.advance(minutes(40))  # expires at 20 min
+    assert scenario.state.bag_expired
+    assert scenario.state.at_rate_min == pytest.approx(20.0)
+    scenario.send(BagReplaced(prepared_at=scenario.now))
+    scenario.advance(minutes(39))
+    assert scenario.state.rate_ml_h == 50.0
+    scenario.advance(minutes(1))
+    assert scenario.state.rate_ml_h == 100.0
+
+
+def test_L9_L1_a_step_due_as_the_bag_expires_waits_for_the_new_bag_to_run() -> None:
+    """Expiry and step at the same instant: stop first; the step follows the new bag's run."""
+    scenario = started(RowKind.FIRST, prepared_at=T0 - timedelta(hours=14))
+    scenario.advance(minutes(60))
+    assert scenario.state.bag_expired
+    assert set_rates(scenario) == [50.0]  # no rise went out with the stop
+    mark = scenario.mark()
+    scenario.send(BagReplaced(prepared_at=scenario.now))
+    sent = [c for c in scenario.since(mark) if isinstance(c, SetRate | Run)]
+    first, then = sent[:2]
+    assert isinstance(first, SetRate)
+    assert first.rate_ml_h == 50.0  # the same step first (L9, A1: no jump on restart)
+    assert then == Run()
+    assert [c.rate_ml_h for c in sent if isinstance(c, SetRate)] == [50.0, 100.0]
+    assert next(a for a in scenario.audit if a.type == "rate_step").rule == "L1"

@@ -5,12 +5,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from machine_scenario import LABEL, T0, Scenario, minutes, planned, started
+from machine_scenario import LABEL, REVIEW, T0, Scenario, minutes, planned, started
+from planning_helpers import SPLIT
 
 from pumpctl.core.history import CourseState, InfusionRecord, ReactionRecord, Sign
 from pumpctl.core.machine import (
     DeadlineKind,
     InfusionPhase,
+    LinkLost,
+    LinkRestored,
     PumpAlarmCleared,
     PumpAlarmRaised,
     PumpConfirmedRunning,
@@ -26,8 +29,10 @@ from pumpctl.core.machine import (
     TimePassed,
     decide,
     infusion_record,
+    initial_state,
     next_deadline,
 )
+from pumpctl.core.planner import select_row
 from pumpctl.core.protocol import RowKind
 
 EDEMA = frozenset({Sign.LARYNGEAL_EDEMA})
@@ -114,7 +119,7 @@ def test_I2_grade_1_pauses_and_resumes_at_half_then_climbs_from_zero() -> None:
     scenario.advance(minutes(60))
     assert scenario.state.rate_ml_h == 200.0
     scenario.run_to_end()
-    assert scenario.state.phase is InfusionPhase.COMPLETED
+    assert scenario.phase() is InfusionPhase.COMPLETED
 
 
 def test_I2_half_rate_is_rounded_down_to_a_tenth() -> None:
@@ -143,7 +148,7 @@ def test_I3_grade_1_laryngeal_edema_pauses_and_a_reassessment_to_2_withdraws() -
     scenario.send(ReactionReported(grade=1, signs=EDEMA))
     assert scenario.state.phase is InfusionPhase.PAUSED
     scenario.send(Reassessed(grade=2, signs=EDEMA))
-    assert scenario.state.phase is InfusionPhase.WITHDRAWN
+    assert scenario.phase() is InfusionPhase.WITHDRAWN
     assert withdrawals(scenario)[0] == ("withdrawn", "I3")
 
 
@@ -179,7 +184,7 @@ def test_I4_not_resolved_within_6_h_of_onset_withdraws() -> None:
     scenario.advance(timedelta(hours=5, minutes=29))
     assert scenario.state.phase is InfusionPhase.PAUSED
     scenario.advance(minutes(1))
-    assert scenario.state.phase is InfusionPhase.WITHDRAWN
+    assert scenario.phase() is InfusionPhase.WITHDRAWN
     assert withdrawals(scenario)[0] == ("withdrawn", "I4")
     assert next(a for a in scenario.audit if a.type == "withdrawn").at == onset + timedelta(hours=6)
 
@@ -210,7 +215,7 @@ def test_I5_grade_3_observes_2_h_and_withdraws_if_still_3() -> None:
     scenario.advance(minutes(119))
     assert scenario.state.phase is InfusionPhase.STOPPED_OBSERVATION
     scenario.advance(minutes(1))
-    assert scenario.state.phase is InfusionPhase.WITHDRAWN
+    assert scenario.phase() is InfusionPhase.WITHDRAWN
     assert withdrawals(scenario) == [("withdrawn", "I5"), ("course_withdrawn", "I8")]
 
 
@@ -221,7 +226,7 @@ def test_I5_decreasing_to_2_inside_the_window_allows_a_resume_at_half() -> None:
     scenario.send(Reassessed(grade=2))
     assert scenario.state.phase is InfusionPhase.STOPPED_OBSERVATION
     scenario.send(ResumeRequested(actor="nurse"))
-    assert scenario.state.phase is InfusionPhase.RUNNING
+    assert scenario.phase() is InfusionPhase.RUNNING
     assert scenario.state.rate_ml_h == 75.0
 
 
@@ -313,7 +318,7 @@ def test_I6_counts_occurrences_not_reports_within_one_infusion() -> None:
     assert scenario.state.rate_ml_h == 37.5
     scenario.advance(minutes(10))
     scenario.send(ReactionReported(grade=3))
-    assert scenario.state.phase is InfusionPhase.WITHDRAWN
+    assert scenario.phase() is InfusionPhase.WITHDRAWN
     assert withdrawals(scenario)[0] == ("withdrawn", "I6")
     assert [r.max_grade for r in scenario.state.reactions] == [4, 3, 3]
 
@@ -444,3 +449,157 @@ def test_I5_an_onset_more_than_2_h_ago_at_grade_3_withdraws_in_the_same_decision
     assert decision.commands[0] == StopPump()
     assert decision.state.running_min == running  # time is never counted twice
     assert decision.state.last_event_at == scenario.now
+
+
+# --- safety review: edge cases of I1-I11 -----------------------------------------------------
+
+
+def test_I1_a_reaction_when_a_step_falls_due_stops_first_and_never_steps() -> None:
+    """The step due at 60 min was not yet processed (late time driver): the stop goes first."""
+    scenario = started(RowKind.FIRST)
+    for late in (0.0, 30.0):
+        decision = decide(scenario.state, ReactionReported(grade=1), T0 + minutes(60 + late))
+        assert decision.commands[0] == StopPump()
+        assert not any(isinstance(c, SetRate | Run) for c in decision.commands)
+        assert decision.state.reaction is not None
+        assert decision.state.reaction.rate_ml_h == 50.0
+        assert not any(a.type == "rate_step" for a in decision.audit)
+
+
+def test_I2_a_reaction_before_a_step_is_confirmed_resumes_at_half_the_rate_it_ran_at() -> None:
+    """Step to 100 commanded, never confirmed: the pump is known to have run at 50 -> 25."""
+    scenario = started(RowKind.FIRST)
+    scenario.advance(minutes(59))
+    scenario.auto_confirm = False
+    scenario.advance(minutes(1))
+    assert scenario.state.rate_ml_h == 100.0
+    assert scenario.state.pending is not None
+    scenario.auto_confirm = True
+    scenario.send(ReactionReported(grade=1))
+    scenario.send(ResumeRequested(actor="nurse"))
+    assert scenario.state.rate_ml_h == 25.0
+    assert scenario.state.reactions[-1].rate_ml_h == 50.0
+
+
+def test_I2_a_reaction_while_the_pump_runs_slower_than_the_step_resumes_at_half_its_rate() -> None:
+    """A2 left a pump found at 60 ml/h (step 100) as it was: I2 halves the 60 it really ran at."""
+    scenario = started(RowKind.FIRST)
+    scenario.advance(minutes(70))
+    scenario.send(LinkLost())
+    scenario.pump.rate = 60.0
+    scenario.send(
+        LinkRestored(running=True, rate_ml_h=60.0, volume_infused_ml=scenario.pump.volume)
+    )
+    scenario.send(ReactionReported(grade=2))
+    scenario.send(ResumeRequested(actor="nurse"))
+    assert scenario.state.rate_ml_h == 30.0
+
+
+def test_I2_a_reaction_while_paused_for_an_alarm_halves_the_last_non_zero_rate() -> None:
+    scenario = at_150()
+    scenario.pump.running = False
+    scenario.send(PumpAlarmRaised(alarm="air_in_line"))
+    scenario.send(PumpConfirmedStopped(volume_infused_ml=scenario.pump.volume))
+    assert scenario.state.pump_rate_ml_h == 0.0
+    scenario.send(ReactionReported(grade=2))
+    scenario.send(PumpAlarmCleared(alarm="air_in_line"))
+    scenario.send(ResumeRequested(actor="nurse"))
+    assert scenario.state.rate_ml_h == 75.0
+
+
+def test_I3_a_grade_2_reassessment_of_a_reaction_with_laryngeal_edema_withdraws() -> None:
+    """The sign recorded earlier in the same reaction counts: the nurse need not repeat it."""
+    scenario = at_150()
+    scenario.send(ReactionReported(grade=1, signs=EDEMA))
+    scenario.send(Reassessed(grade=2))  # signs default to `other`
+    assert scenario.state.phase is InfusionPhase.WITHDRAWN
+    assert withdrawals(scenario)[0] == ("withdrawn", "I3")
+
+
+def test_I4_a_grade_2_reassessment_of_a_bronchospasm_holds_from_the_bronchospasm_onset() -> None:
+    scenario = at_150()
+    onset = scenario.now - minutes(30)
+    scenario.send(ReactionReported(grade=1, signs=SPASM, onset_at=onset))
+    scenario.advance(minutes(60))
+    scenario.send(Reassessed(grade=2))  # signs default to `other`
+    assert refused_rule(scenario, ResumeRequested()) == "I4"
+    deadline = next_deadline(scenario.state)
+    assert deadline is not None
+    assert (deadline.kind, deadline.at) == (
+        DeadlineKind.BRONCHOSPASM_LIMIT,
+        onset + timedelta(hours=6),
+    )
+
+
+def test_I5_a_grade_3_report_after_a_resume_opens_a_new_window_and_is_a_new_occurrence() -> None:
+    scenario = at_150()
+    scenario.send(ReactionReported(grade=3))
+    scenario.send(Reassessed(grade=2))
+    scenario.send(ResumeRequested())
+    scenario.advance(minutes(20))
+    reopened = scenario.now
+    scenario.send(ReactionReported(grade=3))
+    deadline = next_deadline(scenario.state)
+    assert deadline is not None
+    assert (deadline.kind, deadline.at) == (DeadlineKind.OBSERVATION_END, reopened + minutes(120))
+    assert [r.max_grade for r in scenario.state.reaction_records] == [3, 3]
+
+
+def test_I6_split_first_dose_day_1_occurrences_count_on_day_2() -> None:
+    """Days 1 and 2 are both infusion 1: day 1's grade >= 3 reactions still count (course-wide)."""
+    day1 = InfusionRecord(
+        infusion_number=1, highest_rate_ml_h=150.0, reactions=(severe(1), severe(1)), day=1
+    )
+    row = SPLIT.rows.second
+    state = initial_state(
+        SPLIT,
+        infusion_number=1,
+        day=2,
+        bag_ml=row.bag_ml,
+        initial_rate_ml_h=row.initial_rate_ml_h,
+        min_duration_min=row.min_duration_min,
+        course=CourseState(infusions=(day1,)),
+        bag_prepared_at=T0,
+    )
+    scenario = Scenario(state)
+    scenario.send(Start())
+    scenario.advance(minutes(30))
+    assert infusion_record(scenario.state).day == 2
+    scenario.send(ReactionReported(grade=3))
+    assert scenario.state.phase is InfusionPhase.WITHDRAWN
+    assert withdrawals(scenario)[0] == ("withdrawn", "I6")
+
+
+def test_I10_L4_an_earlier_onset_records_the_running_time_at_onset() -> None:
+    """Onset at 175 min, reported at 185 min: recorded at <= 175 min, so L4 counts it."""
+    scenario = started(RowKind.FIRST)
+    scenario.advance(minutes(185))
+    scenario.send(ReactionReported(grade=1, onset_at=scenario.now - minutes(10)))
+    assert scenario.state.reaction is not None
+    assert scenario.state.reaction.running_min == pytest.approx(175.0)
+    scenario.send(ResumeRequested())
+    scenario.run_to_end()
+    assert scenario.state.phase is InfusionPhase.COMPLETED
+    history = CourseState(infusions=(infusion_record(scenario.state),))
+    assert select_row(REVIEW, 2, history).kind is RowKind.FIRST
+
+
+def test_I11_a_late_grade_2_laryngeal_edema_withdraws_the_course() -> None:
+    """I3 applies to a delayed reaction too: no pump action, but no further infusion."""
+    scenario = started(RowKind.SECOND)
+    scenario.run_to_end()
+    decision = decide(scenario.state, ReactionReported(grade=2, signs=EDEMA), scenario.now)
+    assert decision.commands == ()
+    assert decision.state.phase is InfusionPhase.COMPLETED
+    assert decision.state.course.withdrawn
+    assert decision.state.course.withdrawn_reason is not None
+    assert decision.state.course.withdrawn_reason.startswith("I3")
+
+
+def test_I11_a_late_grade_4_withdraws_the_course_under_the_label_policy() -> None:
+    scenario = started(RowKind.SECOND, protocol=LABEL)
+    scenario.run_to_end()
+    decision = decide(scenario.state, ReactionReported(grade=4), scenario.now)
+    assert decision.commands == ()
+    assert decision.state.course.withdrawn
+    assert [(a.type, a.rule) for a in decision.audit][-1] == ("course_withdrawn", "I8")
