@@ -1,4 +1,5 @@
-"""Simulated New Era pumps behind one pseudo-terminal: the device side of the serial stack.
+"""Simulated New Era pumps behind one pseudo-terminal or TCP port: the device side of the serial
+stack.
 
 Commands are decoded and replies encoded with `drivers.serial.codec`, the driver's own codec.
 Each `PumpModel` answers at its `address`. The line honours safe mode (SAF n: a watchdog on wire
@@ -7,6 +8,8 @@ unsolicited), alarm acknowledgement (the first valid command after an alarm gets
 not executed, and acknowledges it), the 0.5 s gap rule inside a packet, optional wire time per
 baud, and the model's `Faults`. What the protocol cannot say (air in line, door open, empty, low
 battery) shows as a stopped pump `S`; the control interface (simulator/control.py) tells why.
+Served over TCP (`socket://host:port`, as a serial-to-network adapter would) the line can also be
+unplugged and plugged back in, so drivers can be tested for port loss and reconnection.
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ __all__ = [
     "WireEvent",
     "serve",
 ]
+
+#: The host a TCP-served line listens on: loopback only.
+TCP_HOST = "127.0.0.1"
 
 log = logging.getLogger(__name__)
 
@@ -265,10 +271,32 @@ class _Device:
                 self.server.transmit(reply.to_bytes())
 
 
-class SerialSimulator:
-    """Serves `models` (each at its `address`) on one pseudo-terminal until closed.
+class _TcpClient(asyncio.Protocol):
+    """One TCP connection to a TCP-served line: bytes in go to the simulator's decoder."""
 
-    Use as an async context manager; `path` is the terminal to open (e.g. `/dev/pts/7`).
+    def __init__(self, simulator: SerialSimulator) -> None:
+        self.simulator = simulator
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.simulator._client_connected(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.simulator._client is self:
+            self.simulator._receive(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.simulator._client_gone(self)
+
+
+class SerialSimulator:
+    """Serves `models` (each at its `address`) on one pseudo-terminal, or TCP port, until closed.
+
+    Use as an async context manager; `path` is what a client opens: the terminal (e.g.
+    `/dev/pts/7`), or `socket://127.0.0.1:PORT` when `tcp_port` is given (0: any free port).
+    Over TCP one client is served at a time (a newer connection replaces an older one).
     """
 
     def __init__(
@@ -277,6 +305,7 @@ class SerialSimulator:
         *,
         baud: int = 19200,
         emulate_wire_time: bool = False,
+        tcp_port: int | None = None,
     ) -> None:
         self.devices: dict[int, _Device] = {}
         self._models = list(models)
@@ -302,9 +331,17 @@ class SerialSimulator:
         self._writing = False
         self._timers: set[asyncio.TimerHandle] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.tcp_port = tcp_port
+        #: TCP connections accepted so far (a TCP-served line).
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+        self._client: _TcpClient | None = None
 
     async def __aenter__(self) -> SerialSimulator:
-        self.open()
+        if self.tcp_port is None:
+            self.open()
+        else:
+            await self.open_tcp(self.tcp_port)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -327,10 +364,80 @@ class SerialSimulator:
         # our own handle on the far side stays open, so a client closing does not end the line
         os.set_blocking(self._master, False)
         self.path = os.ttyname(self._slave)
-        for model in self._models:
-            self.devices[model.address] = _Device(self, model)
+        self._attach_devices()
         self._loop.add_reader(self._master, self._readable)
         return self.path
+
+    async def open_tcp(self, port: int = 0) -> str:
+        """Serve the line on TCP port `port` of loopback (0: any free); returns its url."""
+        self._loop = asyncio.get_running_loop()
+        self._attach_devices()
+        await self._listen(port)
+        return self.path
+
+    def _attach_devices(self) -> None:
+        for model in self._models:
+            self.devices[model.address] = _Device(self, model)
+
+    async def _listen(self, port: int) -> None:
+        assert self._loop is not None
+        self._server = await self._loop.create_server(
+            lambda: _TcpClient(self), TCP_HOST, port, reuse_address=True
+        )
+        self.tcp_port = self._server.sockets[0].getsockname()[1]
+        self.path = f"socket://{TCP_HOST}:{self.tcp_port}"
+
+    @property
+    def client_connected(self) -> bool:
+        """True while a TCP client is connected (a TCP-served line)."""
+        return self._client is not None
+
+    def drop_client(self) -> None:
+        """Close the TCP client's connection (a blip: the line accepts a new one at once)."""
+        client, self._client = self._client, None
+        self._lost_client_bytes()
+        if client is not None and client.transport is not None:
+            client.transport.close()
+
+    def unplug(self) -> None:
+        """Unplug the TCP-served line: drop the client and refuse connections until `plug`.
+
+        The pumps go on as they were (running, safe-mode watchdogs on wire time): only the
+        controller's link is gone.
+        """
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        self.drop_client()
+
+    async def plug(self) -> None:
+        """Plug the TCP-served line back in: accept connections on the same port again."""
+        if self._server is None and self.tcp_port is not None:
+            await self._listen(self.tcp_port)
+
+    def _client_connected(self, client: _TcpClient) -> None:
+        if self._server is None:  # unplugged between the accept and now
+            assert client.transport is not None
+            client.transport.close()
+            return
+        if self._client is not None:
+            log.info("serial simulator %s: a new client replaces the old one", self.path)
+            self.drop_client()
+        self._client = client
+        self.connections += 1
+        self._decoder.reset()
+
+    def _client_gone(self, client: _TcpClient) -> None:
+        if self._client is client:
+            self._client = None
+            self._lost_client_bytes()
+
+    def _lost_client_bytes(self) -> None:
+        """Bytes on their way to or from a gone client are lost, as on an unplugged cable."""
+        self._decoder.reset()
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
 
     def close(self) -> None:
         """Stop serving and close the pseudo-terminal. Idempotent."""
@@ -340,6 +447,7 @@ class SerialSimulator:
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
+        self.unplug()
         if self._master >= 0 and self._loop is not None:
             self._loop.remove_reader(self._master)
             if self._writing:
@@ -378,6 +486,10 @@ class SerialSimulator:
         except OSError as exc:  # cannot happen while we hold the far side; stop cleanly
             log.warning("serial simulator %s: read failed: %s", self.path, exc)
             return
+        self._receive(data)
+
+    def _receive(self, data: bytes) -> None:
+        """Bytes from the client (pty or TCP): decode, honour the gap rule, answer."""
         assert self._loop is not None
         now = self._loop.time()
         if self._decoder.pending and now - self._last_rx > PACKET_GAP_S:
@@ -423,7 +535,16 @@ class SerialSimulator:
         self.transmit(frame)
 
     def transmit(self, frame: bytes) -> None:
-        """Send bytes to the client (buffered while the terminal is full)."""
+        """Send bytes to the client (buffered while the terminal is full; lost if unplugged)."""
+        if self._client is not None:
+            transport = self._client.transport
+            if transport is None or transport.is_closing():
+                return
+            if transport.get_write_buffer_size() + len(frame) > MAX_OUTPUT:
+                log.warning("serial simulator %s: nobody reads: reply dropped", self.path)
+                return
+            transport.write(frame)
+            return
         if self._master < 0:
             return
         if len(self._out) + len(frame) > MAX_OUTPUT:
@@ -464,13 +585,18 @@ async def serve(
     emulate_wire_time: bool = True,
     control_host: str = "127.0.0.1",
     control_port: int = 0,
+    tcp_port: int | None = None,
 ) -> None:
-    """Serve `models` on a pseudo-terminal, with a control server, until `stop` is set.
+    """Serve `models` on a pseudo-terminal (or TCP `tcp_port`), with a control server, until
+    `stop` is set.
 
-    `announce` gets the pseudo-terminal's path first, then `control: tcp://host:port`.
+    `announce` gets the pseudo-terminal's path (or `socket://127.0.0.1:PORT`) first, then
+    `control: tcp://host:port`.
     """
     async with (
-        SerialSimulator(models, baud=baud, emulate_wire_time=emulate_wire_time) as simulator,
+        SerialSimulator(
+            models, baud=baud, emulate_wire_time=emulate_wire_time, tcp_port=tcp_port
+        ) as simulator,
         ControlServer(
             {m.pump_id: m for m in models},
             host=control_host,

@@ -14,13 +14,13 @@ import asyncio
 import contextlib
 import logging
 import math
-import random
 import socket
 import uuid
 from collections.abc import AsyncIterator
 
 import aiomqtt
 
+from drivers.backoff import RECONNECT_MAX_S, RECONNECT_MIN_S, backoff_delay
 from drivers.base import (
     Pump,
     PumpCommandRejected,
@@ -59,11 +59,8 @@ _log = logging.getLogger(__name__)
 COMMAND_TIMEOUT_S = 2.0
 #: A2 / interfaces.md section 2: a status older than this (wire seconds) is stale.
 LINK_TIMEOUT_S = 5.0
-#: Reconnection backoff after the broker went away: first delay, cap (wire seconds).
 #: A3: resends (same id) prompted by malformed acks, within one command timeout.
 MAX_RESENDS = 2
-RECONNECT_MIN_S = 0.1
-RECONNECT_MAX_S = 5.0
 #: interfaces.md section 2 (latency): every client sets TCP_NODELAY on its socket.
 TCP_NODELAY_OPTION = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
@@ -74,12 +71,6 @@ def parse_broker(text: str) -> tuple[str, int]:
     if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ValueError(f"broker address must be HOST:PORT with a port 1-65535, got {text!r}")
     return host.strip("[]"), int(port_text)
-
-
-def backoff_delay(attempt: int, minimum: float, maximum: float) -> float:
-    """Capped exponential backoff with jitter: in [d/2, d], d = min(maximum, minimum x 2^n)."""
-    ceiling = min(maximum, minimum * (2 ** min(attempt, 30)))
-    return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
 
 
 class MqttPump(Pump):

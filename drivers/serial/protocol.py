@@ -6,11 +6,18 @@ address and shape, idempotent requests are retried, unsolicited alarm frames (sa
 their pump. `SerialPump` implements `drivers.base.Pump` on a line and keeps the safe-mode
 watchdog fed. Wire time only (`asyncio.timeout`): constants below are named after the spec
 (interfaces.md section 1). Rule A3: every command is read back; the methods return that reading.
+
+A lost port (adapter unplugged, `socket://` connection dropped, pty gone) marks the line down:
+in-flight and new commands fail at once with `PumpConnectionError`, and an owned task reopens the
+same url with capped exponential backoff and jitter. Once it is back each pump re-establishes
+its framing and safe mode with `SAF` and queries only, then reads and publishes its real state
+(A2: a pump that stopped while the link was down is reported, never restarted or sped up).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import re
@@ -18,6 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
+from drivers.backoff import backoff_delay
 from drivers.base import (
     Alarm,
     Pump,
@@ -52,6 +60,9 @@ __all__ = [
     "DEFAULT_BAUD",
     "DEFAULT_SAFE_MODE_S",
     "LINE_CAPACITY_LIMIT",
+    "LINK_TIMEOUT_S",
+    "RECONNECT_MAX_S",
+    "RECONNECT_MIN_S",
     "REPLY_TIMEOUT_S",
     "STATE_OF_STATUS",
     "LineMember",
@@ -88,6 +99,13 @@ WATCHDOG_FEED_FRACTION = 1 / 3
 DEFAULT_POLL_INTERVAL_S = 1.0
 MAX_RATE_ML_H = 9999.0
 MAX_VTBI_ML = 9999.0
+#: Reopening a lost port: first delay and cap of the backoff (wire seconds). Opening a port is
+#: cheap and local, and the cap stays under the default watchdog feed interval (SAF 5 / 3), so a
+#: port back within a safe-mode period is reopened and fed before the pump stops itself.
+RECONNECT_MIN_S = 0.05
+RECONNECT_MAX_S = 1.0
+#: A2 (interfaces.md section 2): a pump with no valid reply for longer than this is stale.
+LINK_TIMEOUT_S = 5.0
 _MAX_FRAME_BYTES = MAX_PAYLOAD + 5
 
 
@@ -227,6 +245,7 @@ class _Request:
 class _Member:
     config: LineMember
     on_unsolicited: Callable[[Reply], None]
+    on_lost: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -242,7 +261,11 @@ class LineStats:
 
 
 class SerialLine:
-    """One serial port shared by up to 100 pumps; one exchange in flight at a time."""
+    """One serial port shared by up to 100 pumps; one exchange in flight at a time.
+
+    A lost port is reopened (same url) by an owned task with capped exponential backoff and
+    jitter until the line is closed; `connected`, `wait_connected` and `wait_lost` tell its state.
+    """
 
     def __init__(
         self,
@@ -251,10 +274,20 @@ class SerialLine:
         baud: int = DEFAULT_BAUD,
         reply_timeout_s: float = REPLY_TIMEOUT_S,
         opener: Opener = open_serial,
+        reconnect_min_s: float = RECONNECT_MIN_S,
+        reconnect_max_s: float = RECONNECT_MAX_S,
     ) -> None:
+        for name, value in (
+            ("reconnect_min_s", reconnect_min_s),
+            ("reconnect_max_s", reconnect_max_s),
+        ):
+            if not value > 0:
+                raise PumpConfigError(f"line {url}", "configure", f"{name} must be > 0: {value}")
         self.url = url
         self.baud = baud
         self.reply_timeout_s = reply_timeout_s
+        self.reconnect_min_s = reconnect_min_s
+        self.reconnect_max_s = reconnect_max_s
         self._opener = opener
         self._members: dict[int, _Member] = {}
         self._queue: asyncio.PriorityQueue[tuple[int, int, _Request]] = asyncio.PriorityQueue()
@@ -263,8 +296,18 @@ class SerialLine:
         self._waiter: asyncio.Future[Reply] | None = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._reading: asyncio.Task[None] | None = None
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._reconnector: asyncio.Task[None] | None = None
+        self._closing = False
         self._lost: str | None = None
+        self._up = asyncio.Event()
+        self._down = asyncio.Event()
+        self._down.set()
+        #: Event-loop time the port was last lost (None: never).
+        self.lost_at: float | None = None
+        #: Times the port was reopened after a loss.
+        self.reconnections = 0
         self.stats = LineStats()
         self._decoder = ReplyDecoder(on_error=self._frame_error)
 
@@ -280,36 +323,101 @@ class SerialLine:
         """True while the port is open and was not lost."""
         return self._writer is not None and self._lost is None
 
+    @property
+    def connected(self) -> bool:
+        """True while the port is open and was not lost (the link state, for a controller)."""
+        return self.is_open
+
+    @property
+    def lost_reason(self) -> str | None:
+        """Why the port is down while it is being reopened, else None."""
+        return self._lost
+
+    async def wait_connected(self) -> None:
+        """Return once the port is open (bound it with a timeout)."""
+        await self._up.wait()
+
+    async def wait_lost(self) -> None:
+        """Return once the port is lost or closed (bound it with a timeout)."""
+        await self._down.wait()
+
     async def open(self) -> None:
         """Open the port and start the line's reader and dispatcher tasks."""
-        if self._writer is not None:
+        if self._dispatcher is not None:
             return
         try:
-            self._reader, self._writer = await self._opener(self.url, self.baud)
+            reader, writer = await self._opener(self.url, self.baud)
         except TransportError as exc:
             raise PumpConnectionError(f"line {self.url}", "open", str(exc)) from exc
-        self._lost = None
-        self._decoder.reset()
-        self._tasks = [
-            asyncio.create_task(self._read_loop(), name=f"serial-reader {self.url}"),
-            asyncio.create_task(self._dispatch_loop(), name=f"serial-dispatcher {self.url}"),
-        ]
+        self._closing = False
+        self._attach(reader, writer)
+        self._dispatcher = asyncio.create_task(
+            self._dispatch_loop(), name=f"serial-dispatcher {self.url}"
+        )
 
     async def close(self) -> None:
-        """Stop the line's tasks, fail queued requests, close the port. Idempotent."""
-        for task in self._tasks:
+        """Stop the line's tasks (reconnection too), fail queued requests, close the port.
+
+        Idempotent.
+        """
+        self._closing = True
+        tasks = [t for t in (self._reconnector, self._reading, self._dispatcher) if t is not None]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._reconnector = self._reading = self._dispatcher = None
+        self._fail_queued("line closed")
+        if self._writer is not None:
+            writer, self._writer, self._reader = self._writer, None, None
+            await close_stream(writer)
+        self._lost = None  # closed, not lost: nothing is reopening it
+        self._up.clear()
+        self._down.set()
+        for member in list(self._members.values()):
+            if member.on_lost is not None:
+                member.on_lost("line closed")
+
+    def _attach(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Use a freshly opened port: start reading it, mark the line up."""
+        self._reader, self._writer = reader, writer
+        self._lost = None
+        self._decoder.reset()
+        self._reading = asyncio.create_task(self._read_loop(), name=f"serial-reader {self.url}")
+        self._down.clear()
+        self._up.set()
+
+    def _fail_queued(self, reason: str) -> None:
         while not self._queue.empty():
             _, _, request = self._queue.get_nowait()
             if not request.future.done():
                 request.future.set_exception(
-                    PumpConnectionError(request.pump_id, request.operation, "line closed")
+                    PumpConnectionError(request.pump_id, request.operation, reason)
                 )
+
+    async def _reconnect(self) -> None:
+        """Owned task: close the lost port, then reopen the same url with backoff and jitter."""
+        loop = asyncio.get_running_loop()
+        reading, self._reading = self._reading, None
+        if reading is not None:
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
         if self._writer is not None:
-            writer, self._writer, self._reader = self._writer, None, None
-            await close_stream(writer)
+            await close_stream(self._writer)  # close() finishes this if we are cancelled here
+            self._writer = self._reader = None
+        attempt = 0
+        while True:
+            await asyncio.sleep(backoff_delay(attempt, self.reconnect_min_s, self.reconnect_max_s))
+            attempt += 1
+            try:
+                reader, writer = await self._opener(self.url, self.baud)
+            except TransportError as exc:
+                log.debug("line %s: reopening failed (attempt %d): %s", self.url, attempt, exc)
+                continue
+            break
+        down_s = loop.time() - (self.lost_at or loop.time())
+        self.reconnections += 1
+        self._attach(reader, writer)
+        log.warning("line %s recovered after %.1f s (%d attempt(s))", self.url, down_s, attempt)
 
     # -- membership and capacity ------------------------------------------------------------
 
@@ -327,10 +435,16 @@ class SerialLine:
             )
         check_line_capacity(self.url, self.baud, [*self.members, member], member.pump_id)
 
-    def register(self, member: LineMember, on_unsolicited: Callable[[Reply], None]) -> None:
-        """Add a pump to the line (after `check`); its unsolicited frames go to the callback."""
+    def register(
+        self,
+        member: LineMember,
+        on_unsolicited: Callable[[Reply], None],
+        on_lost: Callable[[str], None] | None = None,
+    ) -> None:
+        """Add a pump to the line (after `check`); its unsolicited frames go to the callback,
+        and `on_lost(reason)` is called when the port is lost."""
         self.check(member)
-        self._members[member.address] = _Member(member, on_unsolicited)
+        self._members[member.address] = _Member(member, on_unsolicited, on_lost)
 
     def unregister(self, address: int) -> None:
         """Remove the pump at `address` (no error if absent)."""
@@ -357,9 +471,10 @@ class SerialLine:
         last: PumpError | None = None
         for _attempt in range(retries + 1):
             if not self.is_open:
-                raise PumpConnectionError(
-                    pump_id, operation, self._lost or f"line {self.url} is not open"
-                )
+                reason = f"line {self.url} is not open"
+                if self._lost is not None:
+                    reason = f"line {self.url} is down ({self._lost}); reopening it"
+                raise PumpConnectionError(pump_id, operation, reason)
             future: asyncio.Future[Reply] = loop.create_future()
             request = _Request(command, pump_id, operation, expect, future)
             self._queue.put_nowait((priority, next(self._seq), request))
@@ -460,11 +575,25 @@ class SerialLine:
             )
 
     def _connection_lost(self, reason: str) -> None:
+        """The port failed: mark the line down, fail what waits, start reopening (once)."""
+        if self._closing or self._lost is not None or self._writer is None:
+            return
         self._lost = reason
-        log.warning("line %s lost: %s", self.url, reason)
+        self.lost_at = asyncio.get_running_loop().time()
+        self._up.clear()
+        self._down.set()
+        log.warning("line %s lost: %s; reopening it", self.url, reason)
         request, waiter = self._inflight, self._waiter
         if request and waiter and not waiter.done():
             waiter.set_exception(PumpConnectionError(request.pump_id, request.operation, reason))
+        self._fail_queued(f"line {self.url} lost: {reason}")
+        for member in list(self._members.values()):
+            if member.on_lost is not None:
+                member.on_lost(reason)
+        if self._reconnector is None or self._reconnector.done():
+            self._reconnector = asyncio.create_task(
+                self._reconnect(), name=f"serial-reconnect {self.url}"
+            )
 
 
 # -- one pump on a line ----------------------------------------------------------------------
@@ -476,6 +605,8 @@ class SerialPump(Pump):
     `safe_mode_s`: n (1-255) switches safe mode on at connect (SAF n) and keeps its watchdog fed;
     0 switches it off (SAF 0); None changes nothing (framing and SAF are detected with queries
     only, as `pumpctl pump status` needs). In safe mode a silent controller stops the pump.
+    After the line lost its port and got it back, the same is done again and the real state is
+    read and published (A2); `connected`, `last_contact` and `is_stale` tell the link's health.
     """
 
     def __init__(
@@ -486,6 +617,7 @@ class SerialPump(Pump):
         pump_id: str | None = None,
         safe_mode_s: int | None = DEFAULT_SAFE_MODE_S,
         poll_interval_s: float | None = DEFAULT_POLL_INTERVAL_S,
+        link_timeout_s: float = LINK_TIMEOUT_S,
     ) -> None:
         self.pump_id = pump_id or f"serial:{line.url}#{address}"
         if not 0 <= address <= 99:
@@ -496,6 +628,7 @@ class SerialPump(Pump):
             )
         self.line = line
         self.address = address
+        self.link_timeout_s = link_timeout_s
         self.requested_safe_mode_s = safe_mode_s
         self._member = LineMember(address, self.pump_id, safe_mode_s, poll_interval_s)
         line.check(self._member)
@@ -509,11 +642,16 @@ class SerialPump(Pump):
         self._latched: set[Alarm] = set()
         self._status_char = "S"
         self._last: PumpStatus | None = None
-        self._last_valid = 0.0
+        self._last_valid: float | None = None
         self._broadcast = StatusBroadcast()
-        self._feeder: asyncio.Task[None] | None = None
+        self._link_task: asyncio.Task[None] | None = None
         self._owned: set[asyncio.Task[PumpStatus]] = set()
         self._registered = False
+        self._linked = asyncio.Event()
+        self._unlinked = asyncio.Event()
+        self._unlinked.set()
+        #: Times the pump was re-established after the line came back.
+        self.reconnections = 0
 
     # -- life -------------------------------------------------------------------------------
 
@@ -521,56 +659,187 @@ class SerialPump(Pump):
         """Register on the line, set (or detect) the framing, identify, read the status."""
         if not self.line.is_open:
             raise PumpConnectionError(self.pump_id, "connect", f"line {self.line.url} not open")
-        self.line.register(self._member, self._on_unsolicited)
+        self.line.register(self._member, self._on_unsolicited, self._on_line_lost)
         self._registered = True
         try:
-            if self.requested_safe_mode_s is None:
-                await self._detect_framing()
-            else:
-                n = self.requested_safe_mode_s
-                await self._command("SAF", str(n), "connect", safe=True)
-                self._safe, self.safe_mode_s = n > 0, n
+            await self._set_framing("connect")
             version = await self._command("VER", "", "connect", expect=_VERSION_REPLY)
             self.firmware = version.data
             await self.read_status()
         except BaseException:
             await self.close()
             raise
-        if self._safe and self.safe_mode_s:
-            self._feeder = asyncio.create_task(
-                self._feed_watchdog(self.safe_mode_s), name=f"serial-watchdog {self.pump_id}"
-            )
+        self._set_linked(linked=self.line.is_open)
+        self._link_task = asyncio.create_task(self._keep_link(), name=f"serial-link {self.pump_id}")
 
     async def close(self) -> None:
         """Stop feeding the watchdog and leave the line; the pump's mode is left as it is."""
-        if self._feeder is not None:
-            self._feeder.cancel()
-            await asyncio.gather(self._feeder, return_exceptions=True)
-            self._feeder = None
+        if self._link_task is not None:
+            self._link_task.cancel()
+            await asyncio.gather(self._link_task, return_exceptions=True)
+            self._link_task = None
         if self._owned:
             await asyncio.gather(*self._owned, return_exceptions=True)
         if self._registered:
             self.line.unregister(self.address)
             self._registered = False
+        self._set_linked(linked=False)
 
-    async def _detect_framing(self) -> None:
+    async def _set_framing(self, operation: str) -> None:
+        """Framing and safe mode as configured: `SAF n`, or detected with queries only."""
+        if self.requested_safe_mode_s is None:
+            await self._detect_framing(operation)
+        else:
+            n = self.requested_safe_mode_s
+            await self._command("SAF", str(n), operation, safe=True)
+            self._safe, self.safe_mode_s = n > 0, n
+
+    async def _detect_framing(self, operation: str) -> None:
         """Find the framing in force with status queries only (basic first), then SAF's period."""
         try:
             reply: Reply | None = await self._send(
-                Command(self.address), "connect", retries=0, expect=_expect(_EMPTY_REPLY)
+                Command(self.address), operation, retries=0, expect=_expect(_EMPTY_REPLY)
             )
         except PumpTimeout:
             reply = None
         if reply is None or reply.safe or reply.error == "COM":
             reply = await self._send(
-                Command(self.address, safe=True), "connect", expect=_expect(_EMPTY_REPLY)
+                Command(self.address, safe=True), operation, expect=_expect(_EMPTY_REPLY)
             )
         self._safe = reply.safe
         if self._safe:
-            period = await self._command("SAF", "", "connect", expect=_INTEGER_REPLY)
+            period = await self._command("SAF", "", operation, expect=_INTEGER_REPLY)
             self.safe_mode_s = int(period.data)
         else:
             self.safe_mode_s = 0
+
+    # -- link health and reconnection -------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while the line is up and this pump was re-established on it."""
+        return self._linked.is_set()
+
+    @property
+    def last_contact(self) -> float | None:
+        """Event-loop time of the last valid reply from the pump, or None."""
+        return self._last_valid
+
+    def is_stale(self, now: float | None = None) -> bool:
+        """A2: True when no valid reply came for longer than the link timeout (or ever)."""
+        if self._last_valid is None:
+            return True
+        if now is None:
+            now = asyncio.get_running_loop().time()
+        return now - self._last_valid > self.link_timeout_s
+
+    async def wait_linked(self) -> None:
+        """Return once the pump is re-established on an open line (bound it with a timeout)."""
+        await self._linked.wait()
+
+    async def wait_unlinked(self) -> None:
+        """Return once the line is lost or the pump closed (bound it with a timeout)."""
+        await self._unlinked.wait()
+
+    def _set_linked(self, *, linked: bool) -> None:
+        if linked:
+            self._unlinked.clear()
+            self._linked.set()
+        else:
+            self._linked.clear()
+            self._unlinked.set()
+
+    def _on_line_lost(self, _reason: str) -> None:
+        """The line lost its port (it logs that): re-establish this pump when it is back."""
+        self._set_linked(linked=False)
+
+    async def _keep_link(self) -> None:
+        """Owned task: re-establish the pump each time the line comes back; feed the watchdog."""
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        feed_failing = False
+        while True:
+            if not self._linked.is_set():
+                await self.line.wait_connected()
+                try:
+                    await self._reestablish()
+                except PumpError as exc:
+                    if isinstance(exc, PumpConnectionError) and not self.line.is_open:
+                        continue  # lost again: wait for the line
+                    if attempt == 0:
+                        log.warning("%s: not re-established, retrying: %s", self.pump_id, exc)
+                    await asyncio.sleep(
+                        backoff_delay(attempt, self.line.reconnect_min_s, self.line.reconnect_max_s)
+                    )
+                    attempt += 1
+                    continue
+                attempt = 0
+                continue
+            period = self.safe_mode_s if self._safe else 0
+            if not period:
+                await self._unlinked.wait()
+                continue
+            interval = _feed_interval(period)
+            idle = loop.time() - (self._last_valid or 0.0)
+            if idle < interval:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(interval - idle):
+                        await self._unlinked.wait()
+                continue
+            try:
+                await self._send(
+                    Command(self.address, safe=True),
+                    "watchdog",
+                    priority=Priority.WATCHDOG,
+                    retries=0,
+                    expect=_expect(_EMPTY_REPLY),
+                )
+            except PumpConnectionError:
+                # the line is down (it logged that) or closed: re-establish when it is back
+                self._set_linked(linked=False)
+                continue
+            except PumpError as exc:
+                if not feed_failing:
+                    log.warning("%s: watchdog feed failed: %s", self.pump_id, exc.message)
+                    feed_failing = True
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(interval):
+                        await self._unlinked.wait()
+                continue
+            if feed_failing:
+                log.warning("%s: watchdog fed again", self.pump_id)
+                feed_failing = False
+
+    async def _reestablish(self) -> None:
+        """A2: after the line came back, framing and safe mode as configured, then the real
+        state read and published. Only `SAF` and queries are sent: a pump found stopped (its
+        watchdog expired: comm_timeout) is reported and left as it is, never restarted."""
+        before = self._last
+        await self._set_framing("reconnect")
+        status = await self._read("reconnect", Priority.NORMAL)
+        self.reconnections += 1
+        self._set_linked(linked=True)
+        if (
+            before is not None
+            and before.state is PumpState.RUNNING
+            and (status.state is not PumpState.RUNNING or status.rate_ml_h < before.rate_ml_h)
+        ):
+            log.warning(
+                "%s: link back, pump found %s%s at %s ml/h (was running at %s ml/h): left as"
+                " it is (A2)",
+                self.pump_id,
+                status.state.value,
+                "".join(f" [{a.value}]" for a in sorted(status.alarms)),
+                status.rate_ml_h,
+                before.rate_ml_h,
+            )
+        else:
+            log.info(
+                "%s: link back, pump %s at %s ml/h",
+                self.pump_id,
+                status.state.value,
+                status.rate_ml_h,
+            )
 
     # -- the Pump interface -----------------------------------------------------------------
 
@@ -653,7 +922,7 @@ class SerialPump(Pump):
             vtbi_ml=round(vtbi * VOLUME_UNITS[vtbi_unit], 4),
             volume_infused_ml=round(infused * VOLUME_UNITS[dis_unit], 4),
             alarms=alarms,
-            last_contact=self._last_valid,
+            last_contact=self._last_valid or 0.0,
         )
         self._publish(status)
         return status
@@ -729,7 +998,9 @@ class SerialPump(Pump):
         if self._last is not None:
             state, alarms = self._state()
             self._publish(
-                replace(self._last, state=state, alarms=alarms, last_contact=self._last_valid)
+                replace(
+                    self._last, state=state, alarms=alarms, last_contact=self._last_valid or 0.0
+                )
             )
 
     def _state(self) -> tuple[PumpState, frozenset[Alarm]]:
@@ -747,24 +1018,3 @@ class SerialPump(Pump):
     def _on_unsolicited(self, reply: Reply) -> None:
         """An alarm the pump sent on its own (safe mode): record it, it is not acknowledged."""
         self._note(reply, acknowledged=False)
-
-    async def _feed_watchdog(self, period_s: int) -> None:
-        """Keep the safe-mode watchdog fed: a status query when the pump was quiet too long."""
-        loop = asyncio.get_running_loop()
-        interval = _feed_interval(period_s)
-        while True:
-            idle = loop.time() - self._last_valid
-            if idle < interval:
-                await asyncio.sleep(interval - idle)
-                continue
-            try:
-                await self._send(
-                    Command(self.address, safe=True),
-                    "watchdog",
-                    priority=Priority.WATCHDOG,
-                    retries=0,
-                    expect=_expect(_EMPTY_REPLY),
-                )
-            except PumpError as exc:
-                log.warning("%s: watchdog feed failed: %s", self.pump_id, exc.message)
-                await asyncio.sleep(interval)

@@ -91,11 +91,19 @@ def serial(
     wire_time: Annotated[
         bool, typer.Option(help="Delay replies by their time on the wire at --baud.")
     ] = True,
+    *,
+    tcp: Annotated[
+        int | None,
+        typer.Option(
+            min=0, max=65535, help="Serve the line on this loopback TCP port instead (0: any free)."
+        ),
+    ] = None,
 ) -> None:
-    """Serve simulated New Era pumps on a pseudo-terminal until SIGINT/SIGTERM.
+    """Serve simulated New Era pumps on a pseudo-terminal (or TCP port) until SIGINT/SIGTERM.
 
-    The first line printed is the pseudo-terminal's path (open it as the serial port); the
-    second is the control interface, `control: tcp://127.0.0.1:PORT` (simulator/README.md).
+    The first line printed is the pseudo-terminal's path, or `socket://127.0.0.1:PORT` with
+    --tcp (open it as the serial port); the second is the control interface,
+    `control: tcp://127.0.0.1:PORT` (simulator/README.md).
     """
     if baud not in (300, 1200, 2400, 9600, 19200):
         raise typer.BadParameter(f"--baud {baud}: a New Era pump supports 300-19200")
@@ -119,6 +127,7 @@ def serial(
             baud=baud,
             emulate_wire_time=wire_time,
             control_port=control_port,
+            tcp_port=tcp,
         )
 
     asyncio.run(main())

@@ -1,7 +1,9 @@
 """Driver fixtures: `pump_env`, one connected pump per transport for the conformance suite.
 
 Each env has `.driver` (a connected drivers.base.Pump), `.model` (the simulated PumpModel),
-`.clock` (VirtualClock) and `async break_link()` / `async restore_link()`.
+`.clock` (VirtualClock) and `async break_link()` / `async restore_link()`; `port_env` envs also
+have `async drop_port()` / `async restore_port()` (serial over `socket://`: the TCP port is
+unplugged; MQTT: the broker is killed and restarted).
 The serial env is tests/drivers/serial_env.py; the MQTT env is tests/drivers/mqtt_env.py.
 """
 
@@ -25,6 +27,22 @@ async def pump_env(request: pytest.FixtureRequest, clock: VirtualClock) -> Async
             yield env
     else:
         from mqtt_env import mqtt_env  # noqa: PLC0415 (written with the MQTT driver)
+
+        broker = request.getfixturevalue("broker")
+        async with mqtt_env(clock, broker) as env:
+            yield env
+
+
+@pytest.fixture(params=["serial", "mqtt"])
+async def port_env(request: pytest.FixtureRequest, clock: VirtualClock) -> AsyncIterator[Any]:
+    """A connected driver whose port can be lost and come back, over each transport in turn."""
+    if request.param == "serial":
+        from serial_env import serial_env  # noqa: PLC0415 (each transport's env on demand)
+
+        async with serial_env(clock, tcp=True) as env:
+            yield env
+    else:
+        from mqtt_env import mqtt_env  # noqa: PLC0415
 
         broker = request.getfixturevalue("broker")
         async with mqtt_env(clock, broker) as env:

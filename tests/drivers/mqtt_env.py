@@ -68,6 +68,14 @@ class MqttEnv:
             await self.driver.wait_linked()
         await wait_status(self.driver, lambda s: s.state is not PumpState.OFFLINE)
 
+    async def drop_port(self) -> None:
+        """Lose the driver's port: for MQTT that is the broker (killed, as a crash would)."""
+        await self.break_link()
+
+    async def restore_port(self) -> None:
+        """The broker is back on the same port; return once the driver relinked by itself."""
+        await self.restore_link()
+
 
 @asynccontextmanager
 async def mqtt_env(

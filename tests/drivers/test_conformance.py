@@ -15,6 +15,7 @@ import pytest
 from drivers.base import (
     Alarm,
     PumpCommandRejected,
+    PumpConnectionError,
     PumpError,
     PumpState,
     PumpStatus,
@@ -24,6 +25,8 @@ from drivers.base import (
 SERIAL_SAYS = {Alarm.OCCLUSION, Alarm.COMM_TIMEOUT, Alarm.MALFUNCTION}
 #: Rate round trips through the serial line are compared with this tolerance (interfaces.md).
 RATE_TOL = 0.1
+#: A command on a lost link fails at once: well before any wire timeout could have run out.
+FAIL_FAST_S = 0.1
 
 
 def transport(request: pytest.FixtureRequest) -> str:
@@ -261,3 +264,56 @@ async def test_reconnection_reads_the_real_state_A2(pump_env: Any) -> None:
     assert status.state is PumpState.RUNNING
     assert status.volume_infused_ml == pytest.approx(1.0, abs=0.05)
     assert (await pump_env.driver.stop()).state is PumpState.STOPPED
+
+
+async def status_where(driver: Any, predicate: Any, bound_s: float = 10.0) -> PumpStatus:
+    """The driver's status once `predicate` holds for it (last one or a coming change), bounded."""
+    async with asyncio.timeout(bound_s):
+        changes = driver.status_changes()
+        try:
+            if (last := driver.last_status) is not None and predicate(last):
+                return last  # type: ignore[no-any-return]
+            async for status in changes:
+                if predicate(status):
+                    return status  # type: ignore[no-any-return]
+        finally:
+            await changes.aclose()
+    raise AssertionError("status_changes ended")  # pragma: no cover
+
+
+async def test_port_loss_fails_fast_then_reconnects_to_the_real_state_A2(port_env: Any) -> None:
+    """A2: the port is lost (serial: the socket:// adapter unplugged; MQTT: the broker killed).
+    Commands fail at once and retryably; the driver gets the port back by itself and publishes
+    the pump's real state (it went on infusing), having commanded nothing."""
+    env, loop = port_env, asyncio.get_running_loop()
+    await running(env, rate=100)
+    await env.drop_port()
+    assert not env.driver.connected
+    for operation, call in [
+        ("read_status", env.driver.read_status),
+        ("set_rate", lambda: env.driver.set_rate(150)),
+        ("run", env.driver.run),
+        ("stop", env.driver.stop),
+    ]:
+        started = loop.time()
+        with pytest.raises(PumpConnectionError) as info:
+            await call()
+        assert loop.time() - started < FAIL_FAST_S
+        assert info.value.retryable
+        assert info.value.operation == operation
+    await env.clock.advance(36)  # the pump went on infusing meanwhile: 100 ml/h x 36 s = 1 ml
+    await env.restore_port()
+    assert env.driver.connected
+    # a fresh status reaches subscribers without anyone asking
+    fresh = await status_where(env.driver, lambda s: s.volume_infused_ml > 0.9)
+    assert fresh.state is PumpState.RUNNING
+    assert fresh.rate_ml_h == pytest.approx(100, abs=RATE_TOL)
+    assert fresh.volume_infused_ml == pytest.approx(1.0, abs=0.05)
+    # nothing was commanded: not the refused rate, nor a restart
+    assert env.model.state is PumpState.RUNNING
+    assert env.model.status().rate_ml_h == pytest.approx(100, abs=RATE_TOL)
+    status = await env.driver.read_status()
+    assert status.state is PumpState.RUNNING
+    assert env.driver.last_contact is not None
+    assert not env.driver.is_stale()
+    assert (await env.driver.stop()).state is PumpState.STOPPED
