@@ -31,8 +31,16 @@ MqttOption = Annotated[str | None, typer.Option("--mqtt", help="MQTT broker, HOS
 PumpOption = Annotated[str | None, typer.Option("--pump", help="The pump's id (with --mqtt).")]
 
 
-@app.command()
-def status(
+#: The commands without an argument, with their help; `rate` (it takes RATE) is defined below.
+OPERATIONS = {
+    "status": "Read the pump's status with queries only (never changes its mode or program).",
+    "stop": "Stop the pump and print the status read after.",
+    "run": "Start the pump (at its programmed rate) and print the status read after.",
+}
+
+
+def _operate(
+    ctx: typer.Context,
     *,
     serial: SerialOption = None,
     address: AddressOption = 0,
@@ -40,34 +48,16 @@ def status(
     mqtt: MqttOption = None,
     pump: PumpOption = None,
 ) -> None:
-    """Read the pump's status with queries only (never changes its mode or program)."""
-    _main("status", None, serial=serial, address=address, baud=baud, mqtt=mqtt, pump=pump)
+    """Carry out the command it was invoked as (one of OPERATIONS) on one pump."""
+    operation = ctx.info_name
+    assert operation in OPERATIONS, operation
+    _main(operation, None, serial=serial, address=address, baud=baud, mqtt=mqtt, pump=pump)
 
 
-@app.command()
-def stop(
-    *,
-    serial: SerialOption = None,
-    address: AddressOption = 0,
-    baud: BaudOption = DEFAULT_BAUD,
-    mqtt: MqttOption = None,
-    pump: PumpOption = None,
-) -> None:
-    """Stop the pump and print the status read after."""
-    _main("stop", None, serial=serial, address=address, baud=baud, mqtt=mqtt, pump=pump)
-
-
-@app.command()
-def run(
-    *,
-    serial: SerialOption = None,
-    address: AddressOption = 0,
-    baud: BaudOption = DEFAULT_BAUD,
-    mqtt: MqttOption = None,
-    pump: PumpOption = None,
-) -> None:
-    """Start the pump (at its programmed rate) and print the status read after."""
-    _main("run", None, serial=serial, address=address, baud=baud, mqtt=mqtt, pump=pump)
+# Typer has no options shared by subcommands, and options of a group callback would have to
+# come before the subcommand (`pumpctl pump --serial URL status`): one body serves all three.
+for _name, _help in OPERATIONS.items():
+    app.command(_name, help=_help)(_operate)
 
 
 @app.command()

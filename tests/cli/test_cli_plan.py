@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from pumpctl_process import plan_first_infusion
 from typer.testing import CliRunner
 
 from pumpctl.cli import app
@@ -153,18 +153,4 @@ def test_history_and_assume_exclusive(tmp_path: Path) -> None:
 def test_real_subprocess_console_script(tmp_path: Path) -> None:
     script = Path(sys.executable).parent / "pumpctl"
     assert script.exists(), f"console script missing: {script}"
-    completed = subprocess.run(
-        [str(script), "plan", "--infusion", "1", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=tmp_path,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr
-    document = json.loads(completed.stdout)
-    assert (document["bag_ml"], document["initial_rate_ml_h"], document["duration_min"]) == (
-        1000,
-        50,
-        390,
-    )
+    plan_first_infusion([str(script)], tmp_path)

@@ -6,58 +6,12 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import tty
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+
+from pumpctl_process import BOUND_S, run_pumpctl, simulate_serial
 
 from drivers.serial.codec import Command, Reply, ReplyDecoder
 from simulator.control import control_request
-
-PUMPCTL = [sys.executable, "-m", "pumpctl"]
-BOUND_S = 20.0  # a cold interpreter start on a loaded CI machine
-
-
-@dataclass
-class Served:
-    process: asyncio.subprocess.Process
-    path: str
-    control_port: int
-
-
-@asynccontextmanager
-async def simulate_serial(*args: str) -> AsyncIterator[Served]:
-    """Run `pumpctl simulate serial ARGS`; yield it with its pty path (first line) and control."""
-    process = await asyncio.create_subprocess_exec(
-        *PUMPCTL, "simulate", "serial", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        assert process.stdout is not None
-        async with asyncio.timeout(BOUND_S):
-            path = (await process.stdout.readline()).decode().strip()
-            control = (await process.stdout.readline()).decode().strip()
-        assert path.startswith("/dev/"), f"first line must be the pty path, got {path!r}"
-        assert control.startswith("control: tcp://127.0.0.1:")
-        yield Served(process, path, int(control.rpartition(":")[2]))
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            async with asyncio.timeout(BOUND_S):
-                await process.wait()
-
-
-async def run_pumpctl(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run one short pumpctl command to completion (bounded)."""
-    process = await asyncio.create_subprocess_exec(
-        *PUMPCTL, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    async with asyncio.timeout(BOUND_S):
-        out, err = await process.communicate()
-    assert process.returncode is not None
-    return subprocess.CompletedProcess(list(args), process.returncode, out.decode(), err.decode())
 
 
 def send_raw(path: str, command: Command) -> Reply:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+from pumpctl_process import PUMPCTL, plan_first_infusion
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,22 +37,7 @@ def test_wheel_ships_protocols_and_plans_from_them(tmp_path: Path) -> None:
     run = tmp_path / "elsewhere"
     run.mkdir()
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
-    completed = subprocess.run(
-        [sys.executable, "-m", "pumpctl", "plan", "--infusion", "1", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        cwd=run,
-        env=env,
-    )
-    assert completed.returncode == 0, completed.stderr
-    document = json.loads(completed.stdout)
-    assert (document["bag_ml"], document["initial_rate_ml_h"], document["duration_min"]) == (
-        1000,
-        50,
-        390,
-    )
+    plan_first_infusion(PUMPCTL, run, env)
     # the code that ran is the unpacked wheel's, not the editable checkout's
     where = subprocess.run(
         [sys.executable, "-c", "import config, pumpctl; print(config.__file__, pumpctl.__file__)"],

@@ -7,13 +7,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiomqtt
 import pytest
+from pumpctl_process import BOUND_S, PUMPCTL, pumpctl_server, read_lines, run_pumpctl
 
 from drivers.base import PumpState
 from drivers.mqtt import MqttPump
@@ -21,39 +21,14 @@ from simulator.control import control_request
 
 pytestmark = pytest.mark.mosquitto
 
-PUMPCTL = [sys.executable, "-m", "pumpctl"]
-BOUND_S = 20.0  # a cold interpreter start on a loaded CI machine
-
 
 @asynccontextmanager
 async def simulate_mqtt(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, dict]]:
     """Run `pumpctl simulate mqtt ARGS`; yield the process and its first line (JSON)."""
-    process = await asyncio.create_subprocess_exec(
-        *PUMPCTL, "simulate", "mqtt", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        assert process.stdout is not None
-        async with asyncio.timeout(BOUND_S):
-            first = await process.stdout.readline()
+    async with pumpctl_server("simulate", "mqtt", *args) as process:
+        (first,) = await read_lines(process, 1)
         assert first, "the simulator exited before announcing itself"
         yield process, json.loads(first)
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            async with asyncio.timeout(BOUND_S):
-                await process.wait()
-
-
-async def run_pumpctl(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run one short pumpctl command to completion (bounded)."""
-    process = await asyncio.create_subprocess_exec(
-        *PUMPCTL, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    async with asyncio.timeout(BOUND_S):
-        out, err = await process.communicate()
-    assert process.returncode is not None
-    return subprocess.CompletedProcess(list(args), process.returncode, out.decode(), err.decode())
 
 
 async def test_simulate_mqtt_serves_pumps_and_the_pump_cli_reads_them(broker) -> None:

@@ -5,40 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 
-PUMPCTL = [sys.executable, "-m", "pumpctl"]
-BOUND_S = 20.0  # a cold interpreter start on a loaded CI machine
+from pumpctl_process import BOUND_S, run_pumpctl, simulate_serial
 
 
 async def test_simulate_serial_over_tcp_and_pump_status_through_socket_url() -> None:
-    server = await asyncio.create_subprocess_exec(
-        *PUMPCTL, "simulate", "serial", "--tcp", "0", "--pumps", "2",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        assert server.stdout is not None
-        async with asyncio.timeout(BOUND_S):
-            url = (await server.stdout.readline()).decode().strip()
-            control = (await server.stdout.readline()).decode().strip()
-        assert url.startswith("socket://127.0.0.1:"), url
+    async with simulate_serial("--tcp", "0", "--pumps", "2") as served:
+        url = served.path  # checked by simulate_serial: socket://127.0.0.1:PORT
         assert int(url.rpartition(":")[2]) > 0
-        assert control.startswith("control: tcp://127.0.0.1:")
-        client = await asyncio.create_subprocess_exec(
-            *PUMPCTL, "pump", "status", "--serial", url, "--address", "1",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        async with asyncio.timeout(BOUND_S):
-            out, err = await client.communicate()
-        assert client.returncode == 0, err.decode()
-        status = json.loads(out)
+        done = await run_pumpctl("pump", "status", "--serial", url, "--address", "1")
+        assert done.returncode == 0, done.stderr
+        status = json.loads(done.stdout)
         assert status["address"] == 1
         assert status["state"] == "stopped"
         assert status["firmware"] == "NE1000V3.928"
-        server.send_signal(signal.SIGTERM)
+        served.process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(BOUND_S):
-            assert await server.wait() == 0
-    finally:
-        if server.returncode is None:
-            server.kill()
-            await server.wait()
+            assert await served.process.wait() == 0

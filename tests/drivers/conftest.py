@@ -4,46 +4,45 @@ Each env has `.driver` (a connected drivers.base.Pump), `.model` (the simulated 
 `.clock` (VirtualClock) and `async break_link()` / `async restore_link()`; `port_env` envs also
 have `async drop_port()` / `async restore_port()` (serial over `socket://`: the TCP port is
 unplugged; MQTT: the broker is killed and restarted).
-The serial env is tests/drivers/serial_env.py; the MQTT env is tests/drivers/mqtt_env.py.
+The serial env is tests/helpers/serial_env.py; the MQTT env is tests/helpers/mqtt_env.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from mqtt_env import mqtt_env
+from serial_env import serial_env
 
 from pumpctl.clock import VirtualClock
+
+
+@asynccontextmanager
+async def transport_env(
+    request: pytest.FixtureRequest, clock: VirtualClock, *, tcp: bool
+) -> AsyncIterator[Any]:
+    """The env of `request.param`'s transport; a serial line served over TCP when `tcp`."""
+    if request.param == "serial":
+        async with serial_env(clock, tcp=tcp) as env:
+            yield env
+    else:
+        broker = request.getfixturevalue("broker")
+        async with mqtt_env(clock, broker) as env:
+            yield env
 
 
 @pytest.fixture(params=["serial", "mqtt"])
 async def pump_env(request: pytest.FixtureRequest, clock: VirtualClock) -> AsyncIterator[Any]:
     """A connected driver and its simulated pump, over each transport in turn."""
-    if request.param == "serial":
-        from serial_env import serial_env  # noqa: PLC0415 (each transport's env on demand)
-
-        async with serial_env(clock) as env:
-            yield env
-    else:
-        from mqtt_env import mqtt_env  # noqa: PLC0415 (written with the MQTT driver)
-
-        broker = request.getfixturevalue("broker")
-        async with mqtt_env(clock, broker) as env:
-            yield env
+    async with transport_env(request, clock, tcp=False) as env:
+        yield env
 
 
 @pytest.fixture(params=["serial", "mqtt"])
 async def port_env(request: pytest.FixtureRequest, clock: VirtualClock) -> AsyncIterator[Any]:
     """A connected driver whose port can be lost and come back, over each transport in turn."""
-    if request.param == "serial":
-        from serial_env import serial_env  # noqa: PLC0415 (each transport's env on demand)
-
-        async with serial_env(clock, tcp=True) as env:
-            yield env
-    else:
-        from mqtt_env import mqtt_env  # noqa: PLC0415
-
-        broker = request.getfixturevalue("broker")
-        async with mqtt_env(clock, broker) as env:
-            yield env
+    async with transport_env(request, clock, tcp=True) as env:
+        yield env

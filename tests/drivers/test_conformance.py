@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from listener_wait import until
 
 from drivers.base import (
     Alarm,
@@ -42,19 +43,7 @@ async def running(env: Any, rate: float = 120.0, vtbi: float = 500.0) -> PumpSta
 
 async def model_changed(env: Any, predicate: Any) -> None:
     """Wait (bounded, 5 s) until `predicate(model)` holds, woken by the model's listener."""
-    event = asyncio.Event()
-
-    def check() -> None:
-        if predicate(env.model):
-            event.set()
-
-    env.model.listeners.append(check)
-    try:
-        check()
-        async with asyncio.timeout(5):
-            await event.wait()
-    finally:
-        env.model.listeners.remove(check)
+    await until(lambda: predicate(env.model), env.model.listeners)
 
 
 # -- operations ------------------------------------------------------------------------------

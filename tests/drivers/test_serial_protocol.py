@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import os
 import tty
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from listener_wait import until
 from serial_env import TEST_REPLY_TIMEOUT_S
 
 from drivers.base import (
@@ -48,23 +49,6 @@ async def line_with(
         SerialLine(sim.path, reply_timeout_s=TEST_REPLY_TIMEOUT_S) as line,
     ):
         yield sim, line, models
-
-
-async def until(predicate: Callable[[], bool], listeners: list[Callable[..., None]]) -> None:
-    """Wait (bounded, 5 s) until `predicate()` holds, woken by `listeners` callbacks."""
-    event = asyncio.Event()
-
-    def check(*_: object) -> None:
-        if predicate():
-            event.set()
-
-    listeners.append(check)
-    try:
-        check()
-        async with asyncio.timeout(5):
-            await event.wait()
-    finally:
-        listeners.remove(check)
 
 
 async def test_many_addresses_share_one_line(clock: VirtualClock) -> None:

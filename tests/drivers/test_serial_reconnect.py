@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 
 import pytest
+from listener_wait import until
 from serial_env import RELINK_BOUND_S, TEST_RECONNECT_MAX_S, TEST_REPLY_TIMEOUT_S, serial_env
 
 from drivers.base import Alarm, PumpConfigError, PumpConnectionError, PumpState
@@ -33,23 +33,6 @@ def commands_since(sim: SerialSimulator, index: int) -> set[tuple[str, str]]:
 def only_queries_and(saf: int) -> set[tuple[str, str]]:
     """A2: what re-establishing a pump may send: its configured SAF and queries, nothing else."""
     return {("SAF", str(saf)), ("", ""), ("RAT", ""), ("VOL", ""), ("DIS", "")}
-
-
-async def until(predicate: Callable[[], bool], listeners: list[Callable[..., None]]) -> None:
-    """Wait (bounded) until `predicate()` holds, woken by `listeners` callbacks."""
-    event = asyncio.Event()
-
-    def check(*_: object) -> None:
-        if predicate():
-            event.set()
-
-    listeners.append(check)
-    try:
-        check()
-        async with asyncio.timeout(RELINK_BOUND_S):
-            await event.wait()
-    finally:
-        listeners.remove(check)
 
 
 async def test_dropped_socket_is_reopened_and_the_real_state_read_A2(clock: VirtualClock) -> None:
@@ -123,7 +106,11 @@ async def test_watchdog_expired_during_the_outage_is_reported_not_restarted_A2(
         await env.driver.run()
         mark = len(env.simulator.received)
         await env.drop_port()
-        await until(lambda: Alarm.COMM_TIMEOUT in env.model.alarms, env.model.listeners)
+        await until(
+            lambda: Alarm.COMM_TIMEOUT in env.model.alarms,
+            env.model.listeners,
+            bound_s=RELINK_BOUND_S,
+        )
         assert env.model.state is PumpState.ALARM
         await env.restore_port()
         status = env.driver.last_status
@@ -136,7 +123,11 @@ async def test_watchdog_expired_during_the_outage_is_reported_not_restarted_A2(
         assert env.model.status().rate_ml_h == 80
         # the watchdog is fed again: feeds keep arriving after the re-establishment
         fed = len(env.simulator.received)
-        await until(lambda: len(env.simulator.received) >= fed + 3, env.simulator.listeners)
+        await until(
+            lambda: len(env.simulator.received) >= fed + 3,
+            env.simulator.listeners,
+            bound_s=RELINK_BOUND_S,
+        )
         assert (await env.driver.read_status()).alarms == {Alarm.COMM_TIMEOUT}
         assert env.model.state is PumpState.ALARM
     reported = [r.getMessage() for r in caplog.records if "left as it is (A2)" in r.getMessage()]
@@ -184,7 +175,11 @@ async def test_exchanges_in_flight_and_queued_fail_when_the_port_goes(clock: Vir
         loop = asyncio.get_running_loop()
         started = loop.time()
         reads = [asyncio.ensure_future(env.driver.read_status()) for _ in range(3)]
-        await until(lambda: len(env.simulator.received) > mark, env.simulator.listeners)
+        await until(
+            lambda: len(env.simulator.received) > mark,
+            env.simulator.listeners,
+            bound_s=RELINK_BOUND_S,
+        )
         env.simulator.drop_client()
         outcomes = await asyncio.gather(*reads, return_exceptions=True)
         assert all(isinstance(o, PumpConnectionError) and o.retryable for o in outcomes)

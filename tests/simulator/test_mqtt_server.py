@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
-from pathlib import Path
 
 import pytest
+from mqtt_env import Spy, spy
 
 from drivers.base import Alarm
 from drivers.mqtt import decode_status
 from pumpctl.clock import VirtualClock
 from simulator.model import PumpModel
 from simulator.mqtt_server import REMEMBERED_IDS, MqttPumpServer, MqttSimulator
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "drivers"))  # shared MQTT helpers
-from mqtt_env import Spy, spy
 
 pytestmark = pytest.mark.mosquitto
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
+from listener_wait import until
 
 from drivers.base import Alarm, PumpState
 from drivers.serial.codec import Command, Reply, ReplyDecoder
@@ -71,22 +72,6 @@ async def client(sim: SerialSimulator) -> AsyncIterator[RawClient]:
         yield RawClient(reader, writer)
     finally:
         await close_stream(writer)
-
-
-async def until(predicate: Callable[[], bool], listeners: list[Callable[[], None]]) -> None:
-    event = asyncio.Event()
-
-    def check() -> None:
-        if predicate():
-            event.set()
-
-    listeners.append(check)
-    try:
-        check()
-        async with asyncio.timeout(5):
-            await event.wait()
-    finally:
-        listeners.remove(check)
 
 
 # -- commands and replies --------------------------------------------------------------------
