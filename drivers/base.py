@@ -21,6 +21,7 @@ __all__ = [
     "PumpConfigError",
     "PumpConnectionError",
     "PumpError",
+    "PumpNotConfirmed",
     "PumpProtocolError",
     "PumpState",
     "PumpStatus",
@@ -105,6 +106,13 @@ class PumpConnectionError(PumpError):
 
 class PumpProtocolError(PumpError):
     """A reply that could not be understood (garbled, failed its check, wrong shape)."""
+
+    retryable = True
+
+
+class PumpNotConfirmed(PumpError):
+    """A3: the pump answered, but its read-back does not show the command's effect (for a stop:
+    the pump is still running). Alarm; trying again may help."""
 
     retryable = True
 

@@ -20,6 +20,9 @@ from drivers.base import Alarm, PumpState, PumpStatus
 __all__ = [
     "DEFAULT_PREFIX",
     "MAX_PAYLOAD_BYTES",
+    "MAX_RATE_ML_H",
+    "MAX_SEQ",
+    "MAX_VOLUME_ML",
     "OFFLINE_PAYLOAD",
     "AckPayload",
     "CommandPayload",
@@ -88,8 +91,16 @@ class Topics:
         return cls(status=f"{base}/status", cmd=f"{base}/cmd", ack=f"{base}/ack")
 
 
+#: Largest rate (ml/h) and volumes (ml) a status may carry: beyond them a reading is garbage,
+#: not a pump's (an NE pump's fields hold 4 digits; no infusion pump delivers 10 l/h).
+MAX_RATE_ML_H = 9999.0
+MAX_VOLUME_ML = 999_999.0
+#: Largest `seq`: a 63-bit counter never wraps in a pump's life.
+MAX_SEQ = 2**63 - 1
+
 _STRICT = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
-_Volume = Annotated[float, Field(ge=0)]
+_Rate = Annotated[float, Field(ge=0, le=MAX_RATE_ML_H)]
+_Volume = Annotated[float, Field(ge=0, le=MAX_VOLUME_ML)]
 _Id = Annotated[str, Field(min_length=1, max_length=128)]
 
 
@@ -99,11 +110,11 @@ class StatusPayload(BaseModel):
     model_config = _STRICT
 
     state: PumpState
-    rate_ml_h: _Volume
+    rate_ml_h: _Rate
     vtbi_ml: _Volume
     volume_infused_ml: _Volume
     alarms: list[Alarm]
-    seq: Annotated[int, Field(ge=0)]
+    seq: Annotated[int, Field(ge=0, le=MAX_SEQ)]
     ts: AwareDatetime
 
     @model_validator(mode="after")
@@ -217,12 +228,19 @@ def _validate(model: type[_M], data: bytes, what: str) -> _M:
         raise PayloadError(f"{what}: {_describe(exc)}") from None
 
 
+def _loads(data: bytes) -> Any:
+    """`data` as JSON, or None: never raises (deep nesting makes `json` raise RecursionError)."""
+    if len(data) > MAX_PAYLOAD_BYTES:
+        return None
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+
+
 def decode_status(data: bytes) -> StatusPayload | OfflinePayload:
     """Parse a status-topic payload: a full status or the offline last will."""
-    try:
-        raw: Any = json.loads(data) if len(data) <= MAX_PAYLOAD_BYTES else None
-    except (ValueError, UnicodeDecodeError):
-        raw = None
+    raw = _loads(data)
     if isinstance(raw, dict) and raw.get("state") == PumpState.OFFLINE.value and len(raw) == 1:
         return _validate(OfflinePayload, data, "status")
     return _validate(StatusPayload, data, "status")
@@ -240,10 +258,7 @@ def decode_command(data: bytes) -> CommandPayload:
 
 def command_id_of(data: bytes) -> str | None:
     """The `id` of a command that failed validation, if one can be read (to refuse it by id)."""
-    try:
-        raw: Any = json.loads(data) if len(data) <= MAX_PAYLOAD_BYTES else None
-    except (ValueError, UnicodeDecodeError):
-        return None
+    raw = _loads(data)
     if isinstance(raw, dict):
         cmd_id = raw.get("id")
         if isinstance(cmd_id, str) and 0 < len(cmd_id) <= 128:

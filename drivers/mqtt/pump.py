@@ -26,6 +26,7 @@ from drivers.base import (
     PumpCommandRejected,
     PumpConfigError,
     PumpConnectionError,
+    PumpNotConfirmed,
     PumpState,
     PumpStatus,
     PumpTimeout,
@@ -61,6 +62,8 @@ COMMAND_TIMEOUT_S = 2.0
 LINK_TIMEOUT_S = 5.0
 #: A3: resends (same id) prompted by malformed acks, within one command timeout.
 MAX_RESENDS = 2
+#: A3: stops (each a fresh id) acknowledged with the pump still running before PumpNotConfirmed.
+STOP_ATTEMPTS = 2
 #: interfaces.md section 2 (latency): every client sets TCP_NODELAY on its socket.
 TCP_NODELAY_OPTION = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
@@ -376,18 +379,30 @@ class MqttPump(Pump):
 
     async def stop(self) -> PumpStatus:
         """Stop infusing; shielded so a cancelled caller cannot abandon a stop half-sent."""
-        task = asyncio.create_task(
-            self._command("stop", Op.STOP), name=f"mqtt-pump-{self.pump_id}-stop"
-        )
+        task = asyncio.create_task(self._stop(), name=f"mqtt-pump-{self.pump_id}-stop")
         self._stops.add(task)
         task.add_done_callback(self._reap_stop)
         return await asyncio.shield(task)
 
+    async def _stop(self) -> PumpStatus:
+        """A3: stop until the acknowledged status shows the pump not running; else raise."""
+        for _attempt in range(STOP_ATTEMPTS):
+            status = await self._command("stop", Op.STOP)
+            if status.state is not PumpState.RUNNING:
+                return status
+            _log.error("pump %s: stop acknowledged, pump still running", self.pump_id)
+        raise PumpNotConfirmed(
+            self.pump_id,
+            "stop",
+            f"pump did not stop: clamp the line (A3: {STOP_ATTEMPTS} stops acknowledged, the"
+            f" pump still reports running at {status.rate_ml_h} ml/h)",
+        )
+
     def _reap_stop(self, task: asyncio.Task[PumpStatus]) -> None:
-        """Forget a finished stop; log its failure if its caller was cancelled meanwhile."""
+        """Forget a finished stop; a failed one is logged at ERROR (its caller may be gone)."""
         self._stops.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
-            _log.debug("pump %s: stop finished with %s", self.pump_id, exc)
+            _log.error("pump %s: stop failed: %s", self.pump_id, exc)
 
     async def clear_volume(self) -> PumpStatus:
         """Reset the volume infused to zero."""

@@ -33,6 +33,7 @@ from drivers.base import (
     PumpConfigError,
     PumpConnectionError,
     PumpError,
+    PumpNotConfirmed,
     PumpProtocolError,
     PumpState,
     PumpStatus,
@@ -40,6 +41,7 @@ from drivers.base import (
     StatusBroadcast,
 )
 from drivers.serial.codec import (
+    ALARM_CODES,
     MAX_BUFFER,
     MAX_PAYLOAD,
     RATE_UNITS,
@@ -61,6 +63,7 @@ __all__ = [
     "DEFAULT_SAFE_MODE_S",
     "LINE_CAPACITY_LIMIT",
     "LINK_TIMEOUT_S",
+    "PACKET_GAP_S",
     "RECONNECT_MAX_S",
     "RECONNECT_MIN_S",
     "REPLY_TIMEOUT_S",
@@ -80,8 +83,13 @@ REPLY_TIMEOUT_S = 0.5
 #: Retries of a request whose reply timed out or failed its check (all our commands are
 #: absolute, so sending one twice does no harm).
 EXCHANGE_RETRIES = 2
-#: An alarm reply means the command was not executed (it acknowledged the alarm): send again.
-ALARM_RESENDS = 2
+#: An alarm reply means the command was not executed (it acknowledged one alarm): send again,
+#: once for each alarm code a pump can have standing, so a stop gets through them all (A1, A3).
+ALARM_RESENDS = len(ALARM_CODES)
+#: A3: stops sent before a read-back still showing the motor moving is raised as not confirmed.
+STOP_ATTEMPTS = 2
+#: Status characters of a moving motor (infusing, withdrawing, purging): not a confirmed stop.
+MOVING_STATUS = frozenset("IWX")
 #: A line may be at most this busy with polling and watchdog feeding (interfaces.md section 1).
 LINE_CAPACITY_LIMIT = 0.5
 #: Bytes of one safe-mode status exchange, the watchdog feed (interfaces.md section 1).
@@ -92,9 +100,11 @@ DEFAULT_BAUD = 19200
 #: Safe mode by default: SAF 5, the pump stops itself 5 s after its controller went silent.
 DEFAULT_SAFE_MODE_S = 5
 MAX_SAFE_MODE_S = 255
-#: Feed the watchdog after a third of its period without a valid exchange: two lost feeds
-#: still leave margin before the pump stops.
+#: Feed the watchdog after a third of its period without a valid exchange; a lost feed is
+#: tried again after a tenth of the period (each try bounded by the reply timeout), so several
+#: lost feeds in a row still leave margin before the pump stops.
 WATCHDOG_FEED_FRACTION = 1 / 3
+WATCHDOG_RETRY_FRACTION = 1 / 10
 #: How often a controller reads a pump's full status (for the line-capacity figures).
 DEFAULT_POLL_INTERVAL_S = 1.0
 MAX_RATE_ML_H = 9999.0
@@ -104,6 +114,9 @@ MAX_VTBI_ML = 9999.0
 #: port back within a safe-mode period is reopened and fed before the pump stops itself.
 RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 1.0
+#: A gap of more than this inside a packet discards it (interfaces.md section 1): the pump's
+#: rule, applied to replies too.
+PACKET_GAP_S = 0.5
 #: A2 (interfaces.md section 2): a pump with no valid reply for longer than this is stale.
 LINK_TIMEOUT_S = 5.0
 _MAX_FRAME_BYTES = MAX_PAYLOAD + 5
@@ -510,6 +523,10 @@ class SerialLine:
         if self._writer is None or self._lost is not None:
             raise PumpConnectionError(request.pump_id, request.operation, self._lost or "closed")
         frame = request.command.to_bytes()
+        if self._decoder.pending:
+            # the pump only speaks when spoken to: a partial frame still pending now (noise, the
+            # start of a reply nobody waits for) can never begin this request's reply
+            self._drop_partial("a new request goes out")
         waiter: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         timeout = self.reply_timeout_s + wire_seconds(len(frame) + _MAX_FRAME_BYTES, self.baud)
         self._inflight, self._waiter = request, waiter
@@ -531,14 +548,25 @@ class SerialLine:
         finally:
             self._inflight, self._waiter = None, None
 
+    def _drop_partial(self, why: str) -> None:
+        """Discard a partial frame held by the decoder, counted as a frame error."""
+        self._frame_error(FrameError("gap", f"partial frame dropped: {why}", 0))
+        self._decoder.reset()
+
     async def _read_loop(self) -> None:
         assert self._reader is not None
+        loop = asyncio.get_running_loop()
+        last_rx = loop.time()
         try:
             while True:
                 data = await self._reader.read(MAX_BUFFER)
                 if not data:
                     self._connection_lost(f"port {self.url} closed (end of file)")
                     return
+                now = loop.time()
+                if self._decoder.pending and now - last_rx > PACKET_GAP_S:
+                    self._drop_partial(f"gap of {now - last_rx:.2f} s inside a packet")
+                last_rx = now
                 for reply in self._decoder.feed(data):
                     self._on_reply(reply)
         except OSError as exc:
@@ -803,7 +831,7 @@ class SerialPump(Pump):
                     log.warning("%s: watchdog feed failed: %s", self.pump_id, exc.message)
                     feed_failing = True
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(interval):
+                    async with asyncio.timeout(period * WATCHDOG_RETRY_FRACTION):
                         await self._unlinked.wait()
                 continue
             if feed_failing:
@@ -879,12 +907,29 @@ class SerialPump(Pump):
         """`STP` ahead of any queued request, then read back; shielded from cancellation."""
         task = asyncio.create_task(self._stop(), name=f"serial-stop {self.pump_id}")
         self._owned.add(task)
-        task.add_done_callback(self._owned.discard)
+        task.add_done_callback(self._reap_stop)
         return await asyncio.shield(task)
 
+    def _reap_stop(self, task: asyncio.Task[PumpStatus]) -> None:
+        """Forget a finished stop; a failed one is logged at ERROR (its caller may be gone)."""
+        self._owned.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("%s: stop failed: %s", self.pump_id, exc)
+
     async def _stop(self) -> PumpStatus:
-        await self._command("STP", "", "stop", priority=Priority.STOP)
-        return await self._read("stop", Priority.STOP)
+        """A3: `STP` and read back until the motor is seen still; else PumpNotConfirmed."""
+        for _attempt in range(STOP_ATTEMPTS):
+            await self._command("STP", "", "stop", priority=Priority.STOP)
+            status = await self._read("stop", Priority.STOP)
+            if self._status_char not in MOVING_STATUS:
+                return status
+            log.error("%s: stop sent, pump still reads %r", self.pump_id, self._status_char)
+        raise PumpNotConfirmed(
+            self.pump_id,
+            "stop",
+            f"pump did not stop: clamp the line (A3: {STOP_ATTEMPTS} stops acknowledged, the"
+            f" read-back still shows status {self._status_char!r}, {status.rate_ml_h} ml/h)",
+        )
 
     async def clear_volume(self) -> PumpStatus:
         """`CLD INF`, then read back."""
