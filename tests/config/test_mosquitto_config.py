@@ -84,6 +84,8 @@ def secured_broker(tmp_path: Path, broker: Any) -> Iterator[int]:
         process.terminate()
         process.wait(timeout=BOUND_S)
         reader.join(timeout=BOUND_S)
+        if process.stderr is not None:
+            process.stderr.close()
 
 
 def client(port: int, user: str | None) -> aiomqtt.Client:
