@@ -28,6 +28,7 @@ FAULT_NAMES = (
     "refuse_next",  # int: answer the next N commands with ?NA and do nothing
     "rate_delay_s",  # float: acknowledge a rate at once, apply it this many wire seconds later
     "drop_connection",  # bool: close the link / go offline (one shot, the server resets it)
+    "damage_commands",  # int: the next N commands arrive damaged (serial: ?COM, not executed)
 )
 
 
@@ -49,6 +50,7 @@ class Faults:
     refuse_next: int = 0
     rate_delay_s: float = 0.0
     drop_connection: bool = False
+    damage_commands: int = 0
 
     def set(self, name: str, value: float | bool) -> None:
         """Set a fault by name, coercing to the field's type (ValueError names the fault)."""
@@ -66,6 +68,13 @@ class Faults:
         """Consume one `refuse_next`; True if this command must be refused."""
         if self.refuse_next > 0:
             self.refuse_next -= 1
+            return True
+        return False
+
+    def take_damage(self) -> bool:
+        """Consume one `damage_commands`; True if this command arrived damaged."""
+        if self.damage_commands > 0:
+            self.damage_commands -= 1
             return True
         return False
 

@@ -137,6 +137,8 @@ class _Device:
             return None
         if self.safe_s and not command.safe:
             return self.reply("?COM")  # not a valid packet in safe mode: no feed, nothing done
+        if self.model.faults.take_damage():
+            return self.reply("?COM")  # a packet damaged on the wire: no feed, nothing done
         self.arm_watchdog()
         if self.model.faults.take_refusal():
             return self.reply("?NA")

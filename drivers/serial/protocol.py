@@ -985,7 +985,18 @@ class SerialPump(Pump):
         """Send one command in the framing in force; raise PumpCommandRejected on `?` replies."""
         framing = self._safe if safe is None else safe
         command = Command(self.address, name, data, safe=framing)
-        reply = await self._send(command, operation, priority=priority, expect=_expect(expect))
+        for _attempt in range(EXCHANGE_RETRIES + 1):
+            reply = await self._send(command, operation, priority=priority, expect=_expect(expect))
+            if reply.error != "COM":
+                break
+            # ?COM: the pump received a damaged packet and did nothing; sending again is safe
+        else:
+            raise PumpProtocolError(
+                self.pump_id,
+                operation,
+                f"pump answered ?COM (bad packet) to {command.payload.decode()!r}"
+                f" {EXCHANGE_RETRIES + 1} times: check the line and its framing",
+            )
         if reply.error is not None:
             code = reply.error or "?"
             raise PumpCommandRejected(
