@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from drivers.base import Pump, PumpError, PumpStatus
+from drivers.base import Pump, PumpError, PumpStatus, PumpTimeout
 from drivers.serial import DEFAULT_BAUD, SerialLine, SerialPump
 
 app = typer.Typer(
@@ -159,6 +159,17 @@ async def _mqtt(
     from drivers.mqtt import MqttPump, parse_broker  # noqa: PLC0415 (only the branch in use)
 
     host, port = parse_broker(broker)
-    async with MqttPump(pump_id, host, port) as driver:
-        status = await _act(driver, operation, rate_ml_h)
+    driver = MqttPump(pump_id, host, port)
+    try:
+        async with driver:  # connecting reads the status once
+            status = await _act(driver, operation, rate_ml_h)
+    except PumpTimeout as exc:
+        if driver.last_status is None:  # nothing retained either: most likely a wrong id
+            raise PumpTimeout(
+                pump_id,
+                operation,
+                f"no answer, and no status was ever published on {driver.topics.status}"
+                " (is the pump id right, and the pump connected to this broker?)",
+            ) from exc
+        raise
     return {**status.to_json(), "transport": "mqtt", "broker": f"{host}:{port}"}

@@ -76,3 +76,15 @@ def test_simulate_mqtt_refuses_a_bad_broker_address() -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "--broker" in result.stderr or "HOST:PORT" in result.stderr
+
+
+async def test_pump_status_of_an_unknown_pump_id_says_so(broker) -> None:
+    """No pump ever published under that id: the one-line error says where it looked."""
+    answer = await run_pumpctl(
+        "pump", "status", "--mqtt", f"{broker.host}:{broker.port}", "--pump", "pump-9"
+    )
+    assert answer.returncode == 1
+    assert answer.stdout == ""
+    (line,) = answer.stderr.strip().splitlines()
+    assert "pumpctl/v1/pumps/pump-9/status" in line
+    assert "pump id" in line
