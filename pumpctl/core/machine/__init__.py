@@ -1,0 +1,109 @@
+"""The infusion state machine: `decide(state, event, now) -> Decision` (pure; L, I and A rules).
+
+The controller feeds it events (nurse actions, pump facts, the passing of clinical time) and
+carries out the commands it returns; the audit events go to the store. The machine never reads
+a clock: `now` is an argument, and `next_deadline(state)` tells the time driver when to call
+again with `TimePassed`. A deadline that passed unnoticed is processed at its own instant on the
+next call, so a late driver changes nothing but the moment the commands leave.
+
+One module per concern (the rule families they hold in brackets):
+
+- `state`: the infusion's state, a validated value (phases, the open reaction, A3's pending
+  command); `initial_state`, `infusion_record` (I10).
+- `events`: what the controller feeds in (nurse actions, pump facts, time).
+- `outputs`: commands for the pump, alarms, audit events, the `Decision`.
+- `deadlines`: what falls due on time alone (L1, L9, I4, I5).
+- `decide`: the dispatch, catching up with time, and what is refused after the end (I11).
+- `ladder`: start and escalation (L1, L2, L3, L6, L7), running on at the same rate (A1).
+- `reactions`: reactions, reassessments, resume and withdrawal (I1-I11).
+- `pump`: pump facts: read-backs, alarms, link, completion (A1-A4, L3).
+- `bag`: a new bag (L9).
+- `context`: the per-call accumulator shared by the handlers.
+"""
+
+from pumpctl.core.machine.deadlines import Deadline, DeadlineKind, deadlines, next_deadline
+from pumpctl.core.machine.decide import decide
+from pumpctl.core.machine.events import (
+    BagReplaced,
+    Event,
+    Hold,
+    LinkLost,
+    LinkRestored,
+    PumpAlarmCleared,
+    PumpAlarmRaised,
+    PumpCompleted,
+    PumpConfirmedRunning,
+    PumpConfirmedStopped,
+    ReactionReported,
+    Reassessed,
+    Release,
+    Resolved,
+    Restarted,
+    ResumeRequested,
+    Start,
+    Stop,
+    TimePassed,
+)
+from pumpctl.core.machine.outputs import (
+    AuditEvent,
+    Command,
+    Decision,
+    MachineAlarm,
+    RaiseAlarm,
+    Run,
+    SetRate,
+    SetVtbi,
+    StopPump,
+)
+from pumpctl.core.machine.state import (
+    TERMINAL_PHASES,
+    InfusionPhase,
+    InfusionState,
+    OpenReaction,
+    PendingCommand,
+    infusion_record,
+    initial_state,
+)
+
+__all__ = [
+    "TERMINAL_PHASES",
+    "AuditEvent",
+    "BagReplaced",
+    "Command",
+    "Deadline",
+    "DeadlineKind",
+    "Decision",
+    "Event",
+    "Hold",
+    "InfusionPhase",
+    "InfusionState",
+    "LinkLost",
+    "LinkRestored",
+    "MachineAlarm",
+    "OpenReaction",
+    "PendingCommand",
+    "PumpAlarmCleared",
+    "PumpAlarmRaised",
+    "PumpCompleted",
+    "PumpConfirmedRunning",
+    "PumpConfirmedStopped",
+    "RaiseAlarm",
+    "ReactionReported",
+    "Reassessed",
+    "Release",
+    "Resolved",
+    "Restarted",
+    "ResumeRequested",
+    "Run",
+    "SetRate",
+    "SetVtbi",
+    "Start",
+    "Stop",
+    "StopPump",
+    "TimePassed",
+    "deadlines",
+    "decide",
+    "infusion_record",
+    "initial_state",
+    "next_deadline",
+]
