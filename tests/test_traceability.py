@@ -1,21 +1,29 @@
 """Traceability: every rule id of clinical-rules.md is named by at least one test.
 
 A clinician reading a rule must be able to find the test that holds the code to it. The rule ids
-are read from the spec itself (`../shared/spec/clinical-rules.md`, beside the checkout, as in CI).
+are read from the project's own rules page, `docs/clinical-rules.md`; the interfaces and
+architecture pages beside it may name only rules that page defines. The repository stands alone:
+no tracked file reads or names a directory beside the checkout.
 """
 
 from __future__ import annotations
 
 import ast
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SPEC = ROOT.parent / "shared" / "spec" / "clinical-rules.md"
+DOCS = ROOT / "docs"
+SPEC = DOCS / "clinical-rules.md"
+OTHER_PAGES = (DOCS / "interfaces.md", DOCS / "architecture.md")
 RULE_ID = re.compile(r"\*\*([LIAD]\d+)\*\*")
 MENTION = re.compile(r"(?<![A-Za-z0-9])([LIAD]\d+)(?![0-9])")
+# Built from parts so that this file does not contain what it looks for.
+OUTSIDE = "sha" + "red"
+FORBIDDEN = ("../" + OUTSIDE, OUTSIDE + "/spec", OUTSIDE + "/seeds")
 
 
 def spec_rule_ids() -> set[str]:
@@ -39,6 +47,20 @@ def rule_ids_named_by_tests() -> set[str]:
     return named
 
 
+def tracked_files() -> list[Path]:
+    """Every file git tracks in this checkout that is present in the working tree."""
+    listing = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.decode("utf-8")
+    paths = [ROOT / name for name in listing.split("\0") if name]
+    assert paths, "git ls-files listed nothing"
+    return [path for path in paths if path.is_file()]
+
+
+def by_rule_number(ids: set[str]) -> list[str]:
+    return sorted(ids, key=lambda i: (i[0], int(i[1:])))
+
+
 def test_spec_defines_the_rule_families() -> None:
     ids = spec_rule_ids()
     for family in "LIAD":
@@ -50,3 +72,27 @@ def test_every_rule_id_is_named_by_a_test(family: str) -> None:
     wanted = {i for i in spec_rule_ids() if i.startswith(family)}
     missing = sorted(wanted - rule_ids_named_by_tests(), key=lambda i: int(i[1:]))
     assert missing == [], f"rules with no test naming them: {', '.join(missing)}"
+
+
+@pytest.mark.parametrize("page", OTHER_PAGES, ids=lambda page: page.name)
+def test_every_rule_id_on_the_other_pages_is_defined_in_clinical_rules(page: Path) -> None:
+    """interfaces.md and architecture.md name only rule ids that the rules page defines."""
+    assert page.is_file(), f"the reference page is missing: {page}"
+    mentioned = set(MENTION.findall(page.read_text(encoding="utf-8")))
+    assert mentioned, f"{page.name} names no rule id; is the pattern still right?"
+    undefined = by_rule_number(mentioned - spec_rule_ids())
+    assert undefined == [], f"{page.name} names rules {SPEC.name} does not define: {undefined}"
+
+
+def test_no_tracked_file_reads_or_names_a_directory_beside_the_checkout() -> None:
+    """A clone stands alone: the rules, interfaces and architecture pages are under docs/."""
+    offenders: list[str] = []
+    for path in tracked_files():
+        text = path.read_bytes().decode("utf-8", errors="replace")
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            offenders.extend(
+                f"{path.relative_to(ROOT)}:{lineno}: {needle}"
+                for needle in FORBIDDEN
+                if needle in line
+            )
+    assert offenders == [], "outside the repository:\n" + "\n".join(offenders)
