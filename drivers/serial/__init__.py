@@ -1,4 +1,9 @@
-"""New Era RS-232 serial driver: codec (pure framing), protocol (line and pump), transport."""
+"""New Era RS-232 serial driver.
+
+Layers: `codec` (pure framing), `status` (status characters and alarm codes -> pumpctl states
+and alarms), `line` (one exchange at a time on a shared port, reconnection, line capacity),
+`pump` (one pump on a line: framing choice, watchdog, commands), `transport` (the port).
+"""
 
 from drivers.serial.codec import (
     Command,
@@ -12,16 +17,16 @@ from drivers.serial.codec import (
     format_number,
     parse_number,
 )
-from drivers.serial.protocol import (
+from drivers.serial.line import (
     DEFAULT_BAUD,
     DEFAULT_SAFE_MODE_S,
     LineMember,
     Priority,
     SerialLine,
-    SerialPump,
     check_line_capacity,
     line_load,
 )
+from drivers.serial.pump import SerialPump
 from drivers.serial.transport import TransportError, open_serial
 
 __all__ = [

@@ -11,7 +11,7 @@ import pytest
 from serial_env import serial_env
 
 from drivers.base import PumpProtocolError, PumpState
-from drivers.serial.protocol import EXCHANGE_RETRIES
+from drivers.serial.line import EXCHANGE_RETRIES
 from pumpctl.clock import VirtualClock
 
 

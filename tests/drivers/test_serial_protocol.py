@@ -27,12 +27,8 @@ from drivers.base import (
 )
 from drivers.serial import LineMember, SerialLine, SerialPump, check_line_capacity, line_load
 from drivers.serial.codec import Command, CommandDecoder, Reply
-from drivers.serial.protocol import (
-    ALARM_OF_CODE,
-    LINE_CAPACITY_LIMIT,
-    POLL_EXCHANGE_BYTES,
-    STATE_OF_STATUS,
-)
+from drivers.serial.line import LINE_CAPACITY_LIMIT, POLL_EXCHANGE_BYTES
+from drivers.serial.status import ALARM_OF_CODE, STATE_OF_STATUS
 from drivers.serial.transport import open_serial
 from pumpctl.clock import VirtualClock
 from simulator.model import PumpModel

@@ -22,7 +22,7 @@ from pumpctl.clock import VirtualClock
 from simulator.model import PumpModel
 from simulator.serial_server import SerialSimulator
 
-LOGGER = "drivers.serial.protocol"
+LOGGER = "drivers.serial"  # the line and the pump log under it
 
 
 def commands_since(sim: SerialSimulator, index: int) -> set[tuple[str, str]]:

@@ -1,0 +1,538 @@
+"""One New Era pump on a line: framing (basic or safe), the safe-mode watchdog, the commands.
+
+`SerialPump` implements `drivers.base.Pump` on a `SerialLine` and keeps the safe-mode watchdog
+fed. Rule A3: every command is read back; the methods return that reading. After the line lost
+its port and got it back, the pump re-establishes its framing and safe mode with `SAF` and
+queries only, then reads and publishes its real state (A2: a pump that stopped while the link was
+down is reported, never restarted or sped up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+
+from drivers.backoff import backoff_delay
+from drivers.base import (
+    Alarm,
+    Pump,
+    PumpCommandRejected,
+    PumpConfigError,
+    PumpConnectionError,
+    PumpError,
+    PumpNotConfirmed,
+    PumpProtocolError,
+    PumpState,
+    PumpStatus,
+    PumpTimeout,
+    StatusBroadcast,
+)
+from drivers.serial.codec import (
+    ALARM_CODES,
+    RATE_UNITS,
+    VOLUME_UNITS,
+    Command,
+    Reply,
+    format_number,
+    parse_dispensed,
+    parse_quantity,
+)
+from drivers.serial.line import (
+    DEFAULT_POLL_INTERVAL_S,
+    DEFAULT_SAFE_MODE_S,
+    EXCHANGE_RETRIES,
+    LineMember,
+    Priority,
+    SerialLine,
+    feed_interval,
+)
+from drivers.serial.status import ALARM_OF_CODE, ALARM_OF_STATUS, MOVING_STATUS, STATE_OF_STATUS
+
+__all__ = ["LINK_TIMEOUT_S", "MAX_SAFE_MODE_S", "SerialPump"]
+
+log = logging.getLogger(__name__)
+
+#: An alarm reply means the command was not executed (it acknowledged one alarm): send again,
+#: once for each alarm code a pump can have standing, so a stop gets through them all (A1, A3).
+ALARM_RESENDS = len(ALARM_CODES)
+#: A3: stops sent before a read-back still showing the motor moving is raised as not confirmed.
+STOP_ATTEMPTS = 2
+MAX_SAFE_MODE_S = 255
+#: A lost watchdog feed is tried again after a tenth of the period (each try bounded by the
+#: reply timeout), so several lost feeds in a row still leave margin before the pump stops.
+WATCHDOG_RETRY_FRACTION = 1 / 10
+MAX_RATE_ML_H = 9999.0
+MAX_VTBI_ML = 9999.0
+#: A2 (interfaces.md section 2): a pump with no valid reply for longer than this is stale.
+LINK_TIMEOUT_S = 5.0
+
+_RATE_REPLY = re.compile(r"\d*\.?\d*(MH|MM|UH|UM)")
+_VOLUME_REPLY = re.compile(r"\d*\.?\d*(ML|UL)")
+_DISPENSED_REPLY = re.compile(r"I\d*\.?\d*W\d*\.?\d*(ML|UL)")
+_VERSION_REPLY = re.compile(r"[A-Z0-9.]+")
+_INTEGER_REPLY = re.compile(r"\d+")
+_EMPTY_REPLY = re.compile("")
+
+
+def _expect(pattern: re.Pattern[str]) -> Callable[[Reply], bool]:
+    """A reply shape check: alarms and errors always fit; data must match `pattern`."""
+
+    def fits(reply: Reply) -> bool:
+        if reply.alarm is not None or reply.error is not None:
+            return True
+        return pattern.fullmatch(reply.data) is not None
+
+    return fits
+
+
+class SerialPump(Pump):
+    """A New Era pump at `address` on `line`.
+
+    `safe_mode_s`: n (1-255) switches safe mode on at connect (SAF n) and keeps its watchdog fed;
+    0 switches it off (SAF 0); None changes nothing (framing and SAF are detected with queries
+    only, as `pumpctl pump status` needs). In safe mode a silent controller stops the pump.
+    After the line lost its port and got it back, the same is done again and the real state is
+    read and published (A2); `connected`, `last_contact` and `is_stale` tell the link's health.
+    """
+
+    def __init__(
+        self,
+        line: SerialLine,
+        address: int,
+        *,
+        pump_id: str | None = None,
+        safe_mode_s: int | None = DEFAULT_SAFE_MODE_S,
+        poll_interval_s: float | None = DEFAULT_POLL_INTERVAL_S,
+        link_timeout_s: float = LINK_TIMEOUT_S,
+    ) -> None:
+        self.pump_id = pump_id or f"serial:{line.url}#{address}"
+        if not 0 <= address <= 99:
+            raise PumpConfigError(self.pump_id, "configure", f"address {address}: must be 0-99")
+        if safe_mode_s is not None and not 0 <= safe_mode_s <= MAX_SAFE_MODE_S:
+            raise PumpConfigError(
+                self.pump_id, "configure", f"safe_mode_s {safe_mode_s}: must be 0-255 or None"
+            )
+        self.line = line
+        self.address = address
+        self.link_timeout_s = link_timeout_s
+        self.requested_safe_mode_s = safe_mode_s
+        self._member = LineMember(address, self.pump_id, safe_mode_s, poll_interval_s)
+        line.check(self._member)
+        #: The safe-mode period in force (0: basic mode), known after connect.
+        self.safe_mode_s: int | None = None
+        #: The pump's identification (`VER` reply), known after connect.
+        self.firmware: str | None = None
+        #: Alarms this driver learnt from alarm frames (acknowledged by its commands), in order.
+        self.acknowledged: list[Alarm] = []
+        self._safe = False
+        self._latched: set[Alarm] = set()
+        self._status_char = "S"
+        self._last: PumpStatus | None = None
+        self._last_valid: float | None = None
+        self._broadcast = StatusBroadcast()
+        self._link_task: asyncio.Task[None] | None = None
+        self._owned: set[asyncio.Task[PumpStatus]] = set()
+        self._registered = False
+        self._linked = asyncio.Event()
+        self._unlinked = asyncio.Event()
+        self._unlinked.set()
+        #: Times the pump was re-established after the line came back.
+        self.reconnections = 0
+
+    # -- life -------------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Register on the line, set (or detect) the framing, identify, read the status."""
+        if not self.line.is_open:
+            raise PumpConnectionError(self.pump_id, "connect", f"line {self.line.url} not open")
+        self.line.register(self._member, self._on_unsolicited, self._on_line_lost)
+        self._registered = True
+        try:
+            await self._set_framing("connect")
+            version = await self._command("VER", "", "connect", expect=_VERSION_REPLY)
+            self.firmware = version.data
+            await self.read_status()
+        except BaseException:
+            await self.close()
+            raise
+        self._set_linked(linked=self.line.is_open)
+        self._link_task = asyncio.create_task(self._keep_link(), name=f"serial-link {self.pump_id}")
+
+    async def close(self) -> None:
+        """Stop feeding the watchdog and leave the line; the pump's mode is left as it is."""
+        if self._link_task is not None:
+            self._link_task.cancel()
+            await asyncio.gather(self._link_task, return_exceptions=True)
+            self._link_task = None
+        if self._owned:
+            await asyncio.gather(*self._owned, return_exceptions=True)
+        if self._registered:
+            self.line.unregister(self.address)
+            self._registered = False
+        self._set_linked(linked=False)
+
+    async def _set_framing(self, operation: str) -> None:
+        """Framing and safe mode as configured: `SAF n`, or detected with queries only."""
+        if self.requested_safe_mode_s is None:
+            await self._detect_framing(operation)
+        else:
+            n = self.requested_safe_mode_s
+            await self._command("SAF", str(n), operation, safe=True)
+            self._safe, self.safe_mode_s = n > 0, n
+
+    async def _detect_framing(self, operation: str) -> None:
+        """Find the framing in force with status queries only (basic first), then SAF's period."""
+        try:
+            reply: Reply | None = await self._send(
+                Command(self.address), operation, retries=0, expect=_expect(_EMPTY_REPLY)
+            )
+        except PumpTimeout:
+            reply = None
+        if reply is None or reply.safe or reply.error == "COM":
+            reply = await self._send(
+                Command(self.address, safe=True), operation, expect=_expect(_EMPTY_REPLY)
+            )
+        self._safe = reply.safe
+        if self._safe:
+            period = await self._command("SAF", "", operation, expect=_INTEGER_REPLY)
+            self.safe_mode_s = int(period.data)
+        else:
+            self.safe_mode_s = 0
+
+    # -- link health and reconnection -------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while the line is up and this pump was re-established on it."""
+        return self._linked.is_set()
+
+    @property
+    def last_contact(self) -> float | None:
+        """Event-loop time of the last valid reply from the pump, or None."""
+        return self._last_valid
+
+    def is_stale(self, now: float | None = None) -> bool:
+        """A2: True when no valid reply came for longer than the link timeout (or ever)."""
+        if self._last_valid is None:
+            return True
+        if now is None:
+            now = asyncio.get_running_loop().time()
+        return now - self._last_valid > self.link_timeout_s
+
+    async def wait_linked(self) -> None:
+        """Return once the pump is re-established on an open line (bound it with a timeout)."""
+        await self._linked.wait()
+
+    async def wait_unlinked(self) -> None:
+        """Return once the line is lost or the pump closed (bound it with a timeout)."""
+        await self._unlinked.wait()
+
+    def _set_linked(self, *, linked: bool) -> None:
+        if linked:
+            self._unlinked.clear()
+            self._linked.set()
+        else:
+            self._linked.clear()
+            self._unlinked.set()
+
+    def _on_line_lost(self, _reason: str) -> None:
+        """The line lost its port (it logs that): re-establish this pump when it is back."""
+        self._set_linked(linked=False)
+
+    async def _keep_link(self) -> None:
+        """Owned task: re-establish the pump each time the line comes back; feed the watchdog."""
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        feed_failing = False
+        while True:
+            if not self._linked.is_set():
+                await self.line.wait_connected()
+                try:
+                    await self._reestablish()
+                except PumpError as exc:
+                    if isinstance(exc, PumpConnectionError) and not self.line.is_open:
+                        continue  # lost again: wait for the line
+                    if attempt == 0:
+                        log.warning("%s: not re-established, retrying: %s", self.pump_id, exc)
+                    await asyncio.sleep(
+                        backoff_delay(attempt, self.line.reconnect_min_s, self.line.reconnect_max_s)
+                    )
+                    attempt += 1
+                    continue
+                attempt = 0
+                continue
+            period = self.safe_mode_s if self._safe else 0
+            if not period:
+                await self._unlinked.wait()
+                continue
+            interval = feed_interval(period)
+            idle = loop.time() - (self._last_valid or 0.0)
+            if idle < interval:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(interval - idle):
+                        await self._unlinked.wait()
+                continue
+            try:
+                await self._send(
+                    Command(self.address, safe=True),
+                    "watchdog",
+                    priority=Priority.WATCHDOG,
+                    retries=0,
+                    expect=_expect(_EMPTY_REPLY),
+                )
+            except PumpConnectionError:
+                # the line is down (it logged that) or closed: re-establish when it is back
+                self._set_linked(linked=False)
+                continue
+            except PumpError as exc:
+                if not feed_failing:
+                    log.warning("%s: watchdog feed failed: %s", self.pump_id, exc.message)
+                    feed_failing = True
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(period * WATCHDOG_RETRY_FRACTION):
+                        await self._unlinked.wait()
+                continue
+            if feed_failing:
+                log.warning("%s: watchdog fed again", self.pump_id)
+                feed_failing = False
+
+    async def _reestablish(self) -> None:
+        """A2: after the line came back, framing and safe mode as configured, then the real
+        state read and published. Only `SAF` and queries are sent: a pump found stopped (its
+        watchdog expired: comm_timeout) is reported and left as it is, never restarted."""
+        before = self._last
+        await self._set_framing("reconnect")
+        status = await self._read("reconnect", Priority.NORMAL)
+        self.reconnections += 1
+        self._set_linked(linked=True)
+        if (
+            before is not None
+            and before.state is PumpState.RUNNING
+            and (status.state is not PumpState.RUNNING or status.rate_ml_h < before.rate_ml_h)
+        ):
+            log.warning(
+                "%s: link back, pump found %s%s at %s ml/h (was running at %s ml/h): left as"
+                " it is (A2)",
+                self.pump_id,
+                status.state.value,
+                "".join(f" [{a.value}]" for a in sorted(status.alarms)),
+                status.rate_ml_h,
+                before.rate_ml_h,
+            )
+        else:
+            log.info(
+                "%s: link back, pump %s at %s ml/h",
+                self.pump_id,
+                status.state.value,
+                status.rate_ml_h,
+            )
+
+    # -- the Pump interface -----------------------------------------------------------------
+
+    @property
+    def last_status(self) -> PumpStatus | None:
+        """The last status read (or updated by any reply), None before first contact."""
+        return self._last
+
+    def status_changes(self) -> AsyncIterator[PumpStatus]:
+        """Every change of status from now on."""
+        return self._broadcast.subscribe()
+
+    async def read_status(self) -> PumpStatus:
+        """Read rate (RAT), volume to be infused (VOL) and volume infused (DIS)."""
+        return await self._read("read_status", Priority.NORMAL)
+
+    async def set_rate(self, rate_ml_h: float) -> PumpStatus:
+        """`RAT <rate> MH`, then read back."""
+        text = self._number("set_rate", "rate_ml_h", rate_ml_h, MAX_RATE_ML_H)
+        await self._command("RAT", f"{text}MH", "set_rate")
+        return await self._read("set_rate", Priority.NORMAL)
+
+    async def set_vtbi(self, vtbi_ml: float) -> PumpStatus:
+        """`VOL ML` then `VOL <ml>`, then read back."""
+        text = self._number("set_vtbi", "vtbi_ml", vtbi_ml, MAX_VTBI_ML)
+        await self._command("VOL", "ML", "set_vtbi")
+        await self._command("VOL", text, "set_vtbi")
+        return await self._read("set_vtbi", Priority.NORMAL)
+
+    async def run(self) -> PumpStatus:
+        """`DIR INF` (an infusion pump never withdraws), `RUN`, then read back."""
+        await self._command("DIR", "INF", "run")
+        await self._command("RUN", "", "run")
+        return await self._read("run", Priority.NORMAL)
+
+    async def stop(self) -> PumpStatus:
+        """`STP` ahead of any queued request, then read back; shielded from cancellation."""
+        task = asyncio.create_task(self._stop(), name=f"serial-stop {self.pump_id}")
+        self._owned.add(task)
+        task.add_done_callback(self._reap_stop)
+        return await asyncio.shield(task)
+
+    def _reap_stop(self, task: asyncio.Task[PumpStatus]) -> None:
+        """Forget a finished stop; a failed one is logged at ERROR (its caller may be gone)."""
+        self._owned.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("%s: stop failed: %s", self.pump_id, exc)
+
+    async def _stop(self) -> PumpStatus:
+        """A3: `STP` and read back until the motor is seen still; else PumpNotConfirmed."""
+        for _attempt in range(STOP_ATTEMPTS):
+            await self._command("STP", "", "stop", priority=Priority.STOP)
+            status = await self._read("stop", Priority.STOP)
+            if self._status_char not in MOVING_STATUS:
+                return status
+            log.error("%s: stop sent, pump still reads %r", self.pump_id, self._status_char)
+        raise PumpNotConfirmed(
+            self.pump_id,
+            "stop",
+            f"pump did not stop: clamp the line (A3: {STOP_ATTEMPTS} stops acknowledged, the"
+            f" read-back still shows status {self._status_char!r}, {status.rate_ml_h} ml/h)",
+        )
+
+    async def clear_volume(self) -> PumpStatus:
+        """`CLD INF`, then read back."""
+        await self._command("CLD", "INF", "clear_volume")
+        return await self._read("clear_volume", Priority.NORMAL)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _number(self, operation: str, name: str, value: float, maximum: float) -> str:
+        try:
+            text = format_number(value, point=False)
+        except ValueError:
+            text = ""
+        if not text or not 0 < float(text) <= maximum:
+            raise PumpCommandRejected(
+                self.pump_id, operation, f"{name} {value!r} out of range (0, {maximum}]", "OOR"
+            )
+        return text
+
+    async def _read(self, operation: str, priority: Priority) -> PumpStatus:
+        rat = await self._command("RAT", "", operation, expect=_RATE_REPLY, priority=priority)
+        vol = await self._command("VOL", "", operation, expect=_VOLUME_REPLY, priority=priority)
+        dis = await self._command("DIS", "", operation, expect=_DISPENSED_REPLY, priority=priority)
+        try:
+            rate, rate_unit = parse_quantity(rat.data, RATE_UNITS)
+            vtbi, vtbi_unit = parse_quantity(vol.data, VOLUME_UNITS)
+            infused, _withdrawn, dis_unit = parse_dispensed(dis.data)
+        except ValueError as exc:
+            raise PumpProtocolError(self.pump_id, operation, str(exc)) from None
+        state, alarms = self._state()
+        status = PumpStatus(
+            pump_id=self.pump_id,
+            state=state,
+            rate_ml_h=round(rate * RATE_UNITS[rate_unit], 4),
+            vtbi_ml=round(vtbi * VOLUME_UNITS[vtbi_unit], 4),
+            volume_infused_ml=round(infused * VOLUME_UNITS[dis_unit], 4),
+            alarms=alarms,
+            last_contact=self._last_valid or 0.0,
+        )
+        self._publish(status)
+        return status
+
+    async def _command(
+        self,
+        name: str,
+        data: str,
+        operation: str,
+        *,
+        expect: re.Pattern[str] = _EMPTY_REPLY,
+        priority: Priority = Priority.NORMAL,
+        safe: bool | None = None,
+    ) -> Reply:
+        """Send one command in the framing in force; raise PumpCommandRejected on `?` replies."""
+        framing = self._safe if safe is None else safe
+        command = Command(self.address, name, data, safe=framing)
+        for _attempt in range(EXCHANGE_RETRIES + 1):
+            reply = await self._send(command, operation, priority=priority, expect=_expect(expect))
+            if reply.error != "COM":
+                break
+            # ?COM: the pump received a damaged packet and did nothing; sending again is safe
+        else:
+            raise PumpProtocolError(
+                self.pump_id,
+                operation,
+                f"pump answered ?COM (bad packet) to {command.payload.decode()!r}"
+                f" {EXCHANGE_RETRIES + 1} times: check the line and its framing",
+            )
+        if reply.error is not None:
+            code = reply.error or "?"
+            raise PumpCommandRejected(
+                self.pump_id,
+                operation,
+                f"pump refused {command.payload.decode()!r}: ?{reply.error}",
+                code,
+            )
+        return reply
+
+    async def _send(
+        self,
+        command: Command,
+        operation: str,
+        *,
+        priority: Priority = Priority.NORMAL,
+        retries: int = EXCHANGE_RETRIES,
+        expect: Callable[[Reply], bool] | None = None,
+    ) -> Reply:
+        """One exchange; an alarm reply is recorded and the command sent again (not executed)."""
+        for _resend in range(ALARM_RESENDS + 1):
+            reply = await self.line.exchange(
+                command,
+                pump_id=self.pump_id,
+                operation=operation,
+                priority=priority,
+                retries=retries,
+                expect=expect,
+            )
+            self._note(reply, acknowledged=True)
+            if reply.alarm is None:
+                return reply
+        raise PumpCommandRejected(
+            self.pump_id,
+            operation,
+            f"pump kept answering alarm A?{reply.alarm} to {command.payload.decode()!r}",
+            f"A?{reply.alarm}",
+        )
+
+    def _note(self, reply: Reply, *, acknowledged: bool) -> None:
+        """Learn from any valid reply: its status char, or the alarm it carries (latched)."""
+        self._last_valid = asyncio.get_running_loop().time()
+        if reply.alarm is not None:
+            alarm = ALARM_OF_CODE[reply.alarm]
+            if alarm not in self._latched:
+                log.warning("%s: pump alarm A?%s (%s)", self.pump_id, reply.alarm, alarm.value)
+                self._latched.add(alarm)
+            if acknowledged:
+                self.acknowledged.append(alarm)
+        else:
+            self._status_char = reply.status
+            if reply.status == "I":
+                # running again: someone dealt with the alarm and restarted the pump
+                self._latched.clear()
+        if self._last is not None:
+            state, alarms = self._state()
+            self._publish(
+                replace(
+                    self._last, state=state, alarms=alarms, last_contact=self._last_valid or 0.0
+                )
+            )
+
+    def _state(self) -> tuple[PumpState, frozenset[Alarm]]:
+        """The pumpctl state and alarms: latched alarm replies, and W/X as a malfunction."""
+        alarms = set(self._latched)
+        if self._status_char in ALARM_OF_STATUS:
+            alarms.add(ALARM_OF_STATUS[self._status_char])
+        state = PumpState.ALARM if alarms else STATE_OF_STATUS[self._status_char]
+        return state, frozenset(alarms)
+
+    def _publish(self, status: PumpStatus) -> None:
+        self._last = status
+        self._broadcast.publish(status)
+
+    def _on_unsolicited(self, reply: Reply) -> None:
+        """An alarm the pump sent on its own (safe mode): record it, it is not acknowledged."""
+        self._note(reply, acknowledged=False)
