@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from drivers.base import Alarm, PumpState, PumpStatus
+from drivers.serial.codec import MAX_NUMBER
 from pumpctl.clock import Clock
 
 __all__ = ["FAULT_NAMES", "Faults", "PumpModel", "SimulatorError"]
 
 #: Largest rate and volume the simulated pump accepts (an NE pump's 4-digit field).
-MAX_RATE_ML_H = 9999.0
-MAX_VTBI_ML = 9999.0
+MAX_RATE_ML_H = MAX_VTBI_ML = MAX_NUMBER
 
 FAULT_NAMES = (
     "no_reply",  # bool: swallow commands, answer nothing

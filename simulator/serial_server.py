@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 from drivers.base import Alarm, PumpState
 from drivers.serial.codec import (
+    MAX_SAFE_MODE_S,
+    PACKET_GAP_S,
     RATE_UNITS,
     VOLUME_UNITS,
     Command,
@@ -33,14 +35,14 @@ from drivers.serial.codec import (
     Reply,
     format_number,
     parse_number,
+    wire_seconds,
 )
+from drivers.serial.status import CODE_OF_ALARM, STATUS_OF_STATE
 from simulator.control import ControlServer
 from simulator.model import PumpModel, SimulatorError
 
 __all__ = [
-    "CODE_OF_ALARM",
     "FIRMWARE",
-    "PACKET_GAP_S",
     "SerialSimulator",
     "WireEvent",
     "serve",
@@ -51,22 +53,12 @@ TCP_HOST = "127.0.0.1"
 
 log = logging.getLogger(__name__)
 
-#: A gap of more than 0.5 s inside a packet discards it (interfaces.md section 1).
-PACKET_GAP_S = 0.5
 #: What `VER` answers (an NE-1000, firmware 3.928, as in the manual).
 FIRMWARE = "NE1000V3.928"
-BITS_PER_BYTE = 10
-#: Alarms the protocol can say, in the order a pump reports them, and their `A?<code>`.
-CODE_OF_ALARM: dict[Alarm, str] = {
-    Alarm.COMM_TIMEOUT: "T",
-    Alarm.OCCLUSION: "S",
-    Alarm.MALFUNCTION: "E",
-}
-MAX_SAFE_MODE_S = 255
 #: Most reply bytes held for a client that does not read (a real line just loses them).
 MAX_OUTPUT = 64 * 1024
 
-_RATE_SETTING = re.compile(r"(\d*\.?\d*)(MH|MM|UH|UM)?")
+_RATE_SETTING = re.compile(rf"(\d*\.?\d*)({'|'.join(RATE_UNITS)})?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,13 +111,8 @@ class _Device:
         return [a for a in CODE_OF_ALARM if a in standing]
 
     def status_char(self) -> str:
-        """The status character the line shows (an alarm it cannot say is a stopped pump)."""
-        state = self.model.state
-        if state is PumpState.RUNNING:
-            return "I"
-        if state is PumpState.PAUSED:
-            return "P"
-        return "S"
+        """The status character the line shows (an alarmed pump shows as stopped)."""
+        return STATUS_OF_STATE.get(self.model.state, STATUS_OF_STATE[PumpState.STOPPED])
 
     def reply(self, data: str = "") -> Reply:
         """A reply in the framing in force now."""
@@ -520,7 +507,7 @@ class SerialSimulator:
             frame = _garble(frame, safe=reply.safe)
         delay = device.model.faults.late_reply_s
         if self.emulate_wire_time:
-            delay += (len(command.to_bytes()) + len(frame)) * BITS_PER_BYTE / self.baud
+            delay += wire_seconds(len(command.to_bytes()) + len(frame), self.baud)
         if delay > 0:
             assert self._loop is not None
             timer = self._loop.call_later(delay, self._transmit_later, frame)

@@ -20,10 +20,14 @@ from typing import Generic, TypeVar
 
 __all__ = [
     "ALARM_CODES",
+    "BITS_PER_BYTE",
     "ERROR_CODES",
     "ETX",
     "MAX_BUFFER",
+    "MAX_NUMBER",
     "MAX_PAYLOAD",
+    "MAX_SAFE_MODE_S",
+    "PACKET_GAP_S",
     "RATE_UNITS",
     "STATUS_CHARS",
     "STX",
@@ -41,6 +45,7 @@ __all__ = [
     "parse_dispensed",
     "parse_number",
     "parse_quantity",
+    "wire_seconds",
 ]
 
 STX = 0x02
@@ -56,6 +61,17 @@ ALARM_STATUS = "A"
 ALARM_CODES = "RSTEO"
 #: Error replies `?<code>`: unknown command, not applicable, out of range, bad packet, ignored.
 ERROR_CODES = ("", "NA", "OOR", "COM", "IGN")
+
+#: A gap of more than this (wire seconds) inside a packet discards it (interfaces.md section 1):
+#: the pump's rule, which the driver applies to replies too. The decoders have no clock: their
+#: owners (line and simulator) measure the gap and `reset()` them.
+PACKET_GAP_S = 0.5
+#: 8N1 on the wire: start bit, 8 data bits, stop bit.
+BITS_PER_BYTE = 10
+#: `SAF n`: the longest safe-mode period a pump accepts (n = 1..255; 0 is basic mode).
+MAX_SAFE_MODE_S = 255
+#: The largest number a 4-digit field holds (rates, volumes).
+MAX_NUMBER = 9999.0
 
 #: Rate units and their factor to ml/h; volume units and their factor to ml.
 RATE_UNITS: dict[str, float] = {"MH": 1.0, "MM": 60.0, "UH": 0.001, "UM": 0.06}
@@ -74,6 +90,11 @@ _NUMBER = re.compile(r"(\d*)(\.?)(\d*)")
 _QUANTITY = re.compile(r"(\d*\.?\d*)([A-Z]{2})")
 _DISPENSED = re.compile(r"I(\d*\.?\d*)W(\d*\.?\d*)([A-Z]{2})")
 _IGNORED_IN_COMMANDS = str.maketrans("", "", " \t\n")
+
+
+def wire_seconds(n_bytes: int, baud: int) -> float:
+    """Time `n_bytes` take on the wire at `baud` (8N1)."""
+    return n_bytes * BITS_PER_BYTE / baud
 
 
 def crc16_xmodem(payload: bytes) -> int:

@@ -31,12 +31,15 @@ from drivers.base import (
     PumpTimeout,
 )
 from drivers.serial.codec import (
+    BITS_PER_BYTE,
     MAX_BUFFER,
     MAX_PAYLOAD,
+    PACKET_GAP_S,
     Command,
     FrameError,
     Reply,
     ReplyDecoder,
+    wire_seconds,
 )
 from drivers.serial.transport import Opener, TransportError, close_stream, open_serial
 
@@ -46,7 +49,6 @@ __all__ = [
     "DEFAULT_SAFE_MODE_S",
     "EXCHANGE_RETRIES",
     "LINE_CAPACITY_LIMIT",
-    "PACKET_GAP_S",
     "POLL_EXCHANGE_BYTES",
     "RECONNECT_MAX_S",
     "RECONNECT_MIN_S",
@@ -58,7 +60,6 @@ __all__ = [
     "check_line_capacity",
     "feed_interval",
     "line_load",
-    "wire_seconds",
 ]
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,6 @@ EXCHANGE_RETRIES = 2
 LINE_CAPACITY_LIMIT = 0.5
 #: Bytes of one safe-mode status exchange, the watchdog feed (interfaces.md section 1).
 SAFE_STATUS_EXCHANGE_BYTES = 20
-#: 8N1: start bit, 8 data bits, stop bit.
-BITS_PER_BYTE = 10
 DEFAULT_BAUD = 19200
 #: Safe mode by default: SAF 5, the pump stops itself 5 s after its controller went silent.
 DEFAULT_SAFE_MODE_S = 5
@@ -86,9 +85,6 @@ DEFAULT_POLL_INTERVAL_S = 1.0
 #: port back within a safe-mode period is reopened and fed before the pump stops itself.
 RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 1.0
-#: A gap of more than this inside a packet discards it (interfaces.md section 1): the pump's
-#: rule, applied to replies too.
-PACKET_GAP_S = 0.5
 _MAX_FRAME_BYTES = MAX_PAYLOAD + 5
 
 
@@ -98,11 +94,6 @@ class Priority(IntEnum):
     STOP = 0
     WATCHDOG = 1
     NORMAL = 2
-
-
-def wire_seconds(n_bytes: int, baud: int) -> float:
-    """Time `n_bytes` take on the wire at `baud` (8N1)."""
-    return n_bytes * BITS_PER_BYTE / baud
 
 
 def _exchange_bytes(name: str, reply_data: str) -> int:

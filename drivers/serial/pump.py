@@ -33,6 +33,8 @@ from drivers.base import (
 )
 from drivers.serial.codec import (
     ALARM_CODES,
+    MAX_NUMBER,
+    MAX_SAFE_MODE_S,
     RATE_UNITS,
     VOLUME_UNITS,
     Command,
@@ -52,7 +54,7 @@ from drivers.serial.line import (
 )
 from drivers.serial.status import ALARM_OF_CODE, ALARM_OF_STATUS, MOVING_STATUS, STATE_OF_STATUS
 
-__all__ = ["LINK_TIMEOUT_S", "MAX_SAFE_MODE_S", "SerialPump"]
+__all__ = ["LINK_TIMEOUT_S", "SerialPump"]
 
 log = logging.getLogger(__name__)
 
@@ -61,18 +63,16 @@ log = logging.getLogger(__name__)
 ALARM_RESENDS = len(ALARM_CODES)
 #: A3: stops sent before a read-back still showing the motor moving is raised as not confirmed.
 STOP_ATTEMPTS = 2
-MAX_SAFE_MODE_S = 255
 #: A lost watchdog feed is tried again after a tenth of the period (each try bounded by the
 #: reply timeout), so several lost feeds in a row still leave margin before the pump stops.
 WATCHDOG_RETRY_FRACTION = 1 / 10
-MAX_RATE_ML_H = 9999.0
-MAX_VTBI_ML = 9999.0
+MAX_RATE_ML_H = MAX_VTBI_ML = MAX_NUMBER
 #: A2 (interfaces.md section 2): a pump with no valid reply for longer than this is stale.
 LINK_TIMEOUT_S = 5.0
 
-_RATE_REPLY = re.compile(r"\d*\.?\d*(MH|MM|UH|UM)")
-_VOLUME_REPLY = re.compile(r"\d*\.?\d*(ML|UL)")
-_DISPENSED_REPLY = re.compile(r"I\d*\.?\d*W\d*\.?\d*(ML|UL)")
+_RATE_REPLY = re.compile(rf"\d*\.?\d*({'|'.join(RATE_UNITS)})")
+_VOLUME_REPLY = re.compile(rf"\d*\.?\d*({'|'.join(VOLUME_UNITS)})")
+_DISPENSED_REPLY = re.compile(rf"I\d*\.?\d*W\d*\.?\d*({'|'.join(VOLUME_UNITS)})")
 _VERSION_REPLY = re.compile(r"[A-Z0-9.]+")
 _INTEGER_REPLY = re.compile(r"\d+")
 _EMPTY_REPLY = re.compile("")

@@ -28,7 +28,7 @@ from drivers.base import (
 from drivers.serial import LineMember, SerialLine, SerialPump, check_line_capacity, line_load
 from drivers.serial.codec import Command, CommandDecoder, Reply
 from drivers.serial.line import LINE_CAPACITY_LIMIT, POLL_EXCHANGE_BYTES
-from drivers.serial.status import ALARM_OF_CODE, STATE_OF_STATUS
+from drivers.serial.status import ALARM_OF_CODE
 from drivers.serial.transport import open_serial
 from pumpctl.clock import VirtualClock
 from simulator.model import PumpModel
@@ -199,25 +199,6 @@ async def test_status_only_driver_detects_framing_and_sends_no_saf(
         sent = [e.command for e in sim.received[before:]]
         assert all(c.name in {"", "SAF", "VER", "RAT", "VOL", "DIS"} and c.data == "" for c in sent)
         assert sim.safe_mode_s(0) == mode
-
-
-def test_status_and_alarm_mapping_is_the_spec_table() -> None:
-    assert STATE_OF_STATUS == {
-        "I": PumpState.RUNNING,
-        "S": PumpState.STOPPED,
-        "P": PumpState.PAUSED,
-        "T": PumpState.PAUSED,
-        "U": PumpState.PAUSED,
-        "W": PumpState.ALARM,
-        "X": PumpState.ALARM,
-    }
-    assert ALARM_OF_CODE == {
-        "S": Alarm.OCCLUSION,
-        "T": Alarm.COMM_TIMEOUT,
-        "R": Alarm.MALFUNCTION,
-        "E": Alarm.MALFUNCTION,
-        "O": Alarm.MALFUNCTION,
-    }
 
 
 class FakeDevice:
