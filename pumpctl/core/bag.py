@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from pumpctl.core.protocol import Bag
+from pumpctl.core.rules import Rule
 
 __all__ = ["BagLife", "BagReplacement", "BagState", "BagStatus", "replace_bag"]
 
@@ -31,7 +32,7 @@ class BagStatus:
     state: BagState
     minutes_left: float
     expires_at: datetime
-    rule: str = "L9"
+    rule: Rule = Rule.L9
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +83,7 @@ class BagReplacement:
     bag: BagLife
     vtbi_ml: float
     rate_ml_h: float
-    rule: str = "L9"
+    rule: Rule = Rule.L9
 
 
 def replace_bag(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pumpctl.core.history import CourseState
+from pumpctl.core.rules import Rule
 
 __all__ = ["CLINICIAN", "AuditFact", "Refused", "Reinstated", "reinstate"]
 
@@ -20,7 +21,7 @@ class AuditFact:
     """An audit event the caller records: type, rule, actor and data."""
 
     type: str
-    rule: str
+    rule: Rule
     actor: str
     data: dict[str, object]
 
@@ -37,7 +38,7 @@ class Reinstated:
 class Refused:
     """A refusal naming the rule and why; the course is unchanged."""
 
-    rule: str
+    rule: Rule
     reason: str
 
 
@@ -46,17 +47,17 @@ def reinstate(
 ) -> Reinstated | Refused:
     """I8: a clinician reinstates a withdrawn course with a non-empty reason (audited)."""
     if not course.withdrawn:
-        return Refused("I8", "the course is not withdrawn: nothing to reinstate")
+        return Refused(Rule.I8, "the course is not withdrawn: nothing to reinstate")
     if role != CLINICIAN:
-        return Refused("I8", f"only a clinician can reinstate a withdrawn course (not {role!r})")
+        return Refused(Rule.I8, f"only a clinician can reinstate a withdrawn course (not {role!r})")
     if reason is None or not reason.strip():
-        return Refused("I8", "reinstating a withdrawn course needs a non-empty reason")
+        return Refused(Rule.I8, "reinstating a withdrawn course needs a non-empty reason")
     if not actor.strip():
-        return Refused("I8", "reinstating a withdrawn course needs the clinician's name")
+        return Refused(Rule.I8, "reinstating a withdrawn course needs the clinician's name")
     new = course.model_copy(update={"withdrawn": False, "withdrawn_reason": None})
     fact = AuditFact(
         type="course_reinstated",
-        rule="I8",
+        rule=Rule.I8,
         actor=actor,
         data={"reason": reason.strip(), "withdrawn_reason": course.withdrawn_reason},
     )

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pumpctl.core.history import CourseState
 from pumpctl.core.protocol import Protocol, Schedule
+from pumpctl.core.rules import Rule
 
 __all__ = [
     "MAJOR_REACTION_GRADE",
@@ -177,7 +178,7 @@ class Route(StrEnum):
 class Medication:
     """One line of a pre- or post-medication list."""
 
-    rule: str
+    rule: Rule
     drug: str
     dose: str
     route: Route
@@ -222,22 +223,22 @@ def premedication(infusion_number: int, history: CourseState) -> tuple[Medicatio
         steroid, note = "60 mg", "infusions 1 and 2 had no reaction (5.3.1 lists 100 mg)"
     return (
         Medication(
-            "D3",
+            Rule.D3,
             "methylprednisolone (or an equivalent long-acting corticosteroid)",
             steroid,
             Route.IV,
             when,
             note=note,
         ),
-        Medication("D3", "paracetamol", "650-1000 mg", Route.ORAL, when),
+        Medication(Rule.D3, "paracetamol", "650-1000 mg", Route.ORAL, when),
         Medication(
-            "D3",
+            Rule.D3,
             "diphenhydramine (or an equivalent antihistamine)",
             "25-50 mg",
             Route.ORAL_OR_IV,
             when,
         ),
-        Medication("D3", "montelukast", "10 mg", Route.ORAL, when, optional=True),
+        Medication(Rule.D3, "montelukast", "10 mg", Route.ORAL, when, optional=True),
     )
 
 
@@ -247,7 +248,7 @@ class GateDecision:
 
     allowed: bool
     reason: str
-    rule: str = "D3"
+    rule: Rule = Rule.D3
     overridden: bool = False
     override_reason: str | None = None
 
@@ -331,7 +332,7 @@ def postmedication(
     )
     items = [
         Medication(
-            "D4",
+            Rule.D4,
             "methylprednisolone (or an equivalent oral corticosteroid)",
             "20 mg",
             Route.ORAL,
@@ -343,7 +344,7 @@ def postmedication(
     if obstructive_lung_disease:
         items += [
             Medication(
-                "D4",
+                Rule.D4,
                 "short- and long-acting bronchodilators",
                 "as prescribed",
                 Route.INHALED,
@@ -352,7 +353,7 @@ def postmedication(
                 note="obstructive lung disease",
             ),
             Medication(
-                "D4",
+                Rule.D4,
                 "inhaled corticosteroid",
                 "as prescribed",
                 Route.INHALED,
@@ -383,7 +384,7 @@ class BloodProfileReminder:
 
     missing: tuple[str, ...]
     lines: tuple[str, ...]
-    rule: str = "D5"
+    rule: Rule = Rule.D5
 
     @property
     def complete(self) -> bool:
@@ -445,7 +446,7 @@ class EligibilityDecision:
 
     allowed: bool
     reasons: tuple[str, ...]
-    rule: str = "D6"
+    rule: Rule = Rule.D6
     overridden: bool = False
     override_reason: str | None = None
     notes: tuple[str, ...] = field(default=())

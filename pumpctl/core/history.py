@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
 __all__ = [
     "CourseState",
@@ -21,7 +21,8 @@ __all__ = [
     "Sign",
 ]
 
-Grade = Annotated[int, Field(ge=1, le=4, description="CTCAE grade 1-4")]
+# Strict: `true` is not a grade (the Clarifications, "All").
+Grade = Annotated[int, Strict(), Field(ge=1, le=4, description="CTCAE grade 1-4")]
 
 
 class Sign(StrEnum):

@@ -12,6 +12,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from pumpctl.core.rules import Rule
+
 __all__ = [
     "Limit",
     "RateDecision",
@@ -36,7 +38,7 @@ def round_down(value: float, resolution: float) -> float:
 class Limit:
     """One link of the chain: an upper bound on the rate, with the rule that sets it."""
 
-    rule: str
+    rule: Rule
     value_ml_h: float
     reason: str
 
@@ -81,13 +83,13 @@ def constrain(limits: Iterable[Limit | None], resolution: float) -> RateDecision
 
 def protocol_max(max_rate_ml_h: float) -> Limit:
     """L2: no commanded rate ever exceeds the protocol maximum."""
-    return Limit("L2", max_rate_ml_h, f"protocol maximum {max_rate_ml_h:g} ml/h")
+    return Limit(Rule.L2, max_rate_ml_h, f"protocol maximum {max_rate_ml_h:g} ml/h")
 
 
 def ladder_step(current_ml_h: float, increment_ml_h: float) -> Limit:
     """L1: one increment above the current rate, after one full interval."""
     return Limit(
-        "L1",
+        Rule.L1,
         current_ml_h + increment_ml_h,
         f"one increment of {increment_ml_h:g} ml/h above {current_ml_h:g} ml/h",
     )
@@ -101,7 +103,7 @@ def min_duration_cap(
         return None
     left_min = min_duration_min - running_min
     return Limit(
-        "L6",
+        Rule.L6,
         remaining_ml / (left_min / 60),
         f"{remaining_ml:g} ml left over the {left_min:g} min left of the "
         f"{min_duration_min:g} min minimum duration",
@@ -111,7 +113,7 @@ def min_duration_cap(
 def half_rate(last_rate_ml_h: float, fraction: float) -> Limit:
     """I2: resume at `fraction` (half) of the last non-zero rate before the interruption."""
     return Limit(
-        "I2",
+        Rule.I2,
         last_rate_ml_h * fraction,
         f"resume at {fraction:g} x the last rate {last_rate_ml_h:g} ml/h",
     )

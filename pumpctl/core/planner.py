@@ -34,6 +34,7 @@ from pumpctl.core.protocol import (
     RowKind,
     SubsequentRowPolicy,
 )
+from pumpctl.core.rules import Rule
 
 __all__ = [
     "MissingHistoryError",
@@ -68,7 +69,7 @@ class MissingHistoryError(PlanningError):
 class RuleApplied:
     """One rule that decided something, and why, in words a clinician can check."""
 
-    rule: str
+    rule: Rule
     reason: str
 
     def to_json(self) -> dict[str, str]:
@@ -199,7 +200,7 @@ def _split_first(protocol: Protocol, split_day: int | None) -> RowChoice:
         initial_rate_ml_h=second.initial_rate_ml_h,
         min_duration_min=second.min_duration_min,
         mg_per_kg=split.mg_per_kg_per_day,
-        rules=(RuleApplied("D1", reason),),
+        rules=(RuleApplied(Rule.D1, reason),),
         split_day=day,
     )
 
@@ -219,15 +220,15 @@ def _choice(protocol: Protocol, kind: RowKind, rules: tuple[RuleApplied, ...]) -
 def _second_row_allowed(protocol: Protocol, history: CourseState) -> RuleApplied | None:
     """L4: None when infusion 2 may use the second row, else why it repeats the first."""
     window = protocol.history.second_row_window_min
-    for record in _records(history, 1, protocol, "L4"):
+    for record in _records(history, 1, protocol, Rule.L4):
         day = f" (day {record.day})" if record.day is not None else ""
         if not record.completed:
             return RuleApplied(
-                "L4", f"infusion 1{day} did not complete: infusion 2 repeats the first row"
+                Rule.L4, f"infusion 1{day} did not complete: infusion 2 repeats the first row"
             )
         if not first_window_clean(record, window):
             return RuleApplied(
-                "L4",
+                Rule.L4,
                 f"infusion 1{day} had a reaction of grade >= 1 in its first {window} min of "
                 "running time (or reported after completion): infusion 2 repeats the first row",
             )
@@ -241,20 +242,20 @@ def _subsequent_row_allowed(
     policy = protocol.history.subsequent_row_policy
     if policy is SubsequentRowPolicy.PREVIOUS_CLEAN:
         previous = infusion_number - 1
-        for record in _records(history, previous, protocol, "L5"):
+        for record in _records(history, previous, protocol, Rule.L5):
             if not infusion_clean(record):
                 return RuleApplied(
-                    "L5",
+                    Rule.L5,
                     f"infusion {previous} (the previous one) had a reaction or did not complete "
                     "(policy previous_clean): the second-infusion row applies",
                 )
         return None
     min_rate = protocol.history.subsequent_min_rate_ml_h
     for number in (1, 2):
-        for record in _records(history, number, protocol, "L5"):
+        for record in _records(history, number, protocol, Rule.L5):
             if not infusion_clean(record, min_rate):
                 return RuleApplied(
-                    "L5",
+                    Rule.L5,
                     f"infusion {number} had a reaction, did not complete, or did not reach "
                     f"{min_rate:g} ml/h (highest {record.highest_rate_ml_h:g} ml/h): "
                     "the second-infusion row applies",
@@ -290,7 +291,7 @@ def select_row(
         return _split_first(protocol, split_day)
     if infusion_number == 1:
         return _choice(
-            protocol, RowKind.FIRST, (RuleApplied("L3", "infusion 1: the first-infusion row"),)
+            protocol, RowKind.FIRST, (RuleApplied(Rule.L3, "infusion 1: the first-infusion row"),)
         )
     if infusion_number == 2:
         refusal = _second_row_allowed(protocol, history)
@@ -302,7 +303,7 @@ def select_row(
             RowKind.SECOND,
             (
                 RuleApplied(
-                    "L4",
+                    Rule.L4,
                     f"infusion 1 completed with no reaction in its first {window} min of "
                     "running time: the second-infusion row",
                 ),
@@ -318,10 +319,12 @@ def select_row(
             "infusions 1 and 2 each reached "
             f"{protocol.history.subsequent_min_rate_ml_h:g} ml/h with no reaction"
         )
-    rules = [RuleApplied("L5", f"{why}: the subsequent-infusion row")]
+    rules = [RuleApplied(Rule.L5, f"{why}: the subsequent-infusion row")]
     row = protocol.rows.subsequent
     if row.min_duration_min is not None:
-        rules.append(RuleApplied("L6", f"not less than {row.min_duration_min} min of running time"))
+        rules.append(
+            RuleApplied(Rule.L6, f"not less than {row.min_duration_min} min of running time")
+        )
     return _choice(protocol, RowKind.SUBSEQUENT, tuple(rules))
 
 
@@ -339,7 +342,7 @@ def start_decision(
     """
     return constrain(
         (
-            Limit("L1", initial_rate_ml_h, reason),
+            Limit(Rule.L1, initial_rate_ml_h, reason),
             protocol_max(protocol.ladder.max_rate_ml_h),
             min_duration_cap(bag_ml, 0.0, min_duration_min),
         ),
@@ -394,7 +397,7 @@ def next_step(
     The rate is `step_decision`'s; None when it would not rise (at the maximum) or when L6
     bound the current rate (later steps stay there).
     """
-    if current.bound_by.rule == "L6":
+    if current.bound_by.rule == Rule.L6:
         return None
     decision = step_decision(
         protocol,
@@ -448,11 +451,11 @@ def plan(
     if weight_kg is not None:
         dose = compute_dose(protocol, weight_kg, mg_per_kg=row.mg_per_kg, bag_ml=row.bag_ml)
         dose_mg = dose.dose_mg
-    rules = [*row.rule_ids, "L3"]
+    rules = [*row.rule_ids, Rule.L3]
     for step in steps:
         rules.extend(step.decision.rules)
     if weight_kg is not None:
-        rules.append("D1")
+        rules.append(Rule.D1)
     return Plan(
         protocol=protocol.name,
         infusion_number=infusion_number,

@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from pumpctl.core.history import CourseState
+from pumpctl.core.history import CourseState, InfusionRecord, Sign
 from pumpctl.core.machine import (
     AuditEvent,
+    ClearVolume,
     Command,
+    CommandConfirmed,
     Decision,
     Event,
     InfusionPhase,
@@ -37,6 +39,7 @@ from pumpctl.core.protocol import Protocol, RowKind
 from pumpctl.protocols import load_protocol
 
 T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+OTHER = frozenset({Sign.OTHER})
 # Read from the checkout by path: a `tests/config` folder can shadow the `config` package.
 REVIEW = load_protocol("daratumumab")
 LABEL = load_protocol("daratumumab-label")
@@ -55,16 +58,22 @@ def planned(
     prepared_at: datetime = T0,
 ) -> InfusionState:
     """A planned infusion on `kind`'s row of `protocol`."""
-    row = protocol.rows.row(kind)
     number = {RowKind.FIRST: 1, RowKind.SECOND: 2, RowKind.SUBSEQUENT: 3}[kind]
     return initial_state(
         protocol,
         infusion_number=infusion_number or number,
-        bag_ml=row.bag_ml,
-        initial_rate_ml_h=row.initial_rate_ml_h,
-        min_duration_min=row.min_duration_min,
-        course=course or CourseState(),
+        course=course if course is not None else clean_course(number),
         bag_prepared_at=prepared_at,
+    )
+
+
+def clean_course(infusion_number: int) -> CourseState:
+    """A course whose earlier infusions had no reaction and reached 200 ml/h (L4, L5 allow all)."""
+    return CourseState(
+        infusions=tuple(
+            InfusionRecord(infusion_number=n, highest_rate_ml_h=200.0)
+            for n in range(1, infusion_number)
+        )
     )
 
 
@@ -82,6 +91,8 @@ class FakePump:
         match command:
             case SetVtbi(volume_ml=ml):
                 self.vtbi, self.volume = ml, 0.0
+            case ClearVolume():
+                self.volume = 0.0
             case SetRate(rate_ml_h=rate):
                 self.rate = rate
             case Run():
@@ -103,6 +114,16 @@ class FakePump:
         if not self.running or self.rate <= 0:
             return None
         return timedelta(hours=max(0.0, self.vtbi - self.volume) / self.rate)
+
+    def confirm(self, command_id: int) -> CommandConfirmed:
+        """The ledger's confirmation of `command_id`: the read-back after carrying it out."""
+        return CommandConfirmed(
+            command_id=command_id,
+            running=self.running,
+            rate_ml_h=self.rate if self.running else 0.0,
+            volume_infused_ml=self.volume,
+            vtbi_ml=self.vtbi,
+        )
 
     def readback(self) -> Event:
         """What the pump reads back now."""
@@ -139,11 +160,11 @@ class Scenario:
         return decision
 
     def _carry(self, decision: Decision) -> None:
-        told = False
-        for command in decision.commands:
-            told = self.pump.apply(command) or told
-        if told and self.auto_confirm:
-            self.send(self.pump.readback())
+        """Carry each command out and, like the controller's ledger, report its fate (A3)."""
+        for command in decision.pump_commands:
+            self.pump.apply(command)
+            if self.auto_confirm:
+                self.send(self.pump.confirm(command.id))
 
     def advance(self, span: timedelta) -> None:
         """Move time forward by `span`, stopping at every deadline and at VTBI delivered."""
@@ -204,5 +225,5 @@ class Scenario:
 def started(kind: RowKind = RowKind.FIRST, **kwargs: object) -> Scenario:
     """A scenario whose infusion has been started and confirmed running."""
     scenario = Scenario(planned(kind, **kwargs))  # type: ignore[arg-type]
-    scenario.send(Start(actor="nurse"))
+    scenario.send(Start(actor="nurse", course=scenario.state.course))
     return scenario

@@ -18,6 +18,7 @@ from pumpctl.core.history import Sign
 from pumpctl.core.limits import round_down
 from pumpctl.core.machine import (
     BagReplaced,
+    CommandConfirmed,
     Decision,
     Event,
     Hold,
@@ -83,16 +84,16 @@ def event_for(
             running=running, rate_ml_h=pump.rate if running else 0.0, volume_infused_ml=pump.volume
         )
     if state.bag_expired and draw(st.booleans()):
-        return BagReplaced(prepared_at=now)
+        return BagReplaced(prepared_at=now, actor="nurse")
     if bool(state.alarms) and draw(st.booleans()):
         return PumpAlarmCleared(alarm="occlusion")
     if state.reaction is not None and draw(st.booleans()):
         tending: list[Event] = [
-            *[ResumeRequested()] * 4,
-            Resolved(),
-            Reassessed(grade=2),
-            Reassessed(grade=1),
-            Reassessed(grade=3, signs=SPASM),
+            *[ResumeRequested(actor="nurse")] * 4,
+            Resolved(actor="nurse"),
+            Reassessed(grade=2, signs=OTHER, actor="nurse"),
+            Reassessed(grade=1, signs=OTHER, actor="nurse"),
+            Reassessed(grade=3, signs=SPASM, actor="nurse"),
         ]
         return draw(st.sampled_from(tending))
     family = draw(st.sampled_from(["nurse"] * 3 + ["pump"] * 3 + ["reaction"] + ["time"] * 3))
@@ -100,17 +101,17 @@ def event_for(
         return None
     if family == "reaction":
         if draw(st.booleans()):
-            return ReactionReported(grade=draw(GRADES), signs=draw(SIGNS))
-        return Reassessed(grade=draw(GRADES), signs=draw(SIGNS))
+            return ReactionReported(grade=draw(GRADES), signs=draw(SIGNS), actor="nurse")
+        return Reassessed(grade=draw(GRADES), signs=draw(SIGNS), actor="nurse")
     if family == "nurse":
         nurse: dict[str, Event] = {
-            "Start": Start(),
-            "Resume": ResumeRequested(),
-            "Hold": Hold(),
-            "Release": Release(),
-            "Resolved": Resolved(),
-            "Stop": Stop(reason="random"),
-            "Bag": BagReplaced(prepared_at=now),
+            "Start": Start(actor="nurse", course=state.course),
+            "Resume": ResumeRequested(actor="nurse"),
+            "Hold": Hold(actor="nurse"),
+            "Release": Release(actor="nurse"),
+            "Resolved": Resolved(actor="nurse"),
+            "Stop": Stop(reason="random", actor="nurse"),
+            "Bag": BagReplaced(prepared_at=now, actor="nurse"),
         }
         return nurse[draw(NURSE)]
     kind = draw(PUMP)
@@ -187,11 +188,11 @@ class Checker:
                 # Confirmed at the current step: before this event, or by this very read-back
                 # when the interval was already complete (time at rate kept across a stop, A1/L9).
                 confirms = (
-                    isinstance(event, PumpConfirmedRunning)
+                    isinstance(event, CommandConfirmed)
                     and abs(event.rate_ml_h - before.rate_ml_h) <= EPS
                     and before.at_rate_min >= ladder.interval_min - EPS
                 )
-                assert confirms or (before.pending is None and before.pump_running)
+                assert confirms or (not before.outstanding and before.pump_running)
                 self.last_change_running = running_at
             elif abs(c.rate_ml_h - self.commanded) > EPS:
                 self.last_change_running = after.running_min
@@ -235,24 +236,27 @@ def test_L1_L2_L3_L7_I2_I8_A1_A2_A3_invariants_over_random_sequences(
         delay = data.draw(DELAYS)
         pump.infuse(timedelta(minutes=delay))
         now += timedelta(minutes=delay)
-        event = Start() if start_first and i == 0 else event_for(data, pump, now, state)
+        event = (
+            Start(actor="nurse", course=state.course)
+            if start_first and i == 0
+            else event_for(data, pump, now, state)
+        )
         event = event or TimePassed()
         before = state
         decision = decide(before, event, now)
         checker.check(before, event, now, decision)
         state = decision.state
-        told = False
-        for command in decision.commands:
-            told = pump.apply(command) or told
-        if told and obedient:
-            # The obedient pump confirms at once, as the ledger's read-back would.
-            readback = pump.readback()
-            before = state
-            decision = decide(before, readback, now)
-            checker.check(before, readback, now, decision)
-            state = decision.state
-            for command in decision.commands:
-                pump.apply(command)
+        for command in decision.pump_commands:
+            pump.apply(command)
+            if obedient:
+                # The obedient pump confirms at once, as the ledger's read-back would (A3).
+                fate = pump.confirm(command.id)
+                before = state
+                confirmed = decide(before, fate, now)
+                checker.check(before, fate, now, confirmed)
+                state = confirmed.state
+                for again in confirmed.pump_commands:
+                    pump.apply(again)
 
 
 @PROPERTY_SETTINGS
@@ -295,7 +299,7 @@ def test_I2_L1_L6_every_resume_is_at_half_and_the_ladder_restarts_from_it(
         if scenario.state.terminal:
             break
         at_reaction = scenario.state.rate_ml_h
-        scenario.send(ReactionReported(grade=grade))
+        scenario.send(ReactionReported(grade=grade, signs=OTHER, actor="nurse"))
         scenario.advance(timedelta(minutes=pause_min))
         scenario.send(ResumeRequested(actor="nurse"))
         assert scenario.state.rate_ml_h <= round_down(at_reaction / 2, 0.1) + EPS
@@ -304,7 +308,7 @@ def test_I2_L1_L6_every_resume_is_at_half_and_the_ladder_restarts_from_it(
         if scenario.state.terminal:
             break
         if scenario.state.bag_expired:  # L9: a nurse hangs a new bag with what is left
-            scenario.send(BagReplaced(prepared_at=scenario.now))
+            scenario.send(BagReplaced(prepared_at=scenario.now, actor="nurse"))
         scenario.advance(timedelta(hours=1))
     assert scenario.state.phase is InfusionPhase.COMPLETED
     assert abs(scenario.state.delivered_ml - scenario.state.bag_ml) < 1e-6

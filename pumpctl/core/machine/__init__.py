@@ -13,18 +13,26 @@ One module per concern (the rule families they hold in brackets):
 - `events`: what the controller feeds in (nurse actions, pump facts, time).
 - `outputs`: commands for the pump, alarms, audit events, the `Decision`.
 - `deadlines`: what falls due on time alone (L1, L9, I4, I5).
-- `decide`: the dispatch, catching up with time, and what is refused after the end (I11).
+- `decide`: the entry check, the dispatch, catching up with time; total (never raises).
 - `ladder`: start and escalation (L1, L2, L3, L6, L7), running on at the same rate (A1).
 - `reactions`: reactions, reassessments, resume and withdrawal (I1-I11).
-- `pump`: pump facts: read-backs, alarms, link, completion (A1-A4, L3).
+- `pump`: pump facts: statuses and the one reconcile, command fates, pump alarms, the link,
+  restarts, power resets, completion, clearing alarms (A1-A4, L3).
+- `volumes`: over- and under-infusion, bad reads, baselines (L3, A1, A2, A4).
+- `alarms`: the alarms the machine raises, which suspend escalation, who clears them (A1).
 - `bag`: a new bag (L9).
-- `context`: the per-call accumulator shared by the handlers.
+- `context`: the per-call accumulator and the primitives shared by the handlers (A3 ids).
 """
 
+from pumpctl.core.machine.alarms import CLINICIAN_ONLY, SUSPENDING, MachineAlarm
 from pumpctl.core.machine.deadlines import Deadline, DeadlineKind, deadlines, next_deadline
 from pumpctl.core.machine.decide import decide
 from pumpctl.core.machine.events import (
     BagReplaced,
+    ClearAlarm,
+    CommandConfirmed,
+    CommandDenied,
+    CommandUnconfirmed,
     Event,
     Hold,
     LinkLost,
@@ -34,6 +42,7 @@ from pumpctl.core.machine.events import (
     PumpCompleted,
     PumpConfirmedRunning,
     PumpConfirmedStopped,
+    PumpPowerReset,
     ReactionReported,
     Reassessed,
     Release,
@@ -46,10 +55,13 @@ from pumpctl.core.machine.events import (
 )
 from pumpctl.core.machine.outputs import (
     AuditEvent,
+    AuditType,
+    ClearVolume,
     Command,
     Decision,
-    MachineAlarm,
+    PumpCommand,
     RaiseAlarm,
+    Refusal,
     Run,
     SetRate,
     SetVtbi,
@@ -57,19 +69,30 @@ from pumpctl.core.machine.outputs import (
 )
 from pumpctl.core.machine.state import (
     TERMINAL_PHASES,
+    CommandOp,
     InfusionPhase,
     InfusionState,
     OpenReaction,
-    PendingCommand,
+    RatePoint,
+    SentCommand,
     infusion_record,
     initial_state,
 )
 
 __all__ = [
+    "CLINICIAN_ONLY",
+    "SUSPENDING",
     "TERMINAL_PHASES",
     "AuditEvent",
+    "AuditType",
     "BagReplaced",
+    "ClearAlarm",
+    "ClearVolume",
     "Command",
+    "CommandConfirmed",
+    "CommandDenied",
+    "CommandOp",
+    "CommandUnconfirmed",
     "Deadline",
     "DeadlineKind",
     "Decision",
@@ -81,20 +104,24 @@ __all__ = [
     "LinkRestored",
     "MachineAlarm",
     "OpenReaction",
-    "PendingCommand",
     "PumpAlarmCleared",
     "PumpAlarmRaised",
+    "PumpCommand",
     "PumpCompleted",
     "PumpConfirmedRunning",
     "PumpConfirmedStopped",
+    "PumpPowerReset",
     "RaiseAlarm",
+    "RatePoint",
     "ReactionReported",
     "Reassessed",
+    "Refusal",
     "Release",
     "Resolved",
     "Restarted",
     "ResumeRequested",
     "Run",
+    "SentCommand",
     "SetRate",
     "SetVtbi",
     "Start",

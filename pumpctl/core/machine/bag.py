@@ -5,31 +5,32 @@ from __future__ import annotations
 from datetime import datetime
 
 from pumpctl.core.bag import BagLife, BagState, replace_bag
-from pumpctl.core.machine.context import Ctx, Refused
+from pumpctl.core.machine.context import Ctx, Refused, pump_may_run, send
 from pumpctl.core.machine.events import BagReplaced
 from pumpctl.core.machine.ladder import continue_same_rate
-from pumpctl.core.machine.outputs import SetVtbi
+from pumpctl.core.machine.outputs import AuditType, ClearVolume, SetVtbi
 from pumpctl.core.machine.state import InfusionPhase
+from pumpctl.core.rules import Rule
 
 
 def on_bag_replaced(ctx: Ctx, event: BagReplaced, now: datetime) -> None:
     """L9: a new bag continues at the current step with the volume still to give."""
     s = ctx.state
     if event.prepared_at > now:
-        raise Refused("L9", "prepared_at is in the future")
+        raise Refused(Rule.L9, "prepared_at is in the future")
     life = BagLife.from_protocol(s.protocol.bag, event.prepared_at)
     if life.status(now).state is BagState.EXPIRED:
         raise Refused(
-            "L9", f"the new bag is past its {life.stability_min / 60:g} h stability already"
+            Rule.L9, f"the new bag is past its {life.stability_min / 60:g} h stability already"
         )
     if s.phase is InfusionPhase.PLANNED:
         ctx.set(bag_prepared_at=event.prepared_at, bag_warned=False, bag_expired=False)
-        ctx.log("bag_replaced", "L9", now, actor=event.actor, volume_ml=s.bag_volume_ml)
+        ctx.log(AuditType.BAG_REPLACED, Rule.L9, now, actor=event.actor, volume_ml=s.bag_volume_ml)
         return
-    if s.pump_running or (s.pending is not None and s.pending.kind == "run"):
-        raise Refused("L9", "the pump is running: a bag is changed only while it is stopped")
+    if pump_may_run(s):
+        raise Refused(Rule.L9, "the pump is running: a bag is changed only while it is stopped")
     if s.remaining_ml <= 0:
-        raise Refused("L3", "nothing is left to give")
+        raise Refused(Rule.L3, "nothing is left to give")
     new = replace_bag(s.protocol.bag, event.prepared_at, s.remaining_ml, s.rate_ml_h)
     ctx.set(
         bag_prepared_at=new.bag.prepared_at,
@@ -38,9 +39,15 @@ def on_bag_replaced(ctx: Ctx, event: BagReplaced, now: datetime) -> None:
         delivered_before_bag_ml=s.delivered_ml,
         bag_infused_ml=0.0,
         bag_volume_ml=new.vtbi_ml,
+        vtbi_programmed_ml=None,
+        volume_read_ml=None,
     )
-    ctx.emit(SetVtbi(new.vtbi_ml))
-    ctx.log("bag_replaced", "L9", now, actor=event.actor, volume_ml=new.vtbi_ml)
+    # L9: the pump is programmed with clear-volume and the new VTBI; the baseline resets at
+    # their confirmations.
+    vtbi = new.vtbi_ml
+    send(ctx, ClearVolume)
+    send(ctx, lambda i: SetVtbi(i, vtbi))
+    ctx.log(AuditType.BAG_REPLACED, Rule.L9, now, actor=event.actor, volume_ml=new.vtbi_ml)
     s = ctx.state
     if s.phase in {InfusionPhase.RUNNING, InfusionPhase.STARTING} and not (s.alarms or s.link_lost):
-        continue_same_rate(ctx, "L9", "continue at the current step with a new bag")
+        continue_same_rate(ctx, Rule.L9, "continue at the current step with a new bag")

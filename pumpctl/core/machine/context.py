@@ -1,23 +1,27 @@
 """The accumulator of one `decide()` call, and the primitives every handler shares.
 
-`Ctx` collects state changes, commands and audit events; `Refused` carries a refusal (naming the
-rule) out of a handler to `decide()`, which never lets it escape. `stop_pump` and `command_rate`
-are the only places a stop or a rate is commanded (A3: the pending command they record).
+`Ctx` collects state changes (each validated, `InfusionState.updated`), commands and audit
+events. `Refused` (a rule forbids it) and `Invalid` (the input is wrong) carry a refusal out of
+a handler to `decide()`, which never lets them escape. `send` is the only place a pump command
+gets its id and enters the outstanding list (A3); `stop_pump` and `command_rate` are the only
+places a stop or a rate is commanded.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
-from pumpctl.core.limits import (
-    RateDecision,
-)
+from pumpctl.core.limits import RateDecision
+from pumpctl.core.machine.alarms import MachineAlarm
 from pumpctl.core.machine.outputs import (
     AuditEvent,
+    AuditType,
     Command,
     Decision,
-    MachineAlarm,
+    PumpCommand,
     RaiseAlarm,
+    Refusal,
     Run,
     SetRate,
     StopPump,
@@ -25,10 +29,27 @@ from pumpctl.core.machine.outputs import (
 from pumpctl.core.machine.state import (
     REACTION_PHASES,
     TERMINAL_PHASES,
+    CommandOp,
     InfusionPhase,
     InfusionState,
-    PendingCommand,
+    RatePoint,
+    SentCommand,
 )
+from pumpctl.core.rules import Rule
+
+__all__ = [
+    "EPSILON_MIN",
+    "Ctx",
+    "Invalid",
+    "Refused",
+    "command_rate",
+    "pump_may_run",
+    "record_confirmed_rate",
+    "send",
+    "should_be_stopped",
+    "stop_pump",
+    "tolerance",
+]
 
 EPSILON_MIN = 1e-6  # running-time comparisons (60 microseconds)
 
@@ -42,80 +63,122 @@ class Ctx:
         self.audit: list[AuditEvent] = []
 
     def set(self, **changes: object) -> None:
-        self.state = self.state.model_copy(update=changes)
+        """Change fields of the state, each validated (a misspelt name or a bad value raises)."""
+        self.state = self.state.updated(changes)
 
     def emit(self, *commands: Command) -> None:
+        """Append commands to this decision."""
         self.commands.extend(commands)
 
-    def emit_first(self, command: Command) -> None:
-        """Put `command` at the head of this decision's commands (I1: the stop goes first)."""
-        self.commands.insert(0, command)
-
-    def log(self, type_: str, rule: str | None, at: datetime, **data: object) -> None:
+    def log(self, type_: AuditType, rule: Rule | None, at: datetime, **data: object) -> None:
+        """Append an audit event."""
         self.audit.append(AuditEvent(type=type_, rule=rule, at=at, data=data))
 
-    def alarm(self, kind: MachineAlarm, message: str, rule: str, at: datetime) -> None:
+    def alarm(
+        self, kind: MachineAlarm, message: str, at: datetime, rule: Rule | None = None
+    ) -> None:
+        """Raise `kind` to the staff (under `rule`, default its own); latched until cleared."""
+        rule = rule or kind.rule
         self.emit(RaiseAlarm(kind, message, rule))
-        self.log("alarm", rule, at, kind=kind.value, message=message)
+        self.set(latched=self.state.latched | {kind.value})
+        self.log(AuditType.ALARM, rule, at, kind=kind.value, message=message)
 
-    def decision(self) -> Decision:
-        return Decision(self.state, tuple(self.commands), tuple(self.audit))
+    def decision(self, refusal: Refusal | None = None) -> Decision:
+        """The decision made so far."""
+        return Decision(self.state, tuple(self.commands), tuple(self.audit), refusal)
 
 
 class Refused(Exception):  # noqa: N818 - control flow inside decide(), never escapes it
-    def __init__(self, rule: str, reason: str) -> None:
+    """A rule forbids the event (the service answers 409)."""
+
+    def __init__(self, rule: Rule, reason: str) -> None:
         super().__init__(reason)
         self.rule = rule
         self.reason = reason
 
 
+class Invalid(Exception):  # noqa: N818 - control flow inside decide(), never escapes it
+    """The event's input is invalid (the service answers 422); `field` names it."""
+
+    def __init__(self, field: str, reason: str, rule: Rule | None = None) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
+        self.rule = rule
+
+
 def tolerance(s: InfusionState) -> float:
+    """Half the pump's rate resolution: two rates closer than this are the same rate."""
     return s.protocol.ladder.rate_resolution_ml_h / 2
+
+
+def send(
+    ctx: Ctx, make: Callable[[int], PumpCommand], *, rate: float | None = None, first: bool = False
+) -> PumpCommand:
+    """A3: give a pump command the next id, emit it and keep it outstanding until its fate."""
+    s = ctx.state
+    command = make(s.next_command_id)
+    sent = SentCommand(id=command.id, op=command.op, rate_ml_h=rate)
+    ctx.set(next_command_id=s.next_command_id + 1, outstanding=(*s.outstanding, sent))
+    if first:
+        ctx.commands.insert(0, command)
+    else:
+        ctx.emit(command)
+    return command
 
 
 def command_rate(ctx: Ctx, decision: RateDecision, *, run: bool = False) -> None:
     """Command a new current step (and run); the L1 interval restarts at the confirmation."""
-    ctx.emit(SetRate(decision.rate_ml_h, decision))
+    rate = decision.rate_ml_h
+    send(ctx, lambda i: SetRate(i, rate, decision), rate=rate)
     if run:
-        ctx.emit(Run())
-    ctx.set(
-        rate_ml_h=decision.rate_ml_h,
-        at_rate_min=0.0,
-        pending=PendingCommand(kind="run", rate_ml_h=decision.rate_ml_h),
-    )
+        send(ctx, Run, rate=rate)
+    ctx.set(rate_ml_h=rate, at_rate_min=0.0)
 
 
 def stop_pump(ctx: Ctx, *, first: bool = False) -> None:
-    if first:
-        ctx.emit_first(StopPump())
-    else:
-        ctx.emit(StopPump())
-    ctx.set(pending=PendingCommand(kind="stop"))
+    """Stop the pump (I1: `first` puts it at the head); once per decision."""
+    if any(isinstance(c, StopPump) for c in ctx.commands):
+        return
+    send(ctx, StopPump, first=first)
 
 
 def pump_may_run(s: InfusionState) -> bool:
     """The pump is, or may soon be, infusing (so a stop is needed)."""
-    if s.pending is not None:
-        return s.pending.kind == "run" or s.pump_running
-    return s.pump_running
+    return (
+        s.pump_running
+        or s.stop_unconfirmed
+        or any(c.op in {CommandOp.RUN, CommandOp.SET_RATE} for c in s.outstanding)
+    )
 
 
 def should_be_stopped(s: InfusionState) -> bool:
+    """Nothing allows the pump to infuse now."""
     return (
         s.phase in REACTION_PHASES
         or s.phase in TERMINAL_PHASES
         or s.phase is InfusionPhase.PLANNED
         or s.bag_expired
+        or MachineAlarm.OVER_INFUSION.value in s.latched
+        or MachineAlarm.CORE_FAULT.value in s.latched
     )
 
 
-def seen_running(ctx: Ctx, rate: float, **changes: object) -> None:
-    """A read-back of the pump running at `rate` (kept as I2's last non-zero rate)."""
-    if rate > 0:
-        changes["ran_at_ml_h"] = rate
-    ctx.set(pump_running=True, pump_rate_ml_h=rate, **changes)
+def record_confirmed_rate(ctx: Ctx, rate: float, at: datetime) -> None:
+    """I10: the pump is confirmed at `rate` from `at` (0: stopped).
 
-
-def take_volume(ctx: Ctx, volume: float) -> None:
+    A new non-zero rate (a step, a set-back, a resume at half after a reaction) is a change:
+    L1's next step is never less than one interval of clinical time after it. Running again at
+    the same rate after an alarm or a new bag is no change: L1 keeps the time already run.
+    """
     s = ctx.state
-    ctx.set(bag_infused_ml=min(volume, s.bag_volume_ml))
+    if s.rate_history and abs(s.rate_history[-1].rate_ml_h - rate) <= tolerance(s):
+        ctx.set(confirmed_rate_ml_h=rate)
+        return
+    changed = rate > 0 and abs(rate - s.ran_at_ml_h) > tolerance(s)
+    ctx.set(
+        confirmed_rate_ml_h=rate,
+        rate_history=(*s.rate_history, RatePoint(at=at, rate_ml_h=rate)),
+        last_change_at=at if changed else s.last_change_at,
+        highest_rate_ml_h=max(s.highest_rate_ml_h, rate),
+    )

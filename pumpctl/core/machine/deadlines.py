@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from pumpctl.core.machine.state import InfusionState
+from pumpctl.core.machine.state import InfusionPhase, InfusionState
+from pumpctl.core.rules import Rule
 
 
 class DeadlineKind(StrEnum):
@@ -24,11 +25,11 @@ _DEADLINE_ORDER = {kind: i for i, kind in enumerate(DeadlineKind)}
 
 
 _DEADLINE_RULE = {
-    DeadlineKind.BRONCHOSPASM_LIMIT: "I4",
-    DeadlineKind.OBSERVATION_END: "I5",
-    DeadlineKind.BAG_EXPIRY: "L9",
-    DeadlineKind.BAG_WARNING: "L9",
-    DeadlineKind.ESCALATION: "L1",
+    DeadlineKind.BRONCHOSPASM_LIMIT: Rule.I4,
+    DeadlineKind.OBSERVATION_END: Rule.I5,
+    DeadlineKind.BAG_EXPIRY: Rule.L9,
+    DeadlineKind.BAG_WARNING: Rule.L9,
+    DeadlineKind.ESCALATION: Rule.L1,
 }
 
 
@@ -40,46 +41,55 @@ class Deadline:
     kind: DeadlineKind
 
     @property
-    def rule(self) -> str:
+    def rule(self) -> Rule:
         """The rule that sets this deadline."""
         return _DEADLINE_RULE[self.kind]
 
 
-def _after(instant: datetime, minutes: float) -> datetime:
+def after(instant: datetime, minutes: float) -> datetime:
     # Rounded up to the microsecond, so the interval is complete at the deadline.
     return instant + timedelta(microseconds=math.ceil(minutes * 60_000_000 - 1e-3))
 
 
 def deadlines(state: InfusionState) -> tuple[Deadline, ...]:
-    """Every pending deadline, earliest first."""
-    if state.terminal:
-        return ()
+    """Every pending deadline, earliest first.
+
+    An ended infusion keeps only the deadlines of an I4 or I5 window still open (a stop does
+    not close them, Clarifications I4, I5). L1's step falls due when the interval at the rate
+    is complete, and never less than one interval of clinical time after the last confirmed
+    rate change (a resume included).
+    """
     found: list[Deadline] = []
+    reaction = state.reaction
+    rules = state.protocol.reactions
+    if reaction is not None and state.phase is not InfusionPhase.WITHDRAWN:
+        if reaction.hold_open and reaction.bronchospasm_onset_at is not None:
+            found.append(
+                Deadline(
+                    after(reaction.bronchospasm_onset_at, rules.bronchospasm_limit_min),
+                    DeadlineKind.BRONCHOSPASM_LIMIT,
+                )
+            )
+        if reaction.window_open and reaction.observation_started_at is not None:
+            found.append(
+                Deadline(
+                    after(reaction.observation_started_at, rules.observation_window_min),
+                    DeadlineKind.OBSERVATION_END,
+                )
+            )
+    if state.terminal:
+        return tuple(sorted(found, key=lambda d: (d.at, _DEADLINE_ORDER[d.kind])))
     if not state.bag_expired:
         life = state.bag_life
         found.append(Deadline(life.expires_at, DeadlineKind.BAG_EXPIRY))
         if not state.bag_warned:
             found.append(Deadline(life.warn_at, DeadlineKind.BAG_WARNING))
-    reaction = state.reaction
-    rules = state.protocol.reactions
-    if reaction is not None:
-        if reaction.bronchospasm_onset_at is not None and not reaction.resolved:
-            found.append(
-                Deadline(
-                    _after(reaction.bronchospasm_onset_at, rules.bronchospasm_limit_min),
-                    DeadlineKind.BRONCHOSPASM_LIMIT,
-                )
-            )
-        if reaction.observation_started_at is not None and not reaction.observation_closed:
-            found.append(
-                Deadline(
-                    _after(reaction.observation_started_at, rules.observation_window_min),
-                    DeadlineKind.OBSERVATION_END,
-                )
-            )
     if state.escalation_eligible and state.last_event_at is not None:
-        left = max(0.0, state.protocol.ladder.interval_min - state.at_rate_min)
-        found.append(Deadline(_after(state.last_event_at, left), DeadlineKind.ESCALATION))
+        interval = state.protocol.ladder.interval_min
+        at = after(state.last_event_at, max(0.0, interval - state.at_rate_min))
+        if state.last_change_at is not None:
+            at = max(at, after(state.last_change_at, interval))
+        found.append(Deadline(at, DeadlineKind.ESCALATION))
     return tuple(sorted(found, key=lambda d: (d.at, _DEADLINE_ORDER[d.kind])))
 
 

@@ -1,26 +1,38 @@
-"""`decide(state, event, now)`: the dispatch, catching up with deadlines, and after the end.
+"""`decide(state, event, now)`: the entry check, the dispatch, and catching up with deadlines.
+
+`decide` is total: every event in every state at any time gives a `Decision`. An event is
+either acted on, or refused in one of two ways (the Clarifications, "All"): invalid input
+naming the field (the service answers 422), or forbidden by a rule naming the rule (409). A
+refused event changes nothing but what the passing of time alone would have changed. A state
+the core cannot safely continue from (a fault of the core itself) stops the pump and raises the
+`core_fault` alarm, which only a clinician clears; `decide` never raises.
 
 Running time (the table at the top of docs/clinical-rules.md) counts only while the pump is
-confirmed infusing in phase `running` with no pump alarm (A1), the link up (A2) and the bag in
-date (L9); a pending command (A3) or a hold (L7) do not stop it. The L1 interval counter
-(`at_rate_min`) counts the same time, but only once the pump has confirmed the current rate
-(A3), and is kept across alarms and link losses (A1) and zeroed by a resume after a reaction
-(I2) or a release (L7). A refused event changes nothing but what the passing of time alone
-would have changed, and its audit event names the rule.
+read back infusing in phase `running` with no pump alarm (A1), the link up (A2) and the bag in
+date (L9); an outstanding command (A3) or a hold (L7) do not stop it. The L1 interval counter
+(`at_rate_min`) counts the same time, but only once every command's fate is known (A3); it is
+kept across alarms and link losses (A1) and zeroed by a resume after a reaction (I2) or a
+release (L7). The over-infusion bound grows over all clinical time (volumes).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
-from pumpctl.core.history import ReactionRecord
+from pumpctl.core.machine.alarms import MachineAlarm
 from pumpctl.core.machine.bag import on_bag_replaced
-from pumpctl.core.machine.context import Ctx, Refused, pump_may_run, stop_pump
+from pumpctl.core.machine.context import Ctx, Invalid, Refused, pump_may_run, stop_pump
 from pumpctl.core.machine.deadlines import Deadline, DeadlineKind, deadlines
 from pumpctl.core.machine.events import (
     BagReplaced,
+    ClearAlarm,
+    CommandConfirmed,
+    CommandDenied,
+    CommandUnconfirmed,
     Event,
     Hold,
+    InvalidEvent,
     LinkLost,
     LinkRestored,
     PumpAlarmCleared,
@@ -28,6 +40,7 @@ from pumpctl.core.machine.events import (
     PumpCompleted,
     PumpConfirmedRunning,
     PumpConfirmedStopped,
+    PumpPowerReset,
     ReactionReported,
     Reassessed,
     Release,
@@ -37,65 +50,129 @@ from pumpctl.core.machine.events import (
     Start,
     Stop,
     TimePassed,
+    parse_event,
 )
 from pumpctl.core.machine.ladder import escalate, on_hold, on_start
-from pumpctl.core.machine.outputs import Decision, MachineAlarm
+from pumpctl.core.machine.outputs import (
+    AuditEvent,
+    AuditType,
+    Decision,
+    RaiseAlarm,
+    Refusal,
+    StopPump,
+)
 from pumpctl.core.machine.pump import (
+    on_clear_alarm,
     on_completed,
-    on_pump_flags,
+    on_confirmed,
+    on_failed,
+    on_link_lost,
+    on_power_reset,
+    on_pump_alarm,
     on_reconnected,
-    on_running,
-    on_stopped,
+    on_status,
 )
 from pumpctl.core.machine.reactions import (
     close_reaction,
-    late_withdrawal_check,
     on_reaction,
     on_reassessed,
     on_resolved,
     on_resume,
+    on_terminal_reaction,
+    on_terminal_reassessed,
     withdraw,
 )
-from pumpctl.core.machine.state import InfusionPhase, InfusionState
+from pumpctl.core.machine.state import EARLIEST, LATEST, InfusionPhase, InfusionState
+from pumpctl.core.machine.volumes import accrue
+from pumpctl.core.rules import Rule
+
+__all__ = ["decide"]
 
 _MAX_DEADLINES_PER_CALL = 10_000  # guard: deadlines always move forward or disappear
 
 
-def decide(state: InfusionState, event: Event, now: datetime) -> Decision:
+def decide(state: InfusionState, event: Event | Mapping[str, object], now: datetime) -> Decision:
     """Apply `event` at clinical time `now`: the new state, pump commands and audit events."""
-    _aware_now(now)
-    if state.last_event_at is not None and now < state.last_event_at:
-        raise ValueError(
-            f"now: {now.isoformat()} is before the last event {state.last_event_at.isoformat()}"
-        )
+    try:
+        return _decide(state, event, now)
+    except Exception as error:  # noqa: BLE001 - the last line of defence: never raise, stop safely
+        return _core_fault(state, error, now)
+
+
+def _decide(state: InfusionState, raw: object, now: datetime) -> Decision:
+    time_error = _check_now(state, now)
+    if time_error is not None:
+        audit = AuditEvent(AuditType.INVALID, None, state.last_event_at or EARLIEST, data={})
+        return Decision(state, (), (audit,), Refusal("invalid", time_error, field="now"))
+    parsed = parse_event(raw)
+    if isinstance(parsed, InvalidEvent):
+        ctx = _caught_up(state, None, now, escalate=True)
+        return _refuse(ctx, Refusal("invalid", parsed.reason, field=parsed.field), now, raw)
+    event = parsed
     # I1: a reaction reported when a step falls due (or a late driver left one unprocessed)
     # stops the pump; the step is not taken first, so no rise goes out with the stop.
     reaction = isinstance(event, ReactionReported) and not state.terminal
     ctx = _caught_up(state, event, now, escalate=not reaction)
     try:
         _handle(ctx, event, now)
-    except Refused as refusal:
-        # Only what time alone changed (deadlines up to `now`) survives a refusal.
+    except Refused as refused:
         ctx = _caught_up(state, event, now, escalate=True)
-        ctx.log("refused", refusal.rule, now, event=event.kind, reason=refusal.reason)
-        return ctx.decision()
+        return _refuse(ctx, Refusal("rule", refused.reason, rule=refused.rule), now, event)
+    except Invalid as invalid:
+        ctx = _caught_up(state, event, now, escalate=True)
+        refusal = Refusal("invalid", invalid.reason, rule=invalid.rule, field=invalid.field)
+        return _refuse(ctx, refusal, now, event)
     _catch_up(ctx, now)
     return ctx.decision()
 
 
-def _caught_up(state: InfusionState, event: Event, now: datetime, *, escalate: bool) -> Ctx:
+def _check_now(state: InfusionState, now: object) -> str | None:
+    if not isinstance(now, datetime) or now.tzinfo is None or now.utcoffset() is None:
+        return f"must be a timezone-aware datetime, got {now!r}"
+    if not EARLIEST <= now < LATEST:
+        return f"{now.isoformat()} is not a plausible clinical time"
+    if state.last_event_at is not None and now < state.last_event_at:
+        return f"{now.isoformat()} is before the last event {state.last_event_at.isoformat()}"
+    return None
+
+
+def _refuse(ctx: Ctx, refusal: Refusal, now: datetime, event: object) -> Decision:
+    """Only what time alone changed (deadlines up to `now`) survives a refusal."""
+    kind = event.get("kind") if isinstance(event, Mapping) else getattr(event, "kind", None)
+    data: dict[str, object] = {"event": kind, "reason": refusal.reason}
+    if refusal.field is not None:
+        data["field"] = refusal.field
+    type_ = AuditType.REFUSED if refusal.kind == "rule" else AuditType.INVALID
+    ctx.log(type_, refusal.rule, now, **data)
+    return ctx.decision(refusal)
+
+
+def _core_fault(state: InfusionState, error: Exception, now: datetime) -> Decision:
+    """A state the core cannot continue from: stop the pump, raise the alarm (clinician)."""
+    message = f"the rules core cannot continue ({type(error).__name__}): pump stopped"
+    at = now if isinstance(now, datetime) else (state.last_event_at or EARLIEST)
+    stop = StopPump(state.next_command_id)
+    alarm = RaiseAlarm(MachineAlarm.CORE_FAULT, message, MachineAlarm.CORE_FAULT.rule)
+    audit = AuditEvent(AuditType.CORE_FAULT, alarm.rule, at, data={"error": repr(error)[:500]})
+    try:
+        ctx = Ctx(state)
+        stop_pump(ctx, first=True)
+        ctx.alarm(MachineAlarm.CORE_FAULT, message, at)
+        ctx.audit.append(audit)
+        return ctx.decision()
+    except Exception:  # noqa: BLE001 - even the state cannot be changed: the commands still go
+        return Decision(state, (stop, alarm), (audit,))
+
+
+def _caught_up(state: InfusionState, event: Event | None, now: datetime, *, escalate: bool) -> Ctx:
     """A context holding `state` with every deadline up to `now` processed, before `event`."""
     ctx = Ctx(state)
     if isinstance(event, Restarted) and not state.terminal:
-        # A4: what happened while the controller was down is unknown: no running time for it.
+        # A4: what happened while the controller was down is unknown: no running time for it,
+        # and the over-infusion bound grows as with the link lost.
         ctx.set(link_lost=True)
     _catch_up(ctx, now, escalate=escalate)
     return ctx
-
-
-def _aware_now(now: datetime) -> None:
-    if now.tzinfo is None or now.utcoffset() is None:
-        raise ValueError(f"now: must be timezone-aware, got {now!r}")
 
 
 def _catch_up(ctx: Ctx, now: datetime, *, escalate: bool = True) -> None:
@@ -118,24 +195,25 @@ def _catch_up(ctx: Ctx, now: datetime, *, escalate: bool = True) -> None:
 
 
 def _advance(ctx: Ctx, to: datetime) -> None:
-    """Account running time, the L1 interval and the estimated volume up to `to`."""
+    """Account running time, the L1 interval and the volumes up to `to`."""
     s = ctx.state
-    if s.last_event_at is not None and to <= s.last_event_at:
+    if s.last_event_at is None:
+        ctx.set(last_event_at=to)
+        return
+    if to <= s.last_event_at:
         return  # a deadline already behind us (an onset or a bag entered late): time stays
-    if s.last_event_at is None or s.terminal:
-        ctx.set(last_event_at=to)
-        return
     minutes = (to - s.last_event_at).total_seconds() / 60
-    if not s.counting:
-        ctx.set(last_event_at=to)
-        return
-    infused = min(s.bag_volume_ml, s.bag_infused_ml + s.pump_rate_ml_h * minutes / 60)
-    ctx.set(
-        last_event_at=to,
-        running_min=s.running_min + minutes,
-        at_rate_min=s.at_rate_min + minutes if s.pending is None else s.at_rate_min,
-        bag_infused_ml=infused,
-    )
+    counting = s.counting and not s.terminal
+    changes = accrue(s, minutes, counting=counting)
+    changes["last_event_at"] = to
+    if counting:
+        changes["running_min"] = s.running_min + minutes
+        if not s.outstanding:
+            changes["at_rate_min"] = s.at_rate_min + minutes
+        changes["bag_infused_ml"] = min(
+            s.bag_volume_ml, s.bag_infused_ml + s.pump_rate_ml_h * minutes / 60
+        )
+    ctx.set(**changes)
 
 
 def _fire(ctx: Ctx, due: Deadline) -> None:
@@ -146,23 +224,28 @@ def _fire(ctx: Ctx, due: Deadline) -> None:
     elif due.kind is DeadlineKind.OBSERVATION_END:
         assert s.reaction is not None
         if s.reaction.grade >= s.protocol.reactions.severe_grade:
-            withdraw(ctx, "I5", f"grade {s.reaction.grade} at the end of the 2 h window", at)
+            withdraw(ctx, Rule.I5, f"grade {s.reaction.grade} at the end of the 2 h window", at)
+            return
+        ctx.set(reaction=s.reaction.model_copy(update={"observation_closed": True}))
+        ctx.log(
+            AuditType.OBSERVATION_ENDED,
+            Rule.I5,
+            at,
+            grade=s.reaction.grade,
+            resume_allowed=not s.terminal,
+        )
+        if s.terminal:
+            if not ctx.state.reaction or not ctx.state.reaction.hold_open:
+                close_reaction(ctx)
         else:
-            ctx.set(
-                reaction=s.reaction.model_copy(update={"observation_closed": True}),
-                phase=InfusionPhase.PAUSED,
-            )
-            ctx.log("observation_ended", "I5", at, grade=s.reaction.grade, resume_allowed=True)
+            ctx.set(phase=InfusionPhase.PAUSED)
     elif due.kind is DeadlineKind.BRONCHOSPASM_LIMIT:
-        withdraw(ctx, "I4", "bronchospasm not resolved within 6 h of onset", at)
+        withdraw(ctx, Rule.I4, "bronchospasm not resolved within 6 h of onset", at)
     elif due.kind is DeadlineKind.BAG_WARNING:
         ctx.set(bag_warned=True)
         left = s.bag_life.status(at).minutes_left
         ctx.alarm(
-            MachineAlarm.BAG_EXPIRING,
-            f"the bag expires in {left:g} min: prepare a new bag",
-            "L9",
-            at,
+            MachineAlarm.BAG_EXPIRING, f"the bag expires in {left:g} min: prepare a new bag", at
         )
     else:
         ctx.set(bag_expired=True, bag_warned=True)
@@ -172,12 +255,13 @@ def _fire(ctx: Ctx, due: Deadline) -> None:
         ctx.alarm(
             MachineAlarm.BAG_EXPIRED,
             f"the bag is past its {hours:g} h stability: pump stopped, a new bag is needed",
-            "L9",
             at,
         )
 
 
 def _handle(ctx: Ctx, event: Event, now: datetime) -> None:
+    if _pump_fact(ctx, event, now):
+        return
     s = ctx.state
     if s.terminal:
         _handle_terminal(ctx, event, now)
@@ -187,12 +271,6 @@ def _handle(ctx: Ctx, event: Event, now: datetime) -> None:
             return
         case Start():
             on_start(ctx, event, now)
-        case PumpConfirmedRunning():
-            on_running(ctx, event.rate_ml_h, event.volume_infused_ml, now)
-        case PumpConfirmedStopped():
-            on_stopped(ctx, event.volume_infused_ml, now)
-        case PumpCompleted():
-            on_completed(ctx, event, now)
         case ReactionReported():
             on_reaction(ctx, event, now)
         case Reassessed():
@@ -203,80 +281,73 @@ def _handle(ctx: Ctx, event: Event, now: datetime) -> None:
             on_resume(ctx, event, now)
         case Hold() | Release():
             on_hold(ctx, event, now)
-        case PumpAlarmRaised() | PumpAlarmCleared() | LinkLost():
-            on_pump_flags(ctx, event, now)
-        case LinkRestored() | Restarted():
-            on_reconnected(ctx, event, now)
         case BagReplaced():
             on_bag_replaced(ctx, event, now)
+        case ClearAlarm():
+            on_clear_alarm(ctx, event, now)
         case Stop():
-            if pump_may_run(s) or s.phase is not InfusionPhase.PLANNED:
-                stop_pump(ctx)
-            close_reaction(ctx)
-            ctx.set(phase=InfusionPhase.STOPPED, stop_reason=event.reason)
-            ctx.log("stopped", None, now, actor=event.actor, reason=event.reason)
+            _stop(ctx, event, now)
+
+
+def _pump_fact(ctx: Ctx, event: Event, now: datetime) -> bool:
+    """Pump facts and command fates, in any phase (an ended infusion's pump stays watched)."""
+    match event:
+        case PumpConfirmedRunning():
+            on_status(ctx, True, event.rate_ml_h, event.volume_infused_ml, now)
+        case PumpConfirmedStopped():
+            on_status(ctx, False, 0.0, event.volume_infused_ml, now)
+        case CommandConfirmed():
+            on_confirmed(ctx, event, now)
+        case CommandDenied() | CommandUnconfirmed():
+            on_failed(ctx, event, now)
+        case PumpAlarmRaised() | PumpAlarmCleared():
+            on_pump_alarm(ctx, event, now)
+        case LinkLost():
+            on_link_lost(ctx, now)
+        case LinkRestored() | Restarted():
+            on_reconnected(ctx, event, now)
+        case PumpPowerReset():
+            on_power_reset(ctx, event, now)
+        case PumpCompleted():
+            on_completed(ctx, event, now)
+        case _:
+            return False
+    return True
+
+
+def _stop(ctx: Ctx, event: Stop, now: datetime) -> None:
+    """Stop for good; an open I4 hold or I5 window keeps running (Clarifications I4, I5)."""
+    s = ctx.state
+    if pump_may_run(s) or s.phase is not InfusionPhase.PLANNED:
+        stop_pump(ctx, first=True)
+    reaction = s.reaction
+    if reaction is not None and not (reaction.window_open or reaction.hold_open):
+        close_reaction(ctx)
+    ctx.set(phase=InfusionPhase.STOPPED, stop_reason=event.reason)
+    rule = None
+    if reaction is not None and (reaction.window_open or reaction.hold_open):
+        rule = Rule.I5 if reaction.window_open else Rule.I4
+    ctx.log(AuditType.STOPPED, rule, now, actor=event.actor, reason=event.reason)
 
 
 def _handle_terminal(ctx: Ctx, event: Event, now: datetime) -> None:
-    """Completed, withdrawn, stopped: record late reactions (I11); keep the pump stopped."""
+    """Completed, withdrawn, stopped: late reactions (I11), an open window's reassessments."""
     s = ctx.state
     match event:
-        case ReactionReported():
-            if event.onset_at is not None and event.onset_at > now:
-                raise Refused("I10", "onset_at is after the report")
-            record = ReactionRecord(
-                grade=event.grade,
-                max_grade=event.grade,
-                signs=event.signs,
-                rate_ml_h=0.0,
-                running_min=s.running_min,
-                infusion_number=s.infusion_number,
-                after_completion=s.phase is InfusionPhase.COMPLETED,
-                onset_at=event.onset_at or now,
-            )
-            ctx.set(reactions=(*s.reactions, record))
-            ctx.log(
-                "reaction", "I11", now, actor=event.actor, reaction=record.model_dump(mode="json")
-            )
-            late_withdrawal_check(ctx, record, now)
-        case Reassessed():
-            if not s.reactions or not s.reactions[-1].after_completion:
-                raise Refused("I11", "no reaction reported after completion to reassess")
-            last = s.reactions[-1]
-            record = last.model_copy(
-                update={
-                    "grade": event.grade,
-                    "max_grade": max(last.max_grade, event.grade),
-                    "signs": last.signs | event.signs,
-                }
-            )
-            ctx.set(reactions=(*s.reactions[:-1], record))
-            ctx.log(
-                "reassessed", "I11", now, actor=event.actor, reaction=record.model_dump(mode="json")
-            )
-            late_withdrawal_check(ctx, record, now)
-        case PumpConfirmedRunning() | LinkRestored() | Restarted():
-            running = not isinstance(event, LinkRestored | Restarted) or event.running
-            pending_stop = s.pending is not None and s.pending.kind == "stop"
-            if running and not pending_stop:
-                # Safety over silence: a pump infusing after the end is stopped and alarmed.
-                stop_pump(ctx)
-                ctx.alarm(
-                    MachineAlarm.PUMP_NOT_STOPPED,
-                    f"pump running after the infusion ended ({s.phase.value}): clamp the line",
-                    "A3",
-                    now,
-                )
-            elif not running:
-                ctx.set(pending=None)
-        case PumpConfirmedStopped():
-            ctx.set(pending=None)
-        case TimePassed() | PumpCompleted() | PumpAlarmRaised() | PumpAlarmCleared() | LinkLost():
+        case TimePassed():
             return
+        case ReactionReported():
+            on_terminal_reaction(ctx, event, now)
+        case Reassessed():
+            on_terminal_reassessed(ctx, event, now)
+        case Resolved() if s.reaction is not None:
+            on_resolved(ctx, event, now)
+        case ClearAlarm():
+            on_clear_alarm(ctx, event, now)
         case _:
             rule = {
-                InfusionPhase.WITHDRAWN: "I8",
-                InfusionPhase.COMPLETED: "L3",
-                InfusionPhase.STOPPED: "I9",
+                InfusionPhase.WITHDRAWN: Rule.I8,
+                InfusionPhase.COMPLETED: Rule.L3,
+                InfusionPhase.STOPPED: Rule.I9,
             }[s.phase]
             raise Refused(rule, f"the infusion is {s.phase.value}")

@@ -1,52 +1,72 @@
-"""What the controller feeds `decide()`: nurse and clinician actions, pump facts, time passing."""
+"""What the controller feeds `decide()`: staff actions, pump facts, command fates, time passing.
+
+Every event is a validated value; `decide()` checks it once more at its entry (`parse_event`),
+so a mapping from a request body or a hostile value is refused naming the field, never acted on:
+a grade is a strict integer 1-4 (`true` is not a grade), a report names at least one known
+sign, a reason and an actor are not blank, times are aware and plausible, rates and volumes are
+finite numbers (not the string '70').
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, StringConstraints, TypeAdapter, ValidationError
 
-from pumpctl.core.history import Grade, Sign
+from pumpctl.core.history import CourseState, Grade, Sign
 from pumpctl.core.machine.state import Instant, Rate, Value, Volume
+
+__all__ = [
+    "Actor",
+    "BagReplaced",
+    "ClearAlarm",
+    "CommandConfirmed",
+    "CommandDenied",
+    "CommandUnconfirmed",
+    "Event",
+    "Hold",
+    "InvalidEvent",
+    "LinkLost",
+    "LinkRestored",
+    "PumpAlarmCleared",
+    "PumpAlarmRaised",
+    "PumpCompleted",
+    "PumpConfirmedRunning",
+    "PumpConfirmedStopped",
+    "PumpPowerReset",
+    "ReactionReported",
+    "Reassessed",
+    "Release",
+    "Resolved",
+    "Restarted",
+    "ResumeRequested",
+    "Start",
+    "Stop",
+    "TimePassed",
+    "parse_event",
+]
+
+Actor = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+Signs = Annotated[frozenset[Sign], Field(min_length=1)]
+AlarmName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+CommandId = Annotated[int, Field(ge=1)]
 
 
 class EventBase(Value):
-    pass
+    """Common base of every event."""
+
+
+# --- staff actions (each names its actor) -------------------------------------------------
 
 
 class Start(EventBase):
-    """L3: program VTBI = bag and the initial rate, then run."""
+    """L3: program VTBI = bag and the initial rate, then run; `course` as read now (I8, L4)."""
 
     kind: Literal["start"] = "start"
-    actor: str | None = None
-
-
-class PumpConfirmedRunning(EventBase):
-    """A3: the pump reads back running at `rate_ml_h`; volume is from the bag in use."""
-
-    kind: Literal["pump_running"] = "pump_running"
-    rate_ml_h: Rate
-    volume_infused_ml: Volume
-
-
-class PumpConfirmedStopped(EventBase):
-    """A3: the pump reads back stopped; volume is from the bag in use."""
-
-    kind: Literal["pump_stopped"] = "pump_stopped"
-    volume_infused_ml: Volume
-
-
-class PumpCompleted(EventBase):
-    """L3: the pump reports the VTBI delivered."""
-
-    kind: Literal["pump_completed"] = "pump_completed"
-    volume_infused_ml: Volume
-
-
-class TimePassed(EventBase):
-    """Clinical time reached `now` (normally the instant of `next_deadline`)."""
-
-    kind: Literal["time_passed"] = "time_passed"
+    actor: Actor
+    course: CourseState
 
 
 class ReactionReported(EventBase):
@@ -54,9 +74,9 @@ class ReactionReported(EventBase):
 
     kind: Literal["reaction"] = "reaction"
     grade: Grade
-    signs: frozenset[Sign] = frozenset({Sign.OTHER})
+    signs: Signs
     onset_at: Instant | None = None
-    actor: str | None = None
+    actor: Actor
 
 
 class Reassessed(EventBase):
@@ -64,50 +84,112 @@ class Reassessed(EventBase):
 
     kind: Literal["reassessed"] = "reassessed"
     grade: Grade
-    signs: frozenset[Sign] = frozenset({Sign.OTHER})
-    actor: str | None = None
+    signs: Signs
+    actor: Actor
 
 
 class Resolved(EventBase):
     """I4: a nurse states the reaction's symptoms are gone."""
 
     kind: Literal["resolved"] = "resolved"
-    actor: str | None = None
+    actor: Actor
 
 
 class ResumeRequested(EventBase):
-    """I9: a nurse asks to resume (after a reaction: her statement that the patient is stable)."""
+    """I9: a nurse asks to resume (after a reaction: her statement that the patient is stable).
+
+    `no_reaction` answers A4's question after a stop found on restart with no record behind it
+    (a reaction is reported as a `ReactionReported` instead).
+    """
 
     kind: Literal["resume"] = "resume"
-    actor: str | None = None
+    actor: Actor
+    no_reaction: bool = False
 
 
 class Hold(EventBase):
     """L7: a clinician holds escalation."""
 
     kind: Literal["hold"] = "hold"
-    actor: str | None = None
+    actor: Actor
 
 
 class Release(EventBase):
     """L7: a clinician releases the hold; the next step is a full interval away."""
 
     kind: Literal["release"] = "release"
-    actor: str | None = None
+    actor: Actor
+
+
+class BagReplaced(EventBase):
+    """L9: a new bag holding the volume still to give, prepared at `prepared_at`."""
+
+    kind: Literal["bag_replaced"] = "bag_replaced"
+    prepared_at: Instant
+    actor: Actor
+
+
+class Stop(EventBase):
+    """Stop for good, with a reason."""
+
+    kind: Literal["stop"] = "stop"
+    reason: Reason
+    actor: Actor
+
+
+class ClearAlarm(EventBase):
+    """A1: a nurse or clinician acknowledges a latched alarm; it never starts the pump."""
+
+    kind: Literal["clear_alarm"] = "clear_alarm"
+    alarm: AlarmName
+    actor: Actor
+    role: Literal["nurse", "clinician"]
+
+
+# --- pump facts ------------------------------------------------------------------------------
+
+
+class PumpConfirmedRunning(EventBase):
+    """A plain status read: the pump runs at `rate_ml_h`; volume is from the bag in use."""
+
+    kind: Literal["pump_running"] = "pump_running"
+    rate_ml_h: Rate
+    volume_infused_ml: Volume
+
+
+class PumpConfirmedStopped(EventBase):
+    """A plain status read: the pump is stopped; volume is from the bag in use."""
+
+    kind: Literal["pump_stopped"] = "pump_stopped"
+    volume_infused_ml: Volume
+
+
+class PumpCompleted(EventBase):
+    """L3: the pump stopped by itself, reporting the VTBI delivered."""
+
+    kind: Literal["pump_completed"] = "pump_completed"
+    volume_infused_ml: Volume
+
+
+class PumpPowerReset(EventBase):
+    """The pump reports a power reset: it lost its program and its volume counter (A1)."""
+
+    kind: Literal["power_reset"] = "power_reset"
+    volume_infused_ml: Volume
 
 
 class PumpAlarmRaised(EventBase):
     """A1: the pump raised an alarm (occlusion, air_in_line, door_open, empty, ...)."""
 
     kind: Literal["alarm_raised"] = "alarm_raised"
-    alarm: Annotated[str, Field(min_length=1)]
+    alarm: AlarmName
 
 
 class PumpAlarmCleared(EventBase):
-    """A1: the pump's alarm is cleared."""
+    """A1: the pump no longer reports the alarm (still latched until staff clear it)."""
 
     kind: Literal["alarm_cleared"] = "alarm_cleared"
-    alarm: Annotated[str, Field(min_length=1)]
+    alarm: AlarmName
 
 
 class LinkLost(EventBase):
@@ -134,40 +216,88 @@ class Restarted(EventBase):
     volume_infused_ml: Volume
 
 
-class BagReplaced(EventBase):
-    """L9: a new bag holding the volume still to give, prepared at `prepared_at`."""
-
-    kind: Literal["bag_replaced"] = "bag_replaced"
-    prepared_at: Instant
-    actor: str | None = None
+# --- command fates (A3) ----------------------------------------------------------------------
 
 
-class Stop(EventBase):
-    """Stop for good, with a reason."""
+class CommandConfirmed(EventBase):
+    """A3: the read-back shows command `command_id` carried out; the read-back itself."""
 
-    kind: Literal["stop"] = "stop"
-    reason: Annotated[str, Field(min_length=1)]
-    actor: str | None = None
+    kind: Literal["command_confirmed"] = "command_confirmed"
+    command_id: CommandId
+    running: bool
+    rate_ml_h: Rate
+    volume_infused_ml: Volume
+    vtbi_ml: Volume | None = None  # L3: the VTBI read back as programmed
+
+
+class CommandDenied(EventBase):
+    """A3: the pump refused command `command_id`."""
+
+    kind: Literal["command_denied"] = "command_denied"
+    command_id: CommandId
+    reason: Reason
+
+
+class CommandUnconfirmed(EventBase):
+    """A3: no confirmation of command `command_id` within the command timeout (and a retry)."""
+
+    kind: Literal["command_unconfirmed"] = "command_unconfirmed"
+    command_id: CommandId
+
+
+class TimePassed(EventBase):
+    """Clinical time reached `now` (normally the instant of `next_deadline`)."""
+
+    kind: Literal["time_passed"] = "time_passed"
 
 
 Event = Annotated[
     Start
-    | PumpConfirmedRunning
-    | PumpConfirmedStopped
-    | PumpCompleted
-    | TimePassed
     | ReactionReported
     | Reassessed
     | Resolved
     | ResumeRequested
     | Hold
     | Release
+    | BagReplaced
+    | Stop
+    | ClearAlarm
+    | PumpConfirmedRunning
+    | PumpConfirmedStopped
+    | PumpCompleted
+    | PumpPowerReset
     | PumpAlarmRaised
     | PumpAlarmCleared
     | LinkLost
     | LinkRestored
     | Restarted
-    | BagReplaced
-    | Stop,
+    | CommandConfirmed
+    | CommandDenied
+    | CommandUnconfirmed
+    | TimePassed,
     Field(discriminator="kind"),
 ]
+
+_EVENT: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+class InvalidEvent(Value):
+    """An event that failed validation: the field and what is wrong with it."""
+
+    field: str
+    reason: str
+
+
+def parse_event(raw: object) -> Event | InvalidEvent:
+    """Validate `raw` (an event, or a mapping with its `kind`) once, at the core's entry."""
+    data = raw.model_dump() if isinstance(raw, EventBase) else raw
+    if not isinstance(data, Mapping):
+        return InvalidEvent(field="event", reason=f"not an event: {type(raw).__name__}")
+    try:
+        return _EVENT.validate_python(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        loc = [str(part) for part in first["loc"]]
+        # The discriminated union puts the kind first: `reaction.grade` -> `grade`.
+        name = ".".join(loc[1:] if len(loc) > 1 else loc) or "event"
+        return InvalidEvent(field=name, reason=str(first["msg"]))

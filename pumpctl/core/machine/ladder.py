@@ -15,22 +15,42 @@ from pumpctl.core.limits import (
     min_duration_cap,
     protocol_max,
 )
-from pumpctl.core.machine.context import EPSILON_MIN, Ctx, Refused, command_rate, tolerance
+from pumpctl.core.machine.context import EPSILON_MIN, Ctx, Refused, command_rate, send, tolerance
 from pumpctl.core.machine.events import Hold, Release, Start
-from pumpctl.core.machine.outputs import SetVtbi
-from pumpctl.core.machine.state import InfusionPhase
-from pumpctl.core.planner import start_decision, step_decision
+from pumpctl.core.machine.outputs import AuditType, SetVtbi
+from pumpctl.core.machine.state import CommandOp, InfusionPhase
+from pumpctl.core.planner import (
+    MissingHistoryError,
+    PlanningError,
+    select_row,
+    start_decision,
+    step_decision,
+)
+from pumpctl.core.rules import Rule
 
 
 def on_start(ctx: Ctx, event: Start, now: datetime) -> None:
-    """L3: VTBI = bag, then the initial rate, then run."""
+    """L3: VTBI = bag, then the initial rate, then run; the course is read again (I8, L4-L6)."""
     s = ctx.state
     if s.phase is not InfusionPhase.PLANNED:
-        raise Refused("L3", f"the infusion is already {s.phase.value}")
-    if s.course.withdrawn:
-        raise Refused("I8", "the patient's course is withdrawn")
+        raise Refused(Rule.L3, f"the infusion is already {s.phase.value}")
+    if event.course.withdrawn:
+        raise Refused(Rule.I8, "the patient's course is withdrawn")
     if s.bag_expired:
-        raise Refused("L9", "the bag is past its stability: prepare a new bag")
+        raise Refused(Rule.L9, "the bag is past its stability: prepare a new bag")
+    try:
+        row = select_row(s.protocol, s.infusion_number, event.course, split_day=s.day)
+    except MissingHistoryError as error:
+        raise Refused(Rule.L8, str(error)) from None
+    except PlanningError as error:
+        raise Refused(Rule.I8, str(error)) from None
+    planned = (s.bag_ml, s.initial_rate_ml_h, s.min_duration_min)
+    if (row.bag_ml, row.initial_rate_ml_h, row.min_duration_min) != planned:
+        raise Refused(
+            row.rules[0].rule,
+            f"the course's history now gives the {row.kind}-infusion row "
+            f"({row.bag_ml:g} ml at {row.initial_rate_ml_h:g} ml/h): plan the infusion again",
+        )
     decision = start_decision(
         s.protocol,
         s.initial_rate_ml_h,
@@ -38,12 +58,14 @@ def on_start(ctx: Ctx, event: Start, now: datetime) -> None:
         min_duration_min=s.min_duration_min,
         reason=f"initial rate of the row {s.initial_rate_ml_h:g}",
     )
-    ctx.emit(SetVtbi(s.bag_volume_ml))
+    ctx.set(course=event.course, vtbi_programmed_ml=None)
+    volume = s.bag_volume_ml
+    send(ctx, lambda i: SetVtbi(i, volume))
     command_rate(ctx, decision, run=True)
-    ctx.set(phase=InfusionPhase.STARTING, started_at=now)
+    ctx.set(phase=InfusionPhase.STARTING, started_at=now, period_started_at=now)
     ctx.log(
-        "started",
-        "L3",
+        AuditType.STARTED,
+        Rule.L3,
         now,
         actor=event.actor,
         vtbi_ml=s.bag_volume_ml,
@@ -61,22 +83,28 @@ def escalate(ctx: Ctx, at: datetime) -> None:
     if s.remaining_ml <= 0:
         ctx.set(ladder_settled=True)
         return
-    decision = step_decision(
-        s.protocol,
-        s.rate_ml_h,
-        remaining_ml=s.remaining_ml,
-        running_min=s.running_min,
-        min_duration_min=s.min_duration_min,
-    )
-    settled = decision.bound_by.rule == "L6"
+    try:
+        decision = step_decision(
+            s.protocol,
+            s.rate_ml_h,
+            remaining_ml=s.remaining_ml,
+            running_min=s.running_min,
+            min_duration_min=s.min_duration_min,
+        )
+    except ValueError:
+        # L6 leaves no positive rate (next to nothing left to give): stay at the current step.
+        ctx.set(ladder_settled=True, at_rate_min=0.0)
+        ctx.log(AuditType.LADDER_SETTLED, Rule.L6, at, remaining_ml=s.remaining_ml)
+        return
+    settled = decision.bound_by.rule is Rule.L6
     if abs(decision.rate_ml_h - s.rate_ml_h) <= tolerance(s):
         ctx.set(ladder_settled=True, at_rate_min=0.0)
-        ctx.log("ladder_settled", decision.bound_by.rule, at, decision=decision.to_json())
+        ctx.log(AuditType.LADDER_SETTLED, decision.bound_by.rule, at, decision=decision.to_json())
         return
     command_rate(ctx, decision)
     ctx.set(ladder_settled=settled)
     ctx.log(
-        "rate_step",
+        AuditType.RATE_STEP,
         decision.bound_by.rule,
         at,
         from_ml_h=s.rate_ml_h,
@@ -86,18 +114,28 @@ def escalate(ctx: Ctx, at: datetime) -> None:
     )
 
 
-def continue_same_rate(ctx: Ctx, rule: str, reason: str) -> None:
-    """A1/L9: run again at the current step (L6 recomputed; never above the step)."""
+def continue_same_rate(ctx: Ctx, rule: Rule, reason: str) -> None:
+    """A1/L9: run again at the current step (L6 recomputed; never above the step).
+
+    A pump that lost its program (a power reset) gets its VTBI again first (L3).
+    """
     s = ctx.state
+    vtbi_sent = any(c.op is CommandOp.SET_VTBI for c in s.outstanding)
+    if s.vtbi_programmed_ml is None and not vtbi_sent:
+        volume = s.bag_volume_ml
+        send(ctx, lambda i: SetVtbi(i, volume))
     ladder = s.protocol.ladder
-    decision = constrain(
-        [
-            Limit(rule, s.rate_ml_h, reason),
-            protocol_max(ladder.max_rate_ml_h),
-            min_duration_cap(s.remaining_ml, s.running_min, s.min_duration_min),
-        ],
-        ladder.rate_resolution_ml_h,
-    )
+    try:
+        decision = constrain(
+            [
+                Limit(rule, s.rate_ml_h, reason),
+                protocol_max(ladder.max_rate_ml_h),
+                min_duration_cap(s.remaining_ml, s.running_min, s.min_duration_min),
+            ],
+            ladder.rate_resolution_ml_h,
+        )
+    except ValueError as error:
+        raise Refused(Rule.L6, f"no rate is left to run at ({error})") from None
     # A pause not caused by a reaction keeps the time already run at this rate (L1).
     at_rate = s.at_rate_min
     command_rate(ctx, decision, run=True)
@@ -110,11 +148,11 @@ def on_hold(ctx: Ctx, event: Hold | Release, now: datetime) -> None:
     s = ctx.state
     if isinstance(event, Hold):
         if s.held:
-            raise Refused("L7", "escalation is already held")
+            raise Refused(Rule.L7, "escalation is already held")
         ctx.set(held=True)
-        ctx.log("hold", "L7", now, actor=event.actor, rate_ml_h=s.rate_ml_h)
+        ctx.log(AuditType.HOLD, Rule.L7, now, actor=event.actor, rate_ml_h=s.rate_ml_h)
         return
     if not s.held:
-        raise Refused("L7", "escalation is not held")
+        raise Refused(Rule.L7, "escalation is not held")
     ctx.set(held=False, at_rate_min=0.0)
-    ctx.log("release", "L7", now, actor=event.actor, rate_ml_h=s.rate_ml_h)
+    ctx.log(AuditType.RELEASE, Rule.L7, now, actor=event.actor, rate_ml_h=s.rate_ml_h)

@@ -1,110 +1,130 @@
-"""Pump facts: read-backs (A3), pump alarms (A1), the link (A2), restarts (A4), completion (L3).
+"""Pump facts: statuses and the one reconcile (A2, A3, A4), command fates (A3), alarms (A1),
+completion (L3) and power resets.
 
-The machine never starts or speeds up a pump because a fact arrived: a pump found faster than
-its step is set back down, one found slower or stopped is an alarm left for a nurse.
+A plain status is judged against the expectation: while commands are outstanding, anything
+between the last confirmed rate and the commanded one; once every fate is known, the step.
+The machine never starts or speeds up a pump because a fact arrived: a pump found faster is set
+back down, one found slower or stopped is an alarm left for a nurse, one running while it must
+be stopped is stopped again (on every contact while the stop is unconfirmed) and is the loudest
+alarm (A3).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from pumpctl.core.limits import (
-    Limit,
-    constrain,
-    protocol_max,
-)
+from pumpctl.core.limits import Limit, constrain, protocol_max
+from pumpctl.core.machine.alarms import CLINICIAN_ONLY, MachineAlarm
 from pumpctl.core.machine.context import (
     Ctx,
-    seen_running,
+    Refused,
+    pump_may_run,
+    record_confirmed_rate,
+    send,
     should_be_stopped,
     stop_pump,
-    take_volume,
     tolerance,
 )
 from pumpctl.core.machine.events import (
-    LinkLost,
+    ClearAlarm,
+    CommandConfirmed,
+    CommandDenied,
+    CommandUnconfirmed,
     LinkRestored,
     PumpAlarmCleared,
     PumpAlarmRaised,
     PumpCompleted,
+    PumpPowerReset,
     Restarted,
 )
-from pumpctl.core.machine.outputs import MachineAlarm, SetRate
-from pumpctl.core.machine.state import InfusionPhase, PendingCommand
+from pumpctl.core.machine.outputs import AuditType, SetRate
+from pumpctl.core.machine.state import CommandOp, InfusionPhase, SentCommand
+from pumpctl.core.machine.volumes import reset_baseline, take_volume
+from pumpctl.core.rules import Rule
+
+__all__ = [
+    "on_clear_alarm",
+    "on_completed",
+    "on_confirmed",
+    "on_failed",
+    "on_link_lost",
+    "on_power_reset",
+    "on_pump_alarm",
+    "on_reconnected",
+    "on_status",
+]
+
+_MACHINE_ALARMS = frozenset(a.value for a in MachineAlarm)
+VTBI_TOLERANCE_ML = 0.5  # a VTBI read back within this of the programmed one is the same
 
 
-def on_pump_flags(
-    ctx: Ctx, event: PumpAlarmRaised | PumpAlarmCleared | LinkLost, now: datetime
+def on_status(
+    ctx: Ctx, running: bool, rate: float, volume: float, now: datetime, *, rule: Rule = Rule.A3
 ) -> None:
-    """A1: pump alarms in force; A2: the link lost (both suspend escalation and running time)."""
-    s = ctx.state
-    if isinstance(event, PumpAlarmRaised):
-        if event.alarm not in s.alarms:
-            ctx.set(alarms=s.alarms | {event.alarm})
-            ctx.log("pump_alarm", "A1", now, alarm=event.alarm, running_min=s.running_min)
-    elif isinstance(event, PumpAlarmCleared):
-        if event.alarm in s.alarms:
-            ctx.set(alarms=s.alarms - {event.alarm})
-            ctx.log("pump_alarm_cleared", "A1", now, alarm=event.alarm)
-    elif not s.link_lost:
-        ctx.set(link_lost=True)
-        ctx.alarm(MachineAlarm.COMM_LOSS, "no valid status from the pump", "A2", now)
+    """A status read: take its volume (unless a bad read), then reconcile its state."""
+    if not take_volume(ctx, volume, now):
+        return  # a bad read is never acted on
+    reconcile(ctx, running, rate, now, rule)
 
 
-def on_running(ctx: Ctx, rate: float, volume: float, now: datetime) -> None:
-    """A3: a read-back of the pump running; confirm, or find it too fast or too slow (A2)."""
-    take_volume(ctx, volume)
+def reconcile(ctx: Ctx, running: bool, rate: float, now: datetime, rule: Rule) -> None:
+    """The one reconciliation of a read-back with what the machine expects (A2, A3, A4)."""
     s = ctx.state
     tol = tolerance(s)
-    if should_be_stopped(s):
-        if s.pending is not None and s.pending.kind == "stop":
-            # The stop is still on its way; the ledger's timeout raises A3 if it never lands.
-            seen_running(ctx, rate)
+    was_running = s.pump_running
+    ctx.set(pump_running=running, pump_rate_ml_h=rate if running else 0.0)
+    if running and should_be_stopped(s):
+        if any(c.op is CommandOp.STOP for c in s.outstanding):
+            return  # the stop is on its way; its fate decides
+        stop_pump(ctx, first=True)
+        if s.stop_unconfirmed:
+            ctx.log(AuditType.STOP_RESENT, Rule.A3, now, rate_ml_h=rate)
             return
-        seen_running(ctx, rate)
-        stop_pump(ctx)
+        ctx.set(stop_unconfirmed=True)
         ctx.alarm(
             MachineAlarm.PUMP_NOT_STOPPED,
             f"pump running at {rate:g} ml/h while it must be stopped: clamp the line",
-            "A3",
             now,
         )
         return
-    expected = s.rate_ml_h
-    was = s.pump_rate_ml_h if s.pump_running else 0.0
-    ceiling = max(expected, was) if s.pending is not None else expected
-    if s.pending is not None and s.pending.kind == "run" and abs(rate - expected) <= tol:
-        seen_running(
-            ctx,
-            rate,
-            pending=None,
-            highest_rate_ml_h=max(s.highest_rate_ml_h, rate),
-            phase=InfusionPhase.RUNNING,
-        )
-        ctx.log("confirmed_running", "A3", now, rate_ml_h=rate, volume_infused_ml=volume)
-    elif abs(rate - expected) <= tol:
-        seen_running(
-            ctx,
-            rate,
-            highest_rate_ml_h=max(s.highest_rate_ml_h, rate),
-        )
-    elif rate > ceiling + tol:
-        seen_running(ctx, rate)
+    if not running:
+        if s.stop_unconfirmed:
+            ctx.set(stop_unconfirmed=False)
+            record_confirmed_rate(ctx, 0.0, now)
+            ctx.log(AuditType.CONFIRMED_STOPPED, Rule.A3, now, late=True)
+            return
+        if should_be_stopped(s) or s.outstanding or s.alarms:
+            return  # stopped as it should be, a run on its way, or the pump's alarm says why
+        if was_running or (rule is not Rule.A3 and s.confirmed_rate_ml_h > 0):
+            ctx.set(unexplained_stop=rule is Rule.A4)
+            ctx.alarm(
+                MachineAlarm.PUMP_STOPPED,
+                f"the pump is stopped ({rule}): left stopped until a nurse resumes",
+                now,
+                rule,
+            )
+        return
+    low, high = _expected(ctx)
+    if rate > high + tol:
         _set_back_down(ctx, rate, now)
-    elif s.pending is not None:
-        seen_running(ctx, rate)
-    else:
-        seen_running(
-            ctx,
-            rate,
-            pending=PendingCommand(kind="run", rate_ml_h=expected),
-        )
+    elif rate < low - tol and MachineAlarm.RATE_LOWER.value not in s.latched:
         ctx.alarm(
             MachineAlarm.RATE_LOWER,
-            f"pump at {rate:g} ml/h, {expected:g} ml/h expected: left as is until a nurse acts",
-            "A2",
+            f"pump at {rate:g} ml/h, {low:g} ml/h expected: left as is until a nurse acts",
             now,
+            rule if rule is not Rule.A3 else Rule.A2,
         )
+
+
+def _expected(ctx: Ctx) -> tuple[float, float]:
+    """The rates a running pump may read back now: (lowest, highest)."""
+    s = ctx.state
+    pending = [c.rate_ml_h for c in s.outstanding if c.rate_ml_h is not None]
+    if not pending:
+        return s.rate_ml_h, s.rate_ml_h
+    # A3: before the fate, the last confirmed rate is still the expectation; never above the
+    # higher of it and what was commanded.
+    return 0.0, max(s.confirmed_rate_ml_h, s.rate_ml_h, *pending)
 
 
 def _set_back_down(ctx: Ctx, found: float, now: datetime) -> None:
@@ -112,59 +132,194 @@ def _set_back_down(ctx: Ctx, found: float, now: datetime) -> None:
     s = ctx.state
     decision = constrain(
         [
-            Limit("A2", s.rate_ml_h, f"the current step {s.rate_ml_h:g} ml/h"),
+            Limit(Rule.A2, s.rate_ml_h, f"the current step {s.rate_ml_h:g} ml/h"),
             protocol_max(s.protocol.ladder.max_rate_ml_h),
         ],
         s.protocol.ladder.rate_resolution_ml_h,
     )
-    ctx.emit(SetRate(decision.rate_ml_h, decision))
-    ctx.set(pending=PendingCommand(kind="run", rate_ml_h=decision.rate_ml_h))
+    rate = decision.rate_ml_h
+    send(ctx, lambda i: SetRate(i, rate, decision), rate=rate, first=True)
     ctx.alarm(
         MachineAlarm.RATE_TOO_HIGH,
         f"pump at {found:g} ml/h, faster than {s.rate_ml_h:g} ml/h: set back down",
-        "A2",
         now,
     )
 
 
-def on_stopped(ctx: Ctx, volume: float, now: datetime) -> None:
-    """A3: a read-back of the pump stopped."""
-    take_volume(ctx, volume)
+def _settle(ctx: Ctx, command_id: int) -> SentCommand | None:
+    """Take command `command_id` off the outstanding list (None if it is not there)."""
     s = ctx.state
-    if s.pending is not None and s.pending.kind == "stop":
-        ctx.set(pending=None, pump_running=False, pump_rate_ml_h=0.0)
-        ctx.log("confirmed_stopped", "A3", now, volume_infused_ml=volume)
+    sent = next((c for c in s.outstanding if c.id == command_id), None)
+    if sent is not None:
+        ctx.set(outstanding=tuple(c for c in s.outstanding if c.id != command_id))
+    return sent
+
+
+def on_confirmed(ctx: Ctx, event: CommandConfirmed, now: datetime) -> None:
+    """A3: command `command_id` read back as carried out; then its read-back as a status."""
+    sent = _settle(ctx, event.command_id)
+    s = ctx.state
+    tol = tolerance(s)
+    if sent is None:
+        ctx.log(AuditType.CONFIRMED, Rule.A3, now, command_id=event.command_id, known=False)
+    elif sent.op is CommandOp.SET_VTBI:
+        vtbi = event.vtbi_ml
+        if vtbi is None or abs(vtbi - s.bag_volume_ml) > VTBI_TOLERANCE_ML:
+            ctx.log(AuditType.CONFIRMED, Rule.L3, now, command_id=sent.id, vtbi_ml=vtbi)
+            if pump_may_run(s):
+                stop_pump(ctx, first=True)
+            ctx.alarm(
+                MachineAlarm.PUMP_INCONSISTENT,
+                f"the pump reads back a VTBI of {vtbi} ml, {s.bag_volume_ml:g} ml was programmed",
+                now,
+            )
+        else:
+            ctx.set(vtbi_programmed_ml=vtbi)
+            reset_baseline(ctx, event.volume_infused_ml, now, "new VTBI")
+    elif sent.op is CommandOp.CLEAR_VOLUME:
+        reset_baseline(ctx, event.volume_infused_ml, now, "volume cleared")
+    elif sent.op is CommandOp.STOP:
+        if not event.running:
+            ctx.set(stop_unconfirmed=False)
+            record_confirmed_rate(ctx, 0.0, now)
+            ctx.log(AuditType.CONFIRMED_STOPPED, Rule.A3, now, command_id=sent.id)
+    elif (
+        event.running
+        and sent.rate_ml_h is not None
+        and abs(event.rate_ml_h - sent.rate_ml_h) <= tol
+    ):
+        record_confirmed_rate(ctx, event.rate_ml_h, now)
+        if s.phase is InfusionPhase.STARTING:
+            ctx.set(phase=InfusionPhase.RUNNING)
+        ctx.log(
+            AuditType.CONFIRMED_RUNNING,
+            Rule.A3,
+            now,
+            command_id=sent.id,
+            rate_ml_h=event.rate_ml_h,
+            volume_infused_ml=event.volume_infused_ml,
+        )
+    on_status(ctx, event.running, event.rate_ml_h, event.volume_infused_ml, now)
+
+
+def on_failed(ctx: Ctx, event: CommandDenied | CommandUnconfirmed, now: datetime) -> None:
+    """A3: a command the pump refused, or whose confirmation never came within the timeout."""
+    sent = _settle(ctx, event.command_id)
+    if sent is None:
+        raise Refused(Rule.A3, f"command {event.command_id} is not awaiting its fate")
+    denied = isinstance(event, CommandDenied)
+    s = ctx.state
+    why = event.reason if isinstance(event, CommandDenied) else "no confirmation in time"
+    kind = AuditType.COMMAND_DENIED if denied else AuditType.COMMAND_UNCONFIRMED
+    ctx.log(kind, Rule.A3, now, command_id=sent.id, op=sent.op.value, reason=why)
+    if sent.op is CommandOp.STOP:
+        ctx.set(stop_unconfirmed=True)
+        ctx.alarm(
+            MachineAlarm.PUMP_NOT_STOPPED,
+            f"pump did not stop ({why}): clamp the line",
+            now,
+        )
         return
-    if s.pending is not None and not s.pump_running:
-        return  # a run on its way: the pump has not started yet
-    was_running = s.pump_running
-    ctx.set(pump_running=False, pump_rate_ml_h=0.0)
-    if was_running and not should_be_stopped(s) and not s.alarms:
+    if sent.op in {CommandOp.SET_RATE, CommandOp.RUN} and s.confirmed_rate_ml_h > 0:
+        # The pump never jumps to a step it never ran (a step refused during an alarm).
+        ctx.set(rate_ml_h=s.confirmed_rate_ml_h)
+    if sent.op is CommandOp.SET_VTBI and pump_may_run(s):
+        stop_pump(ctx, first=True)  # never infuse without the programmed VTBI (L3)
+    if denied and s.alarms:
+        return  # the pump's own alarm explains the refusal (A1)
+    alarm = MachineAlarm.COMMAND_DENIED if denied else MachineAlarm.COMMAND_UNCONFIRMED
+    ctx.alarm(alarm, f"the pump did not carry out {sent.op.value} ({why})", now)
+
+
+def on_pump_alarm(ctx: Ctx, event: PumpAlarmRaised | PumpAlarmCleared, now: datetime) -> None:
+    """A1: the pump's alarms in force (they suspend escalation and running time)."""
+    s = ctx.state
+    if isinstance(event, PumpAlarmRaised):
+        if event.alarm not in s.alarms:
+            ctx.set(alarms=s.alarms | {event.alarm}, latched=s.latched | {event.alarm})
+            ctx.log(
+                AuditType.PUMP_ALARM, Rule.A1, now, alarm=event.alarm, running_min=s.running_min
+            )
+    elif event.alarm in s.alarms:
+        ctx.set(alarms=s.alarms - {event.alarm})
+        ctx.log(AuditType.PUMP_ALARM_CLEARED, Rule.A1, now, alarm=event.alarm)
+
+
+def on_link_lost(ctx: Ctx, now: datetime) -> None:
+    """A2: no valid status for longer than the link timeout."""
+    if not ctx.state.link_lost:
+        ctx.set(link_lost=True)
+        ctx.alarm(MachineAlarm.COMM_LOSS, "no valid status from the pump", now)
+
+
+def on_reconnected(ctx: Ctx, event: LinkRestored | Restarted, now: datetime) -> None:
+    """A2/A4: the pump's real state after a link loss or a restart, through the one reconcile."""
+    rule = Rule.A4 if isinstance(event, Restarted) else Rule.A2
+    ctx.set(link_lost=False)
+    ctx.log(
+        AuditType.RESTARTED if rule is Rule.A4 else AuditType.LINK_RESTORED,
+        rule,
+        now,
+        running=event.running,
+        rate_ml_h=event.rate_ml_h,
+        volume_infused_ml=event.volume_infused_ml,
+    )
+    on_status(ctx, event.running, event.rate_ml_h, event.volume_infused_ml, now, rule=rule)
+
+
+def on_power_reset(ctx: Ctx, event: PumpPowerReset, now: datetime) -> None:
+    """The pump lost its program and its counter: what it gave moves to the earlier bags."""
+    s = ctx.state
+    given = s.bag_infused_ml
+    ctx.set(
+        delivered_before_bag_ml=min(5000.0, s.delivered_before_bag_ml + given),
+        bag_volume_ml=max(0.0, s.bag_volume_ml - given),
+        vtbi_programmed_ml=None,
+        pump_running=False,
+        pump_rate_ml_h=0.0,
+    )
+    ctx.log(AuditType.POWER_RESET, Rule.A1, now, given_ml=given)
+    reset_baseline(ctx, event.volume_infused_ml, now, "power reset")
+    if not should_be_stopped(ctx.state) and not s.alarms:
         ctx.alarm(
             MachineAlarm.PUMP_STOPPED,
-            "the pump stopped on its own: left stopped until a nurse resumes",
-            "A1",
+            "the pump lost power: left stopped until a nurse resumes",
             now,
         )
 
 
 def on_completed(ctx: Ctx, event: PumpCompleted, now: datetime) -> None:
-    """L3: complete when the pump reports the VTBI delivered."""
+    """L3: complete only when the pump stopped by itself with the programmed VTBI given."""
     s = ctx.state
     if s.phase not in {InfusionPhase.RUNNING, InfusionPhase.STARTING}:
         ctx.alarm(
             MachineAlarm.PUMP_INCONSISTENT,
             f"the pump reported the VTBI delivered while the infusion is {s.phase.value}",
-            "L3",
             now,
         )
         return
-    take_volume(ctx, event.volume_infused_ml)
-    ctx.set(phase=InfusionPhase.COMPLETED, pending=None, pump_running=False, pump_rate_ml_h=0.0)
+    if not take_volume(ctx, event.volume_infused_ml, now):
+        return
+    ctx.set(pump_running=False, pump_rate_ml_h=0.0)
+    s = ctx.state
+    vtbi = s.vtbi_programmed_ml
+    given = event.volume_infused_ml
+    whole = s.delivered_before_bag_ml + s.bag_volume_ml >= s.bag_ml - 1.0
+    if vtbi is None or abs(given - vtbi) > 1.0 or not whole:
+        of = f"{vtbi:g}" if vtbi is not None else "an unconfirmed"
+        ctx.alarm(
+            MachineAlarm.UNDER_INFUSION,
+            f"the pump reported completion at {given:g} of {of} ml: the infusion stays open "
+            "for a nurse",
+            now,
+        )
+        return
+    record_confirmed_rate(ctx, 0.0, now)
+    ctx.set(phase=InfusionPhase.COMPLETED, outstanding=())
     s = ctx.state
     ctx.log(
-        "completed",
-        "L3",
+        AuditType.COMPLETED,
+        Rule.L3,
         now,
         running_min=s.running_min,
         delivered_ml=s.delivered_ml,
@@ -172,60 +327,25 @@ def on_completed(ctx: Ctx, event: PumpCompleted, now: datetime) -> None:
     )
 
 
-def on_reconnected(ctx: Ctx, event: LinkRestored | Restarted, now: datetime) -> None:
-    """A2/A4: read the pump's real state; never start or speed up because the link came back."""
-    rule = "A4" if isinstance(event, Restarted) else "A2"
-    ctx.set(link_lost=False)
-    ctx.log(
-        "restarted" if rule == "A4" else "link_restored",
-        rule,
-        now,
-        running=event.running,
-        rate_ml_h=event.rate_ml_h,
-        volume_infused_ml=event.volume_infused_ml,
-    )
-    take_volume(ctx, event.volume_infused_ml)
+def on_clear_alarm(ctx: Ctx, event: ClearAlarm, now: datetime) -> None:
+    """A1: acknowledge a latched alarm when its cause is gone; never starts the pump."""
     s = ctx.state
-    if not event.running:
-        if s.pending is not None and s.pending.kind == "stop":
-            ctx.set(pending=None, pump_running=False, pump_rate_ml_h=0.0)
-            return
-        ctx.set(pump_running=False, pump_rate_ml_h=0.0, pending=None)
-        if not should_be_stopped(s):
-            ctx.alarm(
-                MachineAlarm.PUMP_STOPPED,
-                f"pump found stopped ({rule}): left stopped until a nurse resumes",
-                rule,
-                now,
-            )
-        return
-    tol = tolerance(s)
-    if should_be_stopped(s):
-        seen_running(ctx, event.rate_ml_h)
-        stop_pump(ctx)
-        ctx.alarm(
-            MachineAlarm.PUMP_NOT_STOPPED,
-            f"pump found running at {event.rate_ml_h:g} ml/h while it must be stopped",
-            "A3",
-            now,
-        )
-        return
-    expected = s.rate_ml_h
-    seen_running(ctx, event.rate_ml_h)
-    if abs(event.rate_ml_h - expected) <= tol:
-        ctx.set(
-            pending=None,
-            phase=InfusionPhase.RUNNING,
-            highest_rate_ml_h=max(s.highest_rate_ml_h, event.rate_ml_h),
-        )
-    elif event.rate_ml_h > expected:
-        _set_back_down(ctx, event.rate_ml_h, now)
-    else:
-        ctx.set(pending=PendingCommand(kind="run", rate_ml_h=expected))
-        ctx.alarm(
-            MachineAlarm.RATE_LOWER,
-            f"pump found at {event.rate_ml_h:g} ml/h, {expected:g} ml/h expected: "
-            "left as is until a nurse acts",
-            rule,
-            now,
-        )
+    name = event.alarm
+    if name not in s.latched:
+        raise Refused(Rule.A1, f"no alarm {name!r} is raised")
+    if name in CLINICIAN_ONLY and event.role != "clinician":
+        raise Refused(Rule.A1, f"only a clinician clears {name}")
+    if name in s.alarms:
+        raise Refused(Rule.A1, f"the pump still reports {name}")
+    if name == MachineAlarm.COMM_LOSS and s.link_lost:
+        raise Refused(Rule.A2, "the link to the pump is still lost")
+    if name == MachineAlarm.PUMP_NOT_STOPPED and s.stop_outstanding:
+        raise Refused(Rule.A3, "the pump is not yet confirmed stopped")
+    a3 = {MachineAlarm.COMMAND_UNCONFIRMED, MachineAlarm.COMMAND_DENIED}
+    if name in a3 and s.outstanding:
+        raise Refused(Rule.A3, "a command's fate is not yet known")
+    if name == MachineAlarm.BAG_EXPIRED and s.bag_expired:
+        raise Refused(Rule.L9, "the bag is still past its stability: replace it first")
+    ctx.set(latched=s.latched - {name})
+    rule = MachineAlarm(name).rule if name in _MACHINE_ALARMS else Rule.A1
+    ctx.log(AuditType.ALARM_CLEARED, rule, now, alarm=name, actor=event.actor, role=event.role)
