@@ -2,11 +2,21 @@
 
 States and alarms are the vocabulary of interfaces.md section 2. Times of contact are wire time
 (the event loop's monotonic clock), because link freshness (A2) is about real bytes on real links.
+
+`Pump` carries what every driver does the same way: link health (connected, last contact,
+staleness) and the confirmed stop (A3: shielded from cancellation, read back, retried, bounded in
+time, "clamp the line" when unconfirmed). A driver supplies the transport: the commands and one
+stop-and-read-back primitive, `_stop_once`.
+
+Every command takes the controller's ledger id (`command_id`), so the fate of a command can be
+traced to it: MQTT sends it as the command's `id`, the serial driver records it with each
+exchange (in its logs) and every error carries it (`PumpError.command_id`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -15,6 +25,8 @@ from types import TracebackType
 from typing import Self
 
 __all__ = [
+    "LINK_TIMEOUT_S",
+    "STOP_ATTEMPTS",
     "Alarm",
     "Pump",
     "PumpCommandRejected",
@@ -27,7 +39,18 @@ __all__ = [
     "PumpStatus",
     "PumpTimeout",
     "StatusBroadcast",
+    "attempt_id",
+    "command_label",
 ]
+
+_log = logging.getLogger(__name__)
+
+#: A2 / interfaces.md section 2: a pump with no valid contact for longer than this (wire
+#: seconds) is stale.
+LINK_TIMEOUT_S = 5.0
+#: A3: stops acknowledged with the read-back still showing the pump moving before the stop is
+#: raised as not confirmed (a first stop, and one retry).
+STOP_ATTEMPTS = 2
 
 
 class PumpState(StrEnum):
@@ -80,16 +103,36 @@ class PumpStatus:
         return other is not None and self.to_json() == other.to_json()
 
 
+def command_label(command_id: str | None) -> str:
+    """` [command <id>]` for log lines and messages, or "" without a ledger id."""
+    return f" [command {command_id}]" if command_id else ""
+
+
+def attempt_id(command_id: str | None, attempt: int) -> str | None:
+    """The ledger id of attempt `attempt` (0-based) of a command sent again on purpose (a stop
+    whose read-back still shows the pump moving): the id itself first, then `<id>#2`, ... A
+    retry is a new command on the wire, so an idempotent pump must not take it for a duplicate."""
+    if command_id is None or attempt == 0:
+        return command_id
+    return f"{command_id}#{attempt + 1}"
+
+
 class PumpError(Exception):
-    """Root of every driver error. `retryable` says whether trying again can help."""
+    """Root of every driver error. `retryable` says whether trying again can help.
+
+    `command_id` is the controller's ledger id of the command that failed (None without one).
+    """
 
     retryable: bool = False
 
-    def __init__(self, pump_id: str, operation: str, message: str) -> None:
+    def __init__(
+        self, pump_id: str, operation: str, message: str, *, command_id: str | None = None
+    ) -> None:
         self.pump_id = pump_id
         self.operation = operation
         self.message = message
-        super().__init__(f"pump {pump_id}: {operation}: {message}")
+        self.command_id = command_id
+        super().__init__(f"pump {pump_id}: {operation}{command_label(command_id)}: {message}")
 
 
 class PumpTimeout(PumpError):
@@ -122,8 +165,16 @@ class PumpCommandRejected(PumpError):
 
     retryable = False
 
-    def __init__(self, pump_id: str, operation: str, message: str, code: str) -> None:
-        super().__init__(pump_id, operation, message)
+    def __init__(
+        self,
+        pump_id: str,
+        operation: str,
+        message: str,
+        code: str,
+        *,
+        command_id: str | None = None,
+    ) -> None:
+        super().__init__(pump_id, operation, message, command_id=command_id)
         self.code = code
 
 
@@ -164,9 +215,21 @@ class StatusBroadcast:
 
 
 class Pump(ABC):
-    """An infusion pump reached through some transport. Use as an async context manager."""
+    """An infusion pump reached through some transport. Use as an async context manager.
 
-    pump_id: str
+    Link health is kept here: a driver calls `_set_linked` when its link comes and goes and
+    `_touch` on every valid reply, and publishes readings to `_broadcast`.
+    """
+
+    def __init__(self, pump_id: str, *, link_timeout_s: float = LINK_TIMEOUT_S) -> None:
+        self.pump_id = pump_id
+        self.link_timeout_s = link_timeout_s
+        self._broadcast = StatusBroadcast()
+        self._last_contact: float | None = None
+        self._linked = asyncio.Event()
+        self._unlinked = asyncio.Event()
+        self._unlinked.set()
+        self._stops: set[asyncio.Task[PumpStatus]] = set()
 
     async def __aenter__(self) -> Self:
         await self.connect()
@@ -180,43 +243,157 @@ class Pump(ABC):
     ) -> None:
         await self.close()
 
+    # -- the transport (each driver) --------------------------------------------------------
+
     @abstractmethod
     async def connect(self) -> None:
         """Open the link and make first contact (raises `PumpConnectionError` / `PumpTimeout`)."""
 
     @abstractmethod
     async def close(self) -> None:
-        """Close the link. Never raises for an already closed link."""
+        """Close the link (after `_finish_stops`). Never raises for an already closed link."""
 
     @abstractmethod
-    async def read_status(self) -> PumpStatus:
+    async def read_status(self, *, command_id: str | None = None) -> PumpStatus:
         """Ask the pump for its state now."""
 
     @abstractmethod
-    async def set_rate(self, rate_ml_h: float) -> PumpStatus:
+    async def set_rate(self, rate_ml_h: float, *, command_id: str | None = None) -> PumpStatus:
         """Program the rate (ml/h); allowed while running. Returns the status read after it."""
 
     @abstractmethod
-    async def set_vtbi(self, vtbi_ml: float) -> PumpStatus:
+    async def set_vtbi(self, vtbi_ml: float, *, command_id: str | None = None) -> PumpStatus:
         """Program the volume to be infused (ml). Returns the status read after it."""
 
     @abstractmethod
-    async def run(self) -> PumpStatus:
+    async def run(self, *, command_id: str | None = None) -> PumpStatus:
         """Start infusing. Returns the status read after it."""
 
     @abstractmethod
-    async def stop(self) -> PumpStatus:
-        """Stop infusing; jumps any queue. Returns the status read after it."""
+    async def clear_volume(self, *, command_id: str | None = None) -> PumpStatus:
+        """Reset the volume infused to zero. Returns the status read after it."""
 
     @abstractmethod
-    async def clear_volume(self) -> PumpStatus:
-        """Reset the volume infused to zero. Returns the status read after it."""
+    async def _stop_once(self, command_id: str | None) -> tuple[PumpStatus, str | None]:
+        """Send one stop ahead of anything queued and read back: (status, None) when the
+        read-back shows the pump not moving, else (status, what shows it moving)."""
 
     @property
     @abstractmethod
+    def stop_worst_case_s(self) -> float:
+        """The longest a `stop()` takes before it returns or raises (wire seconds), computed
+        from this driver's timeouts and retry counts; `stop()` enforces it as a deadline."""
+
+    # -- the confirmed stop (A3) ------------------------------------------------------------
+
+    async def stop(self, *, command_id: str | None = None) -> PumpStatus:
+        """Stop infusing; jumps any queue. Returns the read-back showing the pump not moving.
+
+        A3: a read-back still showing the pump moving is stopped again (`STOP_ATTEMPTS` in all,
+        each with its own `attempt_id`), then raises `PumpNotConfirmed` ("pump did not stop:
+        clamp the line"). Shielded: a cancelled caller does not abandon a stop half-sent (the
+        stop goes on, and a failure is logged at ERROR). Bounded: after `stop_worst_case_s`
+        it raises `PumpTimeout` with the same words, whatever the pump answered meanwhile.
+        """
+        task = asyncio.create_task(
+            self._confirmed_stop(command_id), name=f"pump-stop {self.pump_id}"
+        )
+        self._stops.add(task)
+        task.add_done_callback(self._reap_stop)
+        return await asyncio.shield(task)
+
+    async def _confirmed_stop(self, command_id: str | None) -> PumpStatus:
+        bound = self.stop_worst_case_s
+        deadline = asyncio.timeout(bound)
+        try:
+            async with deadline:
+                for attempt in range(STOP_ATTEMPTS):
+                    status, moving = await self._stop_once(attempt_id(command_id, attempt))
+                    if moving is None:
+                        return status
+                    _log.error(
+                        "pump %s: stop acknowledged, %s%s",
+                        self.pump_id,
+                        moving,
+                        command_label(command_id),
+                    )
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise PumpTimeout(
+                self.pump_id,
+                "stop",
+                f"pump did not stop: clamp the line (A3: not confirmed within {bound:.2f} s,"
+                " the stop's worst case)",
+                command_id=command_id,
+            ) from None
+        raise PumpNotConfirmed(
+            self.pump_id,
+            "stop",
+            f"pump did not stop: clamp the line (A3: {STOP_ATTEMPTS} stops acknowledged, {moving},"
+            f" {status.rate_ml_h} ml/h)",
+            command_id=command_id,
+        )
+
+    def _reap_stop(self, task: asyncio.Task[PumpStatus]) -> None:
+        """Forget a finished stop; a failed one is logged at ERROR (its caller may be gone)."""
+        self._stops.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            _log.error("pump %s: stop failed: %s", self.pump_id, exc)
+
+    async def _finish_stops(self) -> None:
+        """Let stops under way finish (a driver's `close` calls this first)."""
+        if self._stops:
+            await asyncio.gather(*self._stops, return_exceptions=True)
+
+    # -- link health (A2) -------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while the link is up and the pump is established on it."""
+        return self._linked.is_set()
+
+    @property
+    def last_contact(self) -> float | None:
+        """Event-loop time of the last valid reply or live status from the pump, or None."""
+        return self._last_contact
+
+    def is_stale(self, now: float | None = None) -> bool:
+        """A2: True when no valid contact came for longer than the link timeout (or ever)."""
+        if self._last_contact is None:
+            return True
+        if now is None:
+            now = asyncio.get_running_loop().time()
+        return now - self._last_contact > self.link_timeout_s
+
+    async def wait_linked(self) -> None:
+        """Return once the link is up and the pump established on it (bound it with a timeout)."""
+        await self._linked.wait()
+
+    async def wait_unlinked(self) -> None:
+        """Return once the link is down or the pump closed (bound it with a timeout)."""
+        await self._unlinked.wait()
+
+    def _set_linked(self, *, linked: bool) -> None:
+        if linked:
+            self._unlinked.clear()
+            self._linked.set()
+        else:
+            self._linked.clear()
+            self._unlinked.set()
+
+    def _touch(self) -> float:
+        """Record a valid contact now; returns its event-loop time."""
+        self._last_contact = asyncio.get_running_loop().time()
+        return self._last_contact
+
+    # -- status -----------------------------------------------------------------------------
+
+    @property
     def last_status(self) -> PumpStatus | None:
         """The last status read from the pump, or None before first contact."""
+        return self._broadcast.last
 
-    @abstractmethod
     def status_changes(self) -> AsyncIterator[PumpStatus]:
         """Every change of status from now on (async iterator)."""
+        return self._broadcast.subscribe()

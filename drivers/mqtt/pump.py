@@ -2,8 +2,9 @@
 
 One supervising task per pump owns the broker connection: it connects, subscribes to the
 pump's status (retained) and ack topics, dispatches what arrives, and reconnects with capped
-exponential backoff and jitter when the broker goes away. Commands are published QoS 1 with a
-fresh id and matched to their ack by id (`pending[id] = future`, removed in `finally`); they
+exponential backoff and jitter when the broker goes away. Commands are published QoS 1 with the
+controller's ledger id (a fresh one without it) and matched to their ack by id (`pending[id] =
+future`, removed in `finally`); they
 fail fast with `PumpConnectionError` while the link is down or the pump is offline (A2), and
 with `PumpTimeout` when no valid ack arrives within the command timeout (A3).
 """
@@ -16,21 +17,20 @@ import logging
 import math
 import socket
 import uuid
-from collections.abc import AsyncIterator
 
 import aiomqtt
 
 from drivers.backoff import RECONNECT_MAX_S, RECONNECT_MIN_S, backoff_delay
 from drivers.base import (
+    LINK_TIMEOUT_S,
+    STOP_ATTEMPTS,
     Pump,
     PumpCommandRejected,
     PumpConfigError,
     PumpConnectionError,
-    PumpNotConfirmed,
     PumpState,
     PumpStatus,
     PumpTimeout,
-    StatusBroadcast,
 )
 from drivers.mqtt.codec import (
     DEFAULT_PREFIX,
@@ -58,12 +58,8 @@ _log = logging.getLogger(__name__)
 
 #: A3: a command not acknowledged within this many wire seconds is unconfirmed.
 COMMAND_TIMEOUT_S = 2.0
-#: A2 / interfaces.md section 2: a status older than this (wire seconds) is stale.
-LINK_TIMEOUT_S = 5.0
 #: A3: resends (same id) prompted by malformed acks, within one command timeout.
 MAX_RESENDS = 2
-#: A3: stops (each a fresh id) acknowledged with the pump still running before PumpNotConfirmed.
-STOP_ATTEMPTS = 2
 #: interfaces.md section 2 (latency): every client sets TCP_NODELAY on its socket.
 TCP_NODELAY_OPTION = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
@@ -104,24 +100,17 @@ class MqttPump(Pump):
         ):
             if not value > 0:
                 raise PumpConfigError(pump_id, "configure", f"{name} must be > 0, got {value}")
-        self.pump_id = pump_id
+        super().__init__(pump_id, link_timeout_s=link_timeout_s)
         self.host = host
         self.port = port
         self.command_timeout_s = command_timeout_s
-        self.link_timeout_s = link_timeout_s
         self.client_id = client_id or f"pumpctl-{pump_id}-{uuid.uuid4().hex[:8]}"
         self._reconnect_min_s = reconnect_min_s
         self._reconnect_max_s = reconnect_max_s
         self._client: aiomqtt.Client | None = None  # set only while connected and subscribed
-        self._linked = asyncio.Event()
-        self._unlinked = asyncio.Event()
-        self._unlinked.set()
         self._supervisor: asyncio.Task[None] | None = None
         self._pending: dict[str, asyncio.Future[AckPayload | None]] = {}
-        self._stops: set[asyncio.Task[PumpStatus]] = set()
-        self._broadcast = StatusBroadcast()
         self._last_seq: int | None = None  # highest seq accepted since the pump came online
-        self._last_contact: float | None = None
         self.reconnections = 0  # successful connections after the first (for supervision)
 
     # -- link ----------------------------------------------------------------------------
@@ -151,40 +140,13 @@ class MqttPump(Pump):
 
     async def close(self) -> None:
         """Let in-flight stops finish, then stop the supervising task (disconnects cleanly)."""
-        if self._stops:
-            await asyncio.gather(*self._stops, return_exceptions=True)
+        await self._finish_stops()
         supervisor, self._supervisor = self._supervisor, None
         if supervisor is not None:
             supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await supervisor
         self._fail_pending("link closed")
-
-    async def wait_linked(self) -> None:
-        """Return once the broker connection is up and subscribed (bound it with a timeout)."""
-        await self._linked.wait()
-
-    async def wait_unlinked(self) -> None:
-        """Return once the broker connection is down (bound it with a timeout)."""
-        await self._unlinked.wait()
-
-    @property
-    def connected(self) -> bool:
-        """True while the broker connection is up and subscribed."""
-        return self._client is not None
-
-    @property
-    def last_contact(self) -> float | None:
-        """Event-loop time of the last live status or ack from the pump, or None."""
-        return self._last_contact
-
-    def is_stale(self, now: float | None = None) -> bool:
-        """A2: True when no live status arrived for longer than the link timeout (or ever)."""
-        if self._last_contact is None:
-            return True
-        if now is None:
-            now = asyncio.get_running_loop().time()
-        return now - self._last_contact > self.link_timeout_s
 
     async def _supervise(self) -> None:
         """Keep a subscribed broker connection, reconnecting with backoff and jitter."""
@@ -205,8 +167,7 @@ class MqttPump(Pump):
                     await client.subscribe([(self.topics.status, 1), (self.topics.ack, 1)])
                     self._last_seq = None  # the retained status starts a new sequence
                     self._client = client
-                    self._unlinked.clear()
-                    self._linked.set()
+                    self._set_linked(linked=True)
                     if ever_linked:
                         self.reconnections += 1
                         _log.warning("pump %s: broker link recovered", self.pump_id)
@@ -225,8 +186,7 @@ class MqttPump(Pump):
                     lost_logged = True
             finally:
                 self._client = None
-                self._linked.clear()
-                self._unlinked.set()
+                self._set_linked(linked=False)
                 self._fail_pending(f"broker {self.host}:{self.port} link lost")
             await asyncio.sleep(
                 backoff_delay(attempt, self._reconnect_min_s, self._reconnect_max_s)
@@ -276,7 +236,7 @@ class MqttPump(Pump):
     def _accept(self, payload: StatusPayload, *, live: bool) -> None:
         """Record a status unless it is older than one already seen (seq, QoS 1 duplicates)."""
         if live:
-            self._last_contact = asyncio.get_running_loop().time()
+            self._touch()
         if self._last_seq is not None and payload.seq <= self._last_seq:
             return
         if self._last_seq is not None and payload.seq != self._last_seq + 1:
@@ -305,27 +265,40 @@ class MqttPump(Pump):
 
     # -- commands ------------------------------------------------------------------------
 
-    async def _command(self, operation: str, op: Op, **parameter: float) -> PumpStatus:
+    async def _command(
+        self, operation: str, op: Op, command_id: str | None, **parameter: float
+    ) -> PumpStatus:
         """Publish one command and wait for its ack (A3); returns the status the ack carries.
 
-        A malformed ack is never acted on; it only prompts a resend of the pending commands
-        under the same id (the pump re-acknowledges a known id without executing it again),
-        at most MAX_RESENDS times, all within the one command timeout.
+        The command's `id` is `command_id` (the ledger's), or a fresh one without it. A
+        malformed ack is never acted on; it only prompts a resend of the pending commands under
+        the same id (the pump re-acknowledges a known id without executing it again), at most
+        MAX_RESENDS times, all within the one command timeout.
         """
+        cmd_id = command_id or uuid.uuid4().hex
         for name, value in parameter.items():
             if not math.isfinite(value):
                 raise PumpCommandRejected(
-                    self.pump_id, operation, f"{name} must be a finite number, got {value}", "OOR"
+                    self.pump_id,
+                    operation,
+                    f"{name} must be a finite number, got {value}",
+                    "OOR",
+                    command_id=cmd_id,
                 )
-        command = CommandPayload(id=uuid.uuid4().hex, op=op, **parameter)
+        command = CommandPayload(id=cmd_id, op=op, **parameter)
         client = self._client
         if client is None:
             raise PumpConnectionError(
-                self.pump_id, operation, f"no link to broker {self.host}:{self.port}"
+                self.pump_id,
+                operation,
+                f"no link to broker {self.host}:{self.port}",
+                command_id=cmd_id,
             )
         last = self._broadcast.last
         if last is not None and last.state is PumpState.OFFLINE:
-            raise PumpConnectionError(self.pump_id, operation, "pump is offline (last will)")
+            raise PumpConnectionError(
+                self.pump_id, operation, "pump is offline (last will)", command_id=cmd_id
+            )
         loop = asyncio.get_running_loop()
         resends = 0
         try:
@@ -345,74 +318,61 @@ class MqttPump(Pump):
             raise PumpTimeout(
                 self.pump_id,
                 operation,
-                f"no valid ack within {self.command_timeout_s} s (id {command.id})",
+                f"no valid ack within {self.command_timeout_s} s",
+                command_id=cmd_id,
             ) from None
         except aiomqtt.MqttError as exc:
-            raise PumpConnectionError(self.pump_id, operation, f"publish failed: {exc}") from None
+            raise PumpConnectionError(
+                self.pump_id, operation, f"publish failed: {exc}", command_id=cmd_id
+            ) from None
         except PumpConnectionError as exc:
-            raise PumpConnectionError(self.pump_id, operation, exc.message) from None
+            raise PumpConnectionError(
+                self.pump_id, operation, exc.message, command_id=cmd_id
+            ) from None
         finally:
-            self._pending.pop(command.id, None)
+            self._pending.pop(cmd_id, None)
         status = ack.status.to_status(self.pump_id, self._last_contact or 0.0)
         if not ack.ok:
             code = ack.error or "?"
             raise PumpCommandRejected(
-                self.pump_id, operation, ack.message or f"refused ({code})", code=code
+                self.pump_id,
+                operation,
+                ack.message or f"refused ({code})",
+                code=code,
+                command_id=cmd_id,
             )
         return status
 
-    async def read_status(self) -> PumpStatus:
+    async def read_status(self, *, command_id: str | None = None) -> PumpStatus:
         """Ask the pump for its state now (`status` command)."""
-        return await self._command("read_status", Op.STATUS)
+        return await self._command("read_status", Op.STATUS, command_id)
 
-    async def set_rate(self, rate_ml_h: float) -> PumpStatus:
+    async def set_rate(self, rate_ml_h: float, *, command_id: str | None = None) -> PumpStatus:
         """Program the rate (ml/h); allowed while running."""
-        return await self._command("set_rate", Op.SET_RATE, rate_ml_h=rate_ml_h)
+        return await self._command("set_rate", Op.SET_RATE, command_id, rate_ml_h=rate_ml_h)
 
-    async def set_vtbi(self, vtbi_ml: float) -> PumpStatus:
+    async def set_vtbi(self, vtbi_ml: float, *, command_id: str | None = None) -> PumpStatus:
         """Program the volume to be infused (ml)."""
-        return await self._command("set_vtbi", Op.SET_VTBI, vtbi_ml=vtbi_ml)
+        return await self._command("set_vtbi", Op.SET_VTBI, command_id, vtbi_ml=vtbi_ml)
 
-    async def run(self) -> PumpStatus:
+    async def run(self, *, command_id: str | None = None) -> PumpStatus:
         """Start infusing."""
-        return await self._command("run", Op.START)
+        return await self._command("run", Op.START, command_id)
 
-    async def stop(self) -> PumpStatus:
-        """Stop infusing; shielded so a cancelled caller cannot abandon a stop half-sent."""
-        task = asyncio.create_task(self._stop(), name=f"mqtt-pump-{self.pump_id}-stop")
-        self._stops.add(task)
-        task.add_done_callback(self._reap_stop)
-        return await asyncio.shield(task)
-
-    async def _stop(self) -> PumpStatus:
-        """A3: stop until the acknowledged status shows the pump not running; else raise."""
-        for _attempt in range(STOP_ATTEMPTS):
-            status = await self._command("stop", Op.STOP)
-            if status.state is not PumpState.RUNNING:
-                return status
-            _log.error("pump %s: stop acknowledged, pump still running", self.pump_id)
-        raise PumpNotConfirmed(
-            self.pump_id,
-            "stop",
-            f"pump did not stop: clamp the line (A3: {STOP_ATTEMPTS} stops acknowledged, the"
-            f" pump still reports running at {status.rate_ml_h} ml/h)",
-        )
-
-    def _reap_stop(self, task: asyncio.Task[PumpStatus]) -> None:
-        """Forget a finished stop; a failed one is logged at ERROR (its caller may be gone)."""
-        self._stops.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            _log.error("pump %s: stop failed: %s", self.pump_id, exc)
-
-    async def clear_volume(self) -> PumpStatus:
+    async def clear_volume(self, *, command_id: str | None = None) -> PumpStatus:
         """Reset the volume infused to zero."""
-        return await self._command("clear_volume", Op.CLEAR_VOLUME)
+        return await self._command("clear_volume", Op.CLEAR_VOLUME, command_id)
+
+    async def _stop_once(self, command_id: str | None) -> tuple[PumpStatus, str | None]:
+        """One `stop` command; its ack carries the read-back (A3)."""
+        status = await self._command("stop", Op.STOP, command_id)
+        if status.state is not PumpState.RUNNING:
+            return status, None
+        return status, "the pump still reports running"
 
     @property
-    def last_status(self) -> PumpStatus | None:
-        """The last status received (status topic or ack), or None before first contact."""
-        return self._broadcast.last
-
-    def status_changes(self) -> AsyncIterator[PumpStatus]:
-        """Every change of status from now on (status topic, acks, last will)."""
-        return self._broadcast.subscribe()
+    def stop_worst_case_s(self) -> float:
+        """`STOP_ATTEMPTS` x the command timeout: each stop command, resends included, is bounded
+        by one command timeout (2 x 2.0 s = 4.0 s by default). A link already down fails at once.
+        """
+        return STOP_ATTEMPTS * self.command_timeout_s

@@ -29,6 +29,7 @@ from drivers.base import (
     PumpError,
     PumpProtocolError,
     PumpTimeout,
+    command_label,
 )
 from drivers.serial.codec import (
     BITS_PER_BYTE,
@@ -174,6 +175,17 @@ class _Request:
     operation: str
     expect: Callable[[Reply], bool] | None
     future: asyncio.Future[Reply]
+    command_id: str | None = None
+
+    def error(
+        self, kind: type[PumpTimeout | PumpConnectionError | PumpProtocolError], message: str
+    ) -> PumpError:
+        """An error of `kind` about this request, naming its pump, operation and ledger id."""
+        return kind(self.pump_id, self.operation, message, command_id=self.command_id)
+
+    def describe(self) -> str:
+        """The command as sent, with its ledger id (for log lines)."""
+        return f"{self.command.payload.decode()!r}{command_label(self.command_id)}"
 
 
 @dataclass(eq=False)
@@ -325,9 +337,7 @@ class SerialLine:
         while not self._queue.empty():
             _, _, request = self._queue.get_nowait()
             if not request.future.done():
-                request.future.set_exception(
-                    PumpConnectionError(request.pump_id, request.operation, reason)
-                )
+                request.future.set_exception(request.error(PumpConnectionError, reason))
 
     async def _reconnect(self) -> None:
         """Owned task: close the lost port, then reopen the same url with backoff and jitter."""
@@ -396,30 +406,46 @@ class SerialLine:
         priority: Priority = Priority.NORMAL,
         retries: int = EXCHANGE_RETRIES,
         expect: Callable[[Reply], bool] | None = None,
+        command_id: str | None = None,
     ) -> Reply:
         """Send `command` when its turn comes, return the matching reply (retrying on failure).
 
-        Raises PumpTimeout (no valid reply), PumpProtocolError (reply failed its check) after
-        the retries, PumpConnectionError if the line is closed or lost.
+        `command_id`, the controller's ledger id, is logged with each try and carried by the
+        error. Raises PumpTimeout (no valid reply), PumpProtocolError (reply failed its check)
+        after the retries, PumpConnectionError if the line is closed or lost. Each try waits at
+        most `longest_exchange_s` once its turn has come.
         """
         loop = asyncio.get_running_loop()
         last: PumpError | None = None
-        for _attempt in range(retries + 1):
+        for attempt in range(retries + 1):
+            future: asyncio.Future[Reply] = loop.create_future()
+            request = _Request(command, pump_id, operation, expect, future, command_id)
             if not self.is_open:
                 reason = f"line {self.url} is not open"
                 if self._lost is not None:
                     reason = f"line {self.url} is down ({self._lost}); reopening it"
-                raise PumpConnectionError(pump_id, operation, reason)
-            future: asyncio.Future[Reply] = loop.create_future()
-            request = _Request(command, pump_id, operation, expect, future)
+                raise request.error(PumpConnectionError, reason)
             self._queue.put_nowait((priority, next(self._seq), request))
             try:
                 return await future
             except (PumpTimeout, PumpProtocolError) as exc:
                 last = exc
-                log.info("%s: %s attempt failed: %s", pump_id, operation, exc.message)
+                log.info(
+                    "%s: %s: try %d of %s failed: %s",
+                    pump_id,
+                    operation,
+                    attempt + 1,
+                    request.describe(),
+                    exc.message,
+                )
         assert last is not None
         raise last
+
+    @property
+    def longest_exchange_s(self) -> float:
+        """The longest one try of an exchange waits once on the wire: the reply timeout plus the
+        wire time of the longest command and the longest reply."""
+        return self.reply_timeout_s + wire_seconds(2 * _MAX_FRAME_BYTES, self.baud)
 
     async def _dispatch_loop(self) -> None:
         while True:
@@ -430,9 +456,7 @@ class SerialLine:
                 reply = await self._transact(request)
             except asyncio.CancelledError:  # the line is closing under this exchange
                 if not request.future.done():
-                    request.future.set_exception(
-                        PumpConnectionError(request.pump_id, request.operation, "line closed")
-                    )
+                    request.future.set_exception(request.error(PumpConnectionError, "line closed"))
                 raise
             except PumpError as exc:
                 if not request.future.done():
@@ -440,10 +464,13 @@ class SerialLine:
             else:
                 if not request.future.done():
                     request.future.set_result(reply)
+            # let the caller just answered queue its next exchange (or its retry) before the
+            # next is taken: a stop's read-back and retries then go ahead of everything queued
+            await asyncio.sleep(0)
 
     async def _transact(self, request: _Request) -> Reply:
         if self._writer is None or self._lost is not None:
-            raise PumpConnectionError(request.pump_id, request.operation, self._lost or "closed")
+            raise request.error(PumpConnectionError, self._lost or "closed")
         frame = request.command.to_bytes()
         if self._decoder.pending:
             # the pump only speaks when spoken to: a partial frame still pending now (noise, the
@@ -452,21 +479,21 @@ class SerialLine:
         waiter: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         timeout = self.reply_timeout_s + wire_seconds(len(frame) + _MAX_FRAME_BYTES, self.baud)
         self._inflight, self._waiter = request, waiter
+        log.debug("line %s: %s sends %s", self.url, request.pump_id, request.describe())
         try:
-            self._writer.write(frame)
-            await self._writer.drain()
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout):  # the frame's own wire time is in it
+                self._writer.write(frame)
+                await self._writer.drain()
                 return await waiter
         except TimeoutError:
             self.stats.timeouts += 1
-            raise PumpTimeout(
-                request.pump_id,
-                request.operation,
+            raise request.error(
+                PumpTimeout,
                 f"no valid reply to {request.command.payload.decode()!r} within {timeout:.2f} s",
             ) from None
         except OSError as exc:
             self._connection_lost(f"write failed: {exc}")
-            raise PumpConnectionError(request.pump_id, request.operation, str(exc)) from exc
+            raise request.error(PumpConnectionError, str(exc)) from exc
         finally:
             self._inflight, self._waiter = None, None
 
@@ -520,9 +547,7 @@ class SerialLine:
         request, waiter = self._inflight, self._waiter
         # a reply that failed its check is never acted on; fail fast so the retry goes now
         if exc.kind in {"check", "invalid"} and request and waiter and not waiter.done():
-            waiter.set_exception(
-                PumpProtocolError(request.pump_id, request.operation, f"bad reply: {exc}")
-            )
+            waiter.set_exception(request.error(PumpProtocolError, f"bad reply: {exc}"))
 
     def _connection_lost(self, reason: str) -> None:
         """The port failed: mark the line down, fail what waits, start reopening (once)."""
@@ -535,7 +560,7 @@ class SerialLine:
         log.warning("line %s lost: %s; reopening it", self.url, reason)
         request, waiter = self._inflight, self._waiter
         if request and waiter and not waiter.done():
-            waiter.set_exception(PumpConnectionError(request.pump_id, request.operation, reason))
+            waiter.set_exception(request.error(PumpConnectionError, reason))
         self._fail_queued(f"line {self.url} lost: {reason}")
         for member in list(self._members.values()):
             if member.on_lost is not None:

@@ -1,7 +1,9 @@
 """One New Era pump on a line: framing (basic or safe), the safe-mode watchdog, the commands.
 
 `SerialPump` implements `drivers.base.Pump` on a `SerialLine` and keeps the safe-mode watchdog
-fed. Rule A3: every command is read back; the methods return that reading. After the line lost
+fed. Rule A3: every command is read back; the methods return that reading. A command's ledger
+id travels with each of its exchanges on the line (logged there) and in any error it raises.
+After the line lost
 its port and got it back, the pump re-establishes its framing and safe mode with `SAF` and
 queries only, then reads and publishes its real state (A2: a pump that stopped while the link was
 down is reported, never restarted or sped up).
@@ -13,23 +15,23 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import replace
 
 from drivers.backoff import backoff_delay
 from drivers.base import (
+    LINK_TIMEOUT_S,
+    STOP_ATTEMPTS,
     Alarm,
     Pump,
     PumpCommandRejected,
     PumpConfigError,
     PumpConnectionError,
     PumpError,
-    PumpNotConfirmed,
     PumpProtocolError,
     PumpState,
     PumpStatus,
     PumpTimeout,
-    StatusBroadcast,
 )
 from drivers.serial.codec import (
     ALARM_CODES,
@@ -61,18 +63,18 @@ log = logging.getLogger(__name__)
 #: An alarm reply means the command was not executed (it acknowledged one alarm): send again,
 #: once for each alarm code a pump can have standing, so a stop gets through them all (A1, A3).
 ALARM_RESENDS = len(ALARM_CODES)
-#: A3: stops sent before a read-back still showing the motor moving is raised as not confirmed.
-STOP_ATTEMPTS = 2
 #: A lost watchdog feed is tried again after a tenth of the period (each try bounded by the
 #: reply timeout), so several lost feeds in a row still leave margin before the pump stops.
 WATCHDOG_RETRY_FRACTION = 1 / 10
 MAX_RATE_ML_H = MAX_VTBI_ML = MAX_NUMBER
-#: A2 (interfaces.md section 2): a pump with no valid reply for longer than this is stale.
-LINK_TIMEOUT_S = 5.0
 
 _RATE_REPLY = re.compile(rf"\d*\.?\d*({'|'.join(RATE_UNITS)})")
 _VOLUME_REPLY = re.compile(rf"\d*\.?\d*({'|'.join(VOLUME_UNITS)})")
 _DISPENSED_REPLY = re.compile(rf"I\d*\.?\d*W\d*\.?\d*({'|'.join(VOLUME_UNITS)})")
+#: The queries of a read-back and the shape of their replies.
+_READ_BACK = (("RAT", _RATE_REPLY), ("VOL", _VOLUME_REPLY), ("DIS", _DISPENSED_REPLY))
+#: Exchanges of one stop attempt: `STP`, then the read-back (`RAT`, `VOL`, `DIS`).
+STOP_EXCHANGES = 1 + len(_READ_BACK)
 _VERSION_REPLY = re.compile(r"[A-Z0-9.]+")
 _INTEGER_REPLY = re.compile(r"\d+")
 _EMPTY_REPLY = re.compile("")
@@ -109,7 +111,7 @@ class SerialPump(Pump):
         poll_interval_s: float | None = DEFAULT_POLL_INTERVAL_S,
         link_timeout_s: float = LINK_TIMEOUT_S,
     ) -> None:
-        self.pump_id = pump_id or f"serial:{line.url}#{address}"
+        super().__init__(pump_id or f"serial:{line.url}#{address}", link_timeout_s=link_timeout_s)
         if not 0 <= address <= 99:
             raise PumpConfigError(self.pump_id, "configure", f"address {address}: must be 0-99")
         if safe_mode_s is not None and not 0 <= safe_mode_s <= MAX_SAFE_MODE_S:
@@ -118,7 +120,6 @@ class SerialPump(Pump):
             )
         self.line = line
         self.address = address
-        self.link_timeout_s = link_timeout_s
         self.requested_safe_mode_s = safe_mode_s
         self._member = LineMember(address, self.pump_id, safe_mode_s, poll_interval_s)
         line.check(self._member)
@@ -131,15 +132,8 @@ class SerialPump(Pump):
         self._safe = False
         self._latched: set[Alarm] = set()
         self._status_char = "S"
-        self._last: PumpStatus | None = None
-        self._last_valid: float | None = None
-        self._broadcast = StatusBroadcast()
         self._link_task: asyncio.Task[None] | None = None
-        self._owned: set[asyncio.Task[PumpStatus]] = set()
         self._registered = False
-        self._linked = asyncio.Event()
-        self._unlinked = asyncio.Event()
-        self._unlinked.set()
         #: Times the pump was re-established after the line came back.
         self.reconnections = 0
 
@@ -168,8 +162,7 @@ class SerialPump(Pump):
             self._link_task.cancel()
             await asyncio.gather(self._link_task, return_exceptions=True)
             self._link_task = None
-        if self._owned:
-            await asyncio.gather(*self._owned, return_exceptions=True)
+        await self._finish_stops()
         if self._registered:
             self.line.unregister(self.address)
             self._registered = False
@@ -203,41 +196,7 @@ class SerialPump(Pump):
         else:
             self.safe_mode_s = 0
 
-    # -- link health and reconnection -------------------------------------------------------
-
-    @property
-    def connected(self) -> bool:
-        """True while the line is up and this pump was re-established on it."""
-        return self._linked.is_set()
-
-    @property
-    def last_contact(self) -> float | None:
-        """Event-loop time of the last valid reply from the pump, or None."""
-        return self._last_valid
-
-    def is_stale(self, now: float | None = None) -> bool:
-        """A2: True when no valid reply came for longer than the link timeout (or ever)."""
-        if self._last_valid is None:
-            return True
-        if now is None:
-            now = asyncio.get_running_loop().time()
-        return now - self._last_valid > self.link_timeout_s
-
-    async def wait_linked(self) -> None:
-        """Return once the pump is re-established on an open line (bound it with a timeout)."""
-        await self._linked.wait()
-
-    async def wait_unlinked(self) -> None:
-        """Return once the line is lost or the pump closed (bound it with a timeout)."""
-        await self._unlinked.wait()
-
-    def _set_linked(self, *, linked: bool) -> None:
-        if linked:
-            self._unlinked.clear()
-            self._linked.set()
-        else:
-            self._linked.clear()
-            self._unlinked.set()
+    # -- reconnection ---------------------------------------------------------------------
 
     def _on_line_lost(self, _reason: str) -> None:
         """The line lost its port (it logs that): re-establish this pump when it is back."""
@@ -270,7 +229,7 @@ class SerialPump(Pump):
                 await self._unlinked.wait()
                 continue
             interval = feed_interval(period)
-            idle = loop.time() - (self._last_valid or 0.0)
+            idle = loop.time() - (self._last_contact or 0.0)
             if idle < interval:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(interval - idle):
@@ -304,7 +263,7 @@ class SerialPump(Pump):
         """A2: after the line came back, framing and safe mode as configured, then the real
         state read and published. Only `SAF` and queries are sent: a pump found stopped (its
         watchdog expired: comm_timeout) is reported and left as it is, never restarted."""
-        before = self._last
+        before = self._broadcast.last
         await self._set_framing("reconnect")
         status = await self._read("reconnect", Priority.NORMAL)
         self.reconnections += 1
@@ -333,94 +292,93 @@ class SerialPump(Pump):
 
     # -- the Pump interface -----------------------------------------------------------------
 
-    @property
-    def last_status(self) -> PumpStatus | None:
-        """The last status read (or updated by any reply), None before first contact."""
-        return self._last
-
-    def status_changes(self) -> AsyncIterator[PumpStatus]:
-        """Every change of status from now on."""
-        return self._broadcast.subscribe()
-
-    async def read_status(self) -> PumpStatus:
+    async def read_status(self, *, command_id: str | None = None) -> PumpStatus:
         """Read rate (RAT), volume to be infused (VOL) and volume infused (DIS)."""
-        return await self._read("read_status", Priority.NORMAL)
+        return await self._read("read_status", Priority.NORMAL, command_id)
 
-    async def set_rate(self, rate_ml_h: float) -> PumpStatus:
+    async def set_rate(self, rate_ml_h: float, *, command_id: str | None = None) -> PumpStatus:
         """`RAT <rate> MH`, then read back."""
-        text = self._number("set_rate", "rate_ml_h", rate_ml_h, MAX_RATE_ML_H)
-        await self._command("RAT", f"{text}MH", "set_rate")
-        return await self._read("set_rate", Priority.NORMAL)
+        text = self._number("set_rate", "rate_ml_h", rate_ml_h, MAX_RATE_ML_H, command_id)
+        await self._command("RAT", f"{text}MH", "set_rate", command_id=command_id)
+        return await self._read("set_rate", Priority.NORMAL, command_id)
 
-    async def set_vtbi(self, vtbi_ml: float) -> PumpStatus:
+    async def set_vtbi(self, vtbi_ml: float, *, command_id: str | None = None) -> PumpStatus:
         """`VOL ML` then `VOL <ml>`, then read back."""
-        text = self._number("set_vtbi", "vtbi_ml", vtbi_ml, MAX_VTBI_ML)
-        await self._command("VOL", "ML", "set_vtbi")
-        await self._command("VOL", text, "set_vtbi")
-        return await self._read("set_vtbi", Priority.NORMAL)
+        text = self._number("set_vtbi", "vtbi_ml", vtbi_ml, MAX_VTBI_ML, command_id)
+        await self._command("VOL", "ML", "set_vtbi", command_id=command_id)
+        await self._command("VOL", text, "set_vtbi", command_id=command_id)
+        return await self._read("set_vtbi", Priority.NORMAL, command_id)
 
-    async def run(self) -> PumpStatus:
+    async def run(self, *, command_id: str | None = None) -> PumpStatus:
         """`DIR INF` (an infusion pump never withdraws), `RUN`, then read back."""
-        await self._command("DIR", "INF", "run")
-        await self._command("RUN", "", "run")
-        return await self._read("run", Priority.NORMAL)
+        await self._command("DIR", "INF", "run", command_id=command_id)
+        await self._command("RUN", "", "run", command_id=command_id)
+        return await self._read("run", Priority.NORMAL, command_id)
 
-    async def stop(self) -> PumpStatus:
-        """`STP` ahead of any queued request, then read back; shielded from cancellation."""
-        task = asyncio.create_task(self._stop(), name=f"serial-stop {self.pump_id}")
-        self._owned.add(task)
-        task.add_done_callback(self._reap_stop)
-        return await asyncio.shield(task)
-
-    def _reap_stop(self, task: asyncio.Task[PumpStatus]) -> None:
-        """Forget a finished stop; a failed one is logged at ERROR (its caller may be gone)."""
-        self._owned.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("%s: stop failed: %s", self.pump_id, exc)
-
-    async def _stop(self) -> PumpStatus:
-        """A3: `STP` and read back until the motor is seen still; else PumpNotConfirmed."""
-        for _attempt in range(STOP_ATTEMPTS):
-            await self._command("STP", "", "stop", priority=Priority.STOP)
-            status = await self._read("stop", Priority.STOP)
-            if self._status_char not in MOVING_STATUS:
-                return status
-            log.error("%s: stop sent, pump still reads %r", self.pump_id, self._status_char)
-        raise PumpNotConfirmed(
-            self.pump_id,
-            "stop",
-            f"pump did not stop: clamp the line (A3: {STOP_ATTEMPTS} stops acknowledged, the"
-            f" read-back still shows status {self._status_char!r}, {status.rate_ml_h} ml/h)",
-        )
-
-    async def clear_volume(self) -> PumpStatus:
+    async def clear_volume(self, *, command_id: str | None = None) -> PumpStatus:
         """`CLD INF`, then read back."""
-        await self._command("CLD", "INF", "clear_volume")
-        return await self._read("clear_volume", Priority.NORMAL)
+        await self._command("CLD", "INF", "clear_volume", command_id=command_id)
+        return await self._read("clear_volume", Priority.NORMAL, command_id)
+
+    async def _stop_once(self, command_id: str | None) -> tuple[PumpStatus, str | None]:
+        """`STP` ahead of any queued request, then the read-back: moving while I, W or X."""
+        await self._command("STP", "", "stop", priority=Priority.STOP, command_id=command_id)
+        status = await self._read("stop", Priority.STOP, command_id)
+        if self._status_char not in MOVING_STATUS:
+            return status, None
+        return status, f"the read-back still shows status {self._status_char!r}"
+
+    @property
+    def stop_worst_case_s(self) -> float:
+        """The longest a stop takes: (1 + STOP_ATTEMPTS x STOP_EXCHANGES x (EXCHANGE_RETRIES + 1))
+        x the line's longest exchange (its reply timeout plus the wire time of the longest
+        command and reply). That is the exchange already in flight when the stop is queued
+        (a stop jumps the queue and keeps its place through its retries and read-backs), then
+        every exchange of both attempts answered only at its last try. By default 25 x 0.547 s
+        = 13.7 s at 19200 baud; a pump that does not answer fails sooner, after the first
+        exchange's tries (about 4 x 0.547 s = 2.2 s). Stops of other pumps on the same line
+        queued ahead of this one come on top. Alarm and `?COM` replies make a command be sent
+        again; `stop()` cuts them off at this bound.
+        """
+        tries = 1 + STOP_ATTEMPTS * STOP_EXCHANGES * (EXCHANGE_RETRIES + 1)
+        return tries * self.line.longest_exchange_s
 
     # -- internals --------------------------------------------------------------------------
 
-    def _number(self, operation: str, name: str, value: float, maximum: float) -> str:
+    def _number(
+        self, operation: str, name: str, value: float, maximum: float, command_id: str | None
+    ) -> str:
         try:
             text = format_number(value, point=False)
         except ValueError:
             text = ""
         if not text or not 0 < float(text) <= maximum:
             raise PumpCommandRejected(
-                self.pump_id, operation, f"{name} {value!r} out of range (0, {maximum}]", "OOR"
+                self.pump_id,
+                operation,
+                f"{name} {value!r} out of range (0, {maximum}]",
+                "OOR",
+                command_id=command_id,
             )
         return text
 
-    async def _read(self, operation: str, priority: Priority) -> PumpStatus:
-        rat = await self._command("RAT", "", operation, expect=_RATE_REPLY, priority=priority)
-        vol = await self._command("VOL", "", operation, expect=_VOLUME_REPLY, priority=priority)
-        dis = await self._command("DIS", "", operation, expect=_DISPENSED_REPLY, priority=priority)
+    async def _read(
+        self, operation: str, priority: Priority, command_id: str | None = None
+    ) -> PumpStatus:
+        rat, vol, dis = [
+            await self._command(
+                name, "", operation, expect=shape, priority=priority, command_id=command_id
+            )
+            for name, shape in _READ_BACK
+        ]
         try:
             rate, rate_unit = parse_quantity(rat.data, RATE_UNITS)
             vtbi, vtbi_unit = parse_quantity(vol.data, VOLUME_UNITS)
             infused, _withdrawn, dis_unit = parse_dispensed(dis.data)
         except ValueError as exc:
-            raise PumpProtocolError(self.pump_id, operation, str(exc)) from None
+            raise PumpProtocolError(
+                self.pump_id, operation, str(exc), command_id=command_id
+            ) from None
         state, alarms = self._state()
         status = PumpStatus(
             pump_id=self.pump_id,
@@ -429,9 +387,9 @@ class SerialPump(Pump):
             vtbi_ml=round(vtbi * VOLUME_UNITS[vtbi_unit], 4),
             volume_infused_ml=round(infused * VOLUME_UNITS[dis_unit], 4),
             alarms=alarms,
-            last_contact=self._last_valid or 0.0,
+            last_contact=self._last_contact or 0.0,
         )
-        self._publish(status)
+        self._broadcast.publish(status)
         return status
 
     async def _command(
@@ -443,12 +401,15 @@ class SerialPump(Pump):
         expect: re.Pattern[str] = _EMPTY_REPLY,
         priority: Priority = Priority.NORMAL,
         safe: bool | None = None,
+        command_id: str | None = None,
     ) -> Reply:
         """Send one command in the framing in force; raise PumpCommandRejected on `?` replies."""
         framing = self._safe if safe is None else safe
         command = Command(self.address, name, data, safe=framing)
         for _attempt in range(EXCHANGE_RETRIES + 1):
-            reply = await self._send(command, operation, priority=priority, expect=_expect(expect))
+            reply = await self._send(
+                command, operation, priority=priority, expect=_expect(expect), command_id=command_id
+            )
             if reply.error != "COM":
                 break
             # ?COM: the pump received a damaged packet and did nothing; sending again is safe
@@ -458,6 +419,7 @@ class SerialPump(Pump):
                 operation,
                 f"pump answered ?COM (bad packet) to {command.payload.decode()!r}"
                 f" {EXCHANGE_RETRIES + 1} times: check the line and its framing",
+                command_id=command_id,
             )
         if reply.error is not None:
             code = reply.error or "?"
@@ -466,6 +428,7 @@ class SerialPump(Pump):
                 operation,
                 f"pump refused {command.payload.decode()!r}: ?{reply.error}",
                 code,
+                command_id=command_id,
             )
         return reply
 
@@ -477,6 +440,7 @@ class SerialPump(Pump):
         priority: Priority = Priority.NORMAL,
         retries: int = EXCHANGE_RETRIES,
         expect: Callable[[Reply], bool] | None = None,
+        command_id: str | None = None,
     ) -> Reply:
         """One exchange; an alarm reply is recorded and the command sent again (not executed)."""
         for _resend in range(ALARM_RESENDS + 1):
@@ -487,6 +451,7 @@ class SerialPump(Pump):
                 priority=priority,
                 retries=retries,
                 expect=expect,
+                command_id=command_id,
             )
             self._note(reply, acknowledged=True)
             if reply.alarm is None:
@@ -496,11 +461,12 @@ class SerialPump(Pump):
             operation,
             f"pump kept answering alarm A?{reply.alarm} to {command.payload.decode()!r}",
             f"A?{reply.alarm}",
+            command_id=command_id,
         )
 
     def _note(self, reply: Reply, *, acknowledged: bool) -> None:
         """Learn from any valid reply: its status char, or the alarm it carries (latched)."""
-        self._last_valid = asyncio.get_running_loop().time()
+        contact = self._touch()
         if reply.alarm is not None:
             alarm = ALARM_OF_CODE[reply.alarm]
             if alarm not in self._latched:
@@ -513,13 +479,9 @@ class SerialPump(Pump):
             if reply.status == "I":
                 # running again: someone dealt with the alarm and restarted the pump
                 self._latched.clear()
-        if self._last is not None:
+        if (last := self._broadcast.last) is not None:
             state, alarms = self._state()
-            self._publish(
-                replace(
-                    self._last, state=state, alarms=alarms, last_contact=self._last_valid or 0.0
-                )
-            )
+            self._broadcast.publish(replace(last, state=state, alarms=alarms, last_contact=contact))
 
     def _state(self) -> tuple[PumpState, frozenset[Alarm]]:
         """The pumpctl state and alarms: latched alarm replies, and W/X as a malfunction."""
@@ -528,10 +490,6 @@ class SerialPump(Pump):
             alarms.add(ALARM_OF_STATUS[self._status_char])
         state = PumpState.ALARM if alarms else STATE_OF_STATUS[self._status_char]
         return state, frozenset(alarms)
-
-    def _publish(self, status: PumpStatus) -> None:
-        self._last = status
-        self._broadcast.publish(status)
 
     def _on_unsolicited(self, reply: Reply) -> None:
         """An alarm the pump sent on its own (safe mode): record it, it is not acknowledged."""

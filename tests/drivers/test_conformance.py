@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from listener_wait import until
+from pump_actions import running
 
 from drivers.base import (
     Alarm,
@@ -32,13 +33,6 @@ FAIL_FAST_S = 0.1
 
 def transport(request: pytest.FixtureRequest) -> str:
     return str(request.node.callspec.params["pump_env"])
-
-
-async def running(env: Any, rate: float = 120.0, vtbi: float = 500.0) -> PumpStatus:
-    await env.driver.set_rate(rate)
-    await env.driver.set_vtbi(vtbi)
-    status: PumpStatus = await env.driver.run()
-    return status
 
 
 async def model_changed(env: Any, predicate: Any) -> None:

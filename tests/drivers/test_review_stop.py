@@ -10,21 +10,9 @@ import asyncio
 from typing import Any
 
 import pytest
+from pump_actions import running, stuck_motor
 
 from drivers.base import Alarm, PumpError, PumpNotConfirmed, PumpState
-
-
-async def running(env: Any, rate: float = 120.0) -> None:
-    await env.driver.set_rate(rate)
-    await env.driver.set_vtbi(500)
-    assert (await env.driver.run()).state is PumpState.RUNNING
-
-
-def stuck_motor(env: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The pump acknowledges every stop but its motor keeps running; returns the stops seen."""
-    seen: list[str] = []
-    monkeypatch.setattr(env.model, "stop", lambda: seen.append("stop"))
-    return seen
 
 
 async def test_stop_that_does_not_take_effect_raises_A3(

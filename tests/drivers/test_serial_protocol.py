@@ -27,7 +27,7 @@ from drivers.base import (
 )
 from drivers.serial import LineMember, SerialLine, SerialPump, check_line_capacity, line_load
 from drivers.serial.codec import Command, CommandDecoder, Reply
-from drivers.serial.line import LINE_CAPACITY_LIMIT, POLL_EXCHANGE_BYTES
+from drivers.serial.line import EXCHANGE_RETRIES, LINE_CAPACITY_LIMIT, POLL_EXCHANGE_BYTES
 from drivers.serial.status import ALARM_OF_CODE
 from drivers.serial.transport import open_serial
 from pumpctl.clock import VirtualClock
@@ -394,3 +394,26 @@ async def test_socket_url_transport() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_a_stop_keeps_its_place_through_its_retries(clock: VirtualClock) -> None:
+    """The stop's retries go ahead of a busy neighbour's queued reads: a stop to a silent pump
+    fails after at most the neighbour's exchange already in flight and its own tries. (Were a
+    read let in between the tries, each would add the neighbour's reply time.)"""
+    async with (
+        line_with(clock, 2) as (_sim, line, models),
+        SerialPump(line, 0) as p0,
+        SerialPump(line, 1) as p1,
+    ):
+        neighbour_s = TEST_REPLY_TIMEOUT_S * 0.95  # answered, just in time
+        models[1].faults.late_reply_s = neighbour_s
+        reads = [asyncio.ensure_future(p1.read_status()) for _ in range(4)]
+        models[0].faults.no_reply = True
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with pytest.raises(PumpTimeout):
+            await p0.stop()
+        elapsed = loop.time() - start
+        bound = neighbour_s + (EXCHANGE_RETRIES + 1) * line.longest_exchange_s
+        assert elapsed <= bound + 0.05, f"{elapsed:.3f} s, bound {bound:.3f} s"
+        await asyncio.gather(*reads)
