@@ -28,11 +28,11 @@ from drivers.base import (
 from drivers.serial import LineMember, SerialLine, SerialPump, check_line_capacity, line_load
 from drivers.serial.codec import Command, CommandDecoder, Reply
 from drivers.serial.line import EXCHANGE_RETRIES, LINE_CAPACITY_LIMIT, POLL_EXCHANGE_BYTES
-from drivers.serial.status import ALARM_OF_CODE
+from drivers.serial.status import ALARM_OF_CODE, CODE_OF_ALARM, STATUS_OF_STATE
 from drivers.serial.transport import open_serial
 from pumpctl.clock import VirtualClock
 from simulator.model import PumpModel
-from simulator.serial_server import SerialSimulator
+from simulator.serial_server import FIRMWARE, SerialSimulator
 
 
 @asynccontextmanager
@@ -166,16 +166,6 @@ async def test_unsolicited_alarm_reaches_the_right_pump(clock: VirtualClock) -> 
         assert p1.acknowledged == [Alarm.OCCLUSION]
 
 
-async def test_alarm_acknowledged_by_the_first_command_is_reported(clock: VirtualClock) -> None:
-    async with line_with(clock, 1) as (_sim, line, models):
-        models[0].raise_alarm(Alarm.MALFUNCTION)  # before anyone talks to the pump
-        async with SerialPump(line, 0, safe_mode_s=0) as pump:
-            assert pump.acknowledged == [Alarm.MALFUNCTION]
-            status = await pump.read_status()  # the pump itself now just says S
-            assert status.state is PumpState.ALARM
-            assert status.alarms == {Alarm.MALFUNCTION}
-
-
 async def test_basic_mode_works_end_to_end(clock: VirtualClock) -> None:
     async with line_with(clock, 1) as (sim, line, models), SerialPump(line, 0, safe_mode_s=0) as p:
         assert sim.safe_mode_s(0) == 0
@@ -201,8 +191,28 @@ async def test_status_only_driver_detects_framing_and_sends_no_saf(
         assert sim.safe_mode_s(0) == mode
 
 
-class FakeDevice:
-    """A bare pump on a raw pty answering `status` to everything (for the rare status chars)."""
+#: The spec's table (interfaces.md section 1): status character -> state, alarms.
+STATUS_TABLE = [
+    ("I", PumpState.RUNNING, set()),
+    ("S", PumpState.STOPPED, set()),
+    ("P", PumpState.PAUSED, set()),
+    ("T", PumpState.PAUSED, set()),
+    ("U", PumpState.PAUSED, set()),
+    ("W", PumpState.ALARM, {Alarm.MALFUNCTION}),
+    ("X", PumpState.ALARM, {Alarm.MALFUNCTION}),
+]
+#: What the simulator's model can be made to show: the rest need a raw device.
+SIMULATED_CHARS = set(STATUS_OF_STATE.values())
+SIMULATED_CODES = set(CODE_OF_ALARM.values())
+
+
+class RawDevice:
+    """A bare pump on a raw pty answering every command with one status character.
+
+    Only for what no simulated pump says: the model never withdraws (W), purges (X), waits for a
+    trigger (U) or pauses on a timer (T), and never reports a power reset (A?R) or an
+    out-of-range program (A?O). Everything the model can say is tested against the simulator.
+    """
 
     def __init__(self, status: str, first_alarm: str | None = None) -> None:
         self.status = status
@@ -221,7 +231,7 @@ class FakeDevice:
                 cmd.name if not cmd.data else "", ""
             )
             if cmd.name == "VER":
-                data = "NE1000V3.928"
+                data = FIRMWARE
             reply = Reply(cmd.address or 0, self.status, data, safe=cmd.safe and cmd.data != "0")
             if self.first_alarm:
                 reply = Reply(cmd.address or 0, "A", f"?{self.first_alarm}", safe=reply.safe)
@@ -234,22 +244,40 @@ class FakeDevice:
         os.close(self.slave)
 
 
+async def show(model: PumpModel, clock: VirtualClock, char: str) -> None:
+    """Bring a simulated pump to the state it shows on the line as `char` (I, S or P), having
+    infused 1 ml at 10 ml/h of 100 ml."""
+    model.set_rate(10)
+    model.set_vtbi(100)
+    model.run()
+    await clock.advance(6 * 60)
+    if char == "P":
+        model.pause()
+    elif char == "S":
+        model.stop()
+
+
 @pytest.mark.parametrize(
-    ("char", "state", "alarms"),
-    [
-        ("I", PumpState.RUNNING, set()),
-        ("S", PumpState.STOPPED, set()),
-        ("P", PumpState.PAUSED, set()),
-        ("T", PumpState.PAUSED, set()),
-        ("U", PumpState.PAUSED, set()),
-        ("W", PumpState.ALARM, {Alarm.MALFUNCTION}),
-        ("X", PumpState.ALARM, {Alarm.MALFUNCTION}),
-    ],
+    ("char", "state", "alarms"), [row for row in STATUS_TABLE if row[0] in SIMULATED_CHARS]
 )
-async def test_every_status_char_maps_per_the_table(
+async def test_status_chars_a_simulated_pump_shows_map_per_the_table(
+    clock: VirtualClock, char: str, state: PumpState, alarms: set[Alarm]
+) -> None:
+    async with line_with(clock, 1) as (sim, line, models), SerialPump(line, 0, safe_mode_s=0) as p:
+        await show(models[0], clock, char)
+        status = await p.read_status()
+        assert sim.devices[0].status_char() == char
+        assert (status.state, set(status.alarms)) == (state, alarms)
+        assert (status.rate_ml_h, status.vtbi_ml, status.volume_infused_ml) == (10, 100, 1)
+
+
+@pytest.mark.parametrize(
+    ("char", "state", "alarms"), [row for row in STATUS_TABLE if row[0] not in SIMULATED_CHARS]
+)
+async def test_status_chars_no_simulated_pump_shows_map_per_the_table(
     char: str, state: PumpState, alarms: set[Alarm]
 ) -> None:
-    device = FakeDevice(char)
+    device = RawDevice(char)
     try:
         async with (
             SerialLine(device.path, reply_timeout_s=TEST_REPLY_TIMEOUT_S) as line,
@@ -262,18 +290,37 @@ async def test_every_status_char_maps_per_the_table(
         device.close()
 
 
-@pytest.mark.parametrize(("code", "alarm"), list(ALARM_OF_CODE.items()))
-async def test_every_alarm_code_is_reported_and_not_lost(code: str, alarm: Alarm) -> None:
-    device = FakeDevice("S", first_alarm=code)
+async def alarm_reported(line: SerialLine, alarm: Alarm) -> None:
+    """A pump connected on `line` acknowledges `alarm` first, then keeps reporting it."""
+    async with SerialPump(line, 0, safe_mode_s=0) as pump:
+        assert pump.acknowledged == [alarm]
+        status = await pump.read_status()
+        assert status.state is PumpState.ALARM
+        assert status.alarms == {alarm}
+
+
+@pytest.mark.parametrize(
+    ("code", "alarm"), [(c, a) for c, a in ALARM_OF_CODE.items() if c in SIMULATED_CODES]
+)
+async def test_every_alarm_code_a_simulated_pump_sends_is_reported(
+    clock: VirtualClock, code: str, alarm: Alarm
+) -> None:
+    assert CODE_OF_ALARM[alarm] == code  # what the simulator sends for it
+    async with line_with(clock, 1) as (_sim, line, models):
+        models[0].raise_alarm(alarm)  # before anyone talks to the pump
+        await alarm_reported(line, alarm)
+
+
+@pytest.mark.parametrize(
+    ("code", "alarm"), [(c, a) for c, a in ALARM_OF_CODE.items() if c not in SIMULATED_CODES]
+)
+async def test_every_alarm_code_no_simulated_pump_sends_is_reported(
+    code: str, alarm: Alarm
+) -> None:
+    device = RawDevice("S", first_alarm=code)
     try:
-        async with (
-            SerialLine(device.path, reply_timeout_s=TEST_REPLY_TIMEOUT_S) as line,
-            SerialPump(line, 0, safe_mode_s=0) as pump,
-        ):
-            assert pump.acknowledged == [alarm]
-            status = await pump.read_status()
-            assert status.state is PumpState.ALARM
-            assert status.alarms == {alarm}
+        async with SerialLine(device.path, reply_timeout_s=TEST_REPLY_TIMEOUT_S) as line:
+            await alarm_reported(line, alarm)
     finally:
         device.close()
 
@@ -367,33 +414,17 @@ async def test_one_byte_at_a_time_transport(clock: VirtualClock) -> None:
         assert line.stats.frame_errors == 0
 
 
-async def test_socket_url_transport() -> None:
+async def test_socket_url_transport(clock: VirtualClock) -> None:
     """`socket://host:port` works like a device path (pyserial's serial_for_url)."""
-    decoder = CommandDecoder()
-
-    async def device(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(256):
-            for cmd in decoder.feed(data):
-                answer = {"VER": "NE1000V3.928", "RAT": "5.000MH", "VOL": "1.000ML"}.get(
-                    cmd.name, "I0.000W0.000ML" if cmd.name == "DIS" else ""
-                )
-                if cmd.data:
-                    answer = ""
-                writer.write(Reply(cmd.address or 0, "S", answer, safe=False).to_bytes())
-        writer.close()
-
-    server = await asyncio.start_server(device, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        async with (
-            SerialLine(f"socket://127.0.0.1:{port}") as line,
-            SerialPump(line, 0, safe_mode_s=0) as pump,
-        ):
-            status = await pump.read_status()
-            assert (status.rate_ml_h, status.vtbi_ml) == (5, 1)
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with (
+        SerialSimulator([PumpModel("p0", clock)], tcp_port=0) as sim,
+        SerialLine(sim.path) as line,
+        SerialPump(line, 0, safe_mode_s=0) as pump,
+    ):
+        assert sim.path.startswith("socket://127.0.0.1:")
+        status = await pump.set_rate(5)
+        assert (status.rate_ml_h, pump.firmware) == (5, FIRMWARE)
+        assert sim.client_connected
 
 
 async def test_a_stop_keeps_its_place_through_its_retries(clock: VirtualClock) -> None:
