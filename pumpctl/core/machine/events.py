@@ -297,6 +297,8 @@ def parse_event(raw: object) -> Event | InvalidEvent:
         return _EVENT.validate_python(data)
     except ValidationError as error:
         first = error.errors()[0]
+        if first["type"] in {"union_tag_invalid", "union_tag_not_found"}:
+            return InvalidEvent(field="kind", reason=str(first["msg"]))
         loc = [str(part) for part in first["loc"]]
         # The discriminated union puts the kind first: `reaction.grade` -> `grade`.
         name = ".".join(loc[1:] if len(loc) > 1 else loc) or "event"
