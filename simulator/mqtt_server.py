@@ -257,7 +257,9 @@ class MqttPumpServer:
 
     # -- commands ------------------------------------------------------------------------
 
-    async def _on_message(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+    async def _on_message(  # noqa: PLR0911 - one return per malformed-command case
+        self, client: aiomqtt.Client, message: aiomqtt.Message
+    ) -> None:
         data = message.payload
         if not isinstance(data, bytes | bytearray):
             return

@@ -144,7 +144,7 @@ class _Device:
         self.arm_watchdog()  # SAF may have changed the period
         return self.reply(data)
 
-    def execute(self, command: Command) -> str:
+    def execute(self, command: Command) -> str:  # noqa: PLR0911, PLR0912 - one case per command
         """Carry out a command on the model; return the reply's data."""
         name, data, model = command.name, command.data, self.model
         if name == "":

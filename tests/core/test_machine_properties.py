@@ -73,7 +73,7 @@ PUMP = st.sampled_from(
 )
 
 
-def event_for(
+def event_for(  # noqa: PLR0911, PLR0912 - one return per event family
     data: st.DataObject, pump: FakePump, now: datetime, state: InfusionState
 ) -> Event | None:
     """One random event (None: just let time pass); a nurse tends an open reaction often."""

@@ -283,7 +283,9 @@ def on_resolved(ctx: Ctx, event: Resolved, now: datetime) -> None:
         close_reaction(ctx)  # stopped for good and nothing left open
 
 
-def _resume_refusal(s: InfusionState, event: ResumeRequested) -> Refused | None:
+def _resume_refusal(  # noqa: PLR0911 - one refusal per rule, in order
+    s: InfusionState, event: ResumeRequested
+) -> Refused | None:
     """Why a resume is refused now, in the order A3 (ahead of A2), A2, L9, A1, A4, I4, I5."""
     if s.phase is InfusionPhase.PLANNED:
         return Refused(Rule.L3, "the infusion has not started")
