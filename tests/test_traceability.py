@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from pumpctl.core.rules import Rule
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 SPEC = DOCS / "clinical-rules.md"
@@ -96,3 +98,19 @@ def test_no_tracked_file_reads_or_names_a_directory_beside_the_checkout() -> Non
                 if needle in line
             )
     assert offenders == [], "outside the repository:\n" + "\n".join(offenders)
+
+
+def test_the_rule_enum_is_the_rules_page() -> None:
+    """One definition of the ids: `pumpctl.core.rules.Rule` holds exactly the page's rules."""
+    assert {rule.value for rule in Rule} == spec_rule_ids()
+
+
+def test_every_rule_has_a_home_in_the_architecture_map() -> None:
+    """docs/architecture.md maps every rule to files of the core, and those files exist."""
+    text = (DOCS / "architecture.md").read_text(encoding="utf-8")
+    section = text.split("## Where each rule lives", 1)[1]
+    rows = re.findall(r"^\| ([LIAD]\d+) \| (.+) \|$", section, flags=re.MULTILINE)
+    assert {rule for rule, _ in rows} == spec_rule_ids()
+    for rule, where in rows:
+        for path in re.findall(r"`([\w/]+\.py)`", where):
+            assert (ROOT / "pumpctl" / "core" / path).is_file(), f"{rule}: {path} does not exist"
