@@ -231,11 +231,13 @@ class CommandConfirmed(EventBase):
 
 
 class CommandDenied(EventBase):
-    """A3: the pump refused command `command_id`."""
+    """A3: the pump refused command `command_id` (or, `dropped`, the controller never sent it:
+    an escalation decided under an older state, cancelled by a stop)."""
 
     kind: Literal["command_denied"] = "command_denied"
     command_id: CommandId
     reason: Reason
+    dropped: bool = False
 
 
 class CommandUnconfirmed(EventBase):

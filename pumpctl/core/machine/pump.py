@@ -225,8 +225,8 @@ def on_failed(ctx: Ctx, event: CommandDenied | CommandUnconfirmed, now: datetime
         ctx.set(rate_ml_h=s.confirmed_rate_ml_h)
     if sent.op is CommandOp.SET_VTBI and pump_may_run(s):
         stop_pump(ctx, first=True)  # never infuse without the programmed VTBI (L3)
-    if denied and s.alarms:
-        return  # the pump's own alarm explains the refusal (A1)
+    if denied and (s.alarms or (isinstance(event, CommandDenied) and event.dropped)):
+        return  # the pump's own alarm explains the refusal (A1), or it was never sent
     alarm = MachineAlarm.COMMAND_DENIED if denied else MachineAlarm.COMMAND_UNCONFIRMED
     ctx.alarm(alarm, f"the pump did not carry out {sent.op.value} ({why})", now)
 

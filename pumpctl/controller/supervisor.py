@@ -1,0 +1,379 @@
+"""One pump's supervisor: the cached status, the command queue and ledger, the link watchdog,
+the clock's deadlines, and `decide()` fed with all of it.
+
+Every input becomes an event for the rules core (`submit`), decided at once on the clinical
+clock; the decision's pump commands go to the driver, its audit events to the recorder. A stop
+is sent at once, on its own, ahead of the queue (I1); it never waits for the disk or for another
+command's answer, and it cancels the escalations still queued. Other commands go one at a time;
+one decided under a state that has since been stopped is dropped, not sent. Each command's fate
+goes back to the core as an event naming its id (A3). Readers use the cached status, never the
+wire.
+
+Wire time (polling, the command timeout, the link timeout) runs on the event loop; clinical time
+(deadlines, the pump's expected completion) on the injected clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from drivers.base import Alarm, Pump, PumpError, PumpState, PumpStatus
+from pumpctl.clock import Clock
+from pumpctl.controller.carry import COMMAND_TIMEOUT_S, carry
+from pumpctl.core.machine import (
+    CommandDenied,
+    Decision,
+    Event,
+    InfusionPhase,
+    InfusionState,
+    LinkLost,
+    LinkRestored,
+    PumpAlarmCleared,
+    PumpAlarmRaised,
+    PumpCommand,
+    PumpCompleted,
+    PumpConfirmedRunning,
+    PumpConfirmedStopped,
+    RaiseAlarm,
+    Restarted,
+    StopPump,
+    TimePassed,
+    decide,
+    next_deadline,
+)
+
+__all__ = ["POLL_INTERVAL_S", "PumpSupervisor", "Recorder", "ledger_id"]
+
+_log = logging.getLogger("pumpctl.controller")
+
+#: Wire seconds between two status reads of an idle link (A2 freshness; MQTT pumps publish
+#: only on change while stopped, so the supervisor asks).
+POLL_INTERVAL_S = 1.0
+#: How close to its VTBI a stopped pump must be for its stop to be the end of the bag (L3).
+COMPLETION_TOLERANCE_ML = 1.0
+
+
+def ledger_id(infusion_id: str, command_id: int) -> str:
+    """The ledger's id of machine command `command_id` of infusion `infusion_id` (the MQTT id)."""
+    return f"{infusion_id}.{command_id}"
+
+
+Recorder = Callable[[str, Event, Decision], None]
+"""Called with (infusion id, event, decision) after every decision (the store commits it)."""
+
+
+def _no_record(infusion_id: str, event: Event, decision: Decision) -> None:
+    del infusion_id, event, decision
+
+
+@dataclass
+class PumpSupervisor:
+    """Supervises one pump and the infusion on it (if any)."""
+
+    pump: Pump
+    clock: Clock
+    recorder: Recorder = _no_record
+    poll_interval_s: float = POLL_INTERVAL_S
+    command_timeout_s: float = COMMAND_TIMEOUT_S
+    infusion_id: str | None = None
+    state: InfusionState | None = None
+    status: PumpStatus | None = None  # the cached status: what readers see
+    link_up: bool = False
+    decisions: list[Decision] = field(default_factory=list)
+    keep_decisions: bool = True  # tests and the demo read them; a long run may turn it off
+    _queue: deque[PumpCommand] = field(default_factory=deque)
+    _in_flight: asyncio.Task[None] | None = None
+    _stops: set[asyncio.Task[None]] = field(default_factory=set)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+    _alarms_seen: frozenset[Alarm] = frozenset()
+
+    def __post_init__(self) -> None:
+        self._idle.set()
+
+    # -- the infusion --------------------------------------------------------------------
+
+    def attach(self, infusion_id: str, state: InfusionState) -> None:
+        """Supervise `state` (a new infusion, or one rebuilt from the store) on this pump."""
+        if self.state is not None and self.state.supervised:
+            raise ValueError(
+                f"pump {self.pump.pump_id}: already supervising infusion {self.infusion_id}"
+            )
+        self.infusion_id, self.state = infusion_id, state
+        self._changed.set()
+
+    def submit(self, event: Event) -> Decision:
+        """Decide `event` now; send its commands (a stop first) and record it."""
+        if self.state is None or self.infusion_id is None:
+            raise ValueError(f"pump {self.pump.pump_id}: no infusion to decide for")
+        decision = decide(self.state, event, self.clock.now())
+        self.state = decision.state
+        if self.keep_decisions:
+            self.decisions.append(decision)
+        self._dispatch(decision)
+        self._log(event, decision)
+        self.recorder(self.infusion_id, event, decision)  # after the stop left: never waits
+        self._changed.set()
+        return decision
+
+    def _dispatch(self, decision: Decision) -> None:
+        for command in decision.commands:
+            if isinstance(command, StopPump):
+                self._send_stop(command)
+            elif isinstance(command, RaiseAlarm):
+                _log.warning(
+                    "alarm pump=%s infusion=%s kind=%s rule=%s: %s",
+                    self.pump.pump_id,
+                    self.infusion_id,
+                    command.kind.value,
+                    command.rule,
+                    command.message,
+                )
+            else:
+                self._queue.append(command)
+                self._idle.clear()
+        self._pump_queue()
+
+    def _send_stop(self, command: StopPump) -> None:
+        dropped = list(self._queue)
+        self._queue.clear()
+        for queued in dropped:  # escalations decided before the stop are never sent
+            self._fate_later(
+                CommandDenied(
+                    command_id=queued.id, reason="dropped: a stop came first", dropped=True
+                )
+            )
+        self._idle.clear()
+        task = asyncio.create_task(self._carry(command), name=f"stop {self.pump.pump_id}")
+        self._stops.add(task)
+        task.add_done_callback(self._stops.discard)
+
+    def _fate_later(self, fate: Event) -> None:
+        asyncio.get_running_loop().call_soon(self._fate, fate)
+
+    def _fate(self, fate: Event) -> None:
+        if self.state is not None:
+            self.submit(fate)
+        self._check_idle()
+
+    def _pump_queue(self) -> None:
+        if self._in_flight is not None or not self._queue:
+            self._check_idle()
+            return
+        command = self._queue.popleft()
+        state = self.state
+        if state is not None and (state.stop_outstanding or state.terminal):
+            # Decided under an older state (before a stop): dropped, not sent.
+            self._fate(
+                CommandDenied(command_id=command.id, reason="dropped: stopped since", dropped=True)
+            )
+            self._pump_queue()
+            return
+        self._in_flight = asyncio.create_task(
+            self._carry(command), name=f"command {self.pump.pump_id} {command.op}"
+        )
+
+    async def _carry(self, command: PumpCommand) -> None:
+        assert self.infusion_id is not None
+        lid = ledger_id(self.infusion_id, command.id)
+        _log.info(
+            "command pump=%s infusion=%s command=%s op=%s",
+            self.pump.pump_id,
+            self.infusion_id,
+            lid,
+            command.op,
+        )
+        fate, read = await carry(self.pump, command, lid, timeout_s=self.command_timeout_s)
+        _log.info(
+            "fate pump=%s infusion=%s command=%s op=%s fate=%s",
+            self.pump.pump_id,
+            self.infusion_id,
+            lid,
+            command.op,
+            fate.kind,
+        )
+        if not isinstance(command, StopPump):
+            self._in_flight = None
+        if read is not None:
+            self.status = read
+        self._fate(fate)
+        self._pump_queue()
+
+    def _check_idle(self) -> None:
+        if self._in_flight is None and not self._queue and not self._stops:
+            self._idle.set()
+
+    @property
+    def idle(self) -> bool:
+        """No command queued or in flight."""
+        return self._in_flight is None and not self._queue and not self._stops
+
+    async def wait_idle(self) -> None:
+        """Return once no command is queued or in flight (bound it with a timeout)."""
+        while not (self._in_flight is None and not self._queue and not self._stops):
+            self._idle.clear()
+            await self._idle.wait()
+
+    # -- pump facts ----------------------------------------------------------------------
+
+    def on_status(self, status: PumpStatus) -> None:
+        """A valid status read from the pump: cache it and feed what it says to the core."""
+        if status.state is PumpState.OFFLINE:
+            return  # an offline pump says nothing valid (A2 decides on time)
+        self.status = status
+        restored = not self.link_up
+        self.link_up = True
+        if self.state is None:
+            return
+        running = status.state is PumpState.RUNNING
+        if restored and self.state.link_lost:
+            self.submit(
+                LinkRestored(
+                    running=running,
+                    rate_ml_h=status.rate_ml_h if running else 0.0,
+                    volume_infused_ml=status.volume_infused_ml,
+                )
+            )
+        for event in self._alarm_events(status.alarms):
+            self.submit(event)
+        self.submit(self._status_event(status))
+
+    def _alarm_events(self, alarms: frozenset[Alarm]) -> Iterable[Event]:
+        raised, cleared = alarms - self._alarms_seen, self._alarms_seen - alarms
+        self._alarms_seen = alarms
+        for alarm in sorted(raised):
+            yield PumpAlarmRaised(alarm=alarm.value)
+        for alarm in sorted(cleared):
+            yield PumpAlarmCleared(alarm=alarm.value)
+
+    def _status_event(self, status: PumpStatus) -> Event:
+        assert self.state is not None
+        volume = status.volume_infused_ml
+        if status.state is PumpState.RUNNING:
+            return PumpConfirmedRunning(rate_ml_h=status.rate_ml_h, volume_infused_ml=volume)
+        s = self.state
+        ended_bag = (
+            status.state is PumpState.STOPPED
+            and not status.alarms
+            and s.vtbi_programmed_ml is not None
+            and status.vtbi_ml > 0
+            and abs(volume - status.vtbi_ml) <= COMPLETION_TOLERANCE_ML
+            and s.phase in {InfusionPhase.RUNNING, InfusionPhase.STARTING}
+            and not s.stop_outstanding
+        )
+        if ended_bag:
+            return PumpCompleted(volume_infused_ml=volume)
+        return PumpConfirmedStopped(volume_infused_ml=volume)
+
+    def on_link_lost(self) -> None:
+        """A2: no valid status for longer than the link timeout."""
+        if not self.link_up:
+            return
+        self.link_up = False
+        if self.state is not None:
+            self.submit(LinkLost())
+
+    async def poll_once(self) -> None:
+        """Read the pump's status once (bounded by the command timeout) and process it."""
+        try:
+            async with asyncio.timeout(self.command_timeout_s):
+                status = await self.pump.read_status()
+        except (PumpError, TimeoutError) as error:
+            _log.debug("pump %s: status read failed: %s", self.pump.pump_id, error)
+            return
+        self.on_status(status)
+
+    def restarted(self, status: PumpStatus) -> Decision:
+        """A4: the controller came back; the pump's real state as first read."""
+        running = status.state is PumpState.RUNNING
+        self.status = status
+        self.link_up = True
+        self._alarms_seen = status.alarms
+        return self.submit(
+            Restarted(
+                running=running,
+                rate_ml_h=status.rate_ml_h if running else 0.0,
+                volume_infused_ml=status.volume_infused_ml,
+            )
+        )
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """The supervisor's tasks (poller, watchdog, deadlines) until cancelled."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._poller(), name=f"poller {self.pump.pump_id}")
+                group.create_task(self._watchdog(), name=f"watchdog {self.pump.pump_id}")
+                group.create_task(self._deadlines(), name=f"deadlines {self.pump.pump_id}")
+        finally:
+            for task in (self._in_flight, *self._stops):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+
+    async def _poller(self) -> None:
+        while True:
+            if self._in_flight is None:
+                await self.poll_once()
+            await asyncio.sleep(self.poll_interval_s)
+
+    async def _watchdog(self) -> None:
+        while True:
+            await asyncio.sleep(min(0.5, self.pump.link_timeout_s / 4))
+            if self.pump.is_stale():
+                self.on_link_lost()
+
+    def wake_at(self) -> datetime | None:
+        """The next clinical instant this supervisor must act: a deadline, or the bag's end."""
+        if self.state is None:
+            return None
+        due = next_deadline(self.state)
+        at = due.at if due is not None else None
+        status = self.status
+        if status is not None and status.state is PumpState.RUNNING and status.rate_ml_h > 0:
+            hours = max(0.0, status.vtbi_ml - status.volume_infused_ml) / status.rate_ml_h
+            done = self.clock.now() + timedelta(hours=hours)
+            at = done if at is None else min(at, done)
+        return at
+
+    async def _deadlines(self) -> None:
+        while True:
+            self._changed.clear()
+            at = self.wake_at()
+            changed = asyncio.create_task(self._changed.wait())
+            sleeping = asyncio.create_task(self.clock.sleep_until(at)) if at is not None else None
+            waits = {changed} | ({sleeping} if sleeping is not None else set())
+            try:
+                done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in waits:
+                    task.cancel()
+            if sleeping is not None and sleeping in done:
+                await self._due()
+
+    async def _due(self) -> None:
+        """A deadline or the bag's end came: the pump's status at that instant, then time."""
+        await self.poll_once()
+        if self.state is not None:
+            self.submit(TimePassed())
+
+    # -- logs ------------------------------------------------------------------------------
+
+    def _log(self, event: Event, decision: Decision) -> None:
+        for audit in decision.audit:
+            _log.info(
+                "decision pump=%s infusion=%s event=%s type=%s rule=%s",
+                self.pump.pump_id,
+                self.infusion_id,
+                event.kind,
+                audit.type,
+                audit.rule,
+            )
