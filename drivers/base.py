@@ -221,6 +221,11 @@ class Pump(ABC):
     `_touch` on every valid reply, and publishes readings to `_broadcast`.
     """
 
+    #: Whether the pump says when an alarm's cause is gone (an MQTT pump names its standing
+    #: alarms in every status). A New Era pump cannot: its driver keeps an acknowledged alarm
+    #: until it sees the pump infusing, and only a nurse can say the cause was dealt with.
+    reports_alarm_clearance: bool = True
+
     def __init__(self, pump_id: str, *, link_timeout_s: float = LINK_TIMEOUT_S) -> None:
         self.pump_id = pump_id
         self.link_timeout_s = link_timeout_s

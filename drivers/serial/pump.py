@@ -101,6 +101,8 @@ class SerialPump(Pump):
     read and published (A2); `connected`, `last_contact` and `is_stale` tell the link's health.
     """
 
+    reports_alarm_clearance = False  # the protocol cannot say when a cause was cleared
+
     def __init__(
         self,
         line: SerialLine,

@@ -22,11 +22,13 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Literal
 
 from drivers.base import Alarm, Pump, PumpError, PumpState, PumpStatus
 from pumpctl.clock import Clock
 from pumpctl.controller.carry import COMMAND_TIMEOUT_S, carry
 from pumpctl.core.machine import (
+    ClearAlarm,
     CommandDenied,
     Decision,
     Event,
@@ -93,9 +95,26 @@ class PumpSupervisor:
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
     _alarms_seen: frozenset[Alarm] = frozenset()
+    _news: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _notifications: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._idle.set()
+
+    async def wait_until(self, predicate: Callable[[PumpSupervisor], bool]) -> None:
+        """Return once `predicate(self)` holds, checked after every decision and status read
+        (bound it with a timeout)."""
+        async with self._news:
+            await self._news.wait_for(lambda: predicate(self))
+
+    def _notify(self) -> None:
+        async def notify() -> None:
+            async with self._news:
+                self._news.notify_all()
+
+        task = asyncio.get_running_loop().create_task(notify())
+        self._notifications.add(task)
+        task.add_done_callback(self._notifications.discard)
 
     # -- the infusion --------------------------------------------------------------------
 
@@ -120,7 +139,18 @@ class PumpSupervisor:
         self._log(event, decision)
         self.recorder(self.infusion_id, event, decision)  # after the stop left: never waits
         self._changed.set()
+        self._notify()
         return decision
+
+    def clear_alarm(
+        self, alarm: str, *, actor: str, role: Literal["nurse", "clinician"]
+    ) -> Decision:
+        """A1: staff acknowledge `alarm`. For a pump that cannot say when an alarm's cause is
+        gone (New Era), the nurse's clear is also the statement that it is."""
+        state = self.state
+        if state is not None and alarm in state.alarms and not self.pump.reports_alarm_clearance:
+            self.submit(PumpAlarmCleared(alarm=alarm))
+        return self.submit(ClearAlarm(alarm=alarm, actor=actor, role=role))
 
     def _dispatch(self, decision: Decision) -> None:
         for command in decision.commands:
@@ -227,6 +257,7 @@ class PumpSupervisor:
         if status.state is PumpState.OFFLINE:
             return  # an offline pump says nothing valid (A2 decides on time)
         self.status = status
+        self._notify()
         restored = not self.link_up
         self.link_up = True
         if self.state is None:
