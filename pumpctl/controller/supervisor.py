@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -371,7 +372,10 @@ class PumpSupervisor:
         status = self.status
         if status is not None and status.state is PumpState.RUNNING and status.rate_ml_h > 0:
             hours = max(0.0, status.vtbi_ml - status.volume_infused_ml) / status.rate_ml_h
-            done = self.clock.now() + timedelta(hours=hours)
+            # Whole seconds, at least one: a pump's volume is read rounded, so the last drop
+            # may come a moment later than computed, and clinical time must move to see it.
+            seconds = max(1, math.ceil(hours * 3600))
+            done = self.clock.now() + timedelta(seconds=seconds)
             at = done if at is None else min(at, done)
         return at
 
