@@ -23,11 +23,12 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from drivers.base import Alarm, Pump, PumpError, PumpState, PumpStatus
 from pumpctl.clock import Clock
 from pumpctl.controller.carry import COMMAND_TIMEOUT_S, carry
+from pumpctl.controller.envelope import SafetyEnvelope, Trip
 from pumpctl.core.machine import (
     ClearAlarm,
     CommandDenied,
@@ -44,12 +45,17 @@ from pumpctl.core.machine import (
     PumpConfirmedRunning,
     PumpConfirmedStopped,
     RaiseAlarm,
+    ReactionReported,
     Restarted,
+    ResumeRequested,
+    SafetyEnvelopeTripped,
+    SetRate,
     StopPump,
     TimePassed,
     decide,
     next_deadline,
 )
+from pumpctl.core.rules import Rule
 
 __all__ = ["POLL_INTERVAL_S", "PumpSupervisor", "Recorder", "ledger_id"]
 
@@ -90,12 +96,15 @@ class PumpSupervisor:
     link_up: bool = False
     decisions: list[Decision] = field(default_factory=list)
     keep_decisions: bool = True  # tests and the demo read them; a long run may turn it off
+    decide_fn: Callable[[InfusionState, Event, datetime], Decision] = decide
+    envelope: SafetyEnvelope | None = None  # built from the protocol's numbers at attach
     _queue: deque[PumpCommand] = field(default_factory=deque)
     _in_flight: asyncio.Task[None] | None = None
-    _stops: set[asyncio.Task[None]] = field(default_factory=set)
+    _stops: set[asyncio.Task[Any]] = field(default_factory=set)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
     _alarms_seen: frozenset[Alarm] = frozenset()
+    _envelope_stops: int = 0
     _news: asyncio.Condition = field(default_factory=asyncio.Condition)
     _notifications: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -126,13 +135,25 @@ class PumpSupervisor:
                 f"pump {self.pump.pump_id}: already supervising infusion {self.infusion_id}"
             )
         self.infusion_id, self.state = infusion_id, state
+        ladder = state.protocol.ladder
+        self.envelope = SafetyEnvelope(
+            max_rate_ml_h=ladder.max_rate_ml_h,
+            interval=timedelta(minutes=ladder.interval_min),
+            command_timeout_s=self.command_timeout_s,
+        )
         self._changed.set()
 
     def submit(self, event: Event) -> Decision:
         """Decide `event` now; send its commands (a stop first) and record it."""
         if self.state is None or self.infusion_id is None:
             raise ValueError(f"pump {self.pump.pump_id}: no infusion to decide for")
-        decision = decide(self.state, event, self.clock.now())
+        now = self.clock.now()
+        if self.envelope is not None:
+            if isinstance(event, ReactionReported):
+                self.envelope.reaction_reported()
+            elif isinstance(event, ResumeRequested):
+                self.envelope.resume_requested(now)
+        decision = self.decide_fn(self.state, event, now)
         self.state = decision.state
         if self.keep_decisions:
             self.decisions.append(decision)
@@ -151,7 +172,36 @@ class PumpSupervisor:
         state = self.state
         if state is not None and alarm in state.alarms and not self.pump.reports_alarm_clearance:
             self.submit(PumpAlarmCleared(alarm=alarm))
-        return self.submit(ClearAlarm(alarm=alarm, actor=actor, role=role))
+        decision = self.submit(ClearAlarm(alarm=alarm, actor=actor, role=role))
+        if alarm == "safety_envelope" and decision.refusal is None and self.envelope is not None:
+            self.envelope.tripped = None  # a clinician checked the pump and cleared it
+        return decision
+
+    def _envelope_trip(self, trip: Trip | None) -> None:
+        """The envelope tripped: stop the pump through the driver at once, then tell the core."""
+        if trip is None or self.state is None:
+            return
+        _log.error(
+            "alarm pump=%s infusion=%s kind=safety_envelope rule=%s: %s",
+            self.pump.pump_id,
+            self.infusion_id,
+            trip.rule,
+            trip.reason,
+        )
+        self._envelope_stops += 1
+        stop = asyncio.create_task(
+            self.pump.stop(command_id=f"{self.infusion_id}.envelope.{self._envelope_stops}"),
+            name=f"envelope stop {self.pump.pump_id}",
+        )
+        self._stops.add(stop)
+        stop.add_done_callback(self._envelope_stopped)
+        self.submit(SafetyEnvelopeTripped(reason=trip.reason, rule=Rule(trip.rule)))
+
+    def _envelope_stopped(self, task: asyncio.Task[Any]) -> None:
+        self._stops.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _log.error("pump %s: envelope stop failed: %s", self.pump.pump_id, task.exception())
+        self._check_idle()
 
     def _dispatch(self, decision: Decision) -> None:
         for command in decision.commands:
@@ -213,6 +263,14 @@ class PumpSupervisor:
     async def _carry(self, command: PumpCommand) -> None:
         assert self.infusion_id is not None
         lid = ledger_id(self.infusion_id, command.id)
+        if isinstance(command, SetRate) and self.envelope is not None:
+            trip = self.envelope.command(command.rate_ml_h, self.clock.now())
+            if trip is not None:
+                self._in_flight = None
+                self._fate(CommandDenied(command_id=command.id, reason="safety envelope: not sent"))
+                self._envelope_trip(trip)
+                self._pump_queue()
+                return
         _log.info(
             "command pump=%s infusion=%s command=%s op=%s",
             self.pump.pump_id,
@@ -234,7 +292,21 @@ class PumpSupervisor:
         if read is not None:
             self.status = read
         self._fate(fate)
+        if read is not None:
+            self._watch(read)
         self._pump_queue()
+
+    def _watch(self, status: PumpStatus) -> None:
+        """Show a read-back to the envelope (unless it already tripped)."""
+        if self.envelope is None or self.envelope.tripped is not None:
+            return
+        trip = self.envelope.read_back(
+            running=status.state is PumpState.RUNNING,
+            rate_ml_h=status.rate_ml_h,
+            at=self.clock.now(),
+            wire=asyncio.get_running_loop().time(),
+        )
+        self._envelope_trip(trip)
 
     def _check_idle(self) -> None:
         if self._in_flight is None and not self._queue and not self._stops:
@@ -275,6 +347,7 @@ class PumpSupervisor:
         for event in self._alarm_events(status.alarms):
             self.submit(event)
         self.submit(self._status_event(status))
+        self._watch(status)
 
     def _alarm_events(self, alarms: frozenset[Alarm]) -> Iterable[Event]:
         raised, cleared = alarms - self._alarms_seen, self._alarms_seen - alarms

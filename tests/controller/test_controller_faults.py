@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from test_controller_virtual_time import HOUR, OTHER, supervised
+from supervised_env import HOUR, OTHER, supervised
 
 from drivers.base import Alarm, PumpState
 from pumpctl.clock import VirtualClock

@@ -3,17 +3,16 @@ controller + driver + simulator in virtual time (docs/clinical-rules.md, L4, L5,
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from test_controller_virtual_time import HOUR, OTHER, REVIEW
+from supervised_env import HOUR, OTHER, REVIEW, supervised
 
 from drivers.base import PumpState
 from pumpctl.clock import VirtualClock
-from pumpctl.controller import Controller, PumpSupervisor
+from pumpctl.controller import PumpSupervisor
 from pumpctl.core.history import CourseState, Sign
 from pumpctl.core.machine import (
     InfusionPhase,
@@ -22,7 +21,6 @@ from pumpctl.core.machine import (
     Reassessed,
     Resolved,
     ResumeRequested,
-    Start,
     Stop,
     infusion_record,
     initial_state,
@@ -35,26 +33,16 @@ EDEMA = frozenset({Sign.LARYNGEAL_EDEMA})
 SPASM = frozenset({Sign.BRONCHOSPASM})
 
 
-@asynccontextmanager
-async def infusion(
+def infusion(
     env: Any,
     clock: VirtualClock,
     *,
     number: int = 1,
     course: CourseState | None = None,
     protocol: Protocol = REVIEW,
-) -> AsyncIterator[PumpSupervisor]:
+) -> AbstractAsyncContextManager[PumpSupervisor]:
     """Infusion `number` of `course`, started and supervised on `env`'s pump."""
-    course = course or CourseState()
-    supervisor = PumpSupervisor(env.driver, clock, poll_interval_s=0.2, command_timeout_s=1.0)
-    state = initial_state(
-        protocol, infusion_number=number, course=course, bag_prepared_at=clock.now()
-    )
-    supervisor.attach(f"inf-{number}", state)
-    async with Controller(clock, [supervisor]):
-        supervisor.submit(Start(actor="nurse", course=course))
-        await clock.advance(0)
-        yield supervisor
+    return supervised(env, clock, number=number, course=course, protocol=protocol, start=True)
 
 
 def state_of(supervisor: PumpSupervisor) -> InfusionState:

@@ -3,42 +3,22 @@ MQTT (issue: the controller; docs/architecture.md, "Time")."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from supervised_env import HOUR, OTHER, supervised
 
 from drivers.base import PumpState
 from pumpctl.clock import VirtualClock
-from pumpctl.controller import Controller, PumpSupervisor
-from pumpctl.core.history import CourseState, Sign
+from pumpctl.controller import PumpSupervisor
+from pumpctl.core.history import CourseState
 from pumpctl.core.machine import (
     InfusionPhase,
     ReactionReported,
     ResumeRequested,
     Start,
-    initial_state,
 )
-from pumpctl.protocols import load_protocol
-
-REVIEW = load_protocol("daratumumab")
-OTHER = frozenset({Sign.OTHER})
-HOUR = 3600.0
-
-
-@asynccontextmanager
-async def supervised(env: Any, clock: VirtualClock) -> AsyncIterator[PumpSupervisor]:
-    """A controller supervising `env`'s pump with a planned first infusion on it."""
-    supervisor = PumpSupervisor(env.driver, clock, poll_interval_s=0.2, command_timeout_s=1.0)
-    state = initial_state(
-        REVIEW, infusion_number=1, course=CourseState(), bag_prepared_at=clock.now()
-    )
-    supervisor.attach("inf-1", state)
-    async with Controller(clock, [supervisor]):
-        await clock.advance(0)
-        yield supervisor
 
 
 def confirmed_rates(supervisor: PumpSupervisor) -> list[float]:

@@ -2,7 +2,8 @@
 
 A nurse may clear a pump alarm the pump no longer reports, communication loss once the link is
 back, an A3 alarm once the command's fate is known, and under-infusion; over-infusion and a
-fault of the core itself need a clinician (docs/clinical-rules.md, Clarifications, A1).
+fault of the core itself
+or of the safety envelope need a clinician (docs/clinical-rules.md, Clarifications, A1).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class MachineAlarm(StrEnum):
     BAG_EXPIRING = "bag_expiring"  # L9: one hour left
     BAG_EXPIRED = "bag_expired"  # L9: pump stopped, a new bag is needed
     CORE_FAULT = "core_fault"  # a state the core cannot continue from: pump stopped
+    SAFETY_ENVELOPE = "safety_envelope"  # the independent monitor stopped the pump
 
     @property
     def rule(self) -> Rule:
@@ -51,6 +53,7 @@ _RULE = {
     MachineAlarm.BAG_EXPIRING: Rule.L9,
     MachineAlarm.BAG_EXPIRED: Rule.L9,
     MachineAlarm.CORE_FAULT: Rule.A3,
+    MachineAlarm.SAFETY_ENVELOPE: Rule.L2,
 }
 
 # Latched, these suspend escalation (L1) until cleared.
@@ -61,11 +64,14 @@ SUSPENDING = frozenset(
         MachineAlarm.COMMAND_DENIED,
         MachineAlarm.OVER_INFUSION,
         MachineAlarm.CORE_FAULT,
+        MachineAlarm.SAFETY_ENVELOPE,
         MachineAlarm.RATE_LOWER,
         MachineAlarm.PUMP_STOPPED,
     }
 )
 # A nurse's resume is what these ask for: it acknowledges them.
 ACKNOWLEDGED_BY_RESUME = frozenset({MachineAlarm.RATE_LOWER, MachineAlarm.PUMP_STOPPED})
-# Only a clinician clears these.
-CLINICIAN_ONLY = frozenset({MachineAlarm.OVER_INFUSION, MachineAlarm.CORE_FAULT})
+# Only a clinician clears these; while latched the pump stays stopped and no resume is taken.
+CLINICIAN_ONLY = frozenset(
+    {MachineAlarm.OVER_INFUSION, MachineAlarm.CORE_FAULT, MachineAlarm.SAFETY_ENVELOPE}
+)

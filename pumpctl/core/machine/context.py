@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from pumpctl.core.limits import RateDecision
-from pumpctl.core.machine.alarms import MachineAlarm
+from pumpctl.core.machine.alarms import CLINICIAN_ONLY, MachineAlarm
 from pumpctl.core.machine.outputs import (
     AuditEvent,
     AuditType,
@@ -159,8 +159,7 @@ def should_be_stopped(s: InfusionState) -> bool:
         or s.phase in TERMINAL_PHASES
         or s.phase is InfusionPhase.PLANNED
         or s.bag_expired
-        or MachineAlarm.OVER_INFUSION.value in s.latched
-        or MachineAlarm.CORE_FAULT.value in s.latched
+        or bool(s.latched & CLINICIAN_ONLY)
     )
 
 

@@ -47,6 +47,7 @@ from pumpctl.core.machine.events import (
     Resolved,
     Restarted,
     ResumeRequested,
+    SafetyEnvelopeTripped,
     Start,
     Stop,
     TimePassed,
@@ -65,6 +66,7 @@ from pumpctl.core.machine.pump import (
     on_clear_alarm,
     on_completed,
     on_confirmed,
+    on_envelope,
     on_failed,
     on_link_lost,
     on_power_reset,
@@ -310,6 +312,8 @@ def _pump_fact(ctx: Ctx, event: Event, now: datetime) -> bool:
             on_power_reset(ctx, event, now)
         case PumpCompleted():
             on_completed(ctx, event, now)
+        case SafetyEnvelopeTripped():
+            on_envelope(ctx, event, now)
         case _:
             return False
     return True

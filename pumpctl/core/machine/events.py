@@ -16,6 +16,7 @@ from pydantic import Field, StringConstraints, TypeAdapter, ValidationError
 
 from pumpctl.core.history import CourseState, Grade, Sign
 from pumpctl.core.machine.state import Instant, Rate, Value, Volume
+from pumpctl.core.rules import Rule
 
 __all__ = [
     "Actor",
@@ -41,6 +42,7 @@ __all__ = [
     "Resolved",
     "Restarted",
     "ResumeRequested",
+    "SafetyEnvelopeTripped",
     "Start",
     "Stop",
     "TimePassed",
@@ -247,6 +249,14 @@ class CommandUnconfirmed(EventBase):
     command_id: CommandId
 
 
+class SafetyEnvelopeTripped(EventBase):
+    """The independent safety envelope stopped the pump (it shares no code with `decide`)."""
+
+    kind: Literal["safety_envelope"] = "safety_envelope"
+    reason: Reason
+    rule: Rule  # the rule the envelope saw broken (L2 maximum, L1 rise too soon, I1/I9)
+
+
 class TimePassed(EventBase):
     """Clinical time reached `now` (normally the instant of `next_deadline`)."""
 
@@ -276,6 +286,7 @@ Event = Annotated[
     | CommandConfirmed
     | CommandDenied
     | CommandUnconfirmed
+    | SafetyEnvelopeTripped
     | TimePassed,
     Field(discriminator="kind"),
 ]

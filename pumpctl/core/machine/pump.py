@@ -36,6 +36,7 @@ from pumpctl.core.machine.events import (
     PumpCompleted,
     PumpPowerReset,
     Restarted,
+    SafetyEnvelopeTripped,
 )
 from pumpctl.core.machine.outputs import AuditType, SetRate
 from pumpctl.core.machine.state import CommandOp, InfusionPhase, SentCommand
@@ -46,6 +47,7 @@ __all__ = [
     "on_clear_alarm",
     "on_completed",
     "on_confirmed",
+    "on_envelope",
     "on_failed",
     "on_link_lost",
     "on_power_reset",
@@ -349,3 +351,14 @@ def on_clear_alarm(ctx: Ctx, event: ClearAlarm, now: datetime) -> None:
     ctx.set(latched=s.latched - {name})
     rule = MachineAlarm(name).rule if name in _MACHINE_ALARMS else Rule.A1
     ctx.log(AuditType.ALARM_CLEARED, rule, now, alarm=name, actor=event.actor, role=event.role)
+
+
+def on_envelope(ctx: Ctx, event: SafetyEnvelopeTripped, now: datetime) -> None:
+    """The safety envelope tripped: the pump is stopped (again) and only a clinician clears."""
+    stop_pump(ctx, first=True)
+    ctx.alarm(
+        MachineAlarm.SAFETY_ENVELOPE,
+        f"safety envelope: {event.reason}: pump stopped; a clinician must check and clear",
+        now,
+        event.rule,
+    )

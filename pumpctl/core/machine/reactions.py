@@ -15,7 +15,7 @@ from datetime import datetime
 
 from pumpctl.core.history import ReactionRecord, Sign
 from pumpctl.core.limits import constrain, half_rate, min_duration_cap, protocol_max
-from pumpctl.core.machine.alarms import ACKNOWLEDGED_BY_RESUME, MachineAlarm
+from pumpctl.core.machine.alarms import ACKNOWLEDGED_BY_RESUME, CLINICIAN_ONLY
 from pumpctl.core.machine.context import (
     Ctx,
     Invalid,
@@ -297,7 +297,7 @@ def _resume_refusal(  # noqa: PLR0911 - one refusal per rule, in order
         return Refused(Rule.L9, "the bag is past its stability: replace it first")
     if s.alarms:
         return Refused(Rule.A1, f"clear the pump alarm first ({', '.join(sorted(s.alarms))})")
-    for alarm in (MachineAlarm.OVER_INFUSION, MachineAlarm.CORE_FAULT):
+    for alarm in sorted(CLINICIAN_ONLY):
         if alarm.value in s.latched:
             return Refused(Rule.A1, f"{alarm.value}: a clinician must clear it first")
     if s.unexplained_stop and s.reaction is None and not event.no_reaction:

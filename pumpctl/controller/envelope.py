@@ -1,0 +1,97 @@
+"""The independent safety envelope: a small monitor beside `decide()` that shares no code with it.
+
+It reads only raw inputs (a nurse's reaction reports and resume requests, the rates commanded,
+the pump's read-backs) and the protocol's numbers (maximum rate, escalation interval). It trips,
+and the supervisor stops the pump at once through the driver and raises the loudest alarm (only
+a clinician clears it), when:
+
+- a rate above the protocol maximum is commanded or read back (L2);
+- a commanded rate rises less than one interval of clinical time after the last change of the
+  confirmed rate, or after a resume that followed a reaction (L1);
+- the pump runs after a reaction report with no resume request since (I1, I9);
+- a read-back above the last commanded rate, but within the maximum, persists for longer than
+  the command timeout (A2's reconcile sets it down first; this is the backstop).
+
+It imports nothing of the rules core: a deliberately broken `decide()` cannot break it too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+__all__ = ["SafetyEnvelope", "Trip"]
+
+_RATE_EPSILON = 0.05  # half the pump's rate resolution
+
+
+@dataclass(frozen=True, slots=True)
+class Trip:
+    """Why the envelope tripped, and the rule id it saw broken (a plain string: no core)."""
+
+    rule: str
+    reason: str
+
+
+@dataclass
+class SafetyEnvelope:
+    """The monitor of one pump."""
+
+    max_rate_ml_h: float
+    interval: timedelta
+    command_timeout_s: float
+    last_rate_ml_h: float = 0.0  # the last non-zero rate read back running
+    last_change_at: datetime | None = None  # clinical time of the last change of that rate
+    commanded_ml_h: float = 0.0  # the last rate commanded
+    reaction_open: bool = False  # a reaction reported and no resume requested since
+    above_since: float | None = None  # wire time a read-back above the command began
+    tripped: Trip | None = None
+
+    def reaction_reported(self) -> None:
+        """A nurse reported a reaction: the pump must not run until a resume is asked for."""
+        self.reaction_open = True
+
+    def resume_requested(self, at: datetime) -> None:
+        """A nurse asked to resume: after a reaction, the interval starts again from here."""
+        if self.reaction_open:
+            self.last_change_at = at
+        self.reaction_open = False
+
+    def command(self, rate_ml_h: float, at: datetime) -> Trip | None:
+        """A rate is about to be commanded; a Trip means it must not be sent."""
+        if rate_ml_h > self.max_rate_ml_h + _RATE_EPSILON:
+            return self._trip("L2", f"{rate_ml_h:g} ml/h commanded, above {self.max_rate_ml_h:g}")
+        rises = self.last_rate_ml_h > 0 and rate_ml_h > self.last_rate_ml_h + _RATE_EPSILON
+        if rises and self.last_change_at is not None and at - self.last_change_at < self.interval:
+            since = (at - self.last_change_at).total_seconds() / 60
+            return self._trip(
+                "L1", f"a rise to {rate_ml_h:g} ml/h only {since:.1f} min after the last change"
+            )
+        self.commanded_ml_h = rate_ml_h
+        return None
+
+    def read_back(
+        self, *, running: bool, rate_ml_h: float, at: datetime, wire: float
+    ) -> Trip | None:
+        """A read-back of the pump (clinical time `at`, event-loop time `wire`)."""
+        if running and rate_ml_h > self.max_rate_ml_h + _RATE_EPSILON:
+            return self._trip("L2", f"pump read back at {rate_ml_h:g} ml/h")
+        if running and self.reaction_open:
+            return self._trip("I9", "pump running after a reaction report with no resume")
+        if running and rate_ml_h > self.commanded_ml_h + _RATE_EPSILON:
+            if self.above_since is None:
+                self.above_since = wire
+            elif wire - self.above_since > self.command_timeout_s:
+                return self._trip(
+                    "A2", f"pump at {rate_ml_h:g} ml/h above {self.commanded_ml_h:g} for too long"
+                )
+        else:
+            self.above_since = None
+        if running and rate_ml_h > 0 and abs(rate_ml_h - self.last_rate_ml_h) > _RATE_EPSILON:
+            self.last_rate_ml_h = rate_ml_h
+            self.last_change_at = at
+        return None
+
+    def _trip(self, rule: str, reason: str) -> Trip:
+        self.tripped = Trip(rule, reason)
+        return self.tripped
