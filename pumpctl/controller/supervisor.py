@@ -27,11 +27,13 @@ from typing import Any, Literal
 
 from drivers.base import Alarm, Pump, PumpError, PumpState, PumpStatus
 from pumpctl.clock import Clock
-from pumpctl.controller.carry import COMMAND_TIMEOUT_S, carry
+from pumpctl.controller.carry import COMMAND_TIMEOUT_S, carry, confirmation
 from pumpctl.controller.envelope import SafetyEnvelope, Trip
 from pumpctl.core.machine import (
     ClearAlarm,
     CommandDenied,
+    CommandOp,
+    CommandUnconfirmed,
     Decision,
     Event,
     InfusionPhase,
@@ -49,6 +51,7 @@ from pumpctl.core.machine import (
     Restarted,
     ResumeRequested,
     SafetyEnvelopeTripped,
+    SentCommand,
     SetRate,
     StopPump,
     TimePassed,
@@ -141,6 +144,15 @@ class PumpSupervisor:
             interval=timedelta(minutes=ladder.interval_min),
             command_timeout_s=self.command_timeout_s,
         )
+        # A rebuilt infusion (A4): the envelope starts from the recorded read-backs, so a
+        # restart is not mistaken for a change of rate.
+        running = [p for p in state.rate_history if p.rate_ml_h > 0]
+        if running:
+            self.envelope.last_rate_ml_h = running[-1].rate_ml_h
+            self.envelope.commanded_ml_h = state.rate_ml_h
+            changes = [p for p in state.rate_history if p.rate_ml_h == running[-1].rate_ml_h]
+            self.envelope.last_change_at = changes[0].at if changes else running[-1].at
+        self.envelope.reaction_open = state.reaction is not None
         self._changed.set()
 
     def submit(self, event: Event) -> Decision:
@@ -395,18 +407,30 @@ class PumpSupervisor:
         self.on_status(status)
 
     def restarted(self, status: PumpStatus) -> Decision:
-        """A4: the controller came back; the pump's real state as first read."""
+        """A4: the controller came back; the pump's real state as first read.
+
+        Commands the stored state still waits on are never sent again: the read-back decides
+        their fate (confirmed if it shows their effect, else unconfirmed, A3)."""
         running = status.state is PumpState.RUNNING
         self.status = status
         self.link_up = True
         self._alarms_seen = status.alarms
-        return self.submit(
+        decision = self.submit(
             Restarted(
                 running=running,
                 rate_ml_h=status.rate_ml_h if running else 0.0,
                 volume_infused_ml=status.volume_infused_ml,
             )
         )
+        assert self.state is not None
+        for sent in self.state.outstanding:
+            if sent.op is CommandOp.STOP:
+                continue  # the restart's reconcile stops a running pump again
+            if _shows(sent, status, self.state.bag_volume_ml):
+                self.submit(confirmation(sent.id, status))
+            else:
+                self.submit(CommandUnconfirmed(command_id=sent.id))
+        return decision
 
     # -- tasks -----------------------------------------------------------------------------
 
@@ -485,3 +509,16 @@ class PumpSupervisor:
                 audit.type,
                 audit.rule,
             )
+
+
+def _shows(sent: SentCommand, status: PumpStatus, vtbi_ml: float) -> bool:
+    """A read-back after a restart shows the effect of a command sent before it."""
+    rate_ok = sent.rate_ml_h is not None and abs(status.rate_ml_h - sent.rate_ml_h) <= 0.1
+    match sent.op:
+        case CommandOp.SET_RATE:
+            return rate_ok
+        case CommandOp.RUN:
+            return rate_ok and status.state is PumpState.RUNNING
+        case CommandOp.SET_VTBI:
+            return abs(status.vtbi_ml - vtbi_ml) <= 0.5
+    return False  # a cleared counter cannot be told from a read-back reliably

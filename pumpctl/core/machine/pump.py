@@ -95,7 +95,8 @@ def reconcile(ctx: Ctx, running: bool, rate: float, now: datetime, rule: Rule) -
             record_confirmed_rate(ctx, 0.0, now)
             ctx.log(AuditType.CONFIRMED_STOPPED, Rule.A3, now, late=True)
             return
-        if should_be_stopped(s) or s.outstanding or s.alarms:
+        on_its_way = bool(s.outstanding) and rule is not Rule.A4  # after a restart: unknown
+        if should_be_stopped(s) or on_its_way or s.alarms:
             return  # stopped as it should be, a run on its way, or the pump's alarm says why
         if was_running or (rule is not Rule.A3 and s.confirmed_rate_ml_h > 0):
             ctx.set(unexplained_stop=rule is Rule.A4)

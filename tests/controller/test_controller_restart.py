@@ -1,0 +1,95 @@
+"""A4 in one process: a controller rebuilt from the stored state and the pump's real state goes on
+(same step, no ladder restart, no rise because it restarted, nothing sent twice)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from supervised_env import HOUR, OTHER, supervised
+
+from drivers.base import PumpState
+from pumpctl.clock import VirtualClock
+from pumpctl.controller import Controller, PumpSupervisor
+from pumpctl.core.history import CourseState
+from pumpctl.core.machine import (
+    InfusionPhase,
+    InfusionState,
+    MachineAlarm,
+    ReactionReported,
+    ResumeRequested,
+    SetRate,
+)
+
+
+async def crash_at(env: Any, clock: VirtualClock, seconds: float) -> str:
+    """Run a first infusion for `seconds` of clinical time; the stored state at the crash."""
+    async with supervised(env, clock, start=True) as supervisor:
+        await clock.advance(seconds)
+        assert supervisor.state is not None
+        return supervisor.state.to_json()
+
+
+async def restarted(env: Any, clock: VirtualClock, stored: str) -> PumpSupervisor:
+    supervisor = PumpSupervisor(env.driver, clock, poll_interval_s=0.2, command_timeout_s=1.0)
+    supervisor.attach("inf-1", InfusionState.from_json(stored))
+    supervisor.restarted(await env.driver.read_status())
+    return supervisor
+
+
+async def test_A4_a_restart_while_the_pump_ran_on_keeps_the_step_and_never_rises(
+    pump_env: Any, clock: VirtualClock
+) -> None:
+    stored = await crash_at(pump_env, clock, HOUR + 1800)  # at 100 ml/h, 30 min into the step
+    await clock.advance(600)  # the controller is down for 10 min; the pump runs on at 100
+    supervisor = await restarted(pump_env, clock, stored)
+    async with Controller(clock, [supervisor]):
+        await clock.advance(0)
+        assert pump_env.model.status().rate_ml_h == 100.0
+        sent = [c for d in supervisor.decisions for c in d.commands if isinstance(c, SetRate)]
+        assert sent == []  # nothing sent again because it restarted
+        await clock.advance(1500)
+        assert pump_env.model.status().rate_ml_h == 100.0  # downtime is not running time (A4)
+        await clock.advance(HOUR)
+        assert pump_env.model.status().rate_ml_h == 150.0  # the ladder goes on, not from 50
+        state = supervisor.state
+        assert state is not None
+        assert MachineAlarm.OVER_INFUSION.value not in state.latched
+
+
+async def test_A4_a_pump_found_stopped_with_no_record_needs_the_nurses_answer(
+    pump_env: Any, clock: VirtualClock
+) -> None:
+    stored = await crash_at(pump_env, clock, 2 * HOUR + 600)  # at 150 ml/h
+    pump_env.model.stop()  # stopped while the controller was down: a lost reaction record?
+    supervisor = await restarted(pump_env, clock, stored)
+    async with Controller(clock, [supervisor]):
+        await clock.advance(0)
+        refused = supervisor.submit(ResumeRequested(actor="nurse"))
+        assert refused.refusal is not None
+        assert refused.refusal.rule == "A4"
+        supervisor.submit(ReactionReported(grade=2, signs=OTHER, actor="nurse"))
+        await clock.advance(0)  # I1: the reaction's stop is sent and confirmed first (A3)
+        supervisor.submit(ResumeRequested(actor="nurse"))
+        await clock.advance(0)
+        status = pump_env.model.status()
+        assert (status.state, status.rate_ml_h) == (PumpState.RUNNING, 75.0)  # I2 applies
+
+
+async def test_A4_I5_an_open_window_stays_armed_across_a_restart(
+    pump_env: Any, clock: VirtualClock
+) -> None:
+    async with supervised(pump_env, clock, start=True) as supervisor:
+        await clock.advance(HOUR)
+        supervisor.submit(ReactionReported(grade=3, signs=OTHER, actor="nurse"))
+        await clock.advance(1800)
+        assert supervisor.state is not None
+        stored = supervisor.state.to_json()
+    await clock.advance(600)
+    again = await restarted(pump_env, clock, stored)
+    async with Controller(clock, [again]):
+        await clock.advance(HOUR + 1200)
+        assert again.state is not None
+        assert again.state.phase is InfusionPhase.WITHDRAWN  # the window's end still withdraws
+        assert again.state.course.withdrawn
+        assert pump_env.model.state is not PumpState.RUNNING
+    assert CourseState() != again.state.course
