@@ -1,0 +1,37 @@
+"""The store: patients, courses, infusions and their states, reactions, alarms, the command
+ledger and the append-only audit trail (A3, A4, I10, L8, I8), on SQLite or PostgreSQL.
+
+- `models`: the SQLModel table classes (schema only; API schemas live with the API).
+- `migrations/`: Alembic revisions from the first schema on, shipped in the package;
+  `migrate` runs them from code (`pumpctl db upgrade / downgrade / current`).
+- `engine`: SQLite (WAL, synchronous=FULL, foreign keys) and PostgreSQL (psycopg) engines.
+- `location`: the embedded default, `sqlite:///<data dir>/pumpctl.db`.
+- `store`: `Store`, the repository the controller uses.
+- `sqltypes`: aware UTC instants, the JSON encoder of audit data.
+"""
+
+from pumpctl.store.errors import (
+    DataDirError,
+    InfusionConflictError,
+    LedgerError,
+    NotFoundError,
+    StoreError,
+    UnsupportedDatabaseError,
+)
+from pumpctl.store.location import default_database_url
+from pumpctl.store.store import CommandFate, LedgerEntry, Store, StoreAudit, StoredInfusion
+
+__all__ = [
+    "CommandFate",
+    "DataDirError",
+    "InfusionConflictError",
+    "LedgerEntry",
+    "LedgerError",
+    "NotFoundError",
+    "Store",
+    "StoreAudit",
+    "StoreError",
+    "StoredInfusion",
+    "UnsupportedDatabaseError",
+    "default_database_url",
+]

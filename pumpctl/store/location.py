@@ -1,0 +1,48 @@
+"""Where the embedded database lives: `sqlite:///<data dir>/pumpctl.db`.
+
+The data directory is `PUMPCTL_DATA_DIR`, else `~/.local/share/pumpctl`; it is created when
+missing, and must be writable (else `DataDirError`, one line naming the directory).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from pumpctl.store.errors import DataDirError
+
+__all__ = ["DATA_DIR_ENV", "DB_FILE", "data_dir", "default_database_url"]
+
+DATA_DIR_ENV = "PUMPCTL_DATA_DIR"
+DB_FILE = "pumpctl.db"
+
+
+def data_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The data directory (not created, not checked)."""
+    env = os.environ if environ is None else environ
+    if configured := env.get(DATA_DIR_ENV, "").strip():
+        return Path(configured).expanduser()
+    return Path.home() / ".local" / "share" / "pumpctl"
+
+
+def _writable(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        # a real file, not os.access: root passes every access check, a read-only mount does not
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise DataDirError(
+            f"data directory {directory} is not writable ({why}); "
+            f"set {DATA_DIR_ENV} or pass --database"
+        ) from None
+
+
+def default_database_url(environ: Mapping[str, str] | None = None) -> str:
+    """`sqlite:///<data dir>/pumpctl.db`, the data directory created and checked writable."""
+    directory = data_dir(environ)
+    _writable(directory)
+    return f"sqlite:///{(directory / DB_FILE).resolve()}"
