@@ -7,7 +7,7 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
-from pumpctl.cli import plan, pump, simulate
+from pumpctl.cli import db, plan, pump, simulate
 
 app = typer.Typer(
     name="pumpctl",
@@ -19,6 +19,7 @@ app = typer.Typer(
 app.command("plan")(plan.plan)
 app.add_typer(simulate.app, name="simulate")
 app.add_typer(pump.app, name="pump")
+app.add_typer(db.app, name="db")
 
 
 def main() -> None:
