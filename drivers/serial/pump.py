@@ -323,8 +323,37 @@ class SerialPump(Pump):
         return await self._read("clear_volume", Priority.NORMAL, command_id)
 
     async def _stop_once(self, command_id: str | None) -> tuple[PumpStatus, str | None]:
-        """`STP` ahead of any queued request, then the read-back: moving while I, W or X."""
+        """`STP` ahead of any queued request; its reply carries the pump's state, so that one
+        exchange confirms a stop (A3), and one more (`DIS`) reads the volume at the stop (rate
+        and VTBI do not change with a stop). Only a reply still showing I, W or X costs the
+        full read-back (rate, VTBI, volume) to say what the pump is doing."""
         await self._command("STP", "", "stop", priority=Priority.STOP, command_id=command_id)
+        last = self._broadcast.last
+        if self._status_char not in MOVING_STATUS and last is not None:
+            dis = await self._command(
+                "DIS",
+                "",
+                "stop",
+                expect=_DISPENSED_REPLY,
+                priority=Priority.STOP,
+                command_id=command_id,
+            )
+            try:
+                infused, _withdrawn, unit = parse_dispensed(dis.data)
+            except ValueError as exc:
+                raise PumpProtocolError(
+                    self.pump_id, "stop", str(exc), command_id=command_id
+                ) from None
+            state, alarms = self._state()
+            status = replace(
+                last,
+                state=state,
+                alarms=alarms,
+                volume_infused_ml=round(infused * VOLUME_UNITS[unit], 4),
+                last_contact=self._last_contact or 0.0,
+            )
+            self._broadcast.publish(status)
+            return status, None
         status = await self._read("stop", Priority.STOP, command_id)
         if self._status_char not in MOVING_STATUS:
             return status, None
