@@ -12,15 +12,17 @@ from supervised_env import HOUR, OTHER, REVIEW, supervised
 
 from drivers.base import PumpState
 from pumpctl.clock import VirtualClock
-from pumpctl.controller import PumpSupervisor
+from pumpctl.controller import Controller, PumpSupervisor
 from pumpctl.core.history import CourseState, Sign
 from pumpctl.core.machine import (
+    BagReplaced,
     InfusionPhase,
     InfusionState,
     ReactionReported,
     Reassessed,
     Resolved,
     ResumeRequested,
+    Start,
     Stop,
     infusion_record,
     initial_state,
@@ -234,3 +236,25 @@ async def test_I11_a_reaction_after_completion_moves_no_pump_and_counts(
         assert decision.pump_commands == ()
         record = infusion_record(state_of(supervisor))
     assert record.reactions[-1].after_completion
+
+
+async def test_L9_the_bag_expires_at_15_h_and_a_new_bag_continues_the_same_step(
+    pump_env: Any, clock: VirtualClock
+) -> None:
+    course = CourseState()
+    supervisor = PumpSupervisor(pump_env.driver, clock, poll_interval_s=0.2, command_timeout_s=1.0)
+    prepared = clock.now() - timedelta(hours=14, minutes=30)  # 30 min of stability left
+    state = initial_state(REVIEW, infusion_number=1, course=course, bag_prepared_at=prepared)
+    supervisor.attach("inf-1", state)
+    async with Controller(clock, [supervisor]):
+        supervisor.submit(Start(actor="nurse", course=course))
+        await clock.advance(1800 + 60)
+        assert state_of(supervisor).bag_expired
+        assert pump_env.model.state is not PumpState.RUNNING  # L9: stopped at 15 h
+        given = pump_env.model.status().volume_infused_ml
+        supervisor.submit(BagReplaced(prepared_at=clock.now(), actor="nurse"))
+        await clock.advance(0)
+        status = pump_env.model.status()
+        assert (status.state, status.rate_ml_h) == (PumpState.RUNNING, 50.0)  # the same step
+        assert status.vtbi_ml == pytest.approx(1000.0 - given, abs=0.1)  # what is left
+        assert status.volume_infused_ml < 1.0  # the counter was cleared for the new bag

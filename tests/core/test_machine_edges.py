@@ -530,6 +530,13 @@ def test_L4_I8_a_start_refuses_when_the_course_changed_since_planning() -> None:
             {"kind": "pump_running", "rate_ml_h": float("nan"), "volume_infused_ml": 1.0},
             "rate_ml_h",
         ),
+        ({"kind": "command_unconfirmed", "command_id": True}, "command_id"),
+        ({"kind": "command_unconfirmed", "command_id": "1"}, "command_id"),
+        ({"kind": "resume", "actor": "n", "no_reaction": "yes"}, "no_reaction"),
+        (
+            {"kind": "link_restored", "running": 1, "rate_ml_h": 1.0, "volume_infused_ml": 1.0},
+            "running",
+        ),
         ({"kind": "launch_missiles"}, "kind"),
         ({"grade": 2}, "kind"),
         ("reaction", "event"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import Field, Strict, StringConstraints, TypeAdapter, ValidationError
 
 from pumpctl.core.history import CourseState, Grade, Sign
 from pumpctl.core.machine.state import Instant, Rate, Value, Volume
@@ -53,7 +53,9 @@ Actor = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, ma
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
 Signs = Annotated[frozenset[Sign], Field(min_length=1)]
 AlarmName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-CommandId = Annotated[int, Field(ge=1)]
+CommandId = Annotated[int, Strict(), Field(ge=1)]
+# Strict: `1` or "yes" is not a yes (a truthy value from a request body is not a statement).
+Flag = Annotated[bool, Strict()]
 
 
 class EventBase(Value):
@@ -106,7 +108,7 @@ class ResumeRequested(EventBase):
 
     kind: Literal["resume"] = "resume"
     actor: Actor
-    no_reaction: bool = False
+    no_reaction: Flag = False
 
 
 class Hold(EventBase):
@@ -204,7 +206,7 @@ class LinkRestored(EventBase):
     """A2: the link is back; the pump's real state as read."""
 
     kind: Literal["link_restored"] = "link_restored"
-    running: bool
+    running: Flag
     rate_ml_h: Rate
     volume_infused_ml: Volume
 
@@ -213,7 +215,7 @@ class Restarted(EventBase):
     """A4: the controller restarted from the stored state; the pump's real state as read."""
 
     kind: Literal["restarted"] = "restarted"
-    running: bool
+    running: Flag
     rate_ml_h: Rate
     volume_infused_ml: Volume
 
@@ -226,7 +228,7 @@ class CommandConfirmed(EventBase):
 
     kind: Literal["command_confirmed"] = "command_confirmed"
     command_id: CommandId
-    running: bool
+    running: Flag
     rate_ml_h: Rate
     volume_infused_ml: Volume
     vtbi_ml: Volume | None = None  # L3: the VTBI read back as programmed
@@ -239,7 +241,7 @@ class CommandDenied(EventBase):
     kind: Literal["command_denied"] = "command_denied"
     command_id: CommandId
     reason: Reason
-    dropped: bool = False
+    dropped: Flag = False
 
 
 class CommandUnconfirmed(EventBase):
