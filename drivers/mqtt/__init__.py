@@ -1,5 +1,7 @@
-"""The MQTT driver: topics and payloads of interfaces.md section 2 (codec) and `MqttPump`."""
+"""The MQTT driver: topics and payloads of interfaces.md section 2 (codec), `MqttPump`, and
+`MqttBus`, one broker connection shared by many pumps."""
 
+from drivers.mqtt.bus import MqttBus
 from drivers.mqtt.codec import (
     DEFAULT_PREFIX,
     OFFLINE_PAYLOAD,
@@ -32,6 +34,7 @@ __all__ = [
     "TCP_NODELAY_OPTION",
     "AckPayload",
     "CommandPayload",
+    "MqttBus",
     "MqttPump",
     "OfflinePayload",
     "Op",

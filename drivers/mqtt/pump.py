@@ -1,21 +1,21 @@
 """The controller side of the MQTT contract (interfaces.md section 2) for one pump.
 
-One supervising task per pump owns the broker connection: it connects, subscribes to the
-pump's status (retained) and ack topics, dispatches what arrives, and reconnects with capped
+A pump reaches the broker through an `MqttBus` (drivers/mqtt/bus.py): its own, private one (one
+connection per pump, `MqttPump(pump_id, host, port)`), or one shared with other pumps
+(`MqttPump(pump_id, bus=bus)`, a fleet on one connection). Either way the bus subscribes the
+pump's status (retained) and ack topics, routes what arrives to it, and reconnects with capped
 exponential backoff and jitter when the broker goes away. Commands are published QoS 1 with the
 controller's ledger id (a fresh one without it) and matched to their ack by id (`pending[id] =
-future`, removed in `finally`); they
-fail fast with `PumpConnectionError` while the link is down or the pump is offline (A2), and
-with `PumpTimeout` when no valid ack arrives within the command timeout (A3).
+future`, removed in `finally`); they fail fast with `PumpConnectionError` while the link is down
+or the pump is offline (A2), and with `PumpTimeout` when no valid ack arrives within the command
+timeout (A3). Link health is the bus's connection plus the pump's own freshness and last will.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
-import socket
 import uuid
 
 import aiomqtt
@@ -32,6 +32,7 @@ from drivers.base import (
     PumpStatus,
     PumpTimeout,
 )
+from drivers.mqtt.bus import TCP_NODELAY_OPTION, MqttBus, require_positive
 from drivers.mqtt.codec import (
     DEFAULT_PREFIX,
     AckPayload,
@@ -49,6 +50,7 @@ __all__ = [
     "COMMAND_TIMEOUT_S",
     "LINK_TIMEOUT_S",
     "TCP_NODELAY_OPTION",
+    "MqttBus",
     "MqttPump",
     "backoff_delay",
     "parse_broker",
@@ -60,8 +62,6 @@ _log = logging.getLogger(__name__)
 COMMAND_TIMEOUT_S = 2.0
 #: A3: resends (same id) prompted by malformed acks, within one command timeout.
 MAX_RESENDS = 2
-#: interfaces.md section 2 (latency): every client sets TCP_NODELAY on its socket.
-TCP_NODELAY_OPTION = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 
 def parse_broker(text: str) -> tuple[str, int]:
@@ -73,14 +73,20 @@ def parse_broker(text: str) -> tuple[str, int]:
 
 
 class MqttPump(Pump):
-    """A pump reached through an MQTT broker. Use as an async context manager."""
+    """A pump reached through an MQTT broker. Use as an async context manager.
+
+    `MqttPump(pump_id, host, port)` opens a connection of its own; `MqttPump(pump_id, bus=bus)`
+    shares the started `MqttBus` `bus` with other pumps (the connection settings, `client_id`
+    and `reconnect_*`, are then the bus's).
+    """
 
     def __init__(
         self,
         pump_id: str,
-        host: str,
+        host: str | None = None,
         port: int = 1883,
         *,
+        bus: MqttBus | None = None,
         prefix: str = DEFAULT_PREFIX,
         command_timeout_s: float = COMMAND_TIMEOUT_S,
         link_timeout_s: float = LINK_TIMEOUT_S,
@@ -92,37 +98,57 @@ class MqttPump(Pump):
             self.topics = Topics.for_pump(pump_id, prefix)
         except ValueError as exc:
             raise PumpConfigError(pump_id, "configure", str(exc)) from None
-        for name, value in (
-            ("command_timeout_s", command_timeout_s),
-            ("link_timeout_s", link_timeout_s),
-            ("reconnect_min_s", reconnect_min_s),
-            ("reconnect_max_s", reconnect_max_s),
-        ):
-            if not value > 0:
-                raise PumpConfigError(pump_id, "configure", f"{name} must be > 0, got {value}")
+        require_positive(
+            pump_id,
+            command_timeout_s=command_timeout_s,
+            link_timeout_s=link_timeout_s,
+            reconnect_min_s=reconnect_min_s,
+            reconnect_max_s=reconnect_max_s,
+        )
+        if (host is None) == (bus is None):
+            raise PumpConfigError(pump_id, "configure", "give either a broker host or a bus")
+        if bus is not None and client_id is not None:
+            raise PumpConfigError(pump_id, "configure", "on a bus the client_id is the bus's")
         super().__init__(pump_id, link_timeout_s=link_timeout_s)
-        self.host = host
-        self.port = port
+        self._owns_bus = bus is None
+        if bus is None:
+            assert host is not None
+            bus = MqttBus(
+                host,
+                port,
+                client_id=client_id or f"pumpctl-{pump_id}-{uuid.uuid4().hex[:8]}",
+                link_timeout_s=link_timeout_s,
+                reconnect_min_s=reconnect_min_s,
+                reconnect_max_s=reconnect_max_s,
+            )
+        self.bus = bus
+        self.host = bus.host
+        self.port = bus.port
+        self.client_id = bus.client_id
         self.command_timeout_s = command_timeout_s
-        self.client_id = client_id or f"pumpctl-{pump_id}-{uuid.uuid4().hex[:8]}"
-        self._reconnect_min_s = reconnect_min_s
-        self._reconnect_max_s = reconnect_max_s
-        self._client: aiomqtt.Client | None = None  # set only while connected and subscribed
-        self._supervisor: asyncio.Task[None] | None = None
+        self._connecting = False
         self._pending: dict[str, asyncio.Future[AckPayload | None]] = {}
         self._last_seq: int | None = None  # highest seq accepted since the pump came online
-        self.reconnections = 0  # successful connections after the first (for supervision)
+        self._ever_linked = False
+        self.reconnections = 0  # links regained after the first (for supervision)
 
     # -- link ----------------------------------------------------------------------------
 
+    @property
+    def _client(self) -> aiomqtt.Client | None:
+        """The bus's live client while this pump is linked on it, else None."""
+        return self.bus.client if self.connected else None
+
     async def connect(self) -> None:
-        """Start the supervising task, wait for the broker (link timeout), then read status."""
-        if self._supervisor is not None:
+        """Attach to the bus (starting it if it is the pump's own), wait for the link (link
+        timeout), then read the status."""
+        if self._connecting:
             raise RuntimeError(f"pump {self.pump_id}: already connected")
-        self._supervisor = asyncio.create_task(
-            self._supervise(), name=f"mqtt-pump-{self.pump_id}-link"
-        )
+        self._connecting = True
+        if self._owns_bus:
+            self.bus.start()
         try:
+            await self.bus.attach(self)
             async with asyncio.timeout(self.link_timeout_s):
                 await self._linked.wait()
         except TimeoutError:
@@ -132,6 +158,9 @@ class MqttPump(Pump):
                 "connect",
                 f"broker {self.host}:{self.port} not reachable within {self.link_timeout_s} s",
             ) from None
+        except BaseException:
+            await self.close()
+            raise
         try:
             await self.read_status()
         except BaseException:
@@ -139,59 +168,31 @@ class MqttPump(Pump):
             raise
 
     async def close(self) -> None:
-        """Let in-flight stops finish, then stop the supervising task (disconnects cleanly)."""
+        """Let in-flight stops finish, then leave the bus: a shared one unsubscribes this pump's
+        topics and serves on; the pump's own disconnects cleanly."""
         await self._finish_stops()
-        supervisor, self._supervisor = self._supervisor, None
-        if supervisor is not None:
-            supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await supervisor
+        if not self._connecting:
+            return
+        self._connecting = False
+        await self.bus.detach(self, unsubscribe=not self._owns_bus)
+        if self._owns_bus:
+            await self.bus.close()
+        self._set_linked(linked=False)
         self._fail_pending("link closed")
 
-    async def _supervise(self) -> None:
-        """Keep a subscribed broker connection, reconnecting with backoff and jitter."""
-        attempt = 0
-        ever_linked = False
-        lost_logged = False
-        while True:
-            client = aiomqtt.Client(
-                self.host,
-                self.port,
-                identifier=self.client_id,
-                keepalive=max(1, round(self.link_timeout_s)),
-                timeout=self.link_timeout_s,
-                socket_options=TCP_NODELAY_OPTION,
-            )
-            try:
-                async with client:
-                    await client.subscribe([(self.topics.status, 1), (self.topics.ack, 1)])
-                    self._last_seq = None  # the retained status starts a new sequence
-                    self._client = client
-                    self._set_linked(linked=True)
-                    if ever_linked:
-                        self.reconnections += 1
-                        _log.warning("pump %s: broker link recovered", self.pump_id)
-                    ever_linked, lost_logged, attempt = True, False, 0
-                    async for message in client.messages:
-                        self._dispatch(message)
-            except aiomqtt.MqttError as exc:
-                if not lost_logged:
-                    _log.warning(
-                        "pump %s: broker %s:%s link lost: %s",
-                        self.pump_id,
-                        self.host,
-                        self.port,
-                        exc,
-                    )
-                    lost_logged = True
-            finally:
-                self._client = None
-                self._set_linked(linked=False)
-                self._fail_pending(f"broker {self.host}:{self.port} link lost")
-            await asyncio.sleep(
-                backoff_delay(attempt, self._reconnect_min_s, self._reconnect_max_s)
-            )
-            attempt += 1
+    def _bus_linked(self) -> None:
+        """The bus subscribed this pump on a live connection: the link is up."""
+        self._last_seq = None  # the retained status starts a new sequence
+        if self._ever_linked:
+            self.reconnections += 1
+            _log.info("pump %s: broker link recovered", self.pump_id)
+        self._ever_linked = True
+        self._set_linked(linked=True)
+
+    def _bus_lost(self, reason: str) -> None:
+        """The bus lost its connection (or this pump left it): pending commands fail."""
+        self._set_linked(linked=False)
+        self._fail_pending(reason)
 
     def _fail_pending(self, reason: str) -> None:
         for cmd_id, future in list(self._pending.items()):

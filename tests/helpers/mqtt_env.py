@@ -1,4 +1,8 @@
-"""MQTT environment of the driver conformance suite: MqttPump <-> Mosquitto <-> simulator."""
+"""MQTT environment of the driver conformance suite: MqttPump <-> Mosquitto <-> simulator.
+
+The driver is on a connection of its own, or (`bus=True`) on an `MqttBus` shared with a
+neighbour pump (served by a simulated pump of its own), so the suite holds for both.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,14 @@ import contextlib
 import itertools
 import json
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiomqtt
 
 from drivers.base import PumpState, PumpStatus
-from drivers.mqtt import MqttPump
+from drivers.mqtt import MqttBus, MqttPump
 from pumpctl.clock import VirtualClock
 from simulator.model import PumpModel
 from simulator.mqtt_server import MqttPumpServer
@@ -85,8 +89,10 @@ async def mqtt_env(
     command_timeout_s: float = COMMAND_TIMEOUT_S,
     link_timeout_s: float = LINK_TIMEOUT_S,
     status_interval_s: float = 1.0,
+    bus: bool = False,
 ) -> AsyncIterator[MqttEnv]:
-    """Serve one simulated pump on `broker` and yield a driver connected to it."""
+    """Serve one simulated pump on `broker` and yield a driver connected to it (with `bus`, on
+    a shared connection that also carries a neighbour pump)."""
     model = PumpModel(f"mqtt-{next(_ids)}", clock)
     server = MqttPumpServer(
         model,
@@ -95,13 +101,31 @@ async def mqtt_env(
         status_interval_s=status_interval_s,
         reconnect_max_s=0.5,
     )
-    async with server:
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(server)
         async with asyncio.timeout(RELINK_BOUND_S):
             await server.online.wait()
+        shared: MqttBus | None = None
+        if bus:
+            shared = MqttBus(
+                broker.host, broker.port, link_timeout_s=link_timeout_s, reconnect_max_s=0.5
+            )
+            await stack.enter_async_context(shared)
+            neighbour = PumpModel(f"{model.pump_id}-neighbour", clock)
+            neighbour_server = MqttPumpServer(
+                neighbour, broker.host, broker.port, reconnect_max_s=0.5
+            )
+            await stack.enter_async_context(neighbour_server)
+            async with asyncio.timeout(RELINK_BOUND_S):
+                await neighbour_server.online.wait()
+            await stack.enter_async_context(
+                MqttPump(neighbour.pump_id, bus=shared, link_timeout_s=link_timeout_s)
+            )
         driver = MqttPump(
             model.pump_id,
-            broker.host,
+            None if shared else broker.host,
             broker.port,
+            bus=shared,
             command_timeout_s=command_timeout_s,
             link_timeout_s=link_timeout_s,
             reconnect_max_s=0.5,

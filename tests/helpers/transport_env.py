@@ -1,4 +1,5 @@
-"""A connected driver and its simulated pump over a chosen transport (serial pty/TCP or MQTT)."""
+"""A connected driver and its simulated pump over a chosen transport (serial pty/TCP, or MQTT on
+a connection of the driver's own or on a shared bus)."""
 
 from __future__ import annotations
 
@@ -23,5 +24,5 @@ async def transport_env(
             yield env
     else:
         broker = request.getfixturevalue("broker")
-        async with mqtt_env(clock, broker) as env:
+        async with mqtt_env(clock, broker, bus=request.param == "mqtt-bus") as env:
             yield env

@@ -1,0 +1,265 @@
+"""One broker connection shared by many `MqttPump`s (a controller supervising a fleet).
+
+`MqttBus` owns one aiomqtt client and its one message loop. Each pump attached to it has its
+status (retained) and ack topics subscribed on that connection; every message that arrives is
+routed to its pump by exact topic (a dict lookup), and the pump decodes and acts on it exactly
+as it does on a connection of its own. When the broker goes away the bus tells every attached
+pump its link is down (their pending commands fail with `PumpConnectionError`), reconnects with
+capped exponential backoff and jitter, subscribes every attached pump again (so each receives
+its retained status again) and tells each pump its link is back. Freshness and the last will
+stay each pump's own (A2): the bus knows only whether the broker connection is up.
+
+Topics, payloads and QoS are those of interfaces.md section 2: the bus changes only how many
+TCP connections carry them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import uuid
+from collections.abc import Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+
+import aiomqtt
+
+from drivers.backoff import RECONNECT_MAX_S, RECONNECT_MIN_S, backoff_delay
+from drivers.base import LINK_TIMEOUT_S, PumpConfigError
+
+if TYPE_CHECKING:
+    from drivers.mqtt.pump import MqttPump
+
+__all__ = ["MAX_INFLIGHT", "SUBSCRIBE_BATCH", "TCP_NODELAY_OPTION", "MqttBus", "require_positive"]
+
+_log = logging.getLogger(__name__)
+
+#: interfaces.md section 2 (latency): every client sets TCP_NODELAY on its socket.
+TCP_NODELAY_OPTION = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+#: QoS 1 messages the client keeps in flight before paho queues more (paho's default is 20,
+#: which a fleet of pumps polled once a second outruns).
+MAX_INFLIGHT = 1024
+#: Topics per SUBSCRIBE packet when (re)subscribing every attached pump.
+SUBSCRIBE_BATCH = 200
+
+
+def require_positive(owner: str, **settings: float) -> None:
+    """`PumpConfigError` naming the first of `settings` that is not > 0."""
+    for name, value in settings.items():
+        if not value > 0:
+            raise PumpConfigError(owner, "configure", f"{name} must be > 0, got {value}")
+
+
+class MqttBus:
+    """A shared broker connection for many pumps. Use as an async context manager.
+
+    Attach pumps by constructing them with `bus=` and connecting them (`MqttPump.connect`); a
+    pump's `close` detaches it (its topics are unsubscribed; the others go on).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int = 1883,
+        *,
+        client_id: str | None = None,
+        link_timeout_s: float = LINK_TIMEOUT_S,
+        reconnect_min_s: float = RECONNECT_MIN_S,
+        reconnect_max_s: float = RECONNECT_MAX_S,
+        max_inflight: int = MAX_INFLIGHT,
+    ) -> None:
+        require_positive(
+            "bus",
+            link_timeout_s=link_timeout_s,
+            reconnect_min_s=reconnect_min_s,
+            reconnect_max_s=reconnect_max_s,
+            max_inflight=max_inflight,
+        )
+        self.host = host
+        self.port = port
+        self.client_id = client_id or f"pumpctl-bus-{uuid.uuid4().hex[:8]}"
+        self.link_timeout_s = link_timeout_s
+        self._reconnect = (reconnect_min_s, reconnect_max_s)
+        self._max_inflight = max_inflight
+        self._pumps: dict[str, MqttPump] = {}  # pump_id -> pump
+        self._routes: dict[str, MqttPump] = {}  # status and ack topic -> pump
+        self._subscribed: set[str] = set()  # pump ids subscribed on the current connection
+        self._client: aiomqtt.Client | None = None  # set only while connected
+        self._linked = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.connections = 0  # successful connections (subscriptions made)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def start(self) -> None:
+        """Start the task that keeps the connection (returns at once; see `wait_linked`)."""
+        if self._task is not None:
+            raise RuntimeError(f"bus {self.client_id}: already started")
+        self._task = asyncio.create_task(self._supervise(), name=f"mqtt-bus-{self.client_id}")
+
+    async def close(self) -> None:
+        """Disconnect cleanly and stop; every attached pump is told its link is down."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    @property
+    def started(self) -> bool:
+        """True between `start` and `close`."""
+        return self._task is not None
+
+    @property
+    def connected(self) -> bool:
+        """True while the broker connection is up (and every attached pump subscribed)."""
+        return self._client is not None
+
+    @property
+    def client(self) -> aiomqtt.Client | None:
+        """The live client, or None while disconnected."""
+        return self._client
+
+    async def wait_linked(self) -> None:
+        """Return once the connection is up (bound it with a timeout)."""
+        await self._linked.wait()
+
+    def __len__(self) -> int:
+        """How many pumps are attached."""
+        return len(self._pumps)
+
+    # -- pumps ---------------------------------------------------------------------------
+
+    async def attach(self, pump: MqttPump) -> None:
+        """Route `pump`'s topics to it; subscribe them now if connected (else on connection).
+
+        The pump is told its link is up once its topics are subscribed on a live connection.
+        """
+        if self._task is None:
+            raise RuntimeError(f"bus {self.client_id}: not started")
+        known = self._pumps.get(pump.pump_id)
+        if known is pump:
+            return
+        if known is not None:
+            raise PumpConfigError(pump.pump_id, "connect", "another pump of this id is on the bus")
+        self._pumps[pump.pump_id] = pump
+        self._routes[pump.topics.status] = pump
+        self._routes[pump.topics.ack] = pump
+        client = self._client
+        if client is None:
+            return  # the connection subscribes it when it comes
+        with contextlib.suppress(aiomqtt.MqttError):
+            await self._subscribe(client, [pump])
+            # the connection may have been lost meanwhile, or the pump detached: only a pump
+            # still attached and subscribed on the live connection is linked
+            if self._client is client and self._pumps.get(pump.pump_id) is pump:
+                self._subscribed.add(pump.pump_id)
+                pump._bus_linked()
+
+    async def detach(self, pump: MqttPump, *, unsubscribe: bool = True) -> None:
+        """Stop routing to `pump` and tell it its link is down; unsubscribe its topics (bounded
+        by the link timeout, skipped when the connection is closing anyway)."""
+        if self._pumps.get(pump.pump_id) is not pump:
+            return
+        del self._pumps[pump.pump_id]
+        self._routes.pop(pump.topics.status, None)
+        self._routes.pop(pump.topics.ack, None)
+        was_subscribed = pump.pump_id in self._subscribed
+        self._subscribed.discard(pump.pump_id)
+        pump._bus_lost("link closed")
+        client = self._client
+        if unsubscribe and was_subscribed and client is not None:
+            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                async with asyncio.timeout(self.link_timeout_s):
+                    await client.unsubscribe([pump.topics.status, pump.topics.ack])
+
+    async def _subscribe(self, client: aiomqtt.Client, pumps: Iterable[MqttPump]) -> None:
+        topics = [(t, 1) for p in pumps for t in (p.topics.status, p.topics.ack)]
+        for start in range(0, len(topics), SUBSCRIBE_BATCH):
+            await client.subscribe(topics[start : start + SUBSCRIBE_BATCH])
+
+    # -- the connection ------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        """Keep one subscribed connection, reconnecting with backoff and jitter."""
+        attempt = 0
+        lost_logged = False
+        while True:
+            client = aiomqtt.Client(
+                self.host,
+                self.port,
+                identifier=self.client_id,
+                keepalive=max(1, round(self.link_timeout_s)),
+                timeout=self.link_timeout_s,
+                socket_options=TCP_NODELAY_OPTION,
+                max_inflight_messages=self._max_inflight,
+            )
+            try:
+                async with client:
+                    await self._link(client)
+                    if self.connections > 1:
+                        _log.warning(
+                            "bus %s: broker link recovered (%d pumps)",
+                            self.client_id,
+                            len(self._pumps),
+                        )
+                    lost_logged, attempt = False, 0
+                    async for message in client.messages:
+                        self._route(message)
+            except aiomqtt.MqttError as exc:
+                if not lost_logged:
+                    _log.warning(
+                        "bus %s: broker %s:%s link lost: %s",
+                        self.client_id,
+                        self.host,
+                        self.port,
+                        exc,
+                    )
+                    lost_logged = True
+            finally:
+                self._unlink(f"broker {self.host}:{self.port} link lost")
+            await asyncio.sleep(backoff_delay(attempt, *self._reconnect))
+            attempt += 1
+
+    async def _link(self, client: aiomqtt.Client) -> None:
+        """Subscribe every attached pump (also those attached meanwhile), then go live."""
+        self._subscribed = set()
+        while missing := [p for i, p in self._pumps.items() if i not in self._subscribed]:
+            await self._subscribe(client, missing)
+            self._subscribed.update(p.pump_id for p in missing)
+        # no await from the last check to here: every attached pump is subscribed
+        self._subscribed &= set(self._pumps)  # detached meanwhile
+        self._client = client
+        self.connections += 1
+        self._linked.set()
+        for pump_id in self._subscribed:
+            self._pumps[pump_id]._bus_linked()
+
+    def _unlink(self, reason: str) -> None:
+        self._client = None
+        self._linked.clear()
+        self._subscribed = set()
+        for pump in list(self._pumps.values()):
+            pump._bus_lost(reason)
+
+    def _route(self, message: aiomqtt.Message) -> None:
+        """Hand one message to the pump whose topic it is (none: unsubscribed meanwhile)."""
+        pump = self._routes.get(message.topic.value)
+        if pump is None:
+            _log.debug("bus %s: message on %s for no attached pump", self.client_id, message.topic)
+            return
+        pump._dispatch(message)
