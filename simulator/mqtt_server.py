@@ -1,10 +1,21 @@
 """The pump side of the MQTT contract (interfaces.md section 2) for simulated pumps.
 
-One `MqttPumpServer` per `PumpModel`, each with its own broker connection, so each pump has its
-own last will (`{"state": "offline"}`, retained). A server publishes a retained status on every
-change of its model, at least once a second while running (wire time), at the model's clinical
-completion, and with every ack; it executes commands once per id (the last 1,024 ids are
-remembered and re-acknowledged without re-execution) and honours the model's wire `Faults`.
+One `MqttPumpServer` per `PumpModel`. A server publishes a retained status on every change of
+its model, at least once a second while running (wire time), at the model's clinical completion,
+and with every ack; it executes commands once per id (the last 1,024 ids are remembered and
+re-acknowledged without re-execution) and honours the model's wire `Faults`.
+
+Connections: by default each server has its own broker connection, so each pump has its own
+last will (`{"state": "offline"}`, retained), fired by the broker when that connection dies.
+`MqttSimulator(..., shared=True)` serves all its pumps on one connection (a fleet: a thousand
+pumps need not be a thousand sockets). One connection has one will, so a shared simulator has
+none that speaks for a pump: on a clean shutdown every pump publishes its retained offline
+status, as the per-pump servers do; when the simulator dies abruptly each pump's last retained
+status stays and the driver finds it stale by freshness (A2: a running pump publishes every
+second). A pump's `drop_connection` fault on a shared connection is emulated for that pump
+alone: it publishes the offline status its will would have carried, stops serving for a backoff
+(its commands meanwhile are lost, as on a dropped socket), then comes back with a fresh status.
+The will tests use per-pump connections.
 """
 
 from __future__ import annotations
@@ -15,7 +26,7 @@ import contextlib
 import logging
 import socket
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Self
 
@@ -36,6 +47,7 @@ from drivers.mqtt import (
     command_id_of,
     decode_command,
 )
+from drivers.mqtt.bus import MAX_INFLIGHT, SUBSCRIBE_BATCH
 from simulator.model import PumpModel, SimulatorError
 
 __all__ = [
@@ -59,6 +71,31 @@ RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 2.0
 #: How long a clean shutdown may spend announcing "offline".
 SHUTDOWN_PUBLISH_S = 1.0
+
+
+async def keep_connected(
+    connect: Callable[[], aiomqtt.Client],
+    serve: Callable[[aiomqtt.Client], Awaitable[None]],
+    gone: Callable[[], None],
+    *,
+    name: str,
+    reconnect: tuple[float, float],
+) -> None:
+    """Serve on a connection until cancelled; when the link drops, `gone()`, then connect again
+    after a capped exponential backoff with jitter (`reconnect`: first delay, cap)."""
+    attempt = 0
+    while True:
+        client = connect()
+        try:
+            async with client:
+                attempt = 0
+                await serve(client)
+        except* aiomqtt.MqttError as group:
+            _log.info("%s: link down: %s", name, group.exceptions)
+        finally:
+            gone()
+        await asyncio.sleep(backoff_delay(attempt, *reconnect))
+        attempt += 1
 
 
 class MqttPumpServer:
@@ -93,6 +130,9 @@ class MqttPumpServer:
         self._dirty = asyncio.Event()  # a status is due
         self._replan = asyncio.Event()  # the model changed: completion time may have moved
         self._task: asyncio.Task[None] | None = None
+        self.shared = False  # served on an MqttSimulator's shared connection
+        self._inbox: asyncio.Queue[aiomqtt.Message | None] = asyncio.Queue()  # shared only
+        self._dropped = False  # shared only: a drop_connection fault is being emulated
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -131,40 +171,76 @@ class MqttPumpServer:
         self._dirty.set()
         self._replan.set()
 
+    @contextlib.contextmanager
+    def _listening(self) -> Iterator[None]:
+        self.model.listeners.append(self._model_changed)
+        try:
+            yield
+        finally:
+            self.model.listeners.remove(self._model_changed)
+
+    def _gone(self) -> None:
+        self._client = None
+        self.online.clear()
+        self.offline.set()
+
     async def run(self) -> None:
         """Serve until cancelled, reconnecting with backoff and jitter when the link drops."""
-        self.model.listeners.append(self._model_changed)
-        attempt = 0
-        try:
-            while True:
-                client = aiomqtt.Client(
+        with self._listening():
+            await keep_connected(
+                lambda: aiomqtt.Client(
                     self.host,
                     self.port,
                     identifier=self.client_id,
                     will=aiomqtt.Will(self.topics.status, OFFLINE_PAYLOAD, qos=1, retain=True),
                     keepalive=KEEPALIVE_S,
                     socket_options=TCP_NODELAY_OPTION,
-                )
-                try:
-                    async with client:
-                        attempt = 0
-                        await self._serve(client)
-                except* aiomqtt.MqttError as group:
-                    _log.info(
-                        "simulated pump %s: link down: %s", self.model.pump_id, group.exceptions
-                    )
-                finally:
-                    self._client = None
-                    self.online.clear()
-                    self.offline.set()
-                await asyncio.sleep(backoff_delay(attempt, *self._reconnect))
-                attempt += 1
-        finally:
-            self.model.listeners.remove(self._model_changed)
+                ),
+                self._serve,
+                self._gone,
+                name=f"simulated pump {self.model.pump_id}",
+                reconnect=self._reconnect,
+            )
 
     async def _serve(self, client: aiomqtt.Client) -> None:
-        """One connection: subscribe, announce the status, then serve until the link drops."""
+        """One connection of its own: subscribe, then serve until the link drops."""
         await client.subscribe(self.topics.cmd, qos=1)
+        await self._serve_on(client, client.messages)
+
+    async def serve_shared(self, client: aiomqtt.Client) -> None:
+        """Serve on a shared connection (subscribed by its owner, which routes this pump's
+        commands to `deliver`) until cancelled; a drop_connection fault is emulated."""
+        self.shared = True
+        attempt = 0
+        with self._listening():
+            while True:
+                self._dropped = False
+                while not self._inbox.empty():  # lost with the dropped socket
+                    self._inbox.get_nowait()
+                await self._serve_on(client, self._shared_messages())
+                # dropped: what the broker would have done with this pump's will
+                self._gone()
+                with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                    async with asyncio.timeout(SHUTDOWN_PUBLISH_S):
+                        await client.publish(
+                            self.topics.status, OFFLINE_PAYLOAD, qos=1, retain=True
+                        )
+                await asyncio.sleep(backoff_delay(attempt, *self._reconnect))
+                attempt += 1
+
+    def deliver(self, message: aiomqtt.Message) -> None:
+        """A command for this pump from the shared connection (served in order, by this pump)."""
+        self._inbox.put_nowait(message)
+
+    async def _shared_messages(self) -> AsyncIterator[aiomqtt.Message]:
+        while (message := await self._inbox.get()) is not None and not self._dropped:
+            yield message
+
+    async def _serve_on(
+        self, client: aiomqtt.Client, messages: AsyncIterator[aiomqtt.Message]
+    ) -> None:
+        """Announce the status, then serve `messages` until they end (a shared connection's
+        emulated drop) or the link drops."""
         self._client = client
         self.connections += 1
         await self._publish_status(client)
@@ -173,11 +249,15 @@ class MqttPumpServer:
         try:
             async with asyncio.TaskGroup() as tg:
                 pid = self.model.pump_id
-                tg.create_task(self._publisher(client), name=f"sim-mqtt-{pid}-publisher")
-                tg.create_task(self._ticker(client), name=f"sim-mqtt-{pid}-ticker")
-                tg.create_task(self._completion_watch(), name=f"sim-mqtt-{pid}-completion")
-                async for message in client.messages:
+                tasks = [
+                    tg.create_task(self._publisher(client), name=f"sim-mqtt-{pid}-publisher"),
+                    tg.create_task(self._ticker(client), name=f"sim-mqtt-{pid}-ticker"),
+                    tg.create_task(self._completion_watch(), name=f"sim-mqtt-{pid}-completion"),
+                ]
+                async for message in messages:
                     await self._on_message(client, message)
+                for task in tasks:
+                    task.cancel()
         except asyncio.CancelledError:
             # Clean shutdown: say so, since a clean DISCONNECT suppresses the last will.
             with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
@@ -186,9 +266,15 @@ class MqttPumpServer:
             raise
 
     def drop_connection(self) -> None:
-        """Close the socket abruptly (no DISCONNECT), so the broker fires the last will."""
+        """Close the socket abruptly (no DISCONNECT), so the broker fires the last will; on a
+        shared connection, emulate that for this pump alone (module docstring)."""
         client = self._client
         if client is None:
+            return
+        if self.shared:
+            _log.info("simulated pump %s: emulating a dropped connection", self.model.pump_id)
+            self._dropped = True
+            self._inbox.put_nowait(None)
             return
         sock = client._client.socket()  # aiomqtt has no abrupt close
         if isinstance(sock, socket.socket):
@@ -331,7 +417,8 @@ class MqttPumpServer:
 
 
 class MqttSimulator:
-    """Many simulated pumps on one broker (one server, connection and last will per pump)."""
+    """Many simulated pumps on one broker: one connection and last will per pump, or with
+    `shared` one connection for all (no will per pump: module docstring)."""
 
     def __init__(
         self,
@@ -341,17 +428,42 @@ class MqttSimulator:
         *,
         prefix: str = DEFAULT_PREFIX,
         status_interval_s: float = STATUS_INTERVAL_S,
+        shared: bool = False,
+        reconnect_min_s: float = RECONNECT_MIN_S,
+        reconnect_max_s: float = RECONNECT_MAX_S,
     ) -> None:
         self.servers = {
             m.pump_id: MqttPumpServer(
-                m, host, port, prefix=prefix, status_interval_s=status_interval_s
+                m,
+                host,
+                port,
+                prefix=prefix,
+                status_interval_s=status_interval_s,
+                reconnect_min_s=reconnect_min_s,
+                reconnect_max_s=reconnect_max_s,
             )
             for m in models
         }
+        self.host = host
+        self.port = port
+        self.shared = shared
+        self.client_id = f"pumpctl-sim-{uuid.uuid4().hex[:8]}"
+        self.connections = 0  # of the shared connection
+        self._reconnect = (reconnect_min_s, reconnect_max_s)
+        self._client: aiomqtt.Client | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def client(self) -> aiomqtt.Client | None:
+        """The shared connection's live client (None while down, or without `shared`)."""
+        return self._client
 
     async def __aenter__(self) -> Self:
-        for server in self.servers.values():
-            server.start()
+        if self.shared:
+            self._task = asyncio.create_task(self._run_shared(), name="sim-mqtt-shared")
+        else:
+            for server in self.servers.values():
+                server.start()
         return self
 
     async def __aexit__(
@@ -360,11 +472,53 @@ class MqttSimulator:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await asyncio.gather(*(s.close() for s in self.servers.values()))
 
     async def wait_online(self) -> None:
         """Return once every pump is connected and has published its status."""
         await asyncio.gather(*(s.online.wait() for s in self.servers.values()))
+
+    async def _run_shared(self) -> None:
+        """Serve every pump on one connection, reconnecting with backoff and jitter."""
+        await keep_connected(
+            lambda: aiomqtt.Client(
+                self.host,
+                self.port,
+                identifier=self.client_id,
+                keepalive=KEEPALIVE_S,
+                socket_options=TCP_NODELAY_OPTION,
+                max_inflight_messages=MAX_INFLIGHT,
+            ),
+            self._serve_shared,
+            self._gone,
+            name=f"simulator {self.client_id}",
+            reconnect=self._reconnect,
+        )
+
+    def _gone(self) -> None:
+        self._client = None
+        for server in self.servers.values():
+            server._gone()
+
+    async def _serve_shared(self, client: aiomqtt.Client) -> None:
+        routes = {s.topics.cmd: s for s in self.servers.values()}
+        topics = [(topic, 1) for topic in routes]
+        for start in range(0, len(topics), SUBSCRIBE_BATCH):
+            await client.subscribe(topics[start : start + SUBSCRIBE_BATCH])
+        self._client = client
+        self.connections += 1
+        async with asyncio.TaskGroup() as tg:
+            for pid, server in self.servers.items():
+                tg.create_task(server.serve_shared(client), name=f"sim-mqtt-{pid}-shared")
+            async for message in client.messages:
+                target = routes.get(message.topic.value)
+                if target is not None:
+                    target.deliver(message)
 
 
 async def serve(
