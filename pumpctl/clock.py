@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -58,19 +59,41 @@ class RealClock:
 
 
 class ScaledClock:
-    """Clinical time running `factor` times faster than real time, for demos."""
+    """Clinical time running `factor` times faster than real time, for demos.
 
-    def __init__(self, factor: float, start: datetime | None = None) -> None:
+    By default elapsed time is measured on this process's monotonic clock from its creation.
+    With `wall_epoch` (Unix seconds) it is measured on the wall clock from that instant instead:
+    clinical now = start + (time.time() - wall_epoch) x factor, with `start` defaulting to the
+    wall epoch itself. Separate processes given the same factor and epoch then agree on clinical
+    time (a simulator and a controller in tests; `parse_clock("scaled:F@EPOCH")`). The wall
+    clock may be stepped; that is accepted only for simulated pumps, as scaled time is.
+    """
+
+    def __init__(
+        self, factor: float, start: datetime | None = None, *, wall_epoch: float | None = None
+    ) -> None:
         if not factor > 0:
             raise ValueError(f"scaled clock: factor must be > 0, got {factor}")
         self.factor = factor
-        self._start = start if start is not None else datetime.now(UTC)
+        self.wall_epoch = wall_epoch
+        if start is None:
+            start = (
+                datetime.fromtimestamp(wall_epoch, UTC)
+                if wall_epoch is not None
+                else datetime.now(UTC)
+            )
+        self._start = start
         _require_aware(self._start)
         self._t0 = time.monotonic()
 
+    def _elapsed_s(self) -> float:
+        if self.wall_epoch is not None:
+            return time.time() - self.wall_epoch
+        return time.monotonic() - self._t0
+
     def now(self) -> datetime:
         """Return start + elapsed real time x factor."""
-        return self._start + timedelta(seconds=(time.monotonic() - self._t0) * self.factor)
+        return self._start + timedelta(seconds=self._elapsed_s() * self.factor)
 
     async def sleep_until(self, deadline: datetime) -> None:
         """Sleep the real time that corresponds to the clinical time left."""
@@ -160,16 +183,31 @@ async def _yield_until_quiet(rounds: int = 50) -> None:
 
 
 def parse_clock(spec: str) -> Clock:
-    """Build a clock from `real`, `virtual` or `scaled:FACTOR` (the CLI's --clock)."""
+    """Build a clock from `real`, `virtual`, `scaled:FACTOR` or `scaled:FACTOR@EPOCH` (the CLI's
+    --clock). With `@EPOCH` (Unix seconds, wall clock) the scaled clock starts at that instant
+    and runs on the wall clock, so every process given the same spec agrees on clinical time."""
     kind, _, arg = spec.partition(":")
     if kind == "real" and not arg:
         return RealClock()
     if kind == "virtual" and not arg:
         return VirtualClock()
     if kind == "scaled":
+        number, at, epoch_text = arg.partition("@")
         try:
-            factor = float(arg)
+            factor = float(number)
         except ValueError:
-            raise ValueError(f"--clock scaled:FACTOR needs a number, got {arg!r}") from None
-        return ScaledClock(factor)
-    raise ValueError(f"--clock must be real, virtual or scaled:FACTOR, got {spec!r}")
+            raise ValueError(f"--clock scaled:FACTOR needs a number, got {number!r}") from None
+        if not at:
+            return ScaledClock(factor)
+        try:
+            epoch = float(epoch_text)
+        except ValueError:
+            raise ValueError(
+                f"--clock scaled:FACTOR@EPOCH needs Unix seconds after @, got {epoch_text!r}"
+            ) from None
+        if not math.isfinite(epoch) or epoch < 0:
+            raise ValueError(f"--clock scaled:FACTOR@EPOCH: bad epoch {epoch_text!r}")
+        return ScaledClock(factor, wall_epoch=epoch)
+    raise ValueError(
+        f"--clock must be real, virtual, scaled:FACTOR or scaled:FACTOR@EPOCH, got {spec!r}"
+    )

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -134,4 +137,34 @@ def test_parse_clock(spec: str, kind: type) -> None:
 @pytest.mark.parametrize("spec", ["scaled:fast", "wall", "real:2", "scaled:-1"])
 def test_parse_clock_rejects_bad_specs(spec: str) -> None:
     with pytest.raises(ValueError, match=r"clock|factor"):
+        parse_clock(spec)
+
+
+def test_scaled_clocks_on_a_shared_wall_epoch_agree_across_processes() -> None:
+    """Two processes given `scaled:F@EPOCH` read the same clinical time: start = the epoch,
+    elapsed wall time x F (time.time(), not a per-process monotonic origin)."""
+    epoch = time.time() - 10.0  # ten wall seconds ago
+    here = parse_clock(f"scaled:60@{epoch!r}")
+    assert isinstance(here, ScaledClock)
+    code = (
+        "from pumpctl.clock import parse_clock; import sys; "
+        "print(parse_clock(sys.argv[1]).now().isoformat())"
+    )
+    before = here.now()
+    other = subprocess.run(
+        [sys.executable, "-c", code, f"scaled:60@{epoch!r}"],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    after = here.now()
+    theirs = datetime.fromisoformat(other.stdout.strip())
+    assert before <= theirs <= after
+    start = datetime.fromtimestamp(epoch, UTC)
+    assert before - start >= timedelta(minutes=10)  # 10 wall s x 60
+    explicit = ScaledClock(60, start=VIRTUAL_EPOCH, wall_epoch=epoch)
+    assert explicit.now() - VIRTUAL_EPOCH >= timedelta(minutes=10)
+
+
+@pytest.mark.parametrize("spec", ["scaled:60@", "scaled:60@soon", "scaled:60@-5", "scaled:60@nan"])
+def test_parse_clock_rejects_a_bad_wall_epoch(spec: str) -> None:
+    with pytest.raises(ValueError, match="EPOCH"):
         parse_clock(spec)
