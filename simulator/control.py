@@ -26,7 +26,17 @@ __all__ = [
 ]
 
 #: Keys a request may carry.
-REQUEST_KEYS = ("pump", "fault", "value", "alarm", "clear_alarm", "pause", "status", "list")
+REQUEST_KEYS = (
+    "pump",
+    "fault",
+    "value",
+    "alarm",
+    "clear_alarm",
+    "pause",
+    "status",
+    "list",
+    "history",
+)
 #: Longest request line accepted.
 MAX_LINE = 64 * 1024
 
@@ -37,14 +47,19 @@ class ControlError(ValueError):
     """A control request that cannot be carried out (names the field); nothing was changed."""
 
 
-def describe(model: PumpModel, extra: Describe | None = None) -> dict[str, object]:
-    """The model's real state: status, address, faults, whether its VTBI completed."""
+def describe(
+    model: PumpModel, extra: Describe | None = None, *, history: bool = False
+) -> dict[str, object]:
+    """The model's real state: status, address, faults, whether its VTBI completed; with
+    `history`, also its recorded changes, oldest first (`PumpModel.history`)."""
     report: dict[str, object] = dict(model.status().to_json())
     report["address"] = model.address
     report["completed"] = model.completed
     report["faults"] = asdict(model.faults)
     if extra is not None:
         report.update(extra(model))
+    if history:
+        report["history"] = [change.to_json() for change in model.history]
     return report
 
 
@@ -96,6 +111,13 @@ def handle_request(
         return {"ok": False, "error": str(exc)}
 
 
+def _history_flag(request: Mapping[str, object]) -> bool:
+    history = request.get("history", False)
+    if not isinstance(history, bool):
+        raise ControlError(f"history: expected true or false, got {history!r}")
+    return history
+
+
 def _apply(
     models: Mapping[str, PumpModel], request: object, extra: Describe | None
 ) -> dict[str, object]:
@@ -104,8 +126,9 @@ def _apply(
     unknown = sorted(set(request) - set(REQUEST_KEYS))
     if unknown:
         raise ControlError(f"{unknown[0]}: unknown field (known: {', '.join(REQUEST_KEYS)})")
+    history = _history_flag(request)
     if request.get("list"):
-        return {"pumps": [describe(m, extra) for m in models.values()]}
+        return {"pumps": [describe(m, extra, history=history) for m in models.values()]}
     if "pump" not in request:
         raise ControlError("pump: missing (a pump id or an address)")
     model = find_model(models, request["pump"])
@@ -131,7 +154,7 @@ def _apply(
         model.clear_alarm(clear_alarm)
     if request.get("pause"):
         model.pause()
-    return {"pump": describe(model, extra)}
+    return {"pump": describe(model, extra, history=history)}
 
 
 class ControlServer:

@@ -8,6 +8,7 @@ garbled reply, refuse the next command, apply a rate late, drop the connection).
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,10 +17,13 @@ from drivers.base import Alarm, PumpState, PumpStatus
 from drivers.serial.codec import MAX_NUMBER
 from pumpctl.clock import Clock
 
-__all__ = ["FAULT_NAMES", "Faults", "PumpModel", "SimulatorError"]
+__all__ = ["FAULT_NAMES", "HISTORY_LIMIT", "Change", "Faults", "PumpModel", "SimulatorError"]
 
 #: Largest rate and volume the simulated pump accepts (an NE pump's 4-digit field).
 MAX_RATE_ML_H = MAX_VTBI_ML = MAX_NUMBER
+
+#: Changes a model keeps in `history` (the oldest are dropped beyond it).
+HISTORY_LIMIT = 10_000
 
 FAULT_NAMES = (
     "no_reply",  # bool: swallow commands, answer nothing
@@ -86,8 +90,37 @@ class Faults:
         return False
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One entry of a model's history: what changed it (the model's operation), and its state
+    right after, at clinical time `at` (ISO 8601)."""
+
+    at: str
+    cause: str  # set_rate, set_vtbi, run, stop, pause, clear_volume, alarm, clear_alarm
+    state: str
+    rate_ml_h: float
+    vtbi_ml: float
+    volume_ml: float
+
+    def to_json(self) -> dict[str, object]:
+        """The entry as the control interface reports it."""
+        return {
+            "at": self.at,
+            "cause": self.cause,
+            "state": self.state,
+            "rate_ml_h": self.rate_ml_h,
+            "vtbi_ml": self.vtbi_ml,
+            "volume_ml": self.volume_ml,
+        }
+
+
 class PumpModel:
-    """One simulated large-volume pump on clinical time."""
+    """One simulated large-volume pump on clinical time.
+
+    `history` keeps the last `HISTORY_LIMIT` changes (one per effect of a command, an alarm or a
+    clear), so a test can check what the pump really did (its rates over time, each command's
+    effect once) without watching it continuously.
+    """
 
     def __init__(self, pump_id: str, clock: Clock, *, address: int = 0) -> None:
         self.pump_id = pump_id
@@ -103,6 +136,7 @@ class PumpModel:
         self.completed = False  # the VTBI was delivered and the pump stopped by itself
         self.listeners: list[Callable[[], None]] = []  # called after every change
         self._pending_rate: asyncio.TimerHandle | None = None
+        self.history: deque[Change] = deque(maxlen=HISTORY_LIMIT)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -171,7 +205,7 @@ class PumpModel:
         self._pending_rate = None
         self._settle(self.clock.now())
         self._rate = rate_ml_h
-        self._changed()
+        self._changed("set_rate")
 
     def set_vtbi(self, vtbi_ml: float) -> None:
         """Program the volume to be infused."""
@@ -183,7 +217,7 @@ class PumpModel:
             raise SimulatorError("NA", f"vtbi_ml {vtbi_ml} is not above the volume infused")
         self._vtbi = vtbi_ml
         self.completed = False
-        self._changed()
+        self._changed("set_vtbi")
 
     def run(self) -> None:
         """Start infusing (refused while alarmed, with no rate, or with the VTBI delivered)."""
@@ -196,21 +230,21 @@ class PumpModel:
         if self._state is not PumpState.RUNNING:
             self._state = PumpState.RUNNING
             self.completed = False
-            self._changed()
+            self._changed("run")
 
     def stop(self) -> None:
         """Stop infusing. Always accepted; an alarmed pump stays alarmed."""
         self._settle(self.clock.now())
         if self._state in (PumpState.RUNNING, PumpState.PAUSED):
             self._state = PumpState.STOPPED
-            self._changed()
+            self._changed("stop")
 
     def pause(self) -> None:
         """Pause (a pump-side pause, as a nurse pressing the pump's own pause key)."""
         self._settle(self.clock.now())
         if self._state is PumpState.RUNNING:
             self._state = PumpState.PAUSED
-            self._changed()
+            self._changed("pause")
 
     def clear_volume(self) -> None:
         """Reset the volume infused to zero (refused while running)."""
@@ -219,7 +253,7 @@ class PumpModel:
             raise SimulatorError("NA", "clear volume: the pump is running")
         self._volume = 0.0
         self.completed = False
-        self._changed()
+        self._changed("clear_volume")
 
     # -- alarms --------------------------------------------------------------------------
 
@@ -228,7 +262,7 @@ class PumpModel:
         self._settle(self.clock.now())
         self._alarms.add(alarm)
         self._state = PumpState.ALARM
-        self._changed()
+        self._changed("alarm")
 
     def clear_alarm(self, alarm: Alarm) -> None:
         """Clear an alarm; with none left the pump is stopped and restarts only when told."""
@@ -238,13 +272,24 @@ class PumpModel:
         self._alarms.discard(alarm)
         if not self._alarms:
             self._state = PumpState.STOPPED
-        self._changed()
+        self._changed("clear_alarm")
 
     def _refuse_while_alarmed(self, what: str) -> None:
         if self._alarms:
             names = ", ".join(sorted(a.value for a in self._alarms))
             raise SimulatorError("NA", f"{what}: refused while alarmed ({names})")
 
-    def _changed(self) -> None:
+    def _changed(self, cause: str) -> None:
+        # every caller settled the volume at the instant of its change (`_since`) first
+        self.history.append(
+            Change(
+                at=self._since.isoformat(),
+                cause=cause,
+                state=self._state.value,
+                rate_ml_h=self._rate,
+                vtbi_ml=self._vtbi,
+                volume_ml=round(self._volume, 3),
+            )
+        )
         for listener in list(self.listeners):
             listener()
