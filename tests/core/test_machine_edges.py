@@ -26,8 +26,11 @@ from pumpctl.core.machine import (
     MachineAlarm,
     PumpAlarmCleared,
     PumpAlarmRaised,
+    PumpCompleted,
     PumpConfirmedRunning,
     PumpConfirmedStopped,
+    PumpPowerReset,
+    RaiseAlarm,
     ReactionReported,
     Reassessed,
     Resolved,
@@ -590,3 +593,82 @@ def test_A3_a_fault_inside_the_core_stops_the_pump_instead_of_raising() -> None:
     assert any(a.type == "core_fault" for a in decision.audit)
     kinds = [c.kind for c in decision.commands if not isinstance(c, StopPump | SetRate | Run)]
     assert MachineAlarm.CORE_FAULT in kinds
+
+
+# --- found by an independent review ----------------------------------------------------------
+
+
+def test_I1_a_refused_reaction_report_at_the_steps_instant_lets_no_rise_out() -> None:
+    scenario = started(RowKind.FIRST)
+    scenario.advance(minutes(59))
+    event = {"kind": "reaction", "grade": 2, "signs": ["other"], "actor": "n",
+             "onset_at": scenario.now + minutes(5)}  # fmt: skip
+    decision = decide(scenario.state, event, scenario.now + minutes(1))
+    assert decision.refusal is not None
+    assert rates(decision) == []
+
+
+def test_A3_an_unconfirmed_stop_for_a_vtbi_problem_is_sent_again_on_contact() -> None:
+    scenario = started(RowKind.FIRST)
+    scenario.advance(minutes(10))
+    scenario.auto_confirm = False
+    scenario.send(Stop(reason="x", actor="nurse"))
+    stop = next(c for c in scenario.state.outstanding if c.op is CommandOp.STOP)
+    scenario.send(CommandUnconfirmed(command_id=stop.id))
+    mark = scenario.mark()
+    scenario.send(PumpConfirmedRunning(rate_ml_h=50.0, volume_infused_ml=scenario.pump.volume))
+    assert any(isinstance(c, StopPump) for c in scenario.since(mark))
+
+
+def test_A3_a_bad_read_of_a_pump_that_must_be_stopped_still_stops_it() -> None:
+    scenario = at_150()
+    scenario.auto_confirm = False
+    scenario.send(ReactionReported(grade=1, signs=OTHER, actor="nurse"))
+    stop = next(c for c in scenario.state.outstanding if c.op is CommandOp.STOP)
+    scenario.send(CommandUnconfirmed(command_id=stop.id))
+    mark = scenario.mark()
+    scenario.send(PumpConfirmedRunning(rate_ml_h=150.0, volume_infused_ml=0.5))  # backwards
+    assert any(isinstance(c, StopPump) for c in scenario.since(mark))
+
+
+def test_L3_a_resume_after_a_power_reset_programs_the_vtbi_first() -> None:
+    scenario = at_150()
+    scenario.send(ReactionReported(grade=1, signs=OTHER, actor="nurse"))
+    scenario.send(PumpPowerReset(volume_infused_ml=0.0))
+    mark = scenario.mark()
+    scenario.send(ResumeRequested(actor="nurse"))
+    ops = [type(c).__name__ for c in scenario.since(mark) if not isinstance(c, RaiseAlarm)]
+    assert ops[:3] == ["SetVtbi", "SetRate", "Run"]
+
+
+def test_A1_a_step_the_pump_took_while_stopped_is_never_run_after_the_alarm() -> None:
+    scenario = started(RowKind.FIRST)
+    scenario.advance(minutes(30))
+    scenario.send(PumpAlarmRaised(alarm="occlusion"))
+    scenario.pump.running = False
+    scenario.send(PumpConfirmedStopped(volume_infused_ml=scenario.pump.volume))
+    scenario.send(PumpAlarmCleared(alarm="occlusion"))  # the pump takes commands again
+    scenario.advance(minutes(31))  # the step to 100 is sent and confirmed with the pump stopped
+    assert scenario.state.rate_ml_h == 50.0
+    mark = scenario.mark()
+    scenario.send(ResumeRequested(actor="nurse"))
+    assert [c.rate_ml_h for c in scenario.since(mark) if isinstance(c, SetRate)] == [50.0]
+
+
+def test_L3_an_early_completion_alarm_is_raised_once() -> None:
+    scenario = started(RowKind.FIRST)
+    scenario.advance(minutes(30))
+    scenario.pump.running = False
+    for _ in range(3):
+        scenario.send(PumpCompleted(volume_infused_ml=scenario.pump.volume))
+    kinds = [a.kind for a in scenario.alarms()]
+    assert kinds.count(MachineAlarm.UNDER_INFUSION) == 1
+
+
+def test_A3_a_core_fault_on_a_fate_does_not_stop_again_forever() -> None:
+    scenario = at_150()
+    broken = scenario.state.model_copy(update={"protocol": None})
+    fate = CommandUnconfirmed(command_id=1)
+    decision = decide(broken, fate, scenario.now + minutes(1))
+    assert not any(isinstance(c, StopPump) for c in decision.commands)
+    assert any(a.type == "core_fault" for a in decision.audit)

@@ -98,7 +98,14 @@ def decide(state: InfusionState, event: Event | Mapping[str, object], now: datet
     try:
         return _decide(state, event, now)
     except Exception as error:  # noqa: BLE001 - the last line of defence: never raise, stop safely
-        return _core_fault(state, error, now)
+        # A fate is the answer to a stop already sent: stopping again would answer it forever.
+        fate = getattr(event, "kind", None) in _FATE_KINDS or (
+            isinstance(event, Mapping) and event.get("kind") in _FATE_KINDS
+        )
+        return _core_fault(state, error, now, stop_again=not fate)
+
+
+_FATE_KINDS = frozenset({"command_confirmed", "command_denied", "command_unconfirmed"})
 
 
 def _decide(state: InfusionState, raw: object, now: datetime) -> Decision:
@@ -111,17 +118,19 @@ def _decide(state: InfusionState, raw: object, now: datetime) -> Decision:
         ctx = _caught_up(state, None, now, escalate=True)
         return _refuse(ctx, Refusal("invalid", parsed.reason, field=parsed.field), now, raw)
     event = parsed
-    # I1: a reaction reported when a step falls due (or a late driver left one unprocessed)
-    # stops the pump; the step is not taken first, so no rise goes out with the stop.
-    reaction = isinstance(event, ReactionReported) and not state.terminal
-    ctx = _caught_up(state, event, now, escalate=not reaction)
+    # I1: a reaction (or a stop, or the envelope) when a step falls due (or a late driver left
+    # one unprocessed) stops the pump; the step is not taken first, so no rise goes out with the
+    # stop, also when the report itself is refused (the step waits for the next event).
+    stopping = isinstance(event, ReactionReported | Stop | SafetyEnvelopeTripped)
+    escalate = not (stopping and not state.terminal)
+    ctx = _caught_up(state, event, now, escalate=escalate)
     try:
         _handle(ctx, event, now)
     except Refused as refused:
-        ctx = _caught_up(state, event, now, escalate=True)
+        ctx = _caught_up(state, event, now, escalate=escalate)
         return _refuse(ctx, Refusal("rule", refused.reason, rule=refused.rule), now, event)
     except Invalid as invalid:
-        ctx = _caught_up(state, event, now, escalate=True)
+        ctx = _caught_up(state, event, now, escalate=escalate)
         refusal = Refusal("invalid", invalid.reason, rule=invalid.rule, field=invalid.field)
         return _refuse(ctx, refusal, now, event)
     _catch_up(ctx, now)
@@ -149,7 +158,9 @@ def _refuse(ctx: Ctx, refusal: Refusal, now: datetime, event: object) -> Decisio
     return ctx.decision(refusal)
 
 
-def _core_fault(state: InfusionState, error: Exception, now: datetime) -> Decision:
+def _core_fault(
+    state: InfusionState, error: Exception, now: datetime, *, stop_again: bool = True
+) -> Decision:
     """A state the core cannot continue from: stop the pump, raise the alarm (clinician)."""
     message = f"the rules core cannot continue ({type(error).__name__}): pump stopped"
     at = now if isinstance(now, datetime) else (state.last_event_at or EARLIEST)
@@ -158,12 +169,13 @@ def _core_fault(state: InfusionState, error: Exception, now: datetime) -> Decisi
     audit = AuditEvent(AuditType.CORE_FAULT, alarm.rule, at, data={"error": repr(error)[:500]})
     try:
         ctx = Ctx(state)
-        stop_pump(ctx, first=True)
+        if stop_again:
+            stop_pump(ctx, first=True)
         ctx.alarm(MachineAlarm.CORE_FAULT, message, at)
         ctx.audit.append(audit)
         return ctx.decision()
     except Exception:  # noqa: BLE001 - even the state cannot be changed: the commands still go
-        return Decision(state, (stop, alarm), (audit,))
+        return Decision(state, (stop, alarm) if stop_again else (alarm,), (audit,))
 
 
 def _caught_up(state: InfusionState, event: Event | None, now: datetime, *, escalate: bool) -> Ctx:
@@ -252,7 +264,7 @@ def _fire(ctx: Ctx, due: Deadline) -> None:
     else:
         ctx.set(bag_expired=True, bag_warned=True)
         if pump_may_run(s):
-            stop_pump(ctx)
+            stop_pump(ctx, first=True)
         hours = s.bag_life.stability_min / 60
         ctx.alarm(
             MachineAlarm.BAG_EXPIRED,

@@ -119,11 +119,8 @@ def continue_same_rate(ctx: Ctx, rule: Rule, reason: str) -> None:
 
     A pump that lost its program (a power reset) gets its VTBI again first (L3).
     """
+    reprogram_vtbi(ctx)
     s = ctx.state
-    vtbi_sent = any(c.op is CommandOp.SET_VTBI for c in s.outstanding)
-    if s.vtbi_programmed_ml is None and not vtbi_sent:
-        volume = s.bag_volume_ml
-        send(ctx, lambda i: SetVtbi(i, volume))
     ladder = s.protocol.ladder
     try:
         decision = constrain(
@@ -141,6 +138,15 @@ def continue_same_rate(ctx: Ctx, rule: Rule, reason: str) -> None:
     command_rate(ctx, decision, run=True)
     if abs(decision.rate_ml_h - s.rate_ml_h) <= tolerance(s):
         ctx.set(at_rate_min=at_rate)
+
+
+def reprogram_vtbi(ctx: Ctx) -> None:
+    """L3: a pump that lost its program (a power reset) gets its VTBI before it runs again."""
+    s = ctx.state
+    vtbi_sent = any(c.op is CommandOp.SET_VTBI for c in s.outstanding)
+    if s.vtbi_programmed_ml is None and not vtbi_sent and s.phase is not InfusionPhase.PLANNED:
+        volume = s.bag_volume_ml
+        send(ctx, lambda i: SetVtbi(i, volume))
 
 
 def on_hold(ctx: Ctx, event: Hold | Release, now: datetime) -> None:

@@ -63,9 +63,16 @@ VTBI_TOLERANCE_ML = 0.5  # a VTBI read back within this of the programmed one is
 def on_status(
     ctx: Ctx, running: bool, rate: float, volume: float, now: datetime, *, rule: Rule = Rule.A3
 ) -> None:
-    """A status read: take its volume (unless a bad read), then reconcile its state."""
+    """A status read: take its volume (unless a bad read), then reconcile its state.
+
+    A bad read (a volume going backwards) is not taken; only its safe part is acted on: a pump
+    read running while it must be stopped is stopped (again)."""
     if not take_volume(ctx, volume, now):
-        return  # a bad read is never acted on
+        s = ctx.state
+        must_stop = should_be_stopped(s) or s.stop_unconfirmed
+        if running and must_stop and not any(c.op is CommandOp.STOP for c in s.outstanding):
+            stop_pump(ctx, first=True)
+        return
     reconcile(ctx, running, rate, now, rule)
 
 
@@ -75,7 +82,7 @@ def reconcile(ctx: Ctx, running: bool, rate: float, now: datetime, rule: Rule) -
     tol = tolerance(s)
     was_running = s.pump_running
     ctx.set(pump_running=running, pump_rate_ml_h=rate if running else 0.0)
-    if running and should_be_stopped(s):
+    if running and (should_be_stopped(s) or s.stop_unconfirmed):
         if any(c.op is CommandOp.STOP for c in s.outstanding):
             return  # the stop is on its way; its fate decides
         stop_pump(ctx, first=True)
@@ -186,6 +193,16 @@ def on_confirmed(ctx: Ctx, event: CommandConfirmed, now: datetime) -> None:
             ctx.set(stop_unconfirmed=False)
             record_confirmed_rate(ctx, 0.0, now)
             ctx.log(AuditType.CONFIRMED_STOPPED, Rule.A3, now, command_id=sent.id)
+    elif (
+        sent.op is CommandOp.SET_RATE
+        and not event.running
+        and s.confirmed_rate_ml_h > 0
+        and abs(s.rate_ml_h - s.confirmed_rate_ml_h) > tol
+    ):
+        # A rate change the pump took while stopped (an alarm) was never run: the step stays
+        # the rate last confirmed running (A1: same rate after an alarm, never a jump).
+        ctx.set(rate_ml_h=s.confirmed_rate_ml_h)
+        ctx.log(AuditType.CONFIRMED, Rule.A1, now, command_id=sent.id, while_stopped=True)
     elif (
         event.running
         and sent.rate_ml_h is not None
@@ -309,6 +326,8 @@ def on_completed(ctx: Ctx, event: PumpCompleted, now: datetime) -> None:
     given = event.volume_infused_ml
     whole = s.delivered_before_bag_ml + s.bag_volume_ml >= s.bag_ml - 1.0
     if vtbi is None or abs(given - vtbi) > 1.0 or not whole:
+        if MachineAlarm.UNDER_INFUSION.value in s.latched:
+            return  # said once; the infusion stays open for a nurse
         of = f"{vtbi:g}" if vtbi is not None else "an unconfirmed"
         ctx.alarm(
             MachineAlarm.UNDER_INFUSION,

@@ -26,7 +26,7 @@ from pumpctl.core.machine.context import (
     tolerance,
 )
 from pumpctl.core.machine.events import ReactionReported, Reassessed, Resolved, ResumeRequested
-from pumpctl.core.machine.ladder import continue_same_rate
+from pumpctl.core.machine.ladder import continue_same_rate, reprogram_vtbi
 from pumpctl.core.machine.outputs import AuditType
 from pumpctl.core.machine.state import InfusionPhase, InfusionState, OpenReaction
 from pumpctl.core.protocol import Grade4Policy
@@ -357,6 +357,7 @@ def on_resume(ctx: Ctx, event: ResumeRequested, now: datetime) -> None:
         ) from None
     never_ran = s.highest_rate_ml_h == 0
     close_reaction(ctx)
+    reprogram_vtbi(ctx)  # a pump that lost its program (a power reset) gets its VTBI first
     # I2: the interval starts from zero; L6 is computed again at each later step.
     command_rate(ctx, decision, run=True)
     ctx.set(
@@ -387,7 +388,7 @@ def withdraw(ctx: Ctx, rule: Rule, reason: str, at: datetime) -> None:
     """
     s = ctx.state
     if pump_may_run(s) or not s.terminal:
-        stop_pump(ctx)
+        stop_pump(ctx, first=True)
     close_reaction(ctx)
     if not s.terminal:
         ctx.set(phase=InfusionPhase.WITHDRAWN)
