@@ -4,15 +4,16 @@ The fate is judged by reading back the pump's state: the status a driver returns
 command is that read-back. Confirmed when it shows the command's effect; denied when the pump
 refused; unconfirmed when neither came within the command timeout and one retry. No command
 other than a stop is ever carried out twice: after a timeout the pump's state is read first, and
-the command is sent again only if the read shows it was not carried out (MQTT pumps also drop a
-repeated id). A stop goes through the driver's own confirmed stop (retried, bounded, "clamp the
-line").
+the command is sent again only if the read shows it was not carried out, and no stop was sent
+since (MQTT pumps also drop a repeated id); when the read fails too, the fate is unconfirmed.
+A stop goes through the driver's own confirmed stop (retried, bounded, "clamp the line").
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from drivers.base import (
     Pump,
@@ -94,9 +95,18 @@ Carried = tuple[Fate, PumpStatus | None]
 
 
 async def carry(  # noqa: PLR0911 - one exit per fate and read-back
-    pump: Pump, command: PumpCommand, ledger_id: str, *, timeout_s: float = COMMAND_TIMEOUT_S
+    pump: Pump,
+    command: PumpCommand,
+    ledger_id: str,
+    *,
+    timeout_s: float = COMMAND_TIMEOUT_S,
+    superseded: Callable[[], bool] = lambda: False,
 ) -> Carried:
-    """Send `command` (ledger id `ledger_id`); its fate and read-back, never raising."""
+    """Send `command` (ledger id `ledger_id`); its fate and read-back, never raising.
+
+    `superseded()` true means a stop was sent since the command was taken: it is then never
+    sent again (a run retried after a reaction's stop would run the pump), and reported
+    dropped unless the read shows it was carried out."""
     if isinstance(command, StopPump):
         try:
             status = await pump.stop(command_id=ledger_id)
@@ -117,9 +127,14 @@ async def carry(  # noqa: PLR0911 - one exit per fate and read-back
                 "pump %s: %s %s attempt %d: %s", pump.pump_id, command.op, ledger_id, attempt, error
             )
             read = await _read(pump, timeout_s)
-            if read is not None and shows_effect(command, read):
+            if read is None:
+                return CommandUnconfirmed(command_id=command.id), None  # unknown: never twice
+            if shows_effect(command, read):
                 return confirmation(command.id, read), read  # it was carried out after all
-            continue  # not carried out (or unknown): send it again once
+            if superseded():
+                reason = "not sent again: a stop came since"
+                return CommandDenied(command_id=command.id, reason=reason, dropped=True), read
+            continue  # the read shows it was not carried out: send it again once
         if shows_effect(command, status):
             return confirmation(command.id, status), status
         read = await _read(pump, timeout_s)  # a late effect (a rate applied a bit later)

@@ -6,9 +6,12 @@ and the supervisor stops the pump at once through the driver and raises the loud
 a clinician clears it), when:
 
 - a rate above the protocol maximum is commanded or read back (L2);
-- a commanded rate rises less than one interval of clinical time after the last change of the
-  confirmed rate, or after a resume that followed a reaction (L1);
-- the pump runs after a reaction report with no resume request since (I1, I9);
+- a commanded rate rises above the highest rate the pump ran at since the last resume after a
+  reaction less than one interval of clinical time after that rate was reached, or after the
+  resume (L1); a return to a rate already run (after an alarm, or a pump found slower) is no
+  rise;
+- the pump runs after a reaction report with no resume request since, and no stop was sent
+  after the report (I1, I9; a stop sent and not confirmed is A3's loudest alarm, not this);
 - a read-back above the last commanded rate, but within the maximum, persists for longer than
   the command timeout (A2's reconcile sets it down first; this is the backstop).
 
@@ -40,28 +43,49 @@ class SafetyEnvelope:
     max_rate_ml_h: float
     interval: timedelta
     command_timeout_s: float
-    last_rate_ml_h: float = 0.0  # the last non-zero rate read back running
-    last_change_at: datetime | None = None  # clinical time of the last change of that rate
+    top_rate_ml_h: float = 0.0  # the highest rate read back running since the last resume
+    last_change_at: datetime | None = None  # when it was reached (or the resume)
     commanded_ml_h: float = 0.0  # the last rate commanded
     reaction_open: bool = False  # a reaction reported and no resume requested since
+    stopped_since_reaction: bool = False  # a stop was sent after the report
     above_since: float | None = None  # wire time a read-back above the command began
     tripped: Trip | None = None
+
+    def seed(
+        self,
+        history: list[tuple[datetime, float]],
+        *,
+        commanded_ml_h: float,
+        reaction_open: bool,
+    ) -> None:
+        """Start from recorded read-backs (a rebuilt infusion, A4): a restart is no change."""
+        for at, rate in history:
+            if rate > self.top_rate_ml_h + _RATE_EPSILON:
+                self.top_rate_ml_h, self.last_change_at = rate, at
+        self.commanded_ml_h = commanded_ml_h
+        self.reaction_open = reaction_open
 
     def reaction_reported(self) -> None:
         """A nurse reported a reaction: the pump must not run until a resume is asked for."""
         self.reaction_open = True
+        self.stopped_since_reaction = False
+
+    def stop_sent(self) -> None:
+        """A stop went to the pump."""
+        self.stopped_since_reaction = True
 
     def resume_requested(self, at: datetime) -> None:
-        """A nurse asked to resume: after a reaction, the interval starts again from here."""
+        """A nurse resumed: after a reaction, the ladder starts again from here (I2)."""
         if self.reaction_open:
             self.last_change_at = at
+            self.top_rate_ml_h = 0.0
         self.reaction_open = False
 
     def command(self, rate_ml_h: float, at: datetime) -> Trip | None:
         """A rate is about to be commanded; a Trip means it must not be sent."""
         if rate_ml_h > self.max_rate_ml_h + _RATE_EPSILON:
             return self._trip("L2", f"{rate_ml_h:g} ml/h commanded, above {self.max_rate_ml_h:g}")
-        rises = self.last_rate_ml_h > 0 and rate_ml_h > self.last_rate_ml_h + _RATE_EPSILON
+        rises = self.top_rate_ml_h > 0 and rate_ml_h > self.top_rate_ml_h + _RATE_EPSILON
         if rises and self.last_change_at is not None and at - self.last_change_at < self.interval:
             since = (at - self.last_change_at).total_seconds() / 60
             return self._trip(
@@ -76,8 +100,8 @@ class SafetyEnvelope:
         """A read-back of the pump (clinical time `at`, event-loop time `wire`)."""
         if running and rate_ml_h > self.max_rate_ml_h + _RATE_EPSILON:
             return self._trip("L2", f"pump read back at {rate_ml_h:g} ml/h")
-        if running and self.reaction_open:
-            return self._trip("I9", "pump running after a reaction report with no resume")
+        if running and self.reaction_open and not self.stopped_since_reaction:
+            return self._trip("I9", "pump running after a reaction report, never told to stop")
         if running and rate_ml_h > self.commanded_ml_h + _RATE_EPSILON:
             if self.above_since is None:
                 self.above_since = wire
@@ -87,8 +111,8 @@ class SafetyEnvelope:
                 )
         else:
             self.above_since = None
-        if running and rate_ml_h > 0 and abs(rate_ml_h - self.last_rate_ml_h) > _RATE_EPSILON:
-            self.last_rate_ml_h = rate_ml_h
+        if running and rate_ml_h > self.top_rate_ml_h + _RATE_EPSILON:
+            self.top_rate_ml_h = rate_ml_h
             self.last_change_at = at
         return None
 

@@ -100,7 +100,7 @@ async def recover(store: Store, supervisors: Mapping[str, PumpSupervisor]) -> li
                 stored.pump_id,
             )
             continue
-        supervisor.attach(str(stored.id), stored.state)
+        supervisor.attach(str(stored.id), stored.state, recovered=True)
         try:
             async with asyncio.timeout(supervisor.command_timeout_s * 3):
                 status = await supervisor.pump.read_status()

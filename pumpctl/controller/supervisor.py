@@ -27,7 +27,13 @@ from typing import Any, Literal
 
 from drivers.base import Alarm, Pump, PumpError, PumpState, PumpStatus
 from pumpctl.clock import Clock
-from pumpctl.controller.carry import COMMAND_TIMEOUT_S, carry, confirmation
+from pumpctl.controller.carry import (
+    COMMAND_TIMEOUT_S,
+    RATE_TOLERANCE_ML_H,
+    VOLUME_TOLERANCE_ML,
+    carry,
+    confirmation,
+)
 from pumpctl.controller.envelope import SafetyEnvelope, Trip
 from pumpctl.core.machine import (
     ClearAlarm,
@@ -98,10 +104,14 @@ class PumpSupervisor:
     status: PumpStatus | None = None  # the cached status: what readers see
     link_up: bool = False
     decisions: list[Decision] = field(default_factory=list)
-    keep_decisions: bool = True  # tests and the demo read them; a long run may turn it off
+    keep_decisions: bool = False  # tests read them; a long run must not keep every state
     decide_fn: Callable[[InfusionState, Event, datetime], Decision] = decide
     envelope: SafetyEnvelope | None = None  # built from the protocol's numbers at attach
-    _queue: deque[PumpCommand] = field(default_factory=deque)
+    _queue: deque[tuple[PumpCommand, int]] = field(default_factory=deque)  # (command, stop epoch)
+    _stop_epoch: int = 0  # stops sent so far: a command decided before the latest is dropped
+    _records: deque[tuple[str, Event, Decision]] = field(default_factory=deque)
+    _flush_scheduled: bool = False
+    _recovering: bool = False  # rebuilt from the store, the pump not yet read (A4)
     _in_flight: asyncio.Task[None] | None = None
     _stops: set[asyncio.Task[Any]] = field(default_factory=set)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -131,12 +141,20 @@ class PumpSupervisor:
 
     # -- the infusion --------------------------------------------------------------------
 
-    def attach(self, infusion_id: str, state: InfusionState) -> None:
-        """Supervise `state` (a new infusion, or one rebuilt from the store) on this pump."""
+    def attach(self, infusion_id: str, state: InfusionState, *, recovered: bool = False) -> None:
+        """Supervise `state` (a new infusion, or with `recovered` one rebuilt from the store).
+
+        A recovered state knows nothing of the time since it was saved: it is taken as a lost
+        link (no running time, no step, the over-infusion bound growing) until the pump's first
+        read, which goes to the core as `Restarted` (A4)."""
         if self.state is not None and self.state.supervised:
             raise ValueError(
                 f"pump {self.pump.pump_id}: already supervising infusion {self.infusion_id}"
             )
+        if recovered:
+            state = state.updated({"link_lost": True})
+        self._recovering = recovered
+        self._alarms_seen = frozenset()
         self.infusion_id, self.state = infusion_id, state
         ladder = state.protocol.ladder
         self.envelope = SafetyEnvelope(
@@ -146,13 +164,11 @@ class PumpSupervisor:
         )
         # A rebuilt infusion (A4): the envelope starts from the recorded read-backs, so a
         # restart is not mistaken for a change of rate.
-        running = [p for p in state.rate_history if p.rate_ml_h > 0]
-        if running:
-            self.envelope.last_rate_ml_h = running[-1].rate_ml_h
-            self.envelope.commanded_ml_h = state.rate_ml_h
-            changes = [p for p in state.rate_history if p.rate_ml_h == running[-1].rate_ml_h]
-            self.envelope.last_change_at = changes[0].at if changes else running[-1].at
-        self.envelope.reaction_open = state.reaction is not None
+        self.envelope.seed(
+            [(p.at, p.rate_ml_h) for p in state.rate_history],
+            commanded_ml_h=state.rate_ml_h,
+            reaction_open=state.reaction is not None,
+        )
         self._changed.set()
 
     def submit(self, event: Event) -> Decision:
@@ -160,21 +176,43 @@ class PumpSupervisor:
         if self.state is None or self.infusion_id is None:
             raise ValueError(f"pump {self.pump.pump_id}: no infusion to decide for")
         now = self.clock.now()
-        if self.envelope is not None:
+        decision = self.decide_fn(self.state, event, now)
+        self.state = decision.state
+        if self.envelope is not None and decision.refusal is None:
             if isinstance(event, ReactionReported):
                 self.envelope.reaction_reported()
             elif isinstance(event, ResumeRequested):
                 self.envelope.resume_requested(now)
-        decision = self.decide_fn(self.state, event, now)
-        self.state = decision.state
         if self.keep_decisions:
             self.decisions.append(decision)
+        # Queued in decision order, written after this turn of the loop: a stop this decision
+        # sends starts first and never waits for the disk.
+        self._records.append((self.infusion_id, event, decision))
         self._dispatch(decision)
         self._log(event, decision)
-        self.recorder(self.infusion_id, event, decision)  # after the stop left: never waits
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
         self._changed.set()
         self._notify()
         return decision
+
+    def _flush(self) -> None:
+        """Record the decisions made so far, in order; a store failure is an error, not a stop
+        of supervision (the pump stays supervised from memory)."""
+        self._flush_scheduled = False
+        while self._records:
+            infusion_id, event, decision = self._records.popleft()
+            try:
+                self.recorder(infusion_id, event, decision)
+            except Exception:  # noqa: BLE001 - logged loudly; supervision must go on
+                _log.exception(
+                    "store pump=%s infusion=%s: decision on %s not recorded",
+                    self.pump.pump_id,
+                    infusion_id,
+                    event.kind,
+                )
+        self._check_idle()
 
     def clear_alarm(
         self, alarm: str, *, actor: str, role: Literal["nurse", "clinician"]
@@ -201,6 +239,7 @@ class PumpSupervisor:
             trip.reason,
         )
         self._envelope_stops += 1
+        self._stop_epoch += 1
         stop = asyncio.create_task(
             self.pump.stop(command_id=f"{self.infusion_id}.envelope.{self._envelope_stops}"),
             name=f"envelope stop {self.pump.pump_id}",
@@ -229,12 +268,15 @@ class PumpSupervisor:
                     command.message,
                 )
             else:
-                self._queue.append(command)
+                self._queue.append((command, self._stop_epoch))
                 self._idle.clear()
         self._pump_queue()
 
     def _send_stop(self, command: StopPump) -> None:
-        dropped = list(self._queue)
+        self._stop_epoch += 1
+        if self.envelope is not None:
+            self.envelope.stop_sent()
+        dropped = [queued for queued, _epoch in self._queue]
         self._queue.clear()
         for queued in dropped:  # escalations decided before the stop are never sent
             self._fate_later(
@@ -243,15 +285,23 @@ class PumpSupervisor:
                 )
             )
         self._idle.clear()
-        task = asyncio.create_task(self._carry(command), name=f"stop {self.pump.pump_id}")
+        task = asyncio.create_task(
+            self._carry(command, self._stop_epoch), name=f"stop {self.pump.pump_id}"
+        )
         self._stops.add(task)
-        task.add_done_callback(self._stops.discard)
+        task.add_done_callback(self._stop_done)
+
+    def _stop_done(self, task: asyncio.Task[Any]) -> None:
+        self._stops.discard(task)
+        self._check_idle()
 
     def _fate_later(self, fate: Event) -> None:
-        asyncio.get_running_loop().call_soon(self._fate, fate)
+        infusion_id = self.infusion_id
+        asyncio.get_running_loop().call_soon(self._fate, fate, infusion_id)
 
-    def _fate(self, fate: Event) -> None:
-        if self.state is not None:
+    def _fate(self, fate: Event, infusion_id: str | None) -> None:
+        """A fate goes to the infusion whose command it was (never to the next one)."""
+        if self.state is not None and infusion_id == self.infusion_id:
             self.submit(fate)
         self._check_idle()
 
@@ -259,29 +309,40 @@ class PumpSupervisor:
         if self._in_flight is not None or not self._queue:
             self._check_idle()
             return
-        command = self._queue.popleft()
+        command, epoch = self._queue.popleft()
         state = self.state
-        if state is not None and (state.stop_outstanding or state.terminal):
-            # Decided under an older state (before a stop): dropped, not sent.
-            self._fate(
+        if epoch < self._stop_epoch or (state is not None and state.terminal):
+            # Decided under an older state (before a stop, or before the end): dropped.
+            self._fate_later(
                 CommandDenied(command_id=command.id, reason="dropped: stopped since", dropped=True)
             )
             self._pump_queue()
             return
         self._in_flight = asyncio.create_task(
-            self._carry(command), name=f"command {self.pump.pump_id} {command.op}"
+            self._carry(command, epoch), name=f"command {self.pump.pump_id} {command.op}"
         )
 
-    async def _carry(self, command: PumpCommand) -> None:
-        assert self.infusion_id is not None
-        lid = ledger_id(self.infusion_id, command.id)
+    async def _carry(self, command: PumpCommand, epoch: int) -> None:
+        infusion_id = self.infusion_id
+        assert infusion_id is not None
+        try:
+            await self._carry_one(command, epoch, infusion_id)
+        finally:
+            if not isinstance(command, StopPump) and self._in_flight is asyncio.current_task():
+                self._in_flight = None
+            self._pump_queue()
+
+    async def _carry_one(self, command: PumpCommand, epoch: int, infusion_id: str) -> None:
+        lid = ledger_id(infusion_id, command.id)
         if isinstance(command, SetRate) and self.envelope is not None:
             trip = self.envelope.command(command.rate_ml_h, self.clock.now())
             if trip is not None:
                 self._in_flight = None
-                self._fate(CommandDenied(command_id=command.id, reason="safety envelope: not sent"))
+                self._fate(
+                    CommandDenied(command_id=command.id, reason="safety envelope: not sent"),
+                    infusion_id,
+                )
                 self._envelope_trip(trip)
-                self._pump_queue()
                 return
         _log.info(
             "command pump=%s infusion=%s command=%s op=%s",
@@ -290,7 +351,17 @@ class PumpSupervisor:
             lid,
             command.op,
         )
-        fate, read = await carry(self.pump, command, lid, timeout_s=self.command_timeout_s)
+        try:
+            fate, read = await carry(
+                self.pump,
+                command,
+                lid,
+                timeout_s=self.command_timeout_s,
+                superseded=lambda: self._stop_epoch != epoch,
+            )
+        except Exception:  # noqa: BLE001 - a bug below must not leave the queue stuck (A3 alarm)
+            _log.exception("pump %s: %s %s failed", self.pump.pump_id, command.op, lid)
+            fate, read = CommandUnconfirmed(command_id=command.id), None
         _log.info(
             "fate pump=%s infusion=%s command=%s op=%s fate=%s",
             self.pump.pump_id,
@@ -303,10 +374,9 @@ class PumpSupervisor:
             self._in_flight = None
         if read is not None:
             self.status = read
-        self._fate(fate)
+        self._fate(fate, infusion_id)
         if read is not None:
             self._watch(read)
-        self._pump_queue()
 
     def _watch(self, status: PumpStatus) -> None:
         """Show a read-back to the envelope (unless it already tripped)."""
@@ -321,17 +391,17 @@ class PumpSupervisor:
         self._envelope_trip(trip)
 
     def _check_idle(self) -> None:
-        if self._in_flight is None and not self._queue and not self._stops:
+        if self.idle:
             self._idle.set()
 
     @property
     def idle(self) -> bool:
-        """No command queued or in flight."""
-        return self._in_flight is None and not self._queue and not self._stops
+        """No command queued or in flight, and every decision recorded."""
+        return self._in_flight is None and not self._queue and not self._stops and not self._records
 
     async def wait_idle(self) -> None:
         """Return once no command is queued or in flight (bound it with a timeout)."""
-        while not (self._in_flight is None and not self._queue and not self._stops):
+        while not self.idle:
             self._idle.clear()
             await self._idle.wait()
 
@@ -341,6 +411,9 @@ class PumpSupervisor:
         """A valid status read from the pump: cache it and feed what it says to the core."""
         if status.state is PumpState.OFFLINE:
             return  # an offline pump says nothing valid (A2 decides on time)
+        if self._recovering:
+            self.restarted(status)
+            return
         self.status = status
         self._notify()
         restored = not self.link_up
@@ -412,9 +485,12 @@ class PumpSupervisor:
         Commands the stored state still waits on are never sent again: the read-back decides
         their fate (confirmed if it shows their effect, else unconfirmed, A3)."""
         running = status.state is PumpState.RUNNING
+        self._recovering = False
         self.status = status
         self.link_up = True
         self._alarms_seen = status.alarms
+        assert self.state is not None
+        waiting = self.state.outstanding  # sent before the restart (not what it sends now)
         decision = self.submit(
             Restarted(
                 running=running,
@@ -422,13 +498,10 @@ class PumpSupervisor:
                 volume_infused_ml=status.volume_infused_ml,
             )
         )
-        assert self.state is not None
-        for sent in self.state.outstanding:
-            if sent.op is CommandOp.STOP:
-                continue  # the restart's reconcile stops a running pump again
+        for sent in waiting:
             if _shows(sent, status, self.state.bag_volume_ml):
                 self.submit(confirmation(sent.id, status))
-            else:
+            else:  # a stop not shown is unconfirmed: sent again on every contact (A3)
                 self.submit(CommandUnconfirmed(command_id=sent.id))
         return decision
 
@@ -442,7 +515,8 @@ class PumpSupervisor:
                 group.create_task(self._watchdog(), name=f"watchdog {self.pump.pump_id}")
                 group.create_task(self._deadlines(), name=f"deadlines {self.pump.pump_id}")
         finally:
-            for task in (self._in_flight, *self._stops):
+            self._flush()
+            for task in (self._in_flight, *self._stops, *self._notifications):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -513,12 +587,16 @@ class PumpSupervisor:
 
 def _shows(sent: SentCommand, status: PumpStatus, vtbi_ml: float) -> bool:
     """A read-back after a restart shows the effect of a command sent before it."""
-    rate_ok = sent.rate_ml_h is not None and abs(status.rate_ml_h - sent.rate_ml_h) <= 0.1
+    rate_ok = (
+        sent.rate_ml_h is not None and abs(status.rate_ml_h - sent.rate_ml_h) <= RATE_TOLERANCE_ML_H
+    )
     match sent.op:
+        case CommandOp.STOP:
+            return status.state is not PumpState.RUNNING
         case CommandOp.SET_RATE:
             return rate_ok
         case CommandOp.RUN:
             return rate_ok and status.state is PumpState.RUNNING
         case CommandOp.SET_VTBI:
-            return abs(status.vtbi_ml - vtbi_ml) <= 0.5
+            return abs(status.vtbi_ml - vtbi_ml) <= VOLUME_TOLERANCE_ML
     return False  # a cleared counter cannot be told from a read-back reliably

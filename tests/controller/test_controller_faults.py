@@ -141,3 +141,43 @@ async def test_logs_one_line_per_command_fate_and_decision_with_ids(
     assert any(line.startswith("decision ") and "rule=L1" in line for line in lines)
     steps = [d for d in supervisor.decisions for c in d.commands if isinstance(c, SetRate)]
     assert len(steps) == 2  # the start and the first step
+
+
+async def test_I1_the_stop_leaves_before_the_decision_is_written_to_the_store(
+    pump_env: Any, clock: VirtualClock
+) -> None:
+    """Architecture, "one press": the stop never waits for the disk."""
+    order: list[str] = []
+    async with supervised(pump_env, clock, start=True) as supervisor:
+        await clock.advance(HOUR)
+        real_stop = pump_env.driver.stop
+
+        async def observed_stop(**kwargs: Any) -> Any:
+            order.append("stop")
+            return await real_stop(**kwargs)
+
+        def recorder(infusion_id: str, event: Any, decision: Any) -> None:
+            if isinstance(event, ReactionReported):
+                order.append("record")
+
+        pump_env.driver.stop = observed_stop
+        supervisor.recorder = recorder
+        supervisor.submit(ReactionReported(grade=1, signs=OTHER, actor="nurse"))
+        await until(supervisor, lambda s: s.idle)
+    assert order[:2] == ["stop", "record"]
+
+
+async def test_a_failing_store_does_not_end_supervision(
+    pump_env: Any, clock: VirtualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(infusion_id: str, event: Any, decision: Any) -> None:
+        raise OSError("disk full")
+
+    async with supervised(pump_env, clock, start=True) as supervisor:
+        supervisor.recorder = broken
+        await clock.advance(HOUR + 60)
+        assert pump_env.model.status().rate_ml_h == 100.0  # the ladder goes on
+        supervisor.submit(ReactionReported(grade=1, signs=OTHER, actor="nurse"))
+        await clock.advance(0)
+        assert pump_env.model.state is not PumpState.RUNNING
+    assert any("not recorded" in r.getMessage() for r in caplog.records)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from supervised_env import HOUR, OTHER, supervised
 
 from drivers.base import PumpState
@@ -18,6 +19,8 @@ from pumpctl.core.machine import (
     ReactionReported,
     ResumeRequested,
     SetRate,
+    Stop,
+    TimePassed,
 )
 
 
@@ -30,8 +33,10 @@ async def crash_at(env: Any, clock: VirtualClock, seconds: float) -> str:
 
 
 async def restarted(env: Any, clock: VirtualClock, stored: str) -> PumpSupervisor:
-    supervisor = PumpSupervisor(env.driver, clock, poll_interval_s=0.2, command_timeout_s=1.0)
-    supervisor.attach("inf-1", InfusionState.from_json(stored))
+    supervisor = PumpSupervisor(
+        env.driver, clock, poll_interval_s=0.2, command_timeout_s=1.0, keep_decisions=True
+    )
+    supervisor.attach("inf-1", InfusionState.from_json(stored), recovered=True)
     supervisor.restarted(await env.driver.read_status())
     return supervisor
 
@@ -93,3 +98,36 @@ async def test_A4_I5_an_open_window_stays_armed_across_a_restart(
         assert again.state.course.withdrawn
         assert pump_env.model.state is not PumpState.RUNNING
     assert CourseState() != again.state.course
+
+
+async def test_A4_a_recovered_state_counts_no_downtime_before_the_pumps_first_read(
+    pump_env: Any, clock: VirtualClock
+) -> None:
+    stored = await crash_at(pump_env, clock, 1800)  # 30 min at 50 ml/h
+    await clock.advance(2 * HOUR)  # down for 2 h
+    supervisor = PumpSupervisor(pump_env.driver, clock, keep_decisions=True)
+    supervisor.attach("inf-1", InfusionState.from_json(stored), recovered=True)
+    decision = supervisor.submit(TimePassed())  # a deadline task's wake before the first read
+    assert not any(isinstance(c, SetRate) for c in decision.commands)
+    assert decision.state.running_min == pytest.approx(30.0)
+
+
+async def test_A4_A3_a_stop_still_waiting_at_the_crash_is_sent_again_after_it(
+    pump_env: Any, clock: VirtualClock
+) -> None:
+    async with supervised(pump_env, clock, start=True) as supervisor:
+        await clock.advance(HOUR + 600)
+        pump_env.model.faults.no_reply = True  # the stop is sent but never lands
+        supervisor.submit(Stop(reason="patient asked", actor="nurse"))
+        assert supervisor.state is not None
+        stored = supervisor.state.to_json()  # saved with the stop outstanding
+    await pump_env.driver._finish_stops()
+    pump_env.model.faults.no_reply = False
+    assert pump_env.model.state is PumpState.RUNNING  # the stop never reached the pump
+    again = await restarted(pump_env, clock, stored)
+    async with Controller(clock, [again]):
+        await clock.advance(0)
+        await clock.advance(1)
+        assert pump_env.model.state is not PumpState.RUNNING
+        assert again.state is not None
+        assert MachineAlarm.PUMP_NOT_STOPPED.value in again.state.latched

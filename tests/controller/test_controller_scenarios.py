@@ -242,7 +242,9 @@ async def test_L9_the_bag_expires_at_15_h_and_a_new_bag_continues_the_same_step(
     pump_env: Any, clock: VirtualClock
 ) -> None:
     course = CourseState()
-    supervisor = PumpSupervisor(pump_env.driver, clock, poll_interval_s=0.2, command_timeout_s=1.0)
+    supervisor = PumpSupervisor(
+        pump_env.driver, clock, poll_interval_s=0.2, command_timeout_s=1.0, keep_decisions=True
+    )
     prepared = clock.now() - timedelta(hours=14, minutes=30)  # 30 min of stability left
     state = initial_state(REVIEW, infusion_number=1, course=course, bag_prepared_at=prepared)
     supervisor.attach("inf-1", state)

@@ -153,6 +153,9 @@ def test_I9_A2_the_envelope_judges_read_backs() -> None:
     assert trip.rule == "A2"
     e = envelope()
     e.reaction_reported()
+    e.stop_sent()  # a stop sent and not yet confirmed is A3's, not the envelope's
+    assert e.read_back(running=True, rate_ml_h=50.0, at=T0, wire=0.05) is None
+    e.reaction_reported()
     assert e.read_back(running=False, rate_ml_h=0.0, at=T0, wire=0.0) is None
     trip = e.read_back(running=True, rate_ml_h=50.0, at=T0, wire=0.1)
     assert trip is not None

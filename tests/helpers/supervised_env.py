@@ -35,7 +35,12 @@ async def supervised(
     """Infusion `number` of `course` planned (and, with `start`, started) on `env`'s pump."""
     course = course or CourseState()
     supervisor = PumpSupervisor(
-        env.driver, clock, poll_interval_s=0.2, command_timeout_s=1.0, decide_fn=decide_fn
+        env.driver,
+        clock,
+        poll_interval_s=0.2,
+        command_timeout_s=1.0,
+        decide_fn=decide_fn,
+        keep_decisions=True,
     )
     state = initial_state(
         protocol, infusion_number=number, course=course, bag_prepared_at=clock.now()

@@ -266,8 +266,10 @@ def on_pump_alarm(ctx: Ctx, event: PumpAlarmRaised | PumpAlarmCleared, now: date
 
 
 def on_link_lost(ctx: Ctx, now: datetime) -> None:
-    """A2: no valid status for longer than the link timeout."""
-    if not ctx.state.link_lost:
+    """A2: no valid status for longer than the link timeout (also for a state rebuilt after a
+    restart, which is taken as a lost link until the pump is read, A4)."""
+    s = ctx.state
+    if not s.link_lost or MachineAlarm.COMM_LOSS.value not in s.latched:
         ctx.set(link_lost=True)
         ctx.alarm(MachineAlarm.COMM_LOSS, "no valid status from the pump", now)
 
