@@ -486,19 +486,24 @@ class MqttSimulator:
     async def _run_shared(self) -> None:
         """Serve every pump on one connection, reconnecting with backoff and jitter."""
         await keep_connected(
-            lambda: aiomqtt.Client(
-                self.host,
-                self.port,
-                identifier=self.client_id,
-                keepalive=KEEPALIVE_S,
-                socket_options=TCP_NODELAY_OPTION,
-                max_inflight_messages=MAX_INFLIGHT,
-            ),
+            self._connect,
             self._serve_shared,
             self._gone,
             name=f"simulator {self.client_id}",
             reconnect=self._reconnect,
         )
+
+    def _connect(self) -> aiomqtt.Client:
+        client = aiomqtt.Client(
+            self.host,
+            self.port,
+            identifier=self.client_id,
+            keepalive=KEEPALIVE_S,
+            socket_options=TCP_NODELAY_OPTION,
+            max_inflight_messages=MAX_INFLIGHT,
+        )
+        client.pending_calls_threshold = MAX_INFLIGHT  # many in flight is the point
+        return client
 
     def _gone(self) -> None:
         self._client = None

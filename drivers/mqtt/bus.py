@@ -208,6 +208,7 @@ class MqttBus:
                 socket_options=TCP_NODELAY_OPTION,
                 max_inflight_messages=self._max_inflight,
             )
+            client.pending_calls_threshold = self._max_inflight  # many in flight is the point
             try:
                 async with client:
                     await self._link(client)
