@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import random
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -523,6 +524,9 @@ class PumpSupervisor:
                         await task
 
     async def _poller(self) -> None:
+        # Each pump's polls start at a random phase of the interval: a fleet's reads spread
+        # over the second instead of arriving together (a stop landing in such a burst waits).
+        await asyncio.sleep(random.uniform(0, self.poll_interval_s))  # noqa: S311 - not crypto
         while True:
             if self._in_flight is None:
                 await self.poll_once()
