@@ -26,6 +26,10 @@ from datetime import datetime, timedelta
 __all__ = ["SafetyEnvelope", "Trip"]
 
 _RATE_EPSILON = 0.05  # half the pump's rate resolution
+#: The envelope sees a read-back a moment after the core confirmed it (and after a restart only
+#: at the first read): a rise within this much of one interval is the core's to judge (L1 holds
+#: it exactly); the envelope is the backstop for rises far too early.
+TIMING_TOLERANCE = 0.05  # of the interval
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +90,8 @@ class SafetyEnvelope:
         if rate_ml_h > self.max_rate_ml_h + _RATE_EPSILON:
             return self._trip("L2", f"{rate_ml_h:g} ml/h commanded, above {self.max_rate_ml_h:g}")
         rises = self.top_rate_ml_h > 0 and rate_ml_h > self.top_rate_ml_h + _RATE_EPSILON
-        if rises and self.last_change_at is not None and at - self.last_change_at < self.interval:
+        early = self.interval * (1 - TIMING_TOLERANCE)
+        if rises and self.last_change_at is not None and at - self.last_change_at < early:
             since = (at - self.last_change_at).total_seconds() / 60
             return self._trip(
                 "L1", f"a rise to {rate_ml_h:g} ml/h only {since:.1f} min after the last change"

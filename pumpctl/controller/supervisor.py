@@ -74,6 +74,8 @@ _log = logging.getLogger("pumpctl.controller")
 #: Wire seconds between two status reads of an idle link (A2 freshness; MQTT pumps publish
 #: only on change while stopped, so the supervisor asks).
 POLL_INTERVAL_S = 1.0
+#: Command ids skipped after a restart (only stops can have left unrecorded).
+RECOVERY_ID_GAP = 100
 #: How close to its VTBI a stopped pump must be for its stop to be the end of the bag (L3).
 COMPLETION_TOLERANCE_ML = 1.0
 
@@ -153,7 +155,11 @@ class PumpSupervisor:
                 f"pump {self.pump.pump_id}: already supervising infusion {self.infusion_id}"
             )
         if recovered:
-            state = state.updated({"link_lost": True})
+            # Ids a crash may have used for stops sent but never recorded are skipped, so no
+            # new command reuses one (an MQTT pump drops an id it has seen).
+            state = state.updated(
+                {"link_lost": True, "next_command_id": state.next_command_id + RECOVERY_ID_GAP}
+            )
         self._recovering = recovered
         self._alarms_seen = frozenset()
         self.infusion_id, self.state = infusion_id, state
@@ -186,14 +192,20 @@ class PumpSupervisor:
                 self.envelope.resume_requested(now)
         if self.keep_decisions:
             self.decisions.append(decision)
-        # Queued in decision order, written after this turn of the loop: a stop this decision
-        # sends starts first and never waits for the disk.
         self._records.append((self.infusion_id, event, decision))
-        self._dispatch(decision)
+        if any(isinstance(c, StopPump) for c in decision.commands):
+            # A stop starts first and never waits for the disk; what else the decision commands
+            # waits for the record (after this turn of the loop).
+            self._dispatch(decision, send=False)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+        else:
+            # Write-ahead: any other command leaves only once its decision and ledger row are
+            # recorded, so a restart knows it was sent and never sends it twice (A3, A4).
+            self._flush()
+            self._dispatch(decision)
         self._log(event, decision)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
         self._changed.set()
         self._notify()
         return decision
@@ -213,7 +225,7 @@ class PumpSupervisor:
                     infusion_id,
                     event.kind,
                 )
-        self._check_idle()
+        self._pump_queue()
 
     def clear_alarm(
         self, alarm: str, *, actor: str, role: Literal["nurse", "clinician"]
@@ -255,7 +267,7 @@ class PumpSupervisor:
             _log.error("pump %s: envelope stop failed: %s", self.pump.pump_id, task.exception())
         self._check_idle()
 
-    def _dispatch(self, decision: Decision) -> None:
+    def _dispatch(self, decision: Decision, *, send: bool = True) -> None:
         for command in decision.commands:
             if isinstance(command, StopPump):
                 self._send_stop(command)
@@ -271,7 +283,8 @@ class PumpSupervisor:
             else:
                 self._queue.append((command, self._stop_epoch))
                 self._idle.clear()
-        self._pump_queue()
+        if send:
+            self._pump_queue()
 
     def _send_stop(self, command: StopPump) -> None:
         self._stop_epoch += 1
@@ -307,8 +320,8 @@ class PumpSupervisor:
         self._check_idle()
 
     def _pump_queue(self) -> None:
-        if self._in_flight is not None or not self._queue:
-            self._check_idle()
+        if self._in_flight is not None or not self._queue or self._records:
+            self._check_idle()  # (a command waits while its decision is not yet recorded)
             return
         command, epoch = self._queue.popleft()
         state = self.state
@@ -489,7 +502,7 @@ class PumpSupervisor:
         self._recovering = False
         self.status = status
         self.link_up = True
-        self._alarms_seen = status.alarms
+        self._alarms_seen = frozenset()
         assert self.state is not None
         waiting = self.state.outstanding  # sent before the restart (not what it sends now)
         decision = self.submit(
@@ -504,6 +517,9 @@ class PumpSupervisor:
                 self.submit(confirmation(sent.id, status))
             else:  # a stop not shown is unconfirmed: sent again on every contact (A3)
                 self.submit(CommandUnconfirmed(command_id=sent.id))
+        for event in self._alarm_events(status.alarms):  # the pump's own alarms (a watchdog's)
+            self.submit(event)
+        self._watch(status)
         return decision
 
     # -- tasks -----------------------------------------------------------------------------

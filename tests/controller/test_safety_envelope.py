@@ -132,7 +132,8 @@ def test_L1_L2_the_envelope_alone_judges_commands_on_raw_numbers() -> None:
     e = envelope()
     assert e.command(50.0, T0) is None
     assert e.read_back(running=True, rate_ml_h=50.0, at=T0, wire=0.0) is None
-    assert e.command(100.0, T0 + timedelta(minutes=59)) is not None  # too early
+    assert e.command(100.0, T0 + timedelta(minutes=56)) is not None  # too early
+    assert e.command(100.0, T0 + timedelta(minutes=58)) is None  # within its timing tolerance
     e = envelope()
     e.read_back(running=True, rate_ml_h=50.0, at=T0, wire=0.0)
     assert e.command(100.0, T0 + timedelta(minutes=60)) is None
