@@ -37,6 +37,7 @@ from pumpctl.controller.carry import (
 )
 from pumpctl.controller.envelope import SafetyEnvelope, Trip
 from pumpctl.core.machine import (
+    COMPLETION_TOLERANCE_ML,
     ClearAlarm,
     CommandDenied,
     CommandOp,
@@ -76,8 +77,6 @@ _log = logging.getLogger("pumpctl.controller")
 POLL_INTERVAL_S = 1.0
 #: Command ids skipped after a restart (only stops can have left unrecorded).
 RECOVERY_ID_GAP = 100
-#: How close to its VTBI a stopped pump must be for its stop to be the end of the bag (L3).
-COMPLETION_TOLERANCE_ML = 1.0
 
 
 def ledger_id(infusion_id: str, command_id: int) -> str:

@@ -79,9 +79,11 @@ from pumpctl.core.machine.state import (
     infusion_record,
     initial_state,
 )
+from pumpctl.core.machine.volumes import COMPLETION_TOLERANCE_ML
 
 __all__ = [
     "CLINICIAN_ONLY",
+    "COMPLETION_TOLERANCE_ML",
     "SUSPENDING",
     "TERMINAL_PHASES",
     "AuditEvent",

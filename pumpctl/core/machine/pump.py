@@ -40,7 +40,7 @@ from pumpctl.core.machine.events import (
 )
 from pumpctl.core.machine.outputs import AuditType, SetRate
 from pumpctl.core.machine.state import CommandOp, InfusionPhase, SentCommand
-from pumpctl.core.machine.volumes import reset_baseline, take_volume
+from pumpctl.core.machine.volumes import COMPLETION_TOLERANCE_ML, reset_baseline, take_volume
 from pumpctl.core.rules import Rule
 
 __all__ = [
@@ -326,8 +326,8 @@ def on_completed(ctx: Ctx, event: PumpCompleted, now: datetime) -> None:
     s = ctx.state
     vtbi = s.vtbi_programmed_ml
     given = event.volume_infused_ml
-    whole = s.delivered_before_bag_ml + s.bag_volume_ml >= s.bag_ml - 1.0
-    if vtbi is None or abs(given - vtbi) > 1.0 or not whole:
+    whole = s.delivered_before_bag_ml + s.bag_volume_ml >= s.bag_ml - COMPLETION_TOLERANCE_ML
+    if vtbi is None or abs(given - vtbi) > COMPLETION_TOLERANCE_ML or not whole:
         if MachineAlarm.UNDER_INFUSION.value in s.latched:
             return  # said once; the infusion stays open for a nurse
         of = f"{vtbi:g}" if vtbi is not None else "an unconfirmed"

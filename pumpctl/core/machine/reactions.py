@@ -440,15 +440,7 @@ def on_terminal_reaction(ctx: Ctx, event: ReactionReported, now: datetime) -> No
         after_completion=s.phase is InfusionPhase.COMPLETED,
         onset_at=event.onset_at or now,
     )
-    ctx.set(reactions=(*s.reactions, record))
-    ctx.log(
-        AuditType.REACTION,
-        Rule.I11,
-        now,
-        actor=event.actor,
-        reaction=record.model_dump(mode="json"),
-    )
-    _late_withdrawal_check(ctx, record, now)
+    _keep_late(ctx, (*s.reactions, record), AuditType.REACTION, event.actor, now)
 
 
 def on_terminal_reassessed(ctx: Ctx, event: Reassessed, now: datetime) -> None:
@@ -475,14 +467,17 @@ def on_terminal_reassessed(ctx: Ctx, event: Reassessed, now: datetime) -> None:
             "signs": last.signs | event.signs,
         }
     )
-    ctx.set(reactions=(*s.reactions[:-1], record))
-    ctx.log(
-        AuditType.REASSESSED,
-        Rule.I11,
-        now,
-        actor=event.actor,
-        reaction=record.model_dump(mode="json"),
-    )
+    _keep_late(ctx, (*s.reactions[:-1], record), AuditType.REASSESSED, event.actor, now)
+
+
+def _keep_late(
+    ctx: Ctx, reactions: tuple[ReactionRecord, ...], kind: AuditType, actor: str, now: datetime
+) -> None:
+    """I11: record the late reaction (the last of `reactions`), audit it, and withdraw the
+    course where I3, I6 or I7 would."""
+    record = reactions[-1]
+    ctx.set(reactions=reactions)
+    ctx.log(kind, Rule.I11, now, actor=actor, reaction=record.model_dump(mode="json"))
     _late_withdrawal_check(ctx, record, now)
 
 

@@ -24,6 +24,7 @@ from pumpctl.core.machine.state import InfusionState
 from pumpctl.core.rules import Rule
 
 __all__ = [
+    "COMPLETION_TOLERANCE_ML",
     "OVER_FRACTION",
     "OVER_MARGIN_ML",
     "UNDER_FRACTION",
@@ -40,6 +41,8 @@ OVER_MARGIN_ML = 1.0
 UNDER_FRACTION = 0.10
 UNDER_MARGIN_ML = 5.0
 UNDER_SPAN_MIN = 15.0
+#: L3: the infusion is complete when the pump stopped within this of the programmed VTBI.
+COMPLETION_TOLERANCE_ML = 1.0
 BACKWARDS_TOLERANCE_ML = 0.05  # the pump's display resolution: smaller steps back are noise
 
 
