@@ -48,7 +48,8 @@ async def test_simulate_serial_and_pump_status_by_hand() -> None:
 
         served.process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(BOUND_S):
-            assert await served.process.wait() == 0  # a clean exit
+            await served.process.communicate()  # drains its pipes: wait() could block on one
+            assert served.process.returncode == 0  # a clean exit
 
 
 async def test_status_warns_about_safe_mode_and_reports_acknowledged_alarm() -> None:

@@ -21,4 +21,5 @@ async def test_simulate_serial_over_tcp_and_pump_status_through_socket_url() -> 
         assert status["firmware"] == "NE1000V3.928"
         served.process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(BOUND_S):
-            assert await served.process.wait() == 0
+            await served.process.communicate()  # drains its pipes: wait() could block on one
+            assert served.process.returncode == 0

@@ -38,8 +38,9 @@ async def pumpctl_server(*args: str) -> AsyncIterator[asyncio.subprocess.Process
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
-            async with asyncio.timeout(BOUND_S):
-                await process.wait()
+        # communicate(), not wait(): a process blocked writing to a full pipe never exits.
+        async with asyncio.timeout(BOUND_S):
+            await process.communicate()
 
 
 async def read_lines(process: asyncio.subprocess.Process, n: int) -> list[str]:
