@@ -7,7 +7,7 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
-from pumpctl.cli import db, plan, pump, simulate
+from pumpctl.cli import db, plan, pump, serve, simulate
 
 app = typer.Typer(
     name="pumpctl",
@@ -20,6 +20,8 @@ app.command("plan")(plan.plan)
 app.add_typer(simulate.app, name="simulate")
 app.add_typer(pump.app, name="pump")
 app.add_typer(db.app, name="db")
+app.command("serve")(serve.serve)
+app.command("demo")(serve.demo)
 
 
 def main() -> None:

@@ -154,6 +154,9 @@ class Infusion(StoreTable, table=True):
     supervised: bool  # InfusionState.supervised (and not cancelled): recovery's list (A4)
     state: str = Field(sa_type=Text)  # InfusionState.to_json(), as is (A4)
     cancel_reason: str | None = Field(default=None, sa_type=Text)
+    weight_kg: float | None = None  # D1: the weight the dose was computed from
+    dose_mg: float | None = None  # D1
+    premedication_at: datetime | None = Field(default=None, sa_type=UtcDateTime)  # D3, clinical
     created_at: datetime = Field(sa_type=UtcDateTime)  # clinical time
     created_wall_at: datetime = Field(sa_type=UtcDateTime)
     updated_at: datetime = Field(sa_type=UtcDateTime)  # clinical time

@@ -23,7 +23,7 @@ from typing import Literal, Self, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from pumpctl.core.history import CourseState, InfusionRecord
 from pumpctl.core.machine.outputs import AuditEvent, PumpCommand, RaiseAlarm, SetRate, SetVtbi
@@ -82,6 +82,8 @@ class StoreAudit(StrEnum):
     COURSE_REINSTATED = "course_reinstated"  # I8
     INFUSION_CREATED = "infusion_created"
     INFUSION_CANCELLED = "infusion_cancelled"
+    PREMEDICATION = "premedication"  # D3: premedication given, as recorded by a nurse
+    START_GATE = "start_gate"  # D3: the gate's decision at a start (allowed, or overridden)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +97,9 @@ class StoredInfusion:
     state: InfusionState
     created_at: datetime
     updated_at: datetime
+    weight_kg: float | None = None
+    dose_mg: float | None = None
+    premedication_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,6 +436,9 @@ class Store:
         *,
         at: datetime,
         actor: str | None = None,
+        weight_kg: float | None = None,
+        dose_mg: float | None = None,
+        premedication_at: datetime | None = None,
     ) -> int:
         """A planned infusion of `course_id` on `pump_id`; its id. `InfusionConflictError` (naming
         the constraint) when the pump or the course has a live infusion, or the course holds
@@ -457,6 +465,9 @@ class Store:
                     phase=state.phase.value,
                     supervised=state.supervised,
                     state=state.to_json(),
+                    weight_kg=weight_kg,
+                    dose_mg=dose_mg,
+                    premedication_at=premedication_at,
                     created_at=at,
                     created_wall_at=wall,
                     updated_at=at,
@@ -605,12 +616,77 @@ class Store:
             state=InfusionState.from_json(row.state),
             created_at=row.created_at,
             updated_at=row.updated_at,
+            weight_kg=row.weight_kg,
+            dose_mg=row.dose_mg,
+            premedication_at=row.premedication_at,
         )
 
     def load_infusion(self, infusion_id: int) -> StoredInfusion:
         """One infusion and its state, as stored."""
         with self._read() as session:
             return self._stored(self._get(session, Infusion, infusion_id))
+
+    def record_premedication(
+        self, infusion_id: int, given_at: datetime, *, actor: str, at: datetime
+    ) -> None:
+        """D3: premedication given at `given_at` for a planned infusion (audited; the last
+        one recorded is the one the start's gate reads)."""
+        with self._write() as session:
+            row = self._get(session, Infusion, infusion_id)
+            if row.phase != InfusionPhase.PLANNED.value:
+                raise StoreError(
+                    f"infusion {infusion_id} is {row.phase}: premedication is recorded before "
+                    "the start (D3)"
+                )
+            row.premedication_at = given_at
+            row.updated_at, row.updated_wall_at = at, self._wall_clock()
+            session.add(row)
+            self._store_audit(
+                session,
+                StoreAudit.PREMEDICATION,
+                at=at,
+                actor=actor,
+                rule=Rule.D3,
+                infusion_id=infusion_id,
+                given_at=given_at,
+            )
+
+    def infusions(
+        self, *, phase: str | None = None, pump_id: str | None = None, course_id: int | None = None
+    ) -> list[StoredInfusion]:
+        """Infusions, newest first, filtered by phase (or "cancelled"), pump and course."""
+        with self._read() as session:
+            query = select(Infusion)
+            if phase is not None:
+                query = query.where(Infusion.phase == phase)
+            if pump_id is not None:
+                query = query.where(Infusion.pump_id == pump_id)
+            if course_id is not None:
+                query = query.where(Infusion.course_id == course_id)
+            rows = session.exec(query.order_by(col(Infusion.id).desc()))
+            return [self._stored(row) for row in rows]
+
+    def patient(self, patient_id: int) -> Patient:
+        """One patient."""
+        with self._read() as session:
+            return self._get(session, Patient, patient_id)
+
+    def courses_of(self, patient_id: int) -> list[Course]:
+        """The courses of a patient, oldest first."""
+        with self._read() as session:
+            self._get(session, Patient, patient_id)
+            query = select(Course).where(Course.patient_id == patient_id)
+            return list(session.exec(query.order_by(col(Course.id))))
+
+    def course(self, course_id: int) -> Course:
+        """One course."""
+        with self._read() as session:
+            return self._get(session, Course, course_id)
+
+    def ping(self) -> None:
+        """Raise unless the database answers (GET /health)."""
+        with self._read() as session:
+            session.exec(select(Patient.id).limit(1)).first()
 
     def live_infusions(self) -> list[StoredInfusion]:
         """A4: what a restarted controller supervises: every infusion not over, or over with
@@ -647,6 +723,12 @@ class Store:
         with self._read() as session:
             query = select(Audit).where(col(Audit.id) > audit_id).order_by(col(Audit.id))
             return list(session.exec(query.limit(limit)))
+
+    def latest_audit_id(self) -> int:
+        """The newest audit row's id (0 when there is none)."""
+        with self._read() as session:
+            query = select(Audit.id).order_by(col(Audit.id).desc()).limit(1)
+            return int(session.exec(query).first() or 0)
 
     def audit_of(self, infusion_id: int) -> list[Audit]:
         """The audit trail of one infusion, oldest first."""
@@ -740,6 +822,22 @@ class Store:
                 raise StoreError(f"alarm {alarm_id} was cleared by {alarm.cleared_by}")
             alarm.cleared_at, alarm.cleared_by = at, by
             session.add(alarm)
+
+    def open_alarm_counts(self) -> dict[str, int]:
+        """Alarms not yet cleared, counted by kind (GET /metrics)."""
+        with self._read() as session:
+            query = (
+                select(Alarm.kind, func.count())
+                .where(col(Alarm.cleared_at).is_(None))
+                .group_by(Alarm.kind)
+            )
+            return {kind: int(n) for kind, n in session.exec(query)}
+
+    def command_fate_counts(self) -> dict[str, int]:
+        """Ledger rows counted by fate (GET /metrics)."""
+        with self._read() as session:
+            query = select(CommandLedger.fate, func.count()).group_by(CommandLedger.fate)
+            return {fate: int(n) for fate, n in session.exec(query)}
 
     def open_alarms(
         self, *, infusion_id: int | None = None, pump_id: str | None = None

@@ -25,15 +25,15 @@ def db(*args: str, data_dir: Path | None = None) -> subprocess.CompletedProcess[
 def test_upgrade_current_downgrade(database_url: str) -> None:
     assert db("current", "--database", database_url).stdout == "none\n"
     up = db("upgrade", "--database", database_url)
-    assert (up.returncode, up.stdout, up.stderr) == (0, "0001\n", "")
-    assert db("current", "--database", database_url).stdout == "0001\n"
+    assert (up.returncode, up.stdout, up.stderr) == (0, "0002\n", "")
+    assert db("current", "--database", database_url).stdout == "0002\n"
     down = db("downgrade", "base", "--database", database_url)
     assert (down.returncode, down.stdout) == (0, "none\n")
 
 
 def test_the_default_is_the_data_directory_s_sqlite_file(tmp_path: Path) -> None:
     up = db("upgrade", data_dir=tmp_path / "data")
-    assert (up.returncode, up.stdout) == (0, "0001\n")
+    assert (up.returncode, up.stdout) == (0, "0002\n")
     assert (tmp_path / "data" / "pumpctl.db").is_file()
 
 

@@ -1,0 +1,135 @@
+"""`create_app(settings)`: the gateway service. Nothing is built at import: the store, the
+pumps (real drivers, or simulated ones), the controller and the ward are made in the app's
+lifespan from the settings, and closed in reverse order when it ends.
+
+On start the service takes back every infusion the store still supervises (A4, `recover`)
+before it answers a request.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.deps import get_ward
+from api.errors import install_error_handlers
+from api.metrics import ServiceMetrics
+from api.pumps import open_pumps
+from api.routes import events, infusions, patients, system
+from drivers.base import Pump
+from pumpctl.clock import parse_clock
+from pumpctl.controller import Controller, PumpSupervisor
+from pumpctl.controller.recording import recover
+from pumpctl.controller.ward import Ward
+from pumpctl.protocols import load_protocol
+from pumpctl.settings import Settings
+from pumpctl.store import Store, default_database_url
+from pumpctl.store import migrate as migrations
+
+__all__ = ["API_PREFIX", "create_app"]
+
+API_PREFIX = "/api/v1"
+_log = logging.getLogger("pumpctl.api")
+
+
+def database_url(settings: Settings) -> str:
+    """The configured database, else the data directory's SQLite file."""
+    if settings.database:
+        return settings.database
+    env = {} if settings.data_dir is None else {"PUMPCTL_DATA_DIR": str(settings.data_dir)}
+    if settings.data_dir is None:
+        return default_database_url()
+    return default_database_url(env)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The service for `settings` (built when it starts, in its lifespan)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            clock = parse_clock(settings.clock)
+            url = database_url(settings)
+            if settings.simulate:
+                migrations.upgrade(url)  # a simulation's store is its own; a gateway's is
+                # migrated by its engineer (`pumpctl db upgrade`), never behind their back
+            store = Store.open(url)
+            stack.callback(store.close)
+            pumps: dict[str, tuple[Pump, str]]
+            if settings.simulate:
+                from api.sim import open_simulated  # noqa: PLC0415 - the simulator only when simulating
+
+                sim = await open_simulated(settings, clock, stack)
+                app.state.sim = sim
+                pumps = sim.pumps
+            else:
+                pumps = await open_pumps(settings, stack)
+            supervisors = {
+                pid: PumpSupervisor(
+                    pump,
+                    clock,
+                    poll_interval_s=settings.poll_interval_s,
+                    command_timeout_s=settings.command_timeout_s,
+                )
+                for pid, (pump, _transport) in pumps.items()
+            }
+            ward = Ward(
+                store,
+                clock,
+                supervisors,
+                load_protocol,
+                transports={pid: transport for pid, (_p, transport) in pumps.items()},
+                default_protocol=settings.protocol,
+                stop_answer_s=settings.stop_answer_s,
+            )
+            taken = await recover(store, supervisors)
+            if taken:
+                _log.warning("recovered infusions %s from the store (A4)", ", ".join(taken))
+            await stack.enter_async_context(Controller(clock, supervisors.values()))
+            app.state.ward = ward
+            app.state.metrics = ServiceMetrics(ward)
+            _log.info(
+                "serving %d pump(s) on clock %s, store %s",
+                len(pumps),
+                settings.clock,
+                store.engine.url.render_as_string(hide_password=True),
+            )
+            yield
+
+    app = FastAPI(
+        title="pumpctl",
+        version="0.1.0",
+        summary="Infusion-pump supervision: the daratumumab rate ladder and IRR rules",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    api = APIRouter(prefix=API_PREFIX)
+    api.include_router(system.router)
+    api.include_router(patients.router)
+    api.include_router(infusions.router)
+    api.include_router(events.router)
+    if settings.simulate:
+        from api.sim import routes as sim_routes  # noqa: PLC0415 - only when simulating
+
+        api.include_router(sim_routes.router)
+    app.include_router(api)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics(ward: Annotated[Ward, Depends(get_ward)]) -> Response:
+        del ward
+        registry = app.state.metrics.registry
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    if importlib.util.find_spec("api.page") is not None:
+        from api.page import mount_page  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+
+        mount_page(app)
+    return app

@@ -1,0 +1,46 @@
+"""The service's pumps from its settings: real drivers for configured links (serial lines are
+shared by the pumps on them, MQTT pumps by one connection per broker). Simulated pumps come
+from `api.sim` instead (the only part of the service that imports the simulator)."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+
+from drivers.base import Pump
+from drivers.mqtt import MqttBus, MqttPump
+from drivers.serial import SerialLine, SerialPump
+from pumpctl.settings import Settings
+
+__all__ = ["open_pumps"]
+
+
+async def open_pumps(settings: Settings, stack: AsyncExitStack) -> dict[str, tuple[Pump, str]]:
+    """Open every configured pump; {pump id: (driver, transport)}. Closed with `stack`."""
+    lines: dict[tuple[str, int], SerialLine] = {}
+    buses: dict[tuple[str, int], MqttBus] = {}
+    pumps: dict[str, tuple[Pump, str]] = {}
+    for link in settings.pumps:
+        pump: Pump
+        if link.transport == "serial":
+            key = (link.port, link.baud)
+            if key not in lines:
+                lines[key] = await stack.enter_async_context(SerialLine(link.port, baud=link.baud))
+            pump = SerialPump(
+                lines[key],
+                link.address,
+                pump_id=link.id,
+                safe_mode_s=link.safe_mode_s,
+                link_timeout_s=settings.link_timeout_s,
+            )
+        else:
+            key = (link.host, link.mqtt_port)
+            if key not in buses:
+                buses[key] = await stack.enter_async_context(MqttBus(link.host, link.mqtt_port))
+            pump = MqttPump(
+                link.pump or link.id,
+                bus=buses[key],
+                prefix=settings.mqtt_prefix,
+                link_timeout_s=settings.link_timeout_s,
+            )
+        pumps[link.id] = (await stack.enter_async_context(pump), link.transport)
+    return pumps

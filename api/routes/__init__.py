@@ -1,0 +1,1 @@
+"""The REST routes, one module per resource (interfaces.md, section 3)."""

@@ -1,0 +1,232 @@
+"""Infusions: create, start, cancel, reactions (the nurse's button), resume, hold, bag, stop,
+alarms, the audit trail. Every action acts or refuses (409 naming the rule, 422 the field)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, status
+from fastapi.responses import JSONResponse
+
+from api.auth import CLINICAL, NURSE_UP, User
+from api.deps import WardDep, require
+from api.schemas import (
+    BagIn,
+    InfusionIn,
+    PremedicationIn,
+    ReactionIn,
+    ReactionOut,
+    ReasonIn,
+    ReassessIn,
+    ResumeIn,
+    StartIn,
+)
+from api.views import audit_view, infusion_view
+from pumpctl.controller.ward import A3_WORDS
+from pumpctl.core.machine import CLINICIAN_ONLY
+from pumpctl.settings import Role
+
+router = APIRouter(prefix="/infusions", tags=["infusions"])
+Reader = Annotated[User, Depends(require(CLINICAL))]
+Nurse = Annotated[User, Depends(require(NURSE_UP))]
+Clinician = Annotated[User, Depends(require({Role.CLINICIAN}))]
+State = Literal[
+    "planned",
+    "starting",
+    "running",
+    "paused",
+    "stopped_observation",
+    "completed",
+    "withdrawn",
+    "stopped",
+    "cancelled",
+]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create(body: InfusionIn, user: Clinician, ward: WardDep) -> dict[str, Any]:
+    """The patient's next infusion, planned on a pump (row, bag, dose, steps)."""
+    infusion_id = ward.create_infusion(
+        body.patient_id,
+        body.pump_id,
+        actor=user.name,
+        weight_kg=body.weight_kg,
+        premedication_at=body.premedication_at,
+        bag_prepared_at=body.bag_prepared_at,
+    )
+    view = infusion_view(ward, infusion_id)
+    return {
+        **view,
+        "initial_rate_ml_h": view["planned_steps"][0]["rate_ml_h"]
+        if view["planned_steps"]
+        else None,
+    }
+
+
+@router.get("")
+async def list_infusions(
+    user: Reader,
+    ward: WardDep,
+    state: Annotated[State | None, Query()] = None,
+    pump_id: Annotated[str | None, Query(max_length=100)] = None,
+) -> list[dict[str, Any]]:
+    """Every infusion, newest first."""
+    del user
+    views = [infusion_view(ward, s.id) for s in ward.store.infusions(pump_id=pump_id)]
+    return [v for v in views if state is None or v["state"] == state]
+
+
+@router.get("/{infusion_id}")
+async def get_infusion(infusion_id: int, user: Reader, ward: WardDep) -> dict[str, Any]:
+    """One infusion's public state."""
+    del user
+    return infusion_view(ward, infusion_id)
+
+
+@router.post("/{infusion_id}/premedication")
+async def premedication(
+    infusion_id: int, body: PremedicationIn, user: Nurse, ward: WardDep
+) -> dict[str, Any]:
+    """D3: premedication given."""
+    ward.record_premedication(infusion_id, body.given_at, actor=user.name)
+    return infusion_view(ward, infusion_id)
+
+
+@router.post("/{infusion_id}/start")
+async def start(
+    infusion_id: int,
+    user: Clinician,
+    ward: WardDep,
+    body: Annotated[StartIn | None, Body()] = None,
+) -> dict[str, Any]:
+    """Program and start the pump (L3); D3 gate, or a clinician's override reason."""
+    override = body.override_reason if body is not None else None
+    await ward.start(infusion_id, actor=user.name, override_reason=override)
+    return infusion_view(ward, infusion_id)
+
+
+@router.post("/{infusion_id}/cancel")
+async def cancel(
+    infusion_id: int, body: ReasonIn, user: Clinician, ward: WardDep
+) -> dict[str, Any]:
+    """A planned infusion that never started."""
+    ward.cancel(infusion_id, body.reason, actor=user.name)
+    return infusion_view(ward, infusion_id)
+
+
+@router.post(
+    "/{infusion_id}/reactions",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ReactionOut,
+    responses={202: {"model": ReactionOut, "description": "the stop is not confirmed (A3)"}},
+)
+async def report_reaction(infusion_id: int, body: ReactionIn, user: Nurse, ward: WardDep) -> Any:
+    """I1: stops the pump first, records second; 201 once the pump confirmed the stop, 202
+    naming A3 when it did not."""
+    received = asyncio.get_running_loop().time()
+    outcome = await ward.report_reaction(
+        infusion_id,
+        body.grade,
+        list(body.signs),
+        body.onset_at,
+        actor=user.name,
+        received_at=received,
+    )
+    answer = ReactionOut(
+        reaction_id=outcome.reaction_id,
+        stop=outcome.stop,
+        stop_confirmed_ms=outcome.stop_confirmed_ms,
+        state=outcome.state,
+    )
+    if outcome.stop == "unconfirmed":
+        answer.alarm, answer.message = "A3", A3_WORDS
+        return JSONResponse(answer.model_dump(), status.HTTP_202_ACCEPTED)
+    return answer
+
+
+@router.post("/{infusion_id}/reactions/{reaction_id}/reassess")
+async def reassess(
+    infusion_id: int, reaction_id: int, body: ReassessIn, user: Nurse, ward: WardDep
+) -> dict[str, Any]:
+    """I5: a new grade for the reaction of this stop."""
+    ward.reassess(infusion_id, reaction_id, body.grade, list(body.signs), actor=user.name)
+    return infusion_view(ward, infusion_id)
+
+
+@router.post("/{infusion_id}/reactions/{reaction_id}/resolve")
+async def resolve(infusion_id: int, reaction_id: int, user: Nurse, ward: WardDep) -> dict[str, Any]:
+    """I4: symptoms resolved."""
+    ward.resolve(infusion_id, reaction_id, actor=user.name)
+    return infusion_view(ward, infusion_id)
+
+
+@router.get("/{infusion_id}/resume")
+async def resume_preview(infusion_id: int, user: Reader, ward: WardDep) -> dict[str, Any]:
+    """The rate a resume would give now, or the rule that refuses it."""
+    return ward.resume_preview(infusion_id, actor=user.name)
+
+
+@router.post("/{infusion_id}/resume")
+async def resume(
+    infusion_id: int,
+    user: Nurse,
+    ward: WardDep,
+    body: Annotated[ResumeIn | None, Body()] = None,
+) -> dict[str, Any]:
+    """Resume at the rate the rules give (I2), or 409 naming the rule."""
+    no_reaction = body is not None and body.reaction is False
+    if body is not None and isinstance(body.reaction, int) and body.reaction is not True:
+        # A4: the unexplained stop was a reaction of this grade: report it as one.
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            {"rule": "A4", "message": "report the reaction (POST .../reactions) instead"},
+        )
+    ward.resume(infusion_id, actor=user.name, no_reaction=no_reaction)
+    return infusion_view(ward, infusion_id)
+
+
+@router.post("/{infusion_id}/hold")
+async def hold(infusion_id: int, user: Clinician, ward: WardDep) -> dict[str, Any]:
+    """L7: hold escalation."""
+    ward.hold(infusion_id, actor=user.name)
+    return infusion_view(ward, infusion_id)
+
+
+@router.post("/{infusion_id}/release")
+async def release(infusion_id: int, user: Clinician, ward: WardDep) -> dict[str, Any]:
+    """L7: release the hold."""
+    ward.release(infusion_id, actor=user.name)
+    return infusion_view(ward, infusion_id)
+
+
+@router.post("/{infusion_id}/bag")
+async def new_bag(infusion_id: int, body: BagIn, user: Nurse, ward: WardDep) -> dict[str, Any]:
+    """L9: a new bag."""
+    ward.new_bag(infusion_id, body.prepared_at, actor=user.name)
+    return infusion_view(ward, infusion_id)
+
+
+@router.post("/{infusion_id}/stop")
+async def stop(infusion_id: int, body: ReasonIn, user: Nurse, ward: WardDep) -> dict[str, Any]:
+    """Stop for good, with a reason."""
+    ward.stop(infusion_id, body.reason, actor=user.name)
+    return infusion_view(ward, infusion_id)
+
+
+@router.post("/{infusion_id}/alarms/{alarm}/clear")
+async def clear_alarm(infusion_id: int, alarm: str, user: Nurse, ward: WardDep) -> dict[str, Any]:
+    """A1: acknowledge a latched alarm; never starts the pump."""
+    if alarm in CLINICIAN_ONLY and user.role is not Role.CLINICIAN:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"only a clinician clears {alarm} (A1)")
+    role: Literal["nurse", "clinician"] = "clinician" if user.role is Role.CLINICIAN else "nurse"
+    ward.clear_alarm(infusion_id, alarm, actor=user.name, role=role)
+    return infusion_view(ward, infusion_id)
+
+
+@router.get("/{infusion_id}/events")
+async def events(infusion_id: int, user: Reader, ward: WardDep) -> list[dict[str, Any]]:
+    """The infusion's audit trail."""
+    del user
+    ward.store.load_infusion(infusion_id)
+    return [audit_view(row) for row in ward.store.audit_of(infusion_id)]

@@ -1,0 +1,103 @@
+"""Patients and their courses (clinicians), their history (L4, L5, I6, L8), reinstatement (I8)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, status
+
+from api.auth import CLINICAL, User
+from api.deps import WardDep, require
+from api.schemas import HistoryIn, PatientIn, ReasonIn
+from pumpctl.controller.ward import Invalid, Refused
+from pumpctl.core.history import InfusionRecord, ReactionRecord, Sign
+from pumpctl.settings import Role
+from pumpctl.store import StoreError
+
+router = APIRouter(prefix="/patients", tags=["patients"])
+Reader = Annotated[User, Depends(require(CLINICAL))]
+Clinician = Annotated[User, Depends(require({Role.CLINICIAN}))]
+
+
+def _patient(ward: Any, patient_id: int) -> dict[str, Any]:
+    patient = ward.store.patient(patient_id)
+    course_id = ward.course_id_of(patient_id)
+    course = ward.store.course(course_id)
+    history = ward.store.course_history(course_id)
+    return {
+        "id": patient.id,
+        "mrn": patient.mrn,
+        "weight_kg": patient.weight_kg,
+        "course_id": course_id,
+        "protocol": course.protocol,
+        "course_state": course.course_state,
+        "withdrawn_reason": course.withdrawn_reason,
+        "severe_reactions": history.severe_occurrences(),
+        "next_infusion_number": history.next_infusion_number,
+        "history": [r.model_dump(mode="json") for r in history.infusions],
+    }
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_patient(body: PatientIn, user: Clinician, ward: WardDep) -> dict[str, Any]:
+    """A patient and their course; the protocol is fixed for the course."""
+    patient_id, _course = ward.create_patient(
+        body.mrn, body.weight_kg, body.protocol, actor=user.name
+    )
+    return _patient(ward, patient_id)
+
+
+@router.get("/{patient_id}")
+async def get_patient(patient_id: int, user: Reader, ward: WardDep) -> dict[str, Any]:
+    """The patient, `course_state` and the history the rules read."""
+    del user
+    return _patient(ward, patient_id)
+
+
+@router.post("/{patient_id}/history", status_code=status.HTTP_201_CREATED)
+async def add_history(
+    patient_id: int, body: HistoryIn, user: Clinician, ward: WardDep
+) -> dict[str, Any]:
+    """L8: an infusion given elsewhere."""
+    course_id = ward.course_id_of(patient_id)
+    try:
+        record = InfusionRecord(
+            infusion_number=body.infusion_number,
+            day=body.day,
+            highest_rate_ml_h=body.highest_rate_ml_h,
+            completed=body.completed,
+            given_elsewhere=True,
+            reactions=tuple(
+                ReactionRecord(
+                    grade=r.grade,
+                    max_grade=r.max_grade or r.grade,
+                    signs=frozenset(Sign(s) for s in r.signs),
+                    rate_ml_h=r.rate_ml_h,
+                    running_min=r.running_min,
+                    infusion_number=body.infusion_number,
+                )
+                for r in body.reactions
+            ),
+        )
+    except ValueError as exc:
+        raise Invalid("reactions", str(exc)) from None
+    try:
+        ward.store.enter_history(course_id, record, actor=user.name, at=ward.clock.now())
+    except StoreError as exc:
+        raise Refused("L8", str(exc)) from None
+    ward.notify()
+    return _patient(ward, patient_id)
+
+
+@router.post("/{patient_id}/reinstate")
+async def reinstate(
+    patient_id: int, body: ReasonIn, user: Clinician, ward: WardDep
+) -> dict[str, Any]:
+    """I8: a clinician reinstates a withdrawn course, with a reason."""
+    course_id = ward.course_id_of(patient_id)
+    try:
+        ward.store.reinstate_course(course_id, body.reason, actor=user.name, at=ward.clock.now())
+    except StoreError as exc:
+        raise Refused("I8", str(exc)) from None
+    ward.notify()
+    return _patient(ward, patient_id)

@@ -1,0 +1,135 @@
+"""Request and response bodies of the REST API (separate from the store's tables)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+)
+
+__all__ = [
+    "BagIn",
+    "HistoryIn",
+    "InfusionIn",
+    "PatientIn",
+    "PremedicationIn",
+    "ReactionIn",
+    "ReasonIn",
+    "ReassessIn",
+    "ResumeIn",
+    "StartIn",
+]
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+Grade = Annotated[StrictInt, Field(ge=1, le=4, description="CTCAE grade 1-4")]
+SignName = Literal["laryngeal_edema", "bronchospasm", "other"]
+Weight = Annotated[float, Field(gt=0, le=500, allow_inf_nan=False)]
+
+
+class In(BaseModel):
+    """A request body: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class PatientIn(In):
+    mrn: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+    weight_kg: Weight
+    protocol: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
+
+
+class HistoryReactionIn(In):
+    """A reaction of an infusion given elsewhere (I10's facts)."""
+
+    grade: Grade
+    max_grade: Grade | None = None
+    signs: Annotated[list[SignName], Field(max_length=3)] = Field(default_factory=list)
+    rate_ml_h: Annotated[float, Field(ge=0, le=1000)]
+    running_min: Annotated[float, Field(ge=0, le=10_000)]
+
+
+class HistoryIn(In):
+    """L8: an infusion given elsewhere."""
+
+    infusion_number: Annotated[StrictInt, Field(ge=1, le=1000)]
+    day: Literal[1, 2] | None = None
+    highest_rate_ml_h: Annotated[float, Field(ge=0, le=1000)]
+    completed: StrictBool = True
+    reactions: list[HistoryReactionIn] = Field(default_factory=list, max_length=50)
+
+
+class InfusionIn(In):
+    patient_id: Annotated[StrictInt, Field(ge=1)]
+    pump_id: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    weight_kg: Weight | None = None
+    premedication_at: AwareDatetime | None = None
+    bag_prepared_at: AwareDatetime | None = None
+
+
+class PremedicationIn(In):
+    given_at: AwareDatetime
+
+
+class StartIn(In):
+    override_reason: Text | None = None
+
+
+class ReasonIn(In):
+    reason: Text
+
+
+class ReactionIn(In):
+    grade: Grade
+    signs: Annotated[list[SignName], Field(min_length=1, max_length=3)]
+    onset_at: AwareDatetime | None = None
+
+
+class ReassessIn(In):
+    grade: Grade
+    signs: Annotated[list[SignName], Field(min_length=1, max_length=3)]
+
+
+class ResumeIn(In):
+    """After an unexplained stop found on restart (A4): `reaction` false, or a grade."""
+
+    reaction: StrictBool | Grade | None = None
+
+
+class BagIn(In):
+    prepared_at: AwareDatetime
+
+
+class ReactionOut(BaseModel):
+    reaction_id: int
+    stop: Literal["confirmed", "unconfirmed", "already_stopped", "no_pump_action"]
+    stop_confirmed_ms: float | None = None
+    state: str
+    alarm: str | None = None
+    message: str | None = None
+
+
+class Problem(BaseModel):
+    """A refusal: the rule and its words."""
+
+    rule: str | None
+    message: str
+
+
+class ProblemOut(BaseModel):
+    detail: Problem
+
+
+class Instant(BaseModel):
+    now: datetime
+    mode: Literal["real", "scaled", "virtual"]
+
+
+Json = dict[str, Any]

@@ -1,0 +1,69 @@
+"""Simulated pumps for `pumpctl serve --simulate N` and `pumpctl demo`, and the simulation routes
+(`/api/v1/sim/...`, admin). The only code of the service that imports the simulator."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+
+from drivers.base import Pump
+from drivers.mqtt import MqttBus, MqttPump, parse_broker
+from drivers.serial import SerialLine, SerialPump
+from pumpctl.clock import Clock
+from pumpctl.settings import Settings
+from simulator.model import PumpModel
+from simulator.mqtt_server import MqttSimulator
+from simulator.serial_server import SerialSimulator
+
+__all__ = ["SimulatedPumps", "open_simulated"]
+
+
+@dataclass
+class SimulatedPumps:
+    """The models behind the simulated pumps (for faults and alarms) and their drivers."""
+
+    models: dict[str, PumpModel] = field(default_factory=dict)
+    pumps: dict[str, tuple[Pump, str]] = field(default_factory=dict)
+    where: str = ""  # the pseudo-terminal, or the broker
+
+
+async def open_simulated(settings: Settings, clock: Clock, stack: AsyncExitStack) -> SimulatedPumps:
+    """N simulated pumps `pump-1..pump-N` on one pseudo-terminal (New Era addresses 0..N-1)
+    or on the given MQTT broker, on the service's own clinical clock."""
+    n = settings.simulate
+    ids = [f"pump-{i}" for i in range(1, n + 1)]
+    sim = SimulatedPumps()
+    if settings.link == "serial":
+        models = [PumpModel(pid, clock, address=a) for a, pid in enumerate(ids)]
+        simulator = await stack.enter_async_context(SerialSimulator(models))
+        line = await stack.enter_async_context(SerialLine(simulator.path))
+        sim.where = simulator.path
+        for model in models:
+            pump = SerialPump(
+                line,
+                model.address,
+                pump_id=model.pump_id,
+                safe_mode_s=None,  # an in-process simulator dies with the service
+                link_timeout_s=settings.link_timeout_s,
+            )
+            sim.pumps[model.pump_id] = (await stack.enter_async_context(pump), "serial")
+            sim.models[model.pump_id] = model
+    else:
+        assert settings.broker is not None
+        host, port = parse_broker(settings.broker)
+        models = [PumpModel(pid, clock) for pid in ids]
+        await stack.enter_async_context(
+            MqttSimulator(models, host, port, prefix=settings.mqtt_prefix, shared=True)
+        )
+        bus = await stack.enter_async_context(MqttBus(host, port))
+        sim.where = settings.broker
+        for model in models:
+            mqtt_pump = MqttPump(
+                model.pump_id,
+                bus=bus,
+                prefix=settings.mqtt_prefix,
+                link_timeout_s=settings.link_timeout_s,
+            )
+            sim.pumps[model.pump_id] = (await stack.enter_async_context(mqtt_pump), "mqtt")
+            sim.models[model.pump_id] = model
+    return sim

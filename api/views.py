@@ -1,0 +1,139 @@
+"""The JSON the service shows: a pump, an infusion, an audit row (interfaces.md, section 3)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pumpctl.controller.supervisor import PumpSupervisor
+from pumpctl.controller.ward import Ward
+from pumpctl.core.machine import InfusionState
+from pumpctl.store.models import Audit
+
+__all__ = ["audit_view", "infusion_view", "pump_view"]
+
+
+def pump_view(ward: Ward, supervisor: PumpSupervisor) -> dict[str, Any]:
+    """One pump, from the supervisor's cached status (never the wire)."""
+    pump = supervisor.pump
+    status = supervisor.status
+    last = pump.last_contact
+    age = None if last is None else round(max(0.0, asyncio.get_running_loop().time() - last), 3)
+    connected = supervisor.link_up and not pump.is_stale()
+    infusion_id = None
+    if supervisor.state is not None and supervisor.state.supervised and supervisor.infusion_id:
+        infusion_id = int(supervisor.infusion_id)
+    return {
+        "id": pump.pump_id,
+        "transport": ward.transports.get(pump.pump_id, "serial"),
+        "connected": connected,
+        "last_contact_age_s": age,
+        "state": status.state.value if status is not None and connected else "offline",
+        "rate_ml_h": status.rate_ml_h if status is not None else 0.0,
+        "volume_infused_ml": status.volume_infused_ml if status is not None else 0.0,
+        "vtbi_ml": status.vtbi_ml if status is not None else 0.0,
+        "alarms": sorted(a.value for a in status.alarms) if status is not None else [],
+        "infusion_id": infusion_id,
+    }
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def infusion_view(ward: Ward, infusion_id: int) -> dict[str, Any]:
+    """One infusion's public state (also what is published on MQTT)."""
+    stored, state = ward.state_of(infusion_id)
+    supervised = ward.live(infusion_id) is not None
+    patient = ward.store.patient(ward.store.course(stored.course_id).patient_id)
+    reaction = state.reaction
+    reactions: list[dict[str, Any]] = [
+        {
+            "id": n,
+            "grade": r.grade,
+            "max_grade": r.max_grade,
+            "signs": sorted(s.value for s in r.signs),
+            "onset_at": _iso(r.onset_at),
+            "rate_ml_h": r.rate_ml_h,
+            "running_min": r.running_min,
+        }
+        for n, r in enumerate(state.reactions, start=1)
+    ]
+    open_reaction: dict[str, Any] | None = None
+    if reaction is not None:
+        open_reaction = {
+            "id": len(state.reactions) + 1,
+            "grade": reaction.grade,
+            "max_grade": reaction.max_grade,
+            "signs": sorted(s.value for s in reaction.signs),
+            "onset_at": _iso(reaction.onset_at),
+            "rate_ml_h": reaction.rate_ml_h,
+            "running_min": reaction.running_min,
+        }
+        reactions.append(open_reaction)
+    alarms = [
+        {"kind": a.kind, "rule": a.rule, "message": a.message, "raised_at": _iso(a.raised_at)}
+        for a in ward.store.open_alarms(infusion_id=infusion_id)
+        if a.kind in state.latched or a.kind in state.alarms
+    ]
+    steps, row = ward.plan_of(stored.id, state)
+    phase = "cancelled" if stored.phase == "cancelled" else state.phase.value
+    return {
+        "id": stored.id,
+        "patient_id": patient.id,
+        "patient_mrn": patient.mrn,
+        "course_id": stored.course_id,
+        "pump_id": stored.pump_id,
+        "infusion_number": state.infusion_number,
+        "day": state.day,
+        "row": row,
+        "state": phase,
+        "supervised": supervised,
+        "rate_ml_h": state.rate_ml_h if state.pump_running else 0.0,
+        "step_rate_ml_h": state.rate_ml_h,
+        "volume_infused_ml": round(state.delivered_ml, 3),
+        "bag_ml": state.bag_ml,
+        "bag_infused_ml": round(state.bag_infused_ml, 3),
+        "dose_mg": stored.dose_mg,
+        "weight_kg": stored.weight_kg,
+        "premedication_at": _iso(stored.premedication_at),
+        "running_min": round(state.running_min, 3),
+        "time_left_min": _time_left(state),
+        "next_escalation_at": _iso(ward.next_escalation_at(state)),
+        "bag_expires_at": _iso(state.bag_life.expires_at),
+        "held": state.held,
+        "link_lost": state.link_lost,
+        "stop_unconfirmed": state.stop_unconfirmed,
+        "latched_alarms": sorted(state.latched),
+        "pump_alarms": sorted(state.alarms),
+        "planned_steps": steps,
+        "rate_history": [
+            {"at": p.at.isoformat(), "rate_ml_h": p.rate_ml_h} for p in state.rate_history
+        ],
+        "reaction": open_reaction,
+        "reactions": reactions,
+        "alarms": alarms,
+        "started_at": _iso(state.started_at),
+        "stop_reason": state.stop_reason,
+    }
+
+
+def _time_left(state: InfusionState) -> float | None:
+    rate = state.rate_ml_h
+    if rate <= 0 or state.terminal:
+        return None
+    return round(state.remaining_ml / rate * 60, 1)
+
+
+def audit_view(row: Audit) -> dict[str, Any]:
+    """One audit row."""
+    return {
+        "id": row.id,
+        "infusion_id": row.infusion_id,
+        "at": row.at.isoformat(),
+        "wall_at": row.wall_at.isoformat(),
+        "type": row.type,
+        "actor": row.actor,
+        "rule": row.rule,
+        "data": row.data,
+    }

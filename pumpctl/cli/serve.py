@@ -1,0 +1,225 @@
+"""`pumpctl serve` (the gateway service) and `pumpctl demo` (the same service on embedded
+defaults: SQLite in a temporary data directory, simulated serial pumps, a scaled clock).
+
+Every option is also a `PUMPCTL_*` setting (pumpctl/settings.py); the command line wins.
+`serve` refuses to start without tokens; only the demo makes its own, and prints them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+from pydantic import ValidationError
+
+from api.app import API_PREFIX, create_app
+from pumpctl.controller.ward import Ward
+from pumpctl.settings import DEFAULT_PORT, Role, Settings, TokenEntry, load_settings
+from pumpctl.store import DataDirError, StoreError
+
+__all__ = ["demo", "serve"]
+
+_log = logging.getLogger("pumpctl.cli")
+
+
+def _fail(command: str, message: str) -> typer.Exit:
+    typer.echo(f"pumpctl {command}: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _validation_message(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(p) for p in error["loc"]) or "settings"
+    return f"{where}: {error['msg'].removeprefix('Value error, ')}"
+
+
+def _logging(settings: Settings) -> None:
+    fmt = (
+        '{"at": "%(asctime)s", "level": "%(levelname)s", "logger": "%(name)s", '
+        '"message": "%(message)s"}'
+        if settings.log_format == "json"
+        else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.basicConfig(level=settings.log_level.upper(), format=fmt, force=True)
+
+
+async def _run(settings: Settings, on_ready: Any = None) -> None:
+    """Serve until SIGINT/SIGTERM; `on_ready(app)` once the service answers."""
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_config=None, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve(), name="uvicorn")
+    while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn has no event
+        await asyncio.sleep(0.05)
+    if server.started:
+        _notify_ready()
+        if on_ready is not None:
+            await on_ready(app)
+    await serving
+    if not server.started:
+        raise SystemExit(1)
+
+
+def _notify_ready() -> None:
+    with contextlib.suppress(ImportError):
+        from pumpctl.sdnotify import notify  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+
+        notify("READY=1")
+
+
+def serve(  # noqa: PLR0917 - typer: one parameter per option
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", envvar="PUMPCTL_CONFIG", help="Settings file (TOML)."),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Listen address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (default 8000).")] = None,
+    database: Annotated[
+        str | None,
+        typer.Option(envvar="PUMPCTL_DATABASE_URL", help="sqlite:///PATH or postgresql://..."),
+    ] = None,
+    pump: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A pump, ID=URL: serial:///dev/ttyUSB0?address=0&safe=N or mqtt://HOST:1883/ID."
+        ),
+    ] = None,
+    clock: Annotated[
+        str | None, typer.Option(help="real (default), scaled:F or virtual (simulators only).")
+    ] = None,
+    bench: Annotated[
+        bool | None,
+        typer.Option(
+            "--bench", help="The pumps on the far side are simulators (an engineer's bench)."
+        ),
+    ] = None,
+    simulate: Annotated[
+        int | None, typer.Option(min=0, max=100, help="Run against N simulated pumps.")
+    ] = None,
+    link: Annotated[str | None, typer.Option(help="Simulated pumps over serial or mqtt.")] = None,
+    broker: Annotated[str | None, typer.Option(help="MQTT broker HOST:PORT.")] = None,
+) -> None:
+    """The gateway service: REST API, live events, the nurse station page."""
+    try:
+        settings = load_settings(
+            config,
+            host=host,
+            port=port,
+            database=database,
+            pumps=pump or None,
+            clock=clock,
+            bench=bench,
+            simulate=simulate,
+            link=link,
+            broker=broker,
+        )
+    except ValidationError as exc:
+        raise _fail("serve", _validation_message(exc)) from None
+    except ValueError as exc:
+        raise _fail("serve", str(exc)) from None
+    if not settings.api_tokens:
+        raise _fail(
+            "serve",
+            "no API tokens: set PUMPCTL_API_TOKENS=token=name:role,... or [api_tokens] in "
+            "the config file (only `pumpctl demo` makes its own)",
+        )
+    if not settings.pumps and not settings.simulate:
+        _log.warning("no pumps configured (--pump ID=URL, [[pumps]], or --simulate N)")
+    _logging(settings)
+    _serve_or_fail("serve", settings)
+
+
+def _serve_or_fail(command: str, settings: Settings, on_ready: Any = None) -> None:
+    try:
+        asyncio.run(_run(settings, on_ready))
+    except (DataDirError, StoreError) as exc:
+        raise _fail(command, str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+
+
+def _free_port(host: str, wanted: int) -> int:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, wanted))
+        except OSError:
+            probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def demo(
+    pumps: Annotated[int, typer.Option(min=1, max=20, help="Simulated pumps.")] = 3,
+    speed: Annotated[
+        float, typer.Option(min=1, max=3600, help="Clinical seconds per real second.")
+    ] = 120.0,
+    port: Annotated[int, typer.Option(help="Port (a free one when it is taken).")] = DEFAULT_PORT,
+) -> None:
+    """The service on embedded defaults: simulated serial pumps, SQLite in a temporary data
+    directory, a scaled clock, tokens made up and printed. A patient's first infusion starts on
+    the first pump. Ctrl-C ends it."""
+    configured = os.environ.get("PUMPCTL_DATA_DIR", "").strip()
+    try:
+        data = Path(configured) if configured else Path(tempfile.mkdtemp(prefix="pumpctl-demo-"))
+        data.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=data):
+            pass
+    except OSError as exc:
+        where = configured or tempfile.gettempdir()
+        raise _fail(
+            "demo", f"data directory {where} is not writable ({exc.strerror or exc})"
+        ) from None
+    tokens = {secrets.token_urlsafe(18): TokenEntry(name=f"demo-{r.value}", role=r) for r in Role}
+    chosen = _free_port("127.0.0.1", port)
+    try:
+        settings = Settings(
+            host="127.0.0.1",
+            port=chosen,
+            data_dir=data,
+            database=f"sqlite:///{data / 'pumpctl.db'}",
+            clock=f"scaled:{speed:g}",
+            simulate=pumps,
+            link="serial",
+            api_tokens=tokens,
+        )
+    except ValidationError as exc:
+        raise _fail("demo", _validation_message(exc)) from None
+    _logging(settings.model_copy(update={"log_level": "warning"}))
+    url = f"http://127.0.0.1:{chosen}/"
+    typer.echo(f"pumpctl demo: the nurse station page is at {url}")
+    if chosen != port:
+        typer.echo(f"  (port {port} is taken; using {chosen})")
+    typer.echo(f"  API docs: {url}docs   health: {url}api/v1/health")
+    typer.echo(f"  data directory: {data} (SQLite), clock: {speed:g}x, {pumps} simulated pumps")
+    typer.echo("  tokens (paste one into the page's 'Access token'):")
+    for token, entry in tokens.items():
+        typer.echo(f"    {entry.role.value:<9} {token}")
+    typer.echo(f'  try: curl -H "Authorization: Bearer TOKEN" {url}{API_PREFIX[1:]}/pumps')
+    typer.echo("  Ctrl-C stops the demo.")
+
+    async def first_infusion(app: Any) -> None:
+        ward: Ward = app.state.ward
+        actor = "demo-clinician"
+        patient_id, _course = ward.create_patient("DEMO-0001", 70.0, None, actor=actor)
+        pump_id = next(iter(ward.supervisors))
+        infusion_id = ward.create_infusion(patient_id, pump_id, actor=actor)
+        window = ward.protocols(ward.default_protocol).premedication
+        given = ward.clock.now() - timedelta(
+            minutes=(window.window_min_min + window.window_max_min) / 2
+        )
+        ward.record_premedication(infusion_id, given, actor="demo-nurse")
+        await ward.start(infusion_id, actor=actor)
+        typer.echo(f"  infusion {infusion_id} started on {pump_id}: 50 ml/h, +50 every hour")
+
+    _serve_or_fail("demo", settings, first_infusion)

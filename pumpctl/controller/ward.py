@@ -1,0 +1,521 @@
+"""The ward: what the service asks of the controller and the store, one method per action.
+
+Every action either acts or refuses. A refusal names the rule (`Refused`, 409) or the field
+(`Invalid`, 422); an unknown id is `NotFoundError` (404). Nothing here talks to a pump: actions
+become events for a pump's supervisor (`PumpSupervisor.submit`), which decides, sends and
+records; readers use the supervisors' cached state and the store.
+
+The reaction button (architecture.md, "One press"): the supervisor sends the stop at once and
+records the decision after it; `report_reaction` answers once the stop is confirmed by the
+pump's read-back, or, when it is not confirmed within `stop_answer_s` (or at once when the link
+is already lost), as unconfirmed (A3: "Pump did not stop: clamp the line").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from pumpctl.clock import Clock
+from pumpctl.controller.recording import StoreRecorder
+from pumpctl.controller.supervisor import PumpSupervisor
+from pumpctl.core.dose import premedication_gate
+from pumpctl.core.history import Sign
+from pumpctl.core.machine import (
+    BagReplaced,
+    ClearAlarm,
+    DeadlineKind,
+    Decision,
+    Event,
+    Hold,
+    InfusionPhase,
+    InfusionState,
+    ReactionReported,
+    Reassessed,
+    Release,
+    Resolved,
+    ResumeRequested,
+    SetRate,
+    Start,
+    Stop,
+    StopPump,
+    deadlines,
+    decide,
+    initial_state,
+)
+from pumpctl.core.machine.outputs import AuditEvent
+from pumpctl.core.planner import Plan, PlanningError, is_split_first_dose, plan
+from pumpctl.core.protocol import Protocol
+from pumpctl.core.rules import Rule
+from pumpctl.store import InfusionConflictError, NotFoundError, Store, StoredInfusion, StoreError
+from pumpctl.store.store import StoreAudit
+
+__all__ = ["A3_WORDS", "Invalid", "ReactionOutcome", "Refused", "Ward"]
+
+#: What the staff are told when a stop is not confirmed (A3; interfaces.md, section 3).
+A3_WORDS = "Pump did not stop: clamp the line"
+
+
+class Refused(Exception):  # noqa: N818 - a refusal, not a failure
+    """A rule forbids the action (409); `rule` is None for a busy pump or course."""
+
+    def __init__(self, rule: Rule | str | None, message: str) -> None:
+        super().__init__(message)
+        self.rule = None if rule is None else str(rule)
+        self.message = message
+
+
+class Invalid(Exception):  # noqa: N818 - invalid input, not a failure
+    """The input is invalid (422), naming the field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class ReactionOutcome:
+    """What a reaction press came to."""
+
+    reaction_id: int
+    stop: Literal["confirmed", "unconfirmed", "already_stopped", "no_pump_action"]
+    stop_confirmed_ms: float | None
+    state: str
+
+
+Notify = Callable[[], None]
+
+
+def _event(factory: Callable[..., Event], **fields: Any) -> Event:
+    try:
+        return factory(**fields)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(p) for p in error["loc"]) or "body"
+        raise Invalid(field, error["msg"]) from None
+
+
+def _checked(decision: Decision) -> Decision:
+    refusal = decision.refusal
+    if refusal is None:
+        return decision
+    if refusal.kind == "invalid":
+        raise Invalid(refusal.field or "body", refusal.reason)
+    raise Refused(refusal.rule, refusal.reason)
+
+
+class Ward:
+    """The controller's supervisors and the store, as the service's actions see them."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        supervisors: Mapping[str, PumpSupervisor],
+        protocols: Callable[[str], Protocol],
+        *,
+        transports: Mapping[str, str] | None = None,
+        default_protocol: str = "daratumumab",
+        stop_answer_s: float = 4.5,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.supervisors = dict(supervisors)
+        self.protocols = protocols
+        self.transports = dict(transports or {})
+        self.default_protocol = default_protocol
+        self.stop_answer_s = stop_answer_s
+        self.listeners: list[Notify] = []
+        self._plans: dict[int, tuple[list[dict[str, float]], str]] = {}
+        for pump_id, supervisor in self.supervisors.items():
+            supervisor.recorder = self._recorder(StoreRecorder(store, pump_id))
+
+    def _recorder(self, inner: StoreRecorder) -> Callable[[str, Event, Decision], None]:
+        def record(infusion_id: str, event: Event, decision: Decision) -> None:
+            inner(infusion_id, event, decision)
+            if decision.audit:
+                self.notify()
+
+        return record
+
+    def notify(self) -> None:
+        """Tell the listeners (the live event stream, the MQTT publisher) something changed."""
+        for listener in list(self.listeners):
+            listener()
+
+    # -- lookups -------------------------------------------------------------------------
+
+    def supervisor(self, pump_id: str) -> PumpSupervisor:
+        """The supervisor of `pump_id` (NotFoundError when it is not configured)."""
+        try:
+            return self.supervisors[pump_id]
+        except KeyError:
+            raise NotFoundError(f"no pump {pump_id}") from None
+
+    def live(self, infusion_id: int) -> PumpSupervisor | None:
+        """The supervisor holding infusion `infusion_id`, if one does."""
+        key = str(infusion_id)
+        for supervisor in self.supervisors.values():
+            if supervisor.infusion_id == key and supervisor.state is not None:
+                return supervisor
+        return None
+
+    def state_of(self, infusion_id: int) -> tuple[StoredInfusion, InfusionState]:
+        """The stored infusion and its newest state (the supervisor's when it holds it)."""
+        stored = self.store.load_infusion(infusion_id)
+        supervisor = self.live(infusion_id)
+        state = supervisor.state if supervisor is not None and supervisor.state else stored.state
+        return stored, state
+
+    # -- patients --------------------------------------------------------------------------
+
+    def create_patient(
+        self, mrn: str, weight_kg: float, protocol: str | None, *, actor: str
+    ) -> tuple[int, int]:
+        """A patient and their course on `protocol`; (patient id, course id)."""
+        name = protocol or self.default_protocol
+        try:
+            self.protocols(name)
+        except (ValueError, OSError, KeyError) as exc:
+            raise Invalid("protocol", str(exc)) from None
+        now = self.clock.now()
+        try:
+            patient_id = self.store.create_patient(mrn, weight_kg, actor=actor, at=now)
+        except InfusionConflictError as exc:
+            raise Refused(None, str(exc)) from None
+        except StoreError as exc:
+            raise Invalid("mrn", str(exc)) from None
+        course_id = self.store.create_course(patient_id, name, actor=actor, at=now)
+        self.notify()
+        return patient_id, course_id
+
+    def course_id_of(self, patient_id: int) -> int:
+        """The patient's current (latest) course."""
+        courses = self.store.courses_of(patient_id)
+        if not courses or courses[-1].id is None:
+            raise NotFoundError(f"patient {patient_id} has no course")
+        return courses[-1].id
+
+    # -- infusions -------------------------------------------------------------------------
+
+    def create_infusion(
+        self,
+        patient_id: int,
+        pump_id: str,
+        *,
+        actor: str,
+        weight_kg: float | None = None,
+        premedication_at: datetime | None = None,
+        bag_prepared_at: datetime | None = None,
+    ) -> int:
+        """The next infusion of the patient's course, planned on `pump_id` (L4-L8, D1)."""
+        supervisor = self.supervisor(pump_id)
+        patient = self.store.patient(patient_id)
+        course_id = self.course_id_of(patient_id)
+        course = self.store.course(course_id)
+        history = self.store.course_history(course_id)
+        if history.withdrawn:
+            raise Refused(Rule.I8, f"the course is withdrawn (I8): {history.withdrawn_reason}")
+        if supervisor.state is not None and supervisor.state.supervised:
+            raise Refused(None, f"pump {pump_id} is busy with infusion {supervisor.infusion_id}")
+        protocol = self.protocols(course.protocol)
+        now = self.clock.now()
+        number, day = _next_number(protocol, history)
+        weight = weight_kg if weight_kg is not None else patient.weight_kg
+        try:
+            planned = plan(protocol, number, history, weight_kg=weight, split_day=day)
+            state = initial_state(
+                protocol,
+                infusion_number=number,
+                course=history,
+                bag_prepared_at=bag_prepared_at or now,
+                day=day,  # type: ignore[arg-type]
+            )
+        except PlanningError as exc:
+            raise Refused(_rule_in(str(exc)), str(exc)) from None
+        except ValueError as exc:
+            raise Invalid(
+                "bag_prepared_at" if bag_prepared_at else "patient_id", str(exc)
+            ) from None
+        try:
+            infusion_id = self.store.create_infusion(
+                course_id,
+                pump_id,
+                state,
+                at=now,
+                actor=actor,
+                weight_kg=weight,
+                dose_mg=planned.dose_mg,
+                premedication_at=premedication_at,
+            )
+        except InfusionConflictError as exc:
+            raise Refused(None, str(exc)) from None
+        except StoreError as exc:
+            raise Refused(_rule_in(str(exc)), str(exc)) from None
+        self._plans[infusion_id] = _plan_view(planned)
+        self.notify()
+        return infusion_id
+
+    def plan_of(self, infusion_id: int, state: InfusionState) -> tuple[list[dict[str, float]], str]:
+        """The planned ladder (minutes of running time from the start, rate) and the row of
+        Table 3 it takes (L4, L5)."""
+        if infusion_id not in self._plans:
+            try:
+                planned = plan(
+                    state.protocol, state.infusion_number, state.course, split_day=state.day
+                )
+            except (PlanningError, ValueError):
+                return [], "unknown"
+            self._plans[infusion_id] = _plan_view(planned)
+        return self._plans[infusion_id]
+
+    def record_premedication(self, infusion_id: int, given_at: datetime, *, actor: str) -> None:
+        """D3: premedication given."""
+        now = self.clock.now()
+        if given_at > now:
+            raise Invalid("given_at", "premedication cannot be given in the future")
+        try:
+            self.store.record_premedication(infusion_id, given_at, actor=actor, at=now)
+        except NotFoundError:
+            raise
+        except StoreError as exc:
+            raise Refused(Rule.D3, str(exc)) from None
+        self.notify()
+
+    async def start(
+        self, infusion_id: int, *, actor: str, override_reason: str | None = None
+    ) -> InfusionState:
+        """Program and start the pump (L3), behind the premedication gate (D3) or a
+        clinician's override (the caller checks the role)."""
+        stored = self.store.load_infusion(infusion_id)
+        if stored.phase != InfusionPhase.PLANNED.value:
+            raise Refused(Rule.L3, f"infusion {infusion_id} is {stored.phase}, not planned")
+        supervisor = self.supervisor(stored.pump_id)
+        if supervisor.state is not None and supervisor.state.supervised:
+            raise Refused(
+                None, f"pump {stored.pump_id} is busy with infusion {supervisor.infusion_id}"
+            )
+        now = self.clock.now()
+        state = stored.state
+        gate = premedication_gate(state.protocol, stored.premedication_at, now, override_reason)
+        if not gate.allowed:
+            raise Refused(Rule.D3, gate.reason)
+        course = self.store.course_history(stored.course_id)
+        event = _event(Start, actor=actor, course=course)
+        _checked(decide(state, event, now))  # refused: nothing attached, nothing sent
+        self.store.append_audit(
+            [AuditEvent(type=StoreAudit.START_GATE, rule=Rule.D3, at=now, data=gate.audit())],  # type: ignore[arg-type]
+            infusion_id=infusion_id,
+            actor=actor,
+        )
+        supervisor.attach(str(infusion_id), state)
+        decision = _checked(supervisor.submit(event))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.stop_answer_s):
+                await supervisor.wait_until(
+                    lambda s: s.state is not None and s.state.phase is not InfusionPhase.STARTING
+                )
+        return supervisor.state or decision.state
+
+    def cancel(self, infusion_id: int, reason: str, *, actor: str) -> None:
+        """A planned infusion that never started."""
+        if not reason.strip():
+            raise Invalid("reason", "must not be blank")
+        try:
+            self.store.cancel_infusion(infusion_id, reason, actor=actor, at=self.clock.now())
+        except NotFoundError:
+            raise
+        except StoreError as exc:
+            raise Refused(None, str(exc)) from None
+        self.notify()
+
+    def _submit(self, infusion_id: int, event: Event) -> Decision:
+        """Decide `event` for the infusion: through its supervisor, or (an infusion no longer
+        supervised) on its stored state, saved here."""
+        supervisor = self.live(infusion_id)
+        if supervisor is not None:
+            return _checked(supervisor.submit(event))
+        stored = self.store.load_infusion(infusion_id)
+        if stored.phase in {InfusionPhase.PLANNED.value, "cancelled"}:
+            raise Refused(Rule.L3, f"infusion {infusion_id} is {stored.phase}")
+        now = self.clock.now()
+        decision = _checked(decide(stored.state, event, now))
+        if decision.pump_commands:  # never expected of an ended infusion; the pump must act
+            supervisor = self.supervisor(stored.pump_id)
+            if supervisor.state is not None and supervisor.state.supervised:
+                raise Refused(None, f"pump {stored.pump_id} is busy")
+            supervisor.attach(str(infusion_id), stored.state)
+            return _checked(supervisor.submit(event))
+        actor = getattr(event, "actor", None)
+        self.store.save_infusion(infusion_id, decision.state, decision.audit, at=now, actor=actor)
+        self.notify()
+        return decision
+
+    async def report_reaction(
+        self,
+        infusion_id: int,
+        grade: int,
+        signs: list[str],
+        onset_at: datetime | None,
+        *,
+        actor: str,
+        received_at: float | None = None,
+    ) -> ReactionOutcome:
+        """I1: stop first, record second, answer after both."""
+        loop = asyncio.get_running_loop()
+        t0 = loop.time() if received_at is None else received_at
+        event = _event(
+            ReactionReported,
+            grade=grade,
+            signs=frozenset(_signs(signs)),
+            onset_at=onset_at,
+            actor=actor,
+        )
+        supervisor = self.live(infusion_id)
+        decision = self._submit(infusion_id, event)
+        state = decision.state
+        rid = len(state.reactions) + (1 if state.reaction is not None else 0)
+        stop = next((c for c in decision.pump_commands if isinstance(c, StopPump)), None)
+        if supervisor is None or supervisor.state is None:
+            return ReactionOutcome(rid, "no_pump_action", None, state.phase.value)
+        if stop is None and not supervisor.state.stop_outstanding:
+            return ReactionOutcome(rid, "already_stopped", None, state.phase.value)
+        if not supervisor.state.link_lost:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, self.stop_answer_s - (loop.time() - t0))):
+                    await supervisor.wait_until(_stop_settled)
+        now_state = supervisor.state
+        if now_state is not None and not now_state.stop_outstanding:
+            elapsed = (loop.time() - t0) * 1000
+            return ReactionOutcome(rid, "confirmed", round(elapsed, 2), now_state.phase.value)
+        phase = now_state.phase.value if now_state is not None else state.phase.value
+        return ReactionOutcome(rid, "unconfirmed", None, phase)
+
+    def _open_reaction(self, infusion_id: int, reaction_id: int) -> None:
+        _stored, state = self.state_of(infusion_id)
+        open_id = len(state.reactions) + 1 if state.reaction is not None else None
+        if reaction_id != open_id:
+            if 1 <= reaction_id <= len(state.reactions):
+                raise Refused(Rule.I5, f"reaction {reaction_id} is closed")
+            raise NotFoundError(f"no reaction {reaction_id} of infusion {infusion_id}")
+
+    def reassess(
+        self, infusion_id: int, reaction_id: int, grade: int, signs: list[str], *, actor: str
+    ) -> Decision:
+        """I5: a new grade for the open reaction."""
+        self._open_reaction(infusion_id, reaction_id)
+        event = _event(Reassessed, grade=grade, signs=frozenset(_signs(signs)), actor=actor)
+        return self._submit(infusion_id, event)
+
+    def resolve(self, infusion_id: int, reaction_id: int, *, actor: str) -> Decision:
+        """I4: symptoms resolved."""
+        self._open_reaction(infusion_id, reaction_id)
+        return self._submit(infusion_id, _event(Resolved, actor=actor))
+
+    def resume_preview(
+        self, infusion_id: int, *, actor: str, no_reaction: bool = False
+    ) -> dict[str, Any]:
+        """The rate a resume would give now, or the rule that refuses it (decided, not kept)."""
+        _stored, state = self.state_of(infusion_id)
+        event = _event(ResumeRequested, actor=actor, no_reaction=no_reaction)
+        decision = decide(state, event, self.clock.now())
+        if decision.refusal is not None:
+            return {
+                "allowed": False,
+                "rate_ml_h": None,
+                "rule": None if decision.refusal.rule is None else str(decision.refusal.rule),
+                "message": decision.refusal.reason,
+            }
+        rate = next(
+            (c.rate_ml_h for c in decision.pump_commands if isinstance(c, SetRate)),
+            decision.state.rate_ml_h,
+        )
+        rule = next((str(a.rule) for a in decision.audit if a.rule is not None), None)
+        return {
+            "allowed": True,
+            "rate_ml_h": rate,
+            "rule": rule,
+            "message": f"resume at {rate:g} ml/h",
+        }
+
+    def resume(self, infusion_id: int, *, actor: str, no_reaction: bool = False) -> Decision:
+        """I2/A1: resume at the rate the rules give."""
+        return self._submit(
+            infusion_id, _event(ResumeRequested, actor=actor, no_reaction=no_reaction)
+        )
+
+    def hold(self, infusion_id: int, *, actor: str) -> Decision:
+        """L7: hold escalation."""
+        return self._submit(infusion_id, _event(Hold, actor=actor))
+
+    def release(self, infusion_id: int, *, actor: str) -> Decision:
+        """L7: release the hold."""
+        return self._submit(infusion_id, _event(Release, actor=actor))
+
+    def new_bag(self, infusion_id: int, prepared_at: datetime, *, actor: str) -> Decision:
+        """L9: a new bag."""
+        if prepared_at > self.clock.now():
+            raise Invalid("prepared_at", "a bag cannot be prepared in the future")
+        return self._submit(infusion_id, _event(BagReplaced, prepared_at=prepared_at, actor=actor))
+
+    def stop(self, infusion_id: int, reason: str, *, actor: str) -> Decision:
+        """Stop for good, with a reason."""
+        return self._submit(infusion_id, _event(Stop, reason=reason, actor=actor))
+
+    def clear_alarm(
+        self, infusion_id: int, alarm: str, *, actor: str, role: Literal["nurse", "clinician"]
+    ) -> Decision:
+        """A1: acknowledge a latched alarm (never starts the pump)."""
+        supervisor = self.live(infusion_id)
+        if supervisor is not None:
+            return _checked(supervisor.clear_alarm(alarm, actor=actor, role=role))
+        return self._submit(infusion_id, _event(ClearAlarm, alarm=alarm, actor=actor, role=role))
+
+    # -- views -------------------------------------------------------------------------------
+
+    def next_escalation_at(self, state: InfusionState) -> datetime | None:
+        """L1: when the next step falls due (None when none is due on time)."""
+        return next((d.at for d in deadlines(state) if d.kind is DeadlineKind.ESCALATION), None)
+
+
+def _plan_view(planned: Plan) -> tuple[list[dict[str, float]], str]:
+    steps = [{"at_min": s.start_min, "rate_ml_h": s.rate_ml_h} for s in planned.steps]
+    return steps, str(planned.row.kind)
+
+
+def _stop_settled(supervisor: PumpSupervisor) -> bool:
+    state = supervisor.state
+    return state is None or not state.stop_outstanding or state.stop_unconfirmed
+
+
+def _signs(signs: list[str]) -> list[Sign]:
+    try:
+        return [Sign(s) for s in signs]
+    except ValueError:
+        known = ", ".join(s.value for s in Sign)
+        raise Invalid("signs", f"each sign is one of {known}") from None
+
+
+def _rule_in(message: str) -> str | None:
+    for rule in Rule:
+        if f"({rule.value})" in message or f" {rule.value}:" in message:
+            return rule.value
+    return None
+
+
+def _next_number(protocol: Protocol, history: Any) -> tuple[int, int | None]:
+    """The next infusion number of the course, and its day when it is a split first dose."""
+    if is_split_first_dose(protocol, 1):
+        days = [r.day for r in history.infusion(1)]
+        if 1 not in days:
+            return 1, 1
+        if 2 not in days:
+            return 1, 2
+    return history.next_infusion_number, None

@@ -1,0 +1,259 @@
+"""The service's settings: defaults, then a TOML file (`--config`), then `PUMPCTL_*` environment
+variables, then the command line (each later source wins). pydantic-settings reads them.
+
+Tokens (`api_tokens`) and pumps (`pumps`) may be given as tables in the TOML file or as one
+string each in the environment: `PUMPCTL_API_TOKENS="token=name:role,..."` (interfaces.md,
+section 3) and `PUMPCTL_PUMPS="ID=URL,..."`. A pump URL is `serial:///dev/ttyUSB0?address=0&safe=N`
+or `mqtt://HOST:PORT/PUMP_ID`. `config/pumpctl.example.toml` shows every key.
+"""
+
+from __future__ import annotations
+
+import math
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import parse_qs, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = [
+    "DEFAULT_PORT",
+    "PumpLink",
+    "Role",
+    "Settings",
+    "TokenEntry",
+    "load_settings",
+    "parse_pump_url",
+    "parse_tokens",
+]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+#: Seconds of the serial safe-mode watchdog when a `--pump` URL names none: longer than a
+#: restart of the service (the pump stops itself only when the gateway is really gone).
+DEFAULT_SAFE_MODE_S = 30
+
+
+class Role(StrEnum):
+    """The roles of interfaces.md, section 3."""
+
+    VIEWER = "viewer"
+    NURSE = "nurse"
+    CLINICIAN = "clinician"
+    ADMIN = "admin"
+
+
+class TokenEntry(BaseModel):
+    """Who a bearer token speaks for."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    role: Role
+
+
+class PumpLink(BaseModel):
+    """One configured pump: its id and how it is reached."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")]
+    transport: Literal["serial", "mqtt"]
+    port: str = ""  # serial: the device, pseudo-terminal or socket:// URL
+    address: Annotated[int, Field(ge=0, le=99)] = 0
+    safe_mode_s: Annotated[int, Field(ge=0, le=255)] | None = DEFAULT_SAFE_MODE_S
+    baud: int = 19200
+    host: str = ""  # mqtt: the broker
+    mqtt_port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    pump: str = ""  # mqtt: the pump's id on the broker
+
+
+def parse_pump_url(pump_id: str, url: str) -> PumpLink:
+    """`serial:///dev/ttyUSB0?address=0&safe=N` or `mqtt://host:1883/PUMP_ID` as a `PumpLink`
+    (ValueError naming the part that is wrong)."""
+    parts = urlsplit(url)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    if parts.scheme == "serial":
+        unknown = set(query) - {"address", "safe", "baud"}
+        if unknown:
+            raise ValueError(f"pump {pump_id}: unknown serial option(s) {sorted(unknown)}")
+        port = parts.path or ""
+        if parts.netloc:  # serial://socket-host:port for a TCP-served line
+            port = f"socket://{parts.netloc}"
+        if not port:
+            raise ValueError(f"pump {pump_id}: serial URL names no port ({url!r})")
+        try:
+            address = int(query.get("address", "0"))
+            safe_text = query.get("safe", str(DEFAULT_SAFE_MODE_S))
+            safe = None if safe_text in {"off", "none"} else int(safe_text)
+            baud = int(query.get("baud", "19200"))
+        except ValueError:
+            raise ValueError(
+                f"pump {pump_id}: address, safe and baud are numbers ({url!r})"
+            ) from None
+        return PumpLink(
+            id=pump_id,
+            transport="serial",
+            port=port,
+            address=address,
+            safe_mode_s=safe,
+            baud=baud,
+        )
+    if parts.scheme == "mqtt":
+        if not parts.hostname:
+            raise ValueError(f"pump {pump_id}: MQTT URL names no broker ({url!r})")
+        remote = parts.path.strip("/") or pump_id
+        return PumpLink(
+            id=pump_id,
+            transport="mqtt",
+            host=parts.hostname,
+            mqtt_port=parts.port or 1883,
+            pump=remote,
+        )
+    raise ValueError(f"pump {pump_id}: URL must start serial:// or mqtt://, got {url!r}")
+
+
+def parse_tokens(text: str) -> dict[str, TokenEntry]:
+    """`token=name:role,...` (PUMPCTL_API_TOKENS) as a mapping (ValueError naming the entry)."""
+    tokens: dict[str, TokenEntry] = {}
+    for raw in text.split(","):
+        entry = raw.strip()
+        if not entry:
+            continue
+        token, eq, who = entry.partition("=")
+        name, colon, role = who.partition(":")
+        if not eq or not colon or not token.strip() or not name.strip():
+            raise ValueError("api_tokens: each entry is token=name:role")
+        try:
+            tokens[token.strip()] = TokenEntry(name=name.strip(), role=Role(role.strip()))
+        except ValueError:
+            roles = ", ".join(r.value for r in Role)
+            raise ValueError(f"api_tokens: role {role.strip()!r} is not one of {roles}") from None
+    return tokens
+
+
+class Settings(BaseSettings):
+    """Everything `create_app` needs; see the module docstring for where it comes from."""
+
+    model_config = SettingsConfigDict(env_prefix="PUMPCTL_", extra="forbid")
+
+    host: str = DEFAULT_HOST
+    port: Annotated[int, Field(ge=0, le=65535)] = DEFAULT_PORT
+    database: str | None = None  # a SQLAlchemy URL; default sqlite in the data directory
+    data_dir: Path | None = None
+    clock: str = "real"  # real | scaled:F[@EPOCH] | virtual
+    bench: bool = False  # the pumps on the far side are simulators (a bench, never a patient)
+    simulate: Annotated[int, Field(ge=0, le=100)] = 0  # N simulated pumps instead of `pumps`
+    link: Literal["serial", "mqtt"] = "serial"  # how simulated pumps are reached
+    broker: str | None = None  # HOST:PORT: simulated MQTT pumps, infusion states published
+    mqtt_prefix: str = "pumpctl/v1"
+    gateway_id: str = "gateway-1"
+    protocol: str = "daratumumab"  # the protocol of a new course when a request names none
+    api_tokens: Annotated[dict[str, TokenEntry], NoDecode] = Field(default_factory=dict)
+    pumps: Annotated[list[PumpLink], NoDecode] = Field(default_factory=list)
+    command_timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+    poll_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    link_timeout_s: Annotated[float, Field(gt=0, le=600)] = 5.0
+    stop_answer_s: Annotated[float, Field(gt=0, le=60)] = 4.5  # a reaction's answer waits this
+    events_replay: Annotated[int, Field(ge=1, le=100_000)] = 10_000
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("api_tokens", mode="before")
+    @classmethod
+    def _tokens(cls, value: Any) -> Any:
+        return parse_tokens(value) if isinstance(value, str) else value
+
+    @field_validator("pumps", mode="before")
+    @classmethod
+    def _pumps(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            links = []
+            for raw in value.split(","):
+                if not raw.strip():
+                    continue
+                pump_id, eq, url = raw.strip().partition("=")
+                if not eq:
+                    raise ValueError("pumps: each entry is ID=URL")
+                links.append(parse_pump_url(pump_id.strip(), url.strip()))
+            return links
+        if isinstance(value, list):
+            return [
+                parse_pump_url(*item.split("=", 1))
+                if isinstance(item, str) and "=" in item
+                else item
+                for item in value
+            ]
+        return value
+
+    @field_validator("clock")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        kind, _, arg = value.partition(":")
+        if kind in {"real", "virtual"} and not arg:
+            return value
+        if kind == "scaled":
+            factor = arg.partition("@")[0]
+            try:
+                ok = math.isfinite(float(factor)) and float(factor) > 0
+            except ValueError:
+                ok = False
+            if ok:
+                return value
+        raise ValueError("clock: real, virtual, scaled:FACTOR or scaled:FACTOR@EPOCH")
+
+    @model_validator(mode="after")
+    def _safe(self) -> Settings:
+        ids = [p.id for p in self.pumps]
+        if len(ids) != len(set(ids)):
+            raise ValueError("pumps: a pump id is configured twice")
+        if self.simulate and self.pumps:
+            raise ValueError("simulate: simulated pumps replace configured ones; give one")
+        if self.clock != "real" and self.pumps and not self.bench:
+            raise ValueError(
+                f"clock: {self.clock!r} with real pump links is refused; clinical time runs "
+                "scaled or virtual only against simulators (say so with --bench)"
+            )
+        if self.simulate and self.link == "mqtt" and not self.broker:
+            raise ValueError("broker: simulated MQTT pumps need --broker HOST:PORT")
+        return self
+
+    @property
+    def clock_mode(self) -> Literal["real", "scaled", "virtual"]:
+        """`real`, `scaled` or `virtual` (GET /clock's `mode`)."""
+        kind = self.clock.partition(":")[0]
+        assert kind in {"real", "scaled", "virtual"}
+        return kind  # type: ignore[return-value]
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from defaults < `config_file` (TOML) < `PUMPCTL_*` < `overrides` (None ignored)."""
+    if config_file is not None and not config_file.is_file():
+        raise ValueError(f"config: {config_file} is not a file")
+
+    class _Loaded(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            del dotenv_settings, file_secret_settings
+            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            if config_file is not None:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+            return tuple(sources)
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return _Loaded(**given)

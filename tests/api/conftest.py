@@ -1,0 +1,91 @@
+"""The service through HTTP (FastAPI's TestClient runs the app's lifespan on its own loop):
+simulated serial pumps on a real pseudo-terminal, a virtual clock, SQLite in tmp_path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from pumpctl.settings import Settings, parse_tokens
+
+TOKENS = "v-tok=vera:viewer,n-tok=nina:nurse,c-tok=carl:clinician,a-tok=ada:admin"
+AUTH = {
+    role: {"Authorization": f"Bearer {token}"}
+    for role, token in {
+        "viewer": "v-tok",
+        "nurse": "n-tok",
+        "clinician": "c-tok",
+        "admin": "a-tok",
+    }.items()
+}
+HOUR = 3600
+
+
+def settings(tmp_path: Path, **extra: Any) -> Settings:
+    return Settings(
+        database=f"sqlite:///{tmp_path / 'pumpctl.db'}",
+        clock="virtual",
+        simulate=2,
+        api_tokens=parse_tokens(TOKENS),
+        command_timeout_s=0.5,
+        poll_interval_s=0.2,
+        stop_answer_s=2.0,
+        **extra,
+    )
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(settings(tmp_path)), base_url="http://gateway") as c:
+        yield c
+
+
+class Ward:
+    """Clinical steps through the API."""
+
+    def __init__(self, client: TestClient) -> None:
+        self.c = client
+
+    def post(self, path: str, role: str, body: Any = None, expect: int = 200) -> Any:
+        r = self.c.post(f"/api/v1{path}", json=body, headers=AUTH[role])
+        assert r.status_code == expect, (path, r.status_code, r.text)
+        return r.json()
+
+    def get(self, path: str, role: str = "viewer") -> Any:
+        r = self.c.get(f"/api/v1{path}", headers=AUTH[role])
+        assert r.status_code == 200, (path, r.text)
+        return r.json()
+
+    def advance(self, seconds: float) -> None:
+        self.post("/sim/advance", "admin", {"seconds": seconds})
+
+    def patient(self, mrn: str = "MRN-1", weight: float = 70) -> int:
+        return int(
+            self.post("/patients", "clinician", {"mrn": mrn, "weight_kg": weight}, 201)["id"]
+        )
+
+    def started(self, patient_id: int, pump: str = "pump-1") -> int:
+        inf = self.post("/infusions", "clinician", {"patient_id": patient_id, "pump_id": pump}, 201)
+        # D3: premedication given an hour before the start
+        self.post(f"/infusions/{inf['id']}/premedication", "nurse", {"given_at": self._ago(60)})
+        self.post(f"/infusions/{inf['id']}/start", "clinician", {})
+        self.advance(1)
+        return int(inf["id"])
+
+    def _ago(self, minutes: float) -> str:
+        now = datetime.fromisoformat(self.get("/clock")["now"])
+        return (now - timedelta(minutes=minutes)).isoformat()
+
+    def pump(self, pump_id: str = "pump-1") -> Any:
+        return next(p for p in self.get("/pumps") if p["id"] == pump_id)
+
+
+@pytest.fixture
+def ward(client: TestClient) -> Ward:
+    return Ward(client)
