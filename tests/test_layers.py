@@ -29,8 +29,9 @@ CORE_FORBIDDEN = (
     "pumpctl.cli",
     *sorted(IO_MODULES),
 )
-#: The only modules that may import the simulator: the command line and the simulation routes.
-SIMULATOR_IMPORTERS = re.compile(r"pumpctl\.cli(\..+)?|api\.routes\.sim\w*")
+#: The only modules that may import the simulator: the command line and the service's simulation
+#: package (api/sim: the simulated pumps of `--simulate N` and the admin's simulation routes).
+SIMULATOR_IMPORTERS = re.compile(r"pumpctl\.cli(\..+)?|api\.sim(\..+)?")
 
 
 def module_name(path: Path) -> str:
@@ -210,9 +211,12 @@ def test_simulator_rule_accepts_drivers_and_the_clock() -> None:
     [
         ("pumpctl.cli.simulate", True),
         ("pumpctl.cli", True),
-        ("api.routes.sim", True),
-        ("api.routes.sim_pumps", True),
+        ("api.sim", True),
+        ("api.sim.routes", True),
+        ("api.simulation", False),
+        ("api.routes.sim", False),
         ("api.routes.pumps", False),
+        ("api.app", False),
         ("api.deps", False),
         ("pumpctl.controller.supervisor", False),
         ("drivers.mqtt.pump", False),
