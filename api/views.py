@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 from pumpctl.controller.supervisor import PumpSupervisor
@@ -77,6 +78,7 @@ def infusion_view(ward: Ward, infusion_id: int) -> dict[str, Any]:
         if a.kind in state.latched or a.kind in state.alarms
     ]
     steps, row = ward.plan_of(stored.id, state)
+    next_step = ward.next_escalation_at(state)
     phase = "cancelled" if stored.phase == "cancelled" else state.phase.value
     return {
         "id": stored.id,
@@ -98,8 +100,8 @@ def infusion_view(ward: Ward, infusion_id: int) -> dict[str, Any]:
         "weight_kg": stored.weight_kg,
         "premedication_at": _iso(stored.premedication_at),
         "running_min": round(state.running_min, 3),
-        "time_left_min": _time_left(state),
-        "next_escalation_at": _iso(ward.next_escalation_at(state)),
+        "time_left_min": _time_left(state, next_step, ward.clock.now()),
+        "next_escalation_at": _iso(next_step),
         "bag_expires_at": _iso(state.bag_life.expires_at),
         "held": state.held,
         "link_lost": state.link_lost,
@@ -118,11 +120,26 @@ def infusion_view(ward: Ward, infusion_id: int) -> dict[str, Any]:
     }
 
 
-def _time_left(state: InfusionState) -> float | None:
+def _time_left(state: InfusionState, next_step_at: datetime | None, now: datetime) -> float | None:
+    """Minutes of running left if the ladder goes on as planned from here (L1, L2): at the
+    current rate until the next step, then a step every interval up to the maximum. An
+    estimate for the staff; None while nothing runs."""
     rate = state.rate_ml_h
-    if rate <= 0 or state.terminal:
+    if rate <= 0 or state.terminal or state.phase.value not in {"running", "starting"}:
         return None
-    return round(state.remaining_ml / rate * 60, 1)
+    ladder = state.protocol.ladder
+    left = state.remaining_ml
+    minutes = 0.0
+    span = None if next_step_at is None else max(0.0, (next_step_at - now).total_seconds() / 60)
+    while left > 0:
+        at_rate = left / rate * 60 if span is None else min(span, left / rate * 60)
+        minutes += at_rate
+        left -= rate * at_rate / 60
+        if left <= 1e-9 or span is None:
+            break
+        rate = min(ladder.max_rate_ml_h, rate + ladder.increment_ml_h)
+        span = None if rate >= ladder.max_rate_ml_h or state.held else ladder.interval_min
+    return round(minutes, 1)
 
 
 def audit_view(row: Audit) -> dict[str, Any]:

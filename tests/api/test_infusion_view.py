@@ -1,0 +1,33 @@
+"""GET /infusions/{id}: what the nurse station shows of an infusion (interfaces.md, section 3)."""
+
+from __future__ import annotations
+
+from conftest import HOUR, Ward
+
+
+def test_a_first_infusion_shows_its_plan_bag_and_time_left(ward: Ward) -> None:
+    infusion = ward.started(ward.patient(weight=70.5))
+    view = ward.get(f"/infusions/{infusion}")
+    assert (view["state"], view["row"], view["infusion_number"]) == ("running", "first", 1)
+    assert view["dose_mg"] == 1136  # D1: 71 kg x 16 mg/kg
+    assert [s["rate_ml_h"] for s in view["planned_steps"]] == [50, 100, 150, 200]
+    # L1/L2 from here: 50 + 100 + 150 ml in three hours, then 700 ml at 200 ml/h (3.5 h)
+    assert abs(view["time_left_min"] - 390) <= 1.5, view["time_left_min"]
+    assert view["next_escalation_at"] is not None
+    ward.advance(HOUR)
+    later = ward.get(f"/infusions/{infusion}")
+    assert later["rate_ml_h"] == 100
+    assert abs(later["time_left_min"] - 330) <= 1.5, later["time_left_min"]
+    assert [p["rate_ml_h"] for p in later["rate_history"]][-2:] == [50, 100]
+
+
+def test_the_reaction_is_shown_open_then_closed(ward: Ward) -> None:
+    infusion = ward.started(ward.patient())
+    ward.post(f"/infusions/{infusion}/reactions", "nurse", {"grade": 1, "signs": ["other"]}, 201)
+    view = ward.get(f"/infusions/{infusion}")
+    assert view["reaction"]["id"] == 1
+    assert view["reaction"]["grade"] == 1
+    assert view["time_left_min"] is None  # paused: nothing runs
+    ward.post(f"/infusions/{infusion}/resume", "nurse", {})
+    ward.advance(1)
+    assert ward.get(f"/infusions/{infusion}")["state"] == "running"
