@@ -156,8 +156,9 @@ def test_L8_an_infusion_number_the_course_already_holds_is_refused() -> None:
 def test_L3_start_programs_vtbi_equal_to_the_bag_before_run() -> None:
     state = planned(RowKind.FIRST)
     decision = decide(state, Start(actor="nurse", course=state.course), T0)
-    assert [type(c) for c in decision.commands] == [SetVtbi, SetRate, Run]
-    vtbi, rate, _ = decision.commands
+    # the pump's counter is cleared first: the last infusion given on it must not count (L3)
+    assert [type(c) for c in decision.commands] == [ClearVolume, SetVtbi, SetRate, Run]
+    _clear, vtbi, rate, _ = decision.commands
     assert isinstance(vtbi, SetVtbi)
     assert vtbi.volume_ml == 1000.0
     assert isinstance(rate, SetRate)

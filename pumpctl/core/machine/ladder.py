@@ -17,7 +17,7 @@ from pumpctl.core.limits import (
 )
 from pumpctl.core.machine.context import EPSILON_MIN, Ctx, Refused, command_rate, send, tolerance
 from pumpctl.core.machine.events import Hold, Release, Start
-from pumpctl.core.machine.outputs import AuditType, SetVtbi
+from pumpctl.core.machine.outputs import AuditType, ClearVolume, SetVtbi
 from pumpctl.core.machine.state import CommandOp, InfusionPhase
 from pumpctl.core.planner import (
     MissingHistoryError,
@@ -58,8 +58,11 @@ def on_start(ctx: Ctx, event: Start, now: datetime) -> None:
         min_duration_min=s.min_duration_min,
         reason=f"initial rate of the row {s.initial_rate_ml_h:g}",
     )
-    ctx.set(course=event.course, vtbi_programmed_ml=None)
+    ctx.set(course=event.course, vtbi_programmed_ml=None, volume_read_ml=None)
     volume = s.bag_volume_ml
+    # L3: the pump's volume counter still holds the last infusion given on it; it is cleared
+    # first, so that volume never counts toward this one (the baseline resets at its fate).
+    send(ctx, ClearVolume)
     send(ctx, lambda i: SetVtbi(i, volume))
     command_rate(ctx, decision, run=True)
     ctx.set(phase=InfusionPhase.STARTING, started_at=now, period_started_at=now)
