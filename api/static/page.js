@@ -1,0 +1,955 @@
+// The nurse station page (docs/interfaces.md, section 4). Plain modern JavaScript, no build
+// step, nothing from the internet. Everything shown is read from the API with the token the
+// nurse typed; the API is the only way this page changes anything. Clinical times come from
+// the service's clock (GET /api/v1/clock), never the browser's.
+
+const CONFIG = JSON.parse(document.getElementById("pumpctl-config").textContent);
+const API = CONFIG.api;
+const TOKEN_KEY = "pumpctl.token"; // sessionStorage: this browser tab only
+
+// CTCAE v5 "infusion related reaction", in a short phrase each.
+const GRADES = [
+  [1, "Mild, transient; no interruption or intervention needed"],
+  [2, "Interruption needed; responds promptly to treatment"],
+  [3, "Prolonged or recurring after improvement; hospital care needed"],
+  [4, "Life-threatening; urgent intervention needed"],
+];
+const STATE_WORDS = {
+  planned: "Planned, not started",
+  starting: "Starting",
+  running: "Running",
+  paused: "Paused",
+  stopped_observation: "Stopped: observation after a grade 3 or higher reaction (I3)",
+  completed: "Completed",
+  withdrawn: "Withdrawn",
+  stopped: "Stopped for good",
+  cancelled: "Cancelled",
+};
+const LIVE_STATES = new Set(["planned", "starting", "running", "paused", "stopped_observation"]);
+const STALE_AFTER_S = 10;
+const STOP_ALARMS = new Set(["pump_not_stopped"]);
+
+const session = { token: null, name: null, role: null };
+const view = {
+  pumps: new Map(), // pump id -> GET /pumps entry
+  infusions: new Map(), // pump id -> the infusion shown in its region
+  reactionsAt: new Map(), // infusion id -> {count, marks: [{at, grade}]}
+  now: null, // clinical now (ms since the epoch), from GET /clock
+  nowIso: null,
+  mode: null,
+  receivedAt: null, // performance.now() of the last data from the service
+  connected: false,
+};
+const notices = new Map(); // pump id -> {kind: "ok" | "alarm" | "error" | "info", text}
+let stream = null; // AbortController of the live events
+let lastEventId = null;
+let refreshing = null;
+let refreshAgain = false;
+
+// ---------------------------------------------------------------- small helpers
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") el.className = value;
+    else if (key === "text") el.textContent = value;
+    else if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else el.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+function s(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value !== null && value !== undefined) el.setAttribute(key, String(value));
+  }
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined) el.append(child);
+  }
+  return el;
+}
+
+function duration(minutes) {
+  if (minutes === null || minutes === undefined || Number.isNaN(minutes)) return "–";
+  const m = Math.max(0, Math.round(minutes));
+  if (m < 1) return "under a minute";
+  if (m < 60) return `${m} min`;
+  return `${Math.floor(m / 60)} h ${String(m % 60).padStart(2, "0")} min`;
+}
+
+// The clock time of a clinical ISO instant as the service wrote it (its own offset).
+function clockTime(iso) {
+  return iso ? iso.slice(11, 16) : "–";
+}
+
+function minutesUntil(iso) {
+  if (!iso || view.now === null) return null;
+  return (Date.parse(iso) - view.now) / 60000;
+}
+
+function rate(value) {
+  return `${Number(value ?? 0).toLocaleString("en", { maximumFractionDigits: 1 })} ml/h`;
+}
+
+function ml(value) {
+  return `${Number(value ?? 0).toLocaleString("en", { maximumFractionDigits: 1 })} ml`;
+}
+
+function words(name) {
+  const text = String(name).replaceAll("_", " ");
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+function isoMinutesBefore(minutes) {
+  return new Date(view.now - minutes * 60000).toISOString();
+}
+
+function may(kind) {
+  const roles = { read: CONFIG.readers, nurse: CONFIG.nurse_roles, clinician: CONFIG.clinician_roles }[kind];
+  return roles.includes(session.role);
+}
+
+// ---------------------------------------------------------------- the API
+
+class Unauthorized extends Error {}
+
+async function api(method, path, body) {
+  const headers = { Authorization: `Bearer ${session.token}`, Accept: "application/json" };
+  const init = { method, headers };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(API + path, init);
+  } catch (error) {
+    return { status: 0, body: { detail: `the service cannot be reached (${error.message})` } };
+  }
+  if (response.status === 401) {
+    signOut("The service did not accept the token: sign in again.");
+    throw new Unauthorized();
+  }
+  let data = null;
+  try {
+    data = await response.json();
+  } catch {
+    data = null;
+  }
+  return { status: response.status, body: data };
+}
+
+// The words of a refusal or an invalid request, naming the rule or the field.
+function problem(answer) {
+  const detail = answer.body?.detail;
+  if (answer.status === 0) return `Not sent: ${detail}.`;
+  if (detail && typeof detail === "object" && !Array.isArray(detail) && "message" in detail) {
+    return detail.rule ? `Refused (${detail.rule}): ${detail.message}` : `Refused: ${detail.message}`;
+  }
+  if (Array.isArray(detail)) {
+    return detail
+      .map((d) => `${(d.loc || []).filter((p) => p !== "body").join(".") || "request"}: ${d.msg}`)
+      .join("; ");
+  }
+  if (answer.status === 403) return `Not allowed for your role: ${detail ?? ""}`;
+  return `${answer.status}: ${typeof detail === "string" ? detail : "the service refused"}`;
+}
+
+// ---------------------------------------------------------------- signing in
+
+function showSignIn(message) {
+  document.getElementById("room").hidden = true;
+  document.getElementById("tools").hidden = true;
+  document.getElementById("who").hidden = true;
+  document.getElementById("live").hidden = true;
+  document.getElementById("clock").hidden = true;
+  const form = document.getElementById("sign-in");
+  form.hidden = false;
+  document.getElementById("sign-in-error").textContent = message || "";
+  document.getElementById("token").focus();
+}
+
+function signOut(message) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  session.token = session.name = session.role = null;
+  if (stream) stream.abort();
+  stream = null;
+  lastEventId = null;
+  view.pumps.clear();
+  view.infusions.clear();
+  notices.clear();
+  document.getElementById("room").replaceChildren();
+  showSignIn(message);
+}
+
+async function signIn(token) {
+  session.token = token;
+  const answer = await api("GET", "/me").catch(() => null);
+  if (answer === null) return; // 401: signOut already showed the sign-in again
+  if (answer.status !== 200) {
+    session.token = null;
+    showSignIn(problem(answer));
+    return;
+  }
+  sessionStorage.setItem(TOKEN_KEY, token);
+  session.name = answer.body.name;
+  session.role = answer.body.role;
+  document.getElementById("sign-in").hidden = true;
+  const who = document.getElementById("who");
+  who.textContent = `Signed in as ${session.name} (${session.role})`;
+  who.hidden = false;
+  document.getElementById("tools").hidden = false;
+  document.getElementById("new-patient").hidden = !may("clinician");
+  document.getElementById("live").hidden = false;
+  document.getElementById("clock").hidden = false;
+  document.getElementById("room").hidden = false;
+  if (!may("read")) {
+    note(`Your role (${session.role}) sees the pumps, not clinical data.`);
+  }
+  await refresh();
+  if (may("read")) listen();
+}
+
+// ---------------------------------------------------------------- reading state
+
+async function refresh() {
+  if (refreshing) {
+    refreshAgain = true;
+    return refreshing;
+  }
+  refreshing = (async () => {
+    do {
+      refreshAgain = false;
+      try {
+        await load();
+      } catch (error) {
+        if (!(error instanceof Unauthorized)) console.error(error);
+      }
+    } while (refreshAgain && session.token);
+  })();
+  try {
+    await refreshing;
+  } finally {
+    refreshing = null;
+  }
+}
+
+async function load() {
+  const reading = [api("GET", "/clock"), api("GET", "/pumps")];
+  if (may("read")) reading.push(api("GET", "/infusions"));
+  const [clock, pumps, infusions] = await Promise.all(reading);
+  if (clock.status === 200) setClock(clock.body);
+  if (pumps.status !== 200) {
+    note(`Cannot read the pumps: ${problem(pumps)}`);
+    return;
+  }
+  view.pumps = new Map(pumps.body.map((p) => [p.id, p]));
+  view.infusions.clear();
+  if (infusions && infusions.status === 200) {
+    const byPump = new Map();
+    for (const infusion of infusions.body) {
+      if (!byPump.has(infusion.pump_id)) byPump.set(infusion.pump_id, []);
+      byPump.get(infusion.pump_id).push(infusion);
+    }
+    // newest first: the live one if there is one, else the latest
+    for (const [pumpId, list] of byPump) {
+      view.infusions.set(pumpId, list.find((inf) => LIVE_STATES.has(inf.state)) || list[0]);
+    }
+    await loadReactionTimes();
+  }
+  view.receivedAt = performance.now();
+  render();
+}
+
+// Where each reaction happened on the clinical clock, from the infusion's audit trail.
+async function loadReactionTimes() {
+  const wanted = [...view.infusions.values()].filter((inf) => (inf.reactions || []).length > 0);
+  await Promise.all(
+    wanted.map(async (inf) => {
+      const cached = view.reactionsAt.get(inf.id);
+      if (cached && cached.count === inf.reactions.length) return;
+      const trail = await api("GET", `/infusions/${inf.id}/events`);
+      if (trail.status !== 200) return;
+      const marks = trail.body
+        .filter((row) => row.type === "reaction")
+        .map((row) => {
+          const reaction = row.data?.reaction || row.data || {};
+          return { at: reaction.onset_at || row.at, grade: reaction.grade };
+        });
+      view.reactionsAt.set(inf.id, { count: inf.reactions.length, marks });
+    }),
+  );
+}
+
+function setClock(body) {
+  view.nowIso = body.now;
+  view.now = Date.parse(body.now);
+  view.mode = body.mode;
+  const clock = document.getElementById("clock");
+  clock.textContent = `Clinical time ${clockTime(body.now)} (${body.mode} clock)`;
+}
+
+async function tickClock() {
+  if (!session.token) return;
+  const clock = await api("GET", "/clock").catch(() => null);
+  if (clock && clock.status === 200) {
+    const moved = clock.body.now !== view.nowIso;
+    setClock(clock.body);
+    if (moved) render();
+  }
+  if (!may("read")) await refresh(); // no live events for this role: look again
+}
+
+// ---------------------------------------------------------------- live events
+
+async function listen() {
+  if (stream) stream.abort();
+  const controller = new AbortController();
+  stream = controller;
+  let wait = 1000;
+  while (stream === controller && session.token) {
+    try {
+      const headers = { Authorization: `Bearer ${session.token}`, Accept: "text/event-stream" };
+      if (lastEventId) headers["Last-Event-ID"] = lastEventId;
+      const response = await fetch(`${API}/events`, { headers, signal: controller.signal });
+      if (response.status === 401) {
+        signOut("The service did not accept the token: sign in again.");
+        return;
+      }
+      if (!response.ok || !response.body) throw new Error(`live events answered ${response.status}`);
+      setConnected(true);
+      wait = 1000;
+      if (lastEventId) refresh(); // whatever the replay does not carry (pump statuses)
+      await readEvents(response.body);
+      throw new Error("the service closed the live events");
+    } catch (error) {
+      if (controller.signal.aborted) return;
+      setConnected(false);
+      await new Promise((resolve) => setTimeout(resolve, wait));
+      wait = Math.min(wait * 2, 5000);
+    }
+  }
+}
+
+async function readEvents(body) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  let event = { type: "message", id: null, data: [] };
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let newline;
+    while ((newline = buffer.search(/\r\n|\r|\n/)) >= 0) {
+      const line = buffer.slice(0, newline);
+      buffer = buffer.slice(newline + (buffer.startsWith("\r\n", newline) ? 2 : 1));
+      view.receivedAt = performance.now();
+      if (line === "") {
+        if (event.data.length) dispatch(event);
+        event = { type: "message", id: null, data: [] };
+        continue;
+      }
+      if (line.startsWith(":")) continue; // a ping
+      const colon = line.indexOf(":");
+      const field = colon < 0 ? line : line.slice(0, colon);
+      const text = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+      if (field === "event") event.type = text;
+      else if (field === "data") event.data.push(text);
+      else if (field === "id") event.id = text;
+    }
+  }
+}
+
+function dispatch(event) {
+  if (event.id) lastEventId = event.id;
+  let data;
+  try {
+    data = JSON.parse(event.data.join("\n"));
+  } catch {
+    return;
+  }
+  if (event.type === "pump_status") {
+    const before = view.pumps.get(data.id);
+    view.pumps.set(data.id, data);
+    if (!before || before.infusion_id !== data.infusion_id || before.state !== data.state) refresh();
+    else render();
+    return;
+  }
+  refresh(); // an audit event or a resync: the infusions changed
+}
+
+function setConnected(up) {
+  view.connected = up;
+  showAge();
+}
+
+function showAge() {
+  const live = document.getElementById("live");
+  if (!session.token) return;
+  const age = view.receivedAt === null ? null : (performance.now() - view.receivedAt) / 1000;
+  const ageText = age === null ? "no data yet" : `data ${Math.round(age)} s old`;
+  let text;
+  let stale = false;
+  if (!may("read")) {
+    text = `Looking at the pumps every 2 s; ${ageText}`;
+    stale = age !== null && age > STALE_AFTER_S;
+  } else if (!view.connected) {
+    text = `Disconnected from the service: reconnecting… (${ageText})`;
+    stale = true;
+  } else {
+    stale = age !== null && age > STALE_AFTER_S;
+    text = stale ? `Live, but ${ageText}: the page may be out of date` : `Live: ${ageText}`;
+  }
+  live.textContent = text;
+  live.classList.toggle("stale", stale);
+}
+
+// ---------------------------------------------------------------- the room
+
+function note(text) {
+  document.getElementById("notice").textContent = text;
+}
+
+function render() {
+  const room = document.getElementById("room");
+  const focused = document.activeElement?.dataset?.key;
+  const ids = [...view.pumps.keys()];
+  for (const section of [...room.children]) {
+    if (!view.pumps.has(section.dataset.pump)) section.remove();
+  }
+  ids.forEach((id, index) => {
+    let section = [...room.children].find((el) => el.dataset.pump === id);
+    if (!section) {
+      section = buildRegion(id);
+      room.append(section);
+    }
+    if (room.children[index] !== section) room.insertBefore(section, room.children[index]);
+    fillRegion(section, id);
+  });
+  if (focused && document.activeElement?.dataset?.key !== focused) {
+    document.querySelector(`[data-key="${CSS.escape(focused)}"]`)?.focus();
+  }
+  showAge();
+}
+
+function buildRegion(id) {
+  const key = `pump-${id.replace(/[^A-Za-z0-9_-]/g, "_")}`;
+  return h(
+    "section",
+    { class: "pump", "aria-labelledby": `${key}-name`, "data-pump": id },
+    h("h2", { id: `${key}-name`, text: id }),
+    h("p", { class: "link" }),
+    h("div", { class: "notice-slot" }),
+    h("dl", { class: "facts" }),
+    h("div", { class: "alarms" }),
+    h("figure", { class: "chart", "aria-label": "Rate chart" }),
+    h("div", { class: "actions" }),
+  );
+}
+
+function fillRegion(section, id) {
+  const pump = view.pumps.get(id);
+  const infusion = view.infusions.get(id) || null;
+  const live = infusion && LIVE_STATES.has(infusion.state);
+
+  const link = section.querySelector(".link");
+  const age = pump.last_contact_age_s;
+  const ageText = age === null || age === undefined ? "no contact yet" : `last contact ${age < 10 ? age.toFixed(1) : Math.round(age)} s ago`;
+  link.replaceChildren(
+    h("span", { class: "icon", "aria-hidden": "true", text: pump.connected ? "●" : "✖" }),
+    pump.connected ? ` Link up, ${ageText}` : ` Link lost (A2): ${ageText}`,
+  );
+  link.classList.toggle("down", !pump.connected);
+
+  fillNotice(section.querySelector(".notice-slot"), id, infusion);
+  section.querySelector(".facts").replaceChildren(...facts(pump, infusion));
+  fillAlarms(section.querySelector(".alarms"), pump, infusion);
+  const chart = section.querySelector(".chart");
+  if (infusion && infusion.planned_steps?.length) {
+    chart.hidden = false;
+    chart.replaceChildren(...drawChart(infusion));
+  } else {
+    chart.hidden = true;
+    chart.replaceChildren();
+  }
+  fillActions(section.querySelector(".actions"), id, pump, infusion, live);
+}
+
+function fact(term, ...value) {
+  return [h("dt", { text: term }), h("dd", {}, ...value)];
+}
+
+function facts(pump, infusion) {
+  const out = [];
+  if (!infusion) {
+    out.push(...fact("Infusion", "None on this pump"));
+    out.push(...fact("Pump", `${words(pump.state)}, ${rate(pump.rate_ml_h)}`));
+    return out;
+  }
+  out.push(...fact("Patient", `MRN ${infusion.patient_mrn} (patient ${infusion.patient_id})`));
+  out.push(...fact("Infusion", `Infusion ${infusion.infusion_number}${infusion.day ? `, day ${infusion.day}` : ""}, row ${infusion.row}`));
+  out.push(...fact("State", STATE_WORDS[infusion.state] || words(infusion.state),
+    infusion.stop_unconfirmed ? "; the stop is NOT confirmed (A3)" : "",
+    infusion.link_lost ? "; link lost (A2)" : "",
+    infusion.held ? "; escalation held (L7)" : ""));
+  // the pump's own last read-back, never what the infusion's state would suggest (A3)
+  let pumpRate = "unknown (link lost)";
+  if (pump.connected) {
+    pumpRate = pump.state === "running" ? `${rate(pump.rate_ml_h)}, pump running` : `0 ml/h, pump ${pump.state}`;
+  }
+  const step = infusion.state !== "running" && LIVE_STATES.has(infusion.state) && infusion.step_rate_ml_h ? ` (step ${rate(infusion.step_rate_ml_h)})` : "";
+  out.push(...fact("Rate", pumpRate, step));
+  out.push(...fact("Given", `${ml(infusion.bag_infused_ml)} of ${ml(infusion.bag_ml)} bag`));
+  let next = "–";
+  if (infusion.next_escalation_at) {
+    next = `in ${duration(minutesUntil(infusion.next_escalation_at))} (at ${clockTime(infusion.next_escalation_at)})`;
+  } else if (infusion.held && live) {
+    next = "held (L7)";
+  } else if (infusion.state === "running") {
+    next = "none: at the protocol's highest rate";
+  }
+  out.push(...fact("Next step", next));
+  out.push(...fact("Time left", infusion.time_left_min === null ? "–" : `about ${duration(infusion.time_left_min)}`));
+  if (infusion.bag_expires_at && live) {
+    const left = minutesUntil(infusion.bag_expires_at);
+    const text = left !== null && left <= 0 ? `expired at ${clockTime(infusion.bag_expires_at)} (L9)` : `at ${clockTime(infusion.bag_expires_at)} (in ${duration(left)})`;
+    out.push(...fact("Bag expires", text));
+  }
+  return out;
+}
+
+function stopNotStopped(infusion) {
+  if (!infusion) return false;
+  return infusion.stop_unconfirmed || (infusion.latched_alarms || []).some((a) => STOP_ALARMS.has(a));
+}
+
+function fillNotice(slot, id, infusion) {
+  const notice = notices.get(id);
+  const items = [];
+  if (stopNotStopped(infusion) || notice?.kind === "alarm") {
+    items.push(
+      h("p", { class: "notice alarm", role: "alert", tabindex: "-1", "data-key": `${id}:alert` },
+        h("span", { class: "icon", "aria-hidden": "true", text: "⚠ " }),
+        `A3: ${CONFIG.a3_words}`),
+    );
+  }
+  if (notice && notice.kind !== "alarm") {
+    items.push(h("p", { class: `notice ${notice.kind}`, role: notice.kind === "error" ? "alert" : "status", tabindex: "-1", "data-key": `${id}:notice` }, notice.text));
+  }
+  const same = slot.children.length === items.length && items.every((el, i) => slot.children[i].textContent === el.textContent);
+  if (!same) slot.replaceChildren(...items);
+}
+
+function fillAlarms(box, pump, infusion) {
+  const rows = [];
+  for (const alarm of pump.alarms || []) {
+    rows.push({ text: `Pump alarm: ${words(alarm)} (A1)`, kind: null });
+  }
+  for (const alarm of infusion?.alarms || []) {
+    rows.push({ text: `${alarm.rule ? `${alarm.rule}: ` : ""}${alarm.message || words(alarm.kind)}`, kind: alarm.kind });
+  }
+  const key = JSON.stringify([rows, session.role]);
+  if (box.dataset.shown === key) return;
+  box.dataset.shown = key;
+  if (!rows.length) {
+    box.replaceChildren();
+    return;
+  }
+  const clinicianOnly = new Set(CONFIG.clinician_only_alarms);
+  const list = h("ul", { class: "alarm-list", "aria-label": "Alarms" });
+  for (const row of rows) {
+    const clearable = row.kind && infusion && (may("clinician") || (may("nurse") && !clinicianOnly.has(row.kind)));
+    list.append(
+      h("li", {},
+        h("span", { class: "icon", "aria-hidden": "true", text: "⚠ " }),
+        h("span", { text: `Alarm: ${row.text}` }),
+        clearable ? h("button", { type: "button", "data-key": `${pump.id}:clear:${row.kind}`, onclick: () => clearAlarm(pump.id, infusion.id, row.kind) }, "Clear alarm") : null),
+    );
+  }
+  box.replaceChildren(list);
+}
+
+function fillActions(bar, id, pump, infusion, live) {
+  const actions = [];
+  const state = infusion?.state;
+  if (may("nurse") && infusion) {
+    if (state === "running" || state === "starting") actions.push(["Report reaction", () => openReaction(id), "danger"]);
+    if (state === "paused" || state === "stopped_observation") actions.push(["Resume", () => openResume(id)]);
+    if (infusion.reaction) {
+      actions.push(["Reassess", () => openReassess(id)]);
+      actions.push(["Symptoms resolved", () => resolve(id)]);
+    }
+  }
+  if (may("clinician") && infusion && (state === "running" || state === "paused")) {
+    actions.push(infusion.held ? ["Release hold", () => post(id, `/infusions/${infusion.id}/release`, undefined, "Hold released (L7)")] : ["Hold escalation", () => post(id, `/infusions/${infusion.id}/hold`, undefined, "Escalation held (L7)")]);
+  }
+  if (may("clinician") && state === "planned") actions.push(["Start", () => openStart(id)]);
+  if (may("nurse") && infusion && live && state !== "planned") actions.push(["Stop infusion", () => openStop(id)]);
+  if (may("clinician") && !live) actions.push(["New infusion", () => openInfusion(id)]);
+
+  const signature = JSON.stringify(actions.map((a) => a[0]));
+  if (bar.dataset.shown === signature) return;
+  bar.dataset.shown = signature;
+  bar.replaceChildren(
+    ...actions.map(([label, act, kind]) =>
+      h("button", { type: "button", class: kind || null, "data-key": `${id}:${label}`, onclick: act }, label),
+    ),
+  );
+}
+
+// ---------------------------------------------------------------- the chart
+
+function drawChart(infusion) {
+  const W = 640, H = 190, L = 48, R = 12, T = 22, B = 30;
+  const steps = infusion.planned_steps;
+  const history = infusion.rate_history || [];
+  const started = infusion.started_at ? Date.parse(infusion.started_at) : history.length ? Date.parse(history[0].at) : null;
+  const toMin = (iso) => (started === null ? 0 : (Date.parse(iso) - started) / 60000);
+  const nowMin = started === null || view.now === null ? 0 : (view.now - started) / 60000;
+
+  // the planned ladder until the bag is given
+  let left = infusion.bag_ml;
+  let plannedEnd = steps[steps.length - 1].at_min + 60;
+  for (let i = 0; i < steps.length; i += 1) {
+    const span = i + 1 < steps.length ? steps[i + 1].at_min - steps[i].at_min : Infinity;
+    const given = (steps[i].rate_ml_h * span) / 60;
+    if (given >= left) {
+      plannedEnd = steps[i].at_min + (left / steps[i].rate_ml_h) * 60;
+      break;
+    }
+    left -= given;
+  }
+  const ended = !LIVE_STATES.has(infusion.state);
+  const lastMin = history.length ? toMin(history[history.length - 1].at) : 0;
+  const xMax = Math.max(plannedEnd, ended ? lastMin : nowMin, 60) * 1.03;
+  const top = Math.max(...steps.map((st) => st.rate_ml_h), ...history.map((p) => p.rate_ml_h), 50);
+  const yMax = Math.ceil((top * 1.1) / 50) * 50;
+  const x = (m) => L + (Math.max(0, m) / xMax) * (W - L - R);
+  const y = (r) => T + (1 - r / yMax) * (H - T - B);
+
+  const planned = [];
+  steps.forEach((st, i) => {
+    const end = i + 1 < steps.length ? Math.min(steps[i + 1].at_min, plannedEnd) : plannedEnd;
+    if (st.at_min > plannedEnd) return;
+    planned.push(`${x(st.at_min)},${y(st.rate_ml_h)}`, `${x(end)},${y(st.rate_ml_h)}`);
+  });
+  const confirmed = [];
+  history.forEach((p, i) => {
+    const end = i + 1 < history.length ? toMin(history[i + 1].at) : ended ? toMin(p.at) : nowMin;
+    confirmed.push(`${x(toMin(p.at))},${y(p.rate_ml_h)}`, `${x(end)},${y(p.rate_ml_h)}`);
+  });
+
+  const grid = [];
+  for (let r = 0; r <= yMax; r += 50) {
+    grid.push(s("line", { x1: L, x2: W - R, y1: y(r), y2: y(r), class: "grid" }));
+    grid.push(s("text", { x: L - 6, y: y(r) + 4, class: "tick", "text-anchor": "end" }, `${r}`));
+  }
+  const every = xMax > 600 ? 120 : 60;
+  for (let m = 0; m <= xMax; m += every) {
+    grid.push(s("text", { x: x(m), y: H - 10, class: "tick", "text-anchor": "middle" }, `${m / 60} h`));
+  }
+  const marks = (view.reactionsAt.get(infusion.id)?.marks || []).map((mark) => {
+    const mx = x(toMin(mark.at));
+    return s("g", { class: "reaction-mark" },
+      s("title", {}, `Reaction grade ${mark.grade} at ${clockTime(mark.at)}`),
+      s("line", { x1: mx, x2: mx, y1: T, y2: H - B, class: "reaction-line" }),
+      s("path", { d: `M${mx - 7},${T + 12} L${mx + 7},${T + 12} L${mx},${T} Z`, class: "reaction-icon" }));
+  });
+  const reactionCount = marks.length;
+  const label = `Rate over time for infusion ${infusion.infusion_number}: the planned ladder and the rates the pump confirmed; ${reactionCount} reaction${reactionCount === 1 ? "" : "s"} marked${ended ? "" : `; now at ${duration(nowMin)} from the start`}`;
+  const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": label, class: "rate-chart" },
+    ...grid,
+    s("text", { x: 4, y: 12, class: "tick" }, "ml/h"),
+    s("polyline", { points: planned.join(" "), class: "planned" }),
+    s("polyline", { points: confirmed.join(" "), class: "confirmed" }),
+    ...marks,
+    ended ? null : s("g", { class: "now-line" },
+      s("line", { x1: x(nowMin), x2: x(nowMin), y1: T, y2: H - B }),
+      s("text", { x: x(nowMin) + 3, y: H - B - 4, class: "tick" }, "now")));
+  const legend = h("figcaption", { class: "legend" },
+    h("span", { class: "key planned" }, "planned ladder"),
+    h("span", { class: "key confirmed" }, "confirmed by the pump"),
+    h("span", { class: "key reaction" }, "reaction"),
+    ended ? null : h("span", { class: "key now" }, "now"));
+  return [svg, legend];
+}
+
+// ---------------------------------------------------------------- actions
+
+function setNotice(pumpId, kind, text) {
+  notices.set(pumpId, { kind, text });
+  render();
+}
+
+function focusNotice(pumpId) {
+  const section = [...document.querySelectorAll("section.pump")].find((el) => el.dataset.pump === pumpId);
+  section?.querySelector(".notice-slot [tabindex]")?.focus();
+}
+
+async function post(pumpId, path, body, done) {
+  const answer = await api("POST", path, body);
+  if (answer.status >= 200 && answer.status < 300) setNotice(pumpId, "ok", typeof done === "function" ? done(answer.body) : done);
+  else setNotice(pumpId, "error", problem(answer));
+  await refresh();
+  return answer;
+}
+
+function resolve(pumpId) {
+  const infusion = view.infusions.get(pumpId);
+  post(pumpId, `/infusions/${infusion.id}/reactions/${infusion.reaction.id}/resolve`, undefined, "Symptoms resolved recorded (I4)");
+}
+
+function clearAlarm(pumpId, infusionId, kind) {
+  post(pumpId, `/infusions/${infusionId}/alarms/${encodeURIComponent(kind)}/clear`, undefined, `Alarm ${words(kind)} cleared (A1)`);
+}
+
+function choices(container, name) {
+  container.replaceChildren(
+    ...GRADES.map(([grade, phrase]) => {
+      const id = `${name}-grade-${grade}`;
+      return h("div", { class: "choice" },
+        h("input", { type: "radio", name: `${name}-grade`, id, value: grade, "aria-describedby": `${id}-says` }),
+        h("label", { for: id, text: `Grade ${grade}` }),
+        h("span", { id: `${id}-says`, class: "says", text: phrase }));
+    }),
+  );
+}
+
+function signChoices(container, name) {
+  container.replaceChildren(
+    ...CONFIG.signs.map((sign) => {
+      const id = `${name}-sign-${sign}`;
+      return h("div", { class: "choice" },
+        h("input", { type: "checkbox", name: `${name}-sign`, id, value: sign }),
+        h("label", { for: id, text: words(sign) }));
+    }),
+  );
+}
+
+function picked(form, name) {
+  const grade = form.querySelector(`input[name="${name}-grade"]:checked`);
+  const signs = [...form.querySelectorAll(`input[name="${name}-sign"]:checked`)].map((el) => el.value);
+  return { grade: grade ? Number(grade.value) : null, signs };
+}
+
+function open(dialogId, pumpId, title) {
+  const dialog = document.getElementById(dialogId);
+  dialog.dataset.pump = pumpId || "";
+  if (title) dialog.querySelector("h2").textContent = title;
+  dialog.querySelector("form").reset();
+  dialog.querySelectorAll(".error").forEach((el) => { el.textContent = ""; });
+  dialog.showModal();
+  return dialog;
+}
+
+// The dialog being submitted, its pump and the infusion shown there.
+function submitted(event, dialogId) {
+  event.preventDefault();
+  const dialog = document.getElementById(dialogId);
+  const pumpId = dialog.dataset.pump;
+  return { dialog, pumpId, infusion: view.infusions.get(pumpId) };
+}
+
+function openReaction(pumpId) {
+  open("reaction-dialog", pumpId, `Report reaction on ${pumpId}`);
+  document.querySelector('#reaction-grades input').focus();
+}
+
+async function submitReaction(event) {
+  const { dialog, pumpId, infusion } = submitted(event, "reaction-dialog");
+  const error = document.getElementById("reaction-error");
+  const { grade, signs } = picked(dialog, "reaction");
+  if (grade === null) { error.textContent = "Choose a grade."; return; }
+  if (!signs.length) { error.textContent = "Choose at least one sign (Other when none of these)."; return; }
+  const body = { grade, signs };
+  const onset = document.getElementById("reaction-onset").value;
+  if (onset !== "") body.onset_at = isoMinutesBefore(Number(onset));
+  dialog.close();
+  setNotice(pumpId, "info", "Stopping the pump…");
+  const answer = await api("POST", `/infusions/${infusion.id}/reactions`, body);
+  if (answer.status === 201) {
+    const b = answer.body;
+    const said = {
+      confirmed: `Stop confirmed in ${Math.round(b.stop_confirmed_ms)} ms; grade ${grade} reaction recorded`,
+      already_stopped: `The pump was already stopped; grade ${grade} reaction recorded`,
+      no_pump_action: `Grade ${grade} reaction recorded; the infusion had ended, so the pump was not touched (I11)`,
+    }[b.stop] || `Reaction recorded (${b.stop})`;
+    setNotice(pumpId, "ok", said);
+  } else if (answer.status === 202) {
+    setNotice(pumpId, "alarm", answer.body?.message || CONFIG.a3_words);
+  } else {
+    setNotice(pumpId, "error", `Reaction not recorded, the pump was not stopped by this report: ${problem(answer)}`);
+  }
+  await refresh();
+  focusNotice(pumpId);
+}
+
+function openReassess(pumpId) {
+  open("reassess-dialog", pumpId, `Reassess reaction on ${pumpId}`);
+  const infusion = view.infusions.get(pumpId);
+  const dialog = document.getElementById("reassess-dialog");
+  const current = dialog.querySelector(`input[name="reassess-grade"][value="${infusion.reaction.grade}"]`);
+  if (current) current.checked = true;
+  for (const sign of infusion.reaction.signs) {
+    const box = dialog.querySelector(`input[name="reassess-sign"][value="${sign}"]`);
+    if (box) box.checked = true;
+  }
+  (current || dialog.querySelector("input")).focus();
+}
+
+async function submitReassess(event) {
+  const { dialog, pumpId, infusion } = submitted(event, "reassess-dialog");
+  const { grade, signs } = picked(dialog, "reassess");
+  const error = document.getElementById("reassess-error");
+  if (grade === null) { error.textContent = "Choose a grade."; return; }
+  if (!signs.length) { error.textContent = "Choose at least one sign (Other when none of these)."; return; }
+  const answer = await api("POST", `/infusions/${infusion.id}/reactions/${infusion.reaction.id}/reassess`, { grade, signs });
+  if (answer.status !== 200) { error.textContent = problem(answer); return; }
+  dialog.close();
+  setNotice(pumpId, "ok", `Reassessed: grade ${grade} (I5)`);
+  await refresh();
+}
+
+async function openResume(pumpId) {
+  const dialog = open("resume-dialog", pumpId, `Resume on ${pumpId}`);
+  const infusion = view.infusions.get(pumpId);
+  const preview = document.getElementById("resume-preview");
+  const confirm = document.getElementById("resume-confirm");
+  preview.textContent = "Asking the rules…";
+  confirm.hidden = true;
+  const answer = await api("GET", `/infusions/${infusion.id}/resume`);
+  if (answer.status !== 200) {
+    preview.textContent = problem(answer);
+  } else if (answer.body.allowed) {
+    preview.textContent = `The rules give ${rate(answer.body.rate_ml_h)}${answer.body.rule ? ` (${answer.body.rule})` : ""}. Resume at this rate?`;
+    confirm.textContent = `Resume at ${rate(answer.body.rate_ml_h)}`;
+    confirm.hidden = false;
+    confirm.focus();
+  } else {
+    preview.textContent = `Resume refused${answer.body.rule ? ` (${answer.body.rule})` : ""}: ${answer.body.message}`;
+    dialog.querySelector("[data-close]").focus();
+  }
+}
+
+async function submitResume(event) {
+  const { dialog, pumpId, infusion } = submitted(event, "resume-dialog");
+  const answer = await api("POST", `/infusions/${infusion.id}/resume`);
+  if (answer.status !== 200) { document.getElementById("resume-error").textContent = problem(answer); return; }
+  dialog.close();
+  setNotice(pumpId, "ok", `Resumed at ${rate(answer.body.step_rate_ml_h)}`);
+  await refresh();
+  focusNotice(pumpId);
+}
+
+function openStop(pumpId) {
+  open("stop-dialog", pumpId, `Stop infusion on ${pumpId}`).querySelector("#stop-reason").focus();
+}
+
+async function submitStop(event) {
+  const { dialog, pumpId, infusion } = submitted(event, "stop-dialog");
+  const reason = document.getElementById("stop-reason").value.trim();
+  if (!reason) { document.getElementById("stop-error").textContent = "reason: give a reason for stopping"; return; }
+  const answer = await api("POST", `/infusions/${infusion.id}/stop`, { reason });
+  if (answer.status !== 200) { document.getElementById("stop-error").textContent = problem(answer); return; }
+  dialog.close();
+  setNotice(pumpId, "ok", "Infusion stopped for good");
+  await refresh();
+}
+
+function openPatient() {
+  open("patient-dialog", "", "New patient");
+  document.getElementById("patient-mrn").focus();
+}
+
+async function submitPatient(event) {
+  event.preventDefault();
+  const dialog = document.getElementById("patient-dialog");
+  const body = { mrn: document.getElementById("patient-mrn").value.trim(), weight_kg: Number(document.getElementById("patient-weight").value) };
+  const answer = await api("POST", "/patients", body);
+  if (answer.status !== 201) { document.getElementById("patient-error").textContent = problem(answer); return; }
+  dialog.close();
+  note(`Patient ${answer.body.id} created (MRN ${answer.body.mrn}); use patient id ${answer.body.id} for a new infusion.`);
+}
+
+function openInfusion(pumpId) {
+  open("infusion-dialog", pumpId, `New infusion on ${pumpId}`).querySelector("#infusion-patient").focus();
+}
+
+async function submitInfusion(event) {
+  const { dialog, pumpId } = submitted(event, "infusion-dialog");
+  const body = { patient_id: Number(document.getElementById("infusion-patient").value), pump_id: pumpId };
+  const bag = document.getElementById("infusion-bag").value;
+  if (bag !== "") body.bag_prepared_at = isoMinutesBefore(Number(bag));
+  const answer = await api("POST", "/infusions", body);
+  if (answer.status !== 201) { document.getElementById("infusion-error").textContent = problem(answer); return; }
+  dialog.close();
+  const b = answer.body;
+  setNotice(pumpId, "ok", `Infusion ${b.infusion_number} planned: row ${b.row}, ${ml(b.bag_ml)}, ${b.dose_mg} mg, first rate ${rate(b.initial_rate_ml_h)}`);
+  await refresh();
+}
+
+function openStart(pumpId) {
+  open("start-dialog", pumpId, `Start infusion on ${pumpId}`);
+  const infusion = view.infusions.get(pumpId);
+  document.getElementById("start-premedication").textContent = infusion.premedication_at
+    ? `Premedication recorded at ${clockTime(infusion.premedication_at)} (D3).`
+    : "No premedication recorded yet (D3).";
+  document.getElementById("start-premed").focus();
+}
+
+async function submitStart(event) {
+  const { dialog, pumpId, infusion } = submitted(event, "start-dialog");
+  const error = document.getElementById("start-error");
+  const premed = document.getElementById("start-premed").value;
+  const override = document.getElementById("start-override").value.trim();
+  if (premed !== "") {
+    const given = await api("POST", `/infusions/${infusion.id}/premedication`, { given_at: isoMinutesBefore(Number(premed)) });
+    if (given.status !== 200) { error.textContent = problem(given); return; }
+  }
+  const answer = await api("POST", `/infusions/${infusion.id}/start`, override ? { override_reason: override } : undefined);
+  if (answer.status !== 200) { error.textContent = problem(answer); return; }
+  dialog.close();
+  setNotice(pumpId, "ok", `Started at ${rate(answer.body.step_rate_ml_h)}`);
+  await refresh();
+}
+
+// ---------------------------------------------------------------- wiring
+
+function wire() {
+  choices(document.getElementById("reaction-grades"), "reaction");
+  signChoices(document.getElementById("reaction-signs"), "reaction");
+  choices(document.getElementById("reassess-grades"), "reassess");
+  signChoices(document.getElementById("reassess-signs"), "reassess");
+  document.getElementById("sign-in").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const token = document.getElementById("token").value.trim();
+    if (token) signIn(token);
+  });
+  document.getElementById("sign-out").addEventListener("click", () => signOut(""));
+  document.getElementById("new-patient").addEventListener("click", openPatient);
+  document.getElementById("reaction-form").addEventListener("submit", submitReaction);
+  document.getElementById("reassess-form").addEventListener("submit", submitReassess);
+  document.getElementById("resume-form").addEventListener("submit", submitResume);
+  document.getElementById("stop-form").addEventListener("submit", submitStop);
+  document.getElementById("patient-form").addEventListener("submit", submitPatient);
+  document.getElementById("infusion-form").addEventListener("submit", submitInfusion);
+  document.getElementById("start-form").addEventListener("submit", submitStart);
+  for (const button of document.querySelectorAll("dialog [data-close]")) {
+    button.addEventListener("click", () => button.closest("dialog").close());
+  }
+  setInterval(showAge, 1000);
+  setInterval(tickClock, 2000);
+  setInterval(() => { if (session.token) refresh(); }, 15000);
+  const kept = sessionStorage.getItem(TOKEN_KEY);
+  if (kept) signIn(kept);
+  else showSignIn("");
+}
+
+wire();

@@ -1,0 +1,143 @@
+"""`pumpctl serve --simulate N --clock virtual` as a real process on a free port, and the clinical
+steps a test takes through its HTTP API (httpx over real TCP).
+
+The process writes its log to a file (a pipe nobody reads would fill and block it); the log is
+shown when the service fails to come up. It may be killed and started again on the same port
+and data directory (the page's reconnect test).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+TOKENS = {"viewer": "v-tok", "nurse": "n-tok", "clinician": "c-tok", "admin": "a-tok"}
+NAMES = {"viewer": "vera", "nurse": "nina", "clinician": "carl", "admin": "ada"}
+UP_WITHIN_S = 30.0  # a cold interpreter and a migrated SQLite on a loaded CI machine
+HOUR = 3600
+
+
+@dataclass
+class Service:
+    """One service process; `api()` speaks to it as a role."""
+
+    port: int
+    data_dir: Path
+    simulate: int = 2
+    env: dict[str, str] = field(default_factory=dict)
+    process: asyncio.subprocess.Process | None = None
+    http: httpx.AsyncClient | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.data_dir / "service.log"
+
+    async def start(self) -> None:
+        """Start the process and wait (bounded) until /health answers 200."""
+        env = {
+            **os.environ,
+            "PUMPCTL_API_TOKENS": ",".join(f"{t}={NAMES[r]}:{r}" for r, t in TOKENS.items()),
+            "PUMPCTL_DATA_DIR": str(self.data_dir),
+            "PUMPCTL_COMMAND_TIMEOUT_S": "0.5",
+            "PUMPCTL_POLL_INTERVAL_S": "0.2",
+            "PUMPCTL_STOP_ANSWER_S": "2",
+            **self.env,
+        }
+        command = [sys.executable, "-m", "pumpctl", "serve", "--simulate", str(self.simulate)]
+        command += ["--clock", "virtual", "--port", str(self.port)]
+        with self.log.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                *command, stdout=log, stderr=log, env=env
+            )
+        self.http = httpx.AsyncClient(base_url=self.url, timeout=15.0)
+        async with asyncio.timeout(UP_WITHIN_S):
+            while True:
+                if self.process.returncode is not None:
+                    raise AssertionError(f"the service exited:\n{self.log.read_text()}")
+                try:
+                    if (await self.http.get("/api/v1/health")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)  # polling a condition with a deadline
+
+    async def kill(self) -> None:
+        """SIGKILL the process (a crash, not a shutdown)."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGKILL)
+            await self.process.wait()
+        if self.http is not None:
+            await self.http.aclose()
+            self.http = None
+
+    async def stop(self) -> None:
+        """SIGTERM and wait (bounded); SIGKILL if it does not end."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(20):
+                    await self.process.wait()
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        if self.http is not None:
+            await self.http.aclose()
+            self.http = None
+
+    async def api(
+        self, method: str, path: str, role: str, body: Any = None, expect: int = 200
+    ) -> Any:
+        assert self.http is not None
+        r = await self.http.request(
+            method, f"/api/v1{path}", json=body, headers={"Authorization": f"Bearer {TOKENS[role]}"}
+        )
+        assert r.status_code == expect, (method, path, r.status_code, r.text)
+        return r.json()
+
+    async def now(self) -> datetime:
+        return datetime.fromisoformat((await self.api("GET", "/clock", "viewer"))["now"])
+
+    async def advance(self, seconds: float) -> None:
+        await self.api("POST", "/sim/advance", "admin", {"seconds": seconds})
+
+    async def pump(self, pump_id: str) -> Any:
+        pumps = await self.api("GET", "/pumps", "viewer")
+        return next(p for p in pumps if p["id"] == pump_id)
+
+    async def running(self, pump_id: str, mrn: str, *, hours: float = 0) -> int:
+        """A patient's first infusion started on `pump_id` (premedication an hour before, D3),
+        then `hours` of clinical time."""
+        patient = await self.api(
+            "POST", "/patients", "clinician", {"mrn": mrn, "weight_kg": 70}, 201
+        )
+        inf = await self.api(
+            "POST",
+            "/infusions",
+            "clinician",
+            {"patient_id": patient["id"], "pump_id": pump_id},
+            201,
+        )
+        given = (await self.now()) - timedelta(minutes=60)
+        await self.api(
+            "POST",
+            f"/infusions/{inf['id']}/premedication",
+            "nurse",
+            {"given_at": given.isoformat()},
+        )
+        await self.api("POST", f"/infusions/{inf['id']}/start", "clinician", {})
+        await self.advance(1)
+        if hours:
+            await self.advance(hours * HOUR)
+        return int(inf["id"])

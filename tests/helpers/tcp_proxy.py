@@ -1,0 +1,81 @@
+"""A TCP proxy on loopback that a test can cut and restore: a real network drop between a
+client (the browser) and a server that keeps running. It keeps the head of every request it
+carried, so a test can read the headers a client sent (e.g. `Last-Event-ID` on a reconnect)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TcpProxy:
+    """Forwards 127.0.0.1:`port` to 127.0.0.1:`target`."""
+
+    port: int
+    target: int
+    heads: list[bytes] = field(default_factory=list)
+    _server: asyncio.Server | None = None
+    _pipes: set[asyncio.Task[None]] = field(default_factory=set)
+    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
+    _handlers: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def open(self) -> None:
+        """Listen (again) on the same port."""
+        self._server = await asyncio.start_server(
+            self._carry, "127.0.0.1", self.port, reuse_address=True
+        )
+
+    async def cut(self) -> None:
+        """Refuse new connections and drop every open one."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        pipes = list(self._pipes)
+        for pipe in pipes:
+            pipe.cancel()
+        await asyncio.gather(*pipes, return_exceptions=True)
+        await asyncio.gather(*list(self._handlers), return_exceptions=True)
+
+    async def _carry(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handler = asyncio.current_task()
+        assert handler is not None
+        self._handlers.add(handler)
+        try:
+            await self._carry_on(reader, writer)
+        finally:
+            self._handlers.discard(handler)
+
+    async def _carry_on(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, up_writer}
+        down = asyncio.create_task(self._pipe(reader, up_writer, record=True))
+        up = asyncio.create_task(self._pipe(up_reader, writer, record=False))
+        self._pipes |= {down, up}
+        try:
+            await asyncio.wait({down, up}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (down, up):
+                task.cancel()
+            await asyncio.gather(down, up, return_exceptions=True)
+            self._pipes -= {down, up}
+            for w in (writer, up_writer):
+                self._writers.discard(w)
+                w.transport.abort()
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, record: bool
+    ) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            while chunk := await reader.read(65536):
+                if record and chunk[:4] in {b"GET ", b"POST", b"PUT ", b"DELE"}:
+                    self.heads.append(chunk.split(b"\r\n\r\n", 1)[0])
+                writer.write(chunk)
+                await writer.drain()

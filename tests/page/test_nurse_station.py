@@ -1,0 +1,382 @@
+"""The nurse station page (docs/interfaces.md, section 4) in Debian's Chromium against the real
+service process, found by role and accessible name as a nurse or a screen reader would.
+
+Each test names the rules it shows (docs/clinical-rules.md)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from page_env import free_port, screenshot, signed_in
+from playwright.async_api import Browser, Locator, Page, expect
+from service_process import HOUR, TOKENS, Service
+from tcp_proxy import TcpProxy
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def region(page: Page, pump_id: str) -> Locator:
+    return page.get_by_role("region", name=pump_id)
+
+
+async def report_reaction(page: Page, pump_id: str, grade: int, *signs: str) -> None:
+    await region(page, pump_id).get_by_role("button", name="Report reaction").click()
+    dialog = page.get_by_role("dialog", name=f"Report reaction on {pump_id}")
+    await expect(dialog).to_be_visible()
+    await dialog.get_by_role("radio", name=f"Grade {grade}", exact=True).check()
+    for sign in signs:
+        await dialog.get_by_role("checkbox", name=sign, exact=True).check()
+    await dialog.get_by_role("button", name="Stop pump and report").click()
+
+
+async def test_i1_i2_nurse_reports_grade_2_at_150_then_resumes_at_75(
+    service: Service, browser: Browser
+) -> None:
+    """I1: the reaction stops the pump first; I2: grade 2 resumes at half the rate (75 ml/h)
+    once the nurse has seen the preview; the chart marks the reaction."""
+    infusion = await service.running("pump-1", "MRN-0001", hours=2)
+    assert (await service.pump("pump-1"))["rate_ml_h"] == 150  # L1: 50, 100, 150
+    page = await signed_in(browser, service, "nurse")
+    pump = region(page, "pump-1")
+    await expect(pump).to_contain_text("150 ml/h")
+    await expect(pump).to_contain_text("Running")
+    await screenshot(page, "room-running")
+
+    await report_reaction(page, "pump-1", 2, "Other")
+    await expect(pump.get_by_role("status")).to_have_text(re.compile(r"Stop confirmed in \d+ ms"))
+    stopped = await service.pump("pump-1")
+    assert stopped["state"] != "running"
+    assert stopped["rate_ml_h"] == 0 or stopped["state"] == "stopped"
+    view = await service.api("GET", f"/infusions/{infusion}", "viewer")
+    assert view["state"] == "paused"
+    assert [r["grade"] for r in view["reactions"]] == [2]
+    rate_shown = pump.get_by_role("definition").filter(has_text="ml/h").first
+    await expect(rate_shown).to_have_text(re.compile(r"^0 ml/h, pump (stopped|paused)"))
+    marks = pump.locator("svg .reaction-mark")
+    await expect(marks).to_have_count(1)
+    await expect(marks.locator("title")).to_have_text(re.compile("Reaction grade 2"))
+    await expect(pump.get_by_role("img")).to_have_attribute(
+        "aria-label", re.compile("1 reaction marked")
+    )
+    await screenshot(page, "room-reaction")
+
+    await pump.get_by_role("button", name="Resume").click()
+    dialog = page.get_by_role("dialog", name="Resume on pump-1")
+    await expect(dialog).to_contain_text("The rules give 75 ml/h (I2)")
+    await dialog.get_by_role("button", name="Resume at 75 ml/h").click()
+    await expect(dialog).to_be_hidden()
+    await expect(pump.get_by_role("status")).to_have_text("Resumed at 75 ml/h")
+    await expect(pump.get_by_role("definition").filter(has_text="75 ml/h")).to_have_count(1)
+    resumed = await service.pump("pump-1")
+    assert (resumed["state"], resumed["rate_ml_h"]) == ("running", 75)
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+async def test_a_resume_the_rules_refuse_shows_the_rule_and_its_words(
+    service: Service, browser: Browser
+) -> None:
+    """I3: after a grade 3 reaction the preview names the rule that refuses a resume; the
+    page offers no way round it."""
+    await service.running("pump-1", "MRN-0002", hours=1)
+    page = await signed_in(browser, service, "nurse")
+    await report_reaction(page, "pump-1", 3, "Other")
+    pump = region(page, "pump-1")
+    await expect(pump.get_by_role("status")).to_have_text(re.compile(r"Stop confirmed in \d+ ms"))
+    await expect(pump).to_contain_text("observation")
+    await pump.get_by_role("button", name="Resume").click()
+    dialog = page.get_by_role("dialog", name="Resume on pump-1")
+    await expect(dialog).to_contain_text(re.compile(r"Resume refused \(I\d+\): \S"))
+    await expect(dialog.get_by_role("button", name=re.compile("^Resume at"))).to_be_hidden()
+    await dialog.get_by_role("button", name="Cancel").click()
+    assert (await service.pump("pump-1"))["state"] != "running"
+
+
+async def test_a_viewer_sees_the_room_but_no_action(service: Service, browser: Browser) -> None:
+    """Roles (interfaces.md, section 3): a viewer reads; nothing a viewer may not do is
+    offered."""
+    await service.running("pump-1", "MRN-0003", hours=1)
+    page = await signed_in(browser, service, "viewer")
+    pump = region(page, "pump-1")
+    await expect(pump).to_contain_text("100 ml/h")
+    await expect(pump.get_by_role("img")).to_be_visible()
+    await expect(page.get_by_role("main").get_by_role("button")).to_have_count(0)
+    await expect(page.get_by_role("button", name="New patient")).to_be_hidden()
+    await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+
+
+async def test_a_nurse_is_not_offered_what_only_a_clinician_may_do(
+    service: Service, browser: Browser
+) -> None:
+    """L7 hold, new patient, new infusion and start belong to the clinician's row."""
+    await service.running("pump-1", "MRN-0004", hours=1)
+    nurse = await signed_in(browser, service, "nurse")
+    await expect(
+        region(nurse, "pump-1").get_by_role("button", name="Report reaction")
+    ).to_be_visible()
+    for name in ("Hold escalation", "New infusion", "New patient", "Start"):
+        await expect(nurse.get_by_role("button", name=name, exact=True)).to_have_count(0)
+    clinician = await signed_in(browser, service, "clinician")
+    await expect(
+        region(clinician, "pump-1").get_by_role("button", name="Hold escalation")
+    ).to_be_visible()
+    await expect(
+        region(clinician, "pump-2").get_by_role("button", name="New infusion")
+    ).to_be_visible()
+
+
+async def test_a_clinician_plans_and_starts_an_infusion_from_the_page(
+    service: Service, browser: Browser
+) -> None:
+    """New patient, new infusion (the plan, L3/L4) and start behind the premedication gate
+    (D3), all through the page."""
+    page = await signed_in(browser, service, "clinician")
+    await page.get_by_role("button", name="New patient").click()
+    dialog = page.get_by_role("dialog", name="New patient")
+    await dialog.get_by_label("MRN").fill("MRN-0005")
+    await dialog.get_by_label("Weight (kg)").fill("72.5")
+    await dialog.get_by_role("button", name="Create patient").click()
+    await expect(page.get_by_role("main").get_by_role("status").first).to_contain_text(
+        "Patient 1 created (MRN MRN-0005)"
+    )
+    pump = region(page, "pump-2")
+    await pump.get_by_role("button", name="New infusion").click()
+    dialog = page.get_by_role("dialog", name="New infusion on pump-2")
+    await dialog.get_by_label("Patient id").fill("1")
+    await dialog.get_by_role("button", name="Plan infusion").click()
+    await expect(pump.get_by_role("status")).to_contain_text("Infusion 1 planned: row first")
+    await expect(pump).to_contain_text("Planned, not started")
+
+    await pump.get_by_role("button", name="Start").click()
+    dialog = page.get_by_role("dialog", name="Start infusion on pump-2")
+    await dialog.get_by_role("button", name="Start infusion").click()
+    await expect(dialog.get_by_role("alert")).to_contain_text("(D3)")  # no premedication yet
+    await dialog.get_by_label("Premedication given, minutes before now").fill("45")
+    await dialog.get_by_role("button", name="Start infusion").click()
+    await expect(dialog).to_be_hidden()
+    await expect(pump.get_by_role("status")).to_have_text("Started at 50 ml/h")
+    await service.advance(1)
+    assert (await service.pump("pump-2"))["rate_ml_h"] == 50
+
+
+async def test_a_change_made_through_the_api_appears_without_a_reload(
+    service: Service, browser: Browser
+) -> None:
+    """Live events: another pump's reaction, reported through the API, shows up by itself."""
+    await service.running("pump-1", "MRN-0006", hours=1)
+    other = await service.running("pump-2", "MRN-0007", hours=0)
+    page = await signed_in(browser, service, "nurse")
+    pump2 = region(page, "pump-2")
+    await expect(pump2).to_contain_text("Running")
+    loads = []
+    page.on("load", lambda _: loads.append(1))
+    answer = await service.api(
+        "POST", f"/infusions/{other}/reactions", "nurse", {"grade": 1, "signs": ["other"]}, 201
+    )
+    assert answer["stop"] == "confirmed"
+    await expect(pump2).to_contain_text("Paused")
+    await expect(pump2.locator("svg .reaction-mark")).to_have_count(1)
+    await expect(pump2.get_by_role("button", name="Resume")).to_be_visible()
+    await expect(region(page, "pump-1")).to_contain_text("Running")
+    await service.advance(HOUR)  # the clinical clock moves: the page follows the service's
+    await expect(region(page, "pump-1")).to_contain_text("150 ml/h")
+    assert loads == []
+
+
+async def test_a3_the_page_shows_a_stop_that_was_not_confirmed(
+    service: Service, browser: Browser
+) -> None:
+    """A3: with the simulator's `no_reply` fault the stop cannot be confirmed; the region
+    says so in words, prominently, and a resume is not offered as a way out."""
+    await service.running("pump-1", "MRN-0008", hours=1)
+    page = await signed_in(browser, service, "nurse")
+    await service.api(
+        "POST", "/sim/pumps/pump-1/faults", "admin", {"fault": "no_reply", "value": True}
+    )
+    await report_reaction(page, "pump-1", 2, "Bronchospasm")
+    alert = region(page, "pump-1").get_by_role("alert").filter(has_text="clamp the line")
+    await expect(alert).to_have_text("⚠ A3: Pump did not stop: clamp the line")
+    # the page says what the pump last reported, not what the infusion's state suggests
+    await expect(region(page, "pump-1")).to_contain_text("the stop is NOT confirmed (A3)")
+    await screenshot(page, "room-alarm")
+    await expect(region(page, "pump-1").get_by_role("status")).to_have_count(0)
+    await service.api("DELETE", "/sim/pumps/pump-1/faults/no_reply", "admin")
+
+
+async def test_keyboard_alone_reports_a_reaction(service: Service, browser: Browser) -> None:
+    """Every action by Tab and Enter: sign in, open the dialog, choose grade and sign, stop."""
+    await service.running("pump-1", "MRN-0009", hours=1)
+    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    await page.goto(service.url + "/")
+    await expect(page.get_by_label("Access token")).to_be_focused()
+    await page.keyboard.type(TOKENS["nurse"])
+    await page.keyboard.press("Enter")
+    await expect(region(page, "pump-1")).to_be_visible()
+
+    async def tab_to(target: Locator) -> None:
+        for _ in range(60):
+            await page.keyboard.press("Tab")
+            if await target.evaluate("el => el === document.activeElement"):
+                outline = await target.evaluate("el => getComputedStyle(el).outlineStyle")
+                assert outline != "none", "focus must be visible"
+                return
+        raise AssertionError(f"Tab never reached {target}")
+
+    await tab_to(region(page, "pump-1").get_by_role("button", name="Report reaction"))
+    await page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog", name="Report reaction on pump-1")
+    await expect(dialog.get_by_role("radio", name="Grade 1")).to_be_focused()
+    await page.keyboard.press("ArrowDown")  # the radio group: Grade 2
+    await expect(dialog.get_by_role("radio", name="Grade 2")).to_be_checked()
+    await tab_to(dialog.get_by_role("checkbox", name="Other"))
+    await page.keyboard.press("Space")
+    await tab_to(dialog.get_by_role("button", name="Stop pump and report"))
+    await page.keyboard.press("Enter")
+    await expect(region(page, "pump-1").get_by_role("status")).to_have_text(
+        re.compile(r"Stop confirmed in \d+ ms")
+    )
+    assert (await service.pump("pump-1"))["state"] != "running"
+
+
+async def test_at_768_px_nothing_scrolls_sideways_and_text_is_16_px_or_more(
+    service: Service, browser: Browser
+) -> None:
+    await service.running("pump-1", "MRN-0010", hours=1)
+    page = await signed_in(browser, service, "clinician", width=768)
+    await expect(region(page, "pump-1")).to_contain_text("100 ml/h")
+    await expect(region(page, "pump-2")).to_be_visible()
+    widths = await page.evaluate(
+        "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
+    assert widths[0] <= widths[1], widths
+    await region(page, "pump-1").get_by_role("button", name="Report reaction").click()
+    await expect(page.get_by_role("dialog")).to_be_visible()
+    dialog_box = await page.get_by_role("dialog").bounding_box()
+    assert dialog_box is not None
+    assert dialog_box["x"] >= 0
+    assert dialog_box["x"] + dialog_box["width"] <= 768
+    smallest = await page.evaluate(
+        """() => Math.min(...[...document.querySelectorAll('body *')]
+            .filter(el => !el.closest('svg') && el.offsetParent !== null
+                    && [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim()))
+            .map(el => parseFloat(getComputedStyle(el).fontSize)))"""
+    )
+    assert smallest >= 16, smallest
+
+
+async def test_aria_snapshot_pins_one_pumps_controls(service: Service, browser: Browser) -> None:
+    """The accessible names and roles of one pump's region and of the reaction dialog are part
+    of the interface (interfaces.md, section 4)."""
+    await service.running("pump-1", "MRN-0011", hours=2)
+    page = await signed_in(browser, service, "nurse")
+    await expect(region(page, "pump-1")).to_match_aria_snapshot(
+        r"""
+        - region "pump-1":
+          - heading "pump-1" [level=2]
+          - paragraph: /Link up, last contact [\d.]+ s ago/
+          - term: Patient
+          - definition: MRN MRN-0011 (patient 1)
+          - term: Infusion
+          - definition: Infusion 1, row first
+          - term: State
+          - definition: Running
+          - term: Rate
+          - definition: 150 ml/h, pump running
+          - term: Given
+          - definition: /[\d.,]+ ml of 1,000 ml bag/
+          - term: Next step
+          - definition: /in .+ \(at \d\d:\d\d\)/
+          - term: Time left
+          - definition: /about \d+ h \d\d min/
+          - term: Bag expires
+          - definition: /at \d\d:\d\d \(in \d+ h \d\d min\)/
+          - figure "Rate chart":
+            - img /Rate over time for infusion 1. .* 0 reactions marked. now at 2 h 00 min/
+          - button "Report reaction"
+          - button "Stop infusion"
+        """
+    )
+    await region(page, "pump-1").get_by_role("button", name="Report reaction").click()
+    await expect(page.get_by_role("dialog")).to_match_aria_snapshot(
+        r"""
+        - dialog "Report reaction on pump-1":
+          - heading "Report reaction on pump-1" [level=2]
+          - group "Grade (CTCAE)":
+            - radio "Grade 1"
+            - text: Grade 1 Mild, transient; no interruption or intervention needed
+            - radio "Grade 2"
+            - radio "Grade 3"
+            - radio "Grade 4"
+          - group "Signs":
+            - checkbox "Laryngeal edema"
+            - checkbox "Bronchospasm"
+            - checkbox "Other"
+          - spinbutton "Onset, minutes before now (leave empty for now)"
+          - button "Stop pump and report"
+          - button "Cancel"
+        """
+    )
+
+
+async def test_the_token_is_asked_once_per_tab_and_a_401_brings_the_sign_in_back(
+    service: Service, browser: Browser
+) -> None:
+    page = await browser.new_page()
+    await page.goto(service.url + "/")
+    await page.get_by_label("Access token").fill("not-a-token")
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("alert")).to_contain_text("did not accept the token")
+    await expect(page.get_by_role("region", name="pump-1")).to_have_count(0)
+
+    await page.get_by_label("Access token").fill(TOKENS["nurse"])
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_text("Signed in as nina (nurse)")).to_be_visible()
+    await page.reload()  # the same tab keeps its token
+    await expect(page.get_by_text("Signed in as nina (nurse)")).to_be_visible()
+    assert await page.evaluate("localStorage.length") == 0  # never beyond the tab
+
+    fresh = await browser.new_context()  # another browser's tab: asked again
+    other = await fresh.new_page()
+    await other.goto(service.url + "/")
+    await expect(other.get_by_label("Access token")).to_be_visible()
+    await fresh.close()
+
+    # the token stops working (revoked): the next answer is a 401 and the sign-in is back
+    await page.evaluate("sessionStorage.setItem('pumpctl.token', 'revoked')")
+    await page.reload()
+    await expect(page.get_by_label("Access token")).to_be_visible()
+    await expect(page.get_by_role("alert")).to_contain_text("sign in again")
+
+
+async def test_the_page_says_when_it_is_disconnected_and_catches_up_with_last_event_id(
+    service: Service, browser: Browser
+) -> None:
+    """A stale page is a hazard: while the network between page and service is cut the page
+    says so and shows its data's age; once it is back the page reconnects by itself with
+    Last-Event-ID and shows what happened meanwhile, without a reload."""
+    infusion = await service.running("pump-1", "MRN-0012", hours=1)
+    proxy = TcpProxy(port=free_port(), target=service.port)
+    await proxy.open()
+    try:
+        page = await signed_in(browser, service, "nurse", url=f"http://127.0.0.1:{proxy.port}")
+        loads: list[int] = []
+        page.on("load", lambda _: loads.append(1))
+        live = page.locator("#live")
+        await expect(live).to_have_text(re.compile(r"^Live: data \d+ s old$"))
+        await proxy.cut()
+        await expect(live).to_have_text(
+            re.compile(r"Disconnected from the service: reconnecting… \(data \d+ s old\)")
+        )
+        reaction = {"grade": 1, "signs": ["other"]}
+        await service.api("POST", f"/infusions/{infusion}/reactions", "nurse", reaction, 201)
+        await expect(region(page, "pump-1")).to_contain_text("Running")  # it cannot know yet
+        seen = len(proxy.heads)
+        await proxy.open()
+        await expect(live).to_have_text(re.compile(r"^Live: "))
+        await expect(region(page, "pump-1")).to_contain_text("Paused")
+        resumed = [h for h in proxy.heads[seen:] if h.startswith(b"GET /api/v1/events ")]
+        assert resumed, "the page did not reconnect to the live events"
+        assert re.search(rb"(?im)^last-event-id: \d+", resumed[0]), resumed[0]
+        assert loads == []
+    finally:
+        await proxy.cut()
