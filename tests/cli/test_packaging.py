@@ -33,6 +33,9 @@ def test_wheel_ships_protocols_and_plans_from_them(tmp_path: Path) -> None:
     for protocol in ("daratumumab", "daratumumab-label", "daratumumab-split"):
         assert f"config/protocols/{protocol}.toml" in names
     assert "config/README.md" in names
+    # the nurse station page is served from the package: the gateway has no internet
+    for static in ("index.html", "page.js", "page.css"):
+        assert f"api/static/{static}" in names
 
     run = tmp_path / "elsewhere"
     run.mkdir()
