@@ -16,6 +16,7 @@ import socket
 import tempfile
 from datetime import timedelta
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 
 import typer
@@ -23,6 +24,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from api.app import API_PREFIX, create_app
+from pumpctl import sdnotify
 from pumpctl.controller.ward import Ward
 from pumpctl.settings import DEFAULT_PORT, Role, Settings, TokenEntry, load_settings
 from pumpctl.store import DataDirError, StoreError
@@ -53,30 +55,51 @@ def _logging(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format=fmt, force=True)
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server that tells systemd "STOPPING=1" as soon as it is asked to stop."""
+
+    stopping_sent = False
+
+    def announce_stopping(self) -> None:
+        if not self.stopping_sent:
+            self.stopping_sent = True
+            sdnotify.notify("STOPPING=1")
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.announce_stopping()  # SIGTERM from `systemctl stop`: shutdown begins now
+        super().handle_exit(sig, frame)
+
+
 async def _run(settings: Settings, on_ready: Any = None) -> None:
-    """Serve until SIGINT/SIGTERM; `on_ready(app)` once the service answers."""
+    """Serve until SIGINT/SIGTERM; `on_ready(app)` once the service answers.
+
+    Under systemd (config/pumpctl.service) it sends READY=1 once the service answers, feeds the
+    watchdog from this event loop while it serves, and sends STOPPING=1 when it begins to stop.
+    """
     app = create_app(settings)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=None, lifespan="on"
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     serving = asyncio.create_task(server.serve(), name="uvicorn")
-    while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn has no event
-        await asyncio.sleep(0.05)
-    if server.started:
-        _notify_ready()
-        if on_ready is not None:
-            await on_ready(app)
-    await serving
+    watchdog: asyncio.Task[None] | None = None
+    try:
+        while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn has no event
+            await asyncio.sleep(0.05)
+        if server.started:
+            sdnotify.notify("READY=1")
+            watchdog = sdnotify.start_watchdog()
+            if on_ready is not None:
+                await on_ready(app)
+        await serving
+    finally:
+        server.announce_stopping()
+        if watchdog is not None:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
     if not server.started:
         raise SystemExit(1)
-
-
-def _notify_ready() -> None:
-    with contextlib.suppress(ImportError):
-        from pumpctl.sdnotify import notify  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
-
-        notify("READY=1")
 
 
 def serve(  # noqa: PLR0917 - typer: one parameter per option
