@@ -24,7 +24,7 @@ from api.metrics import ServiceMetrics
 from api.pumps import open_pumps
 from api.routes import events, infusions, patients, system
 from drivers.base import Pump
-from pumpctl.clock import parse_clock
+from pumpctl.clock import VirtualClock, parse_clock
 from pumpctl.controller import Controller, PumpSupervisor
 from pumpctl.controller.recording import recover
 from pumpctl.controller.ward import Ward
@@ -62,6 +62,11 @@ def create_app(settings: Settings) -> FastAPI:
                 # migrated by its engineer (`pumpctl db upgrade`), never behind their back
             store = Store.open(url)
             stack.callback(store.close)
+            last = store.latest_clinical_time()
+            if isinstance(clock, VirtualClock) and last is not None and last > clock.now():
+                # a virtual clock restarted on the same store goes on from its last event:
+                # clinical time never runs backwards across a restart (A4)
+                clock = VirtualClock(start=last)
             pumps: dict[str, tuple[Pump, str]]
             if settings.simulate:
                 from api.sim import open_simulated  # noqa: PLC0415 - the simulator only when simulating

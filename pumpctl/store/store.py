@@ -730,6 +730,13 @@ class Store:
             query = select(Audit.id).order_by(col(Audit.id).desc()).limit(1)
             return int(session.exec(query).first() or 0)
 
+    def latest_clinical_time(self) -> datetime | None:
+        """The clinical time of the latest audit row (None when there is none): a virtual
+        clock restarted on this store starts there, never before it."""
+        with self._read() as session:
+            query = select(Audit.at).order_by(col(Audit.at).desc()).limit(1)
+            return session.exec(query).first()
+
     def audit_of(self, infusion_id: int) -> list[Audit]:
         """The audit trail of one infusion, oldest first."""
         with self._read() as session:
