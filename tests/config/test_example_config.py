@@ -1,0 +1,82 @@
+"""config/pumpctl.example.toml loads through the real settings loader (pumpctl/settings.py,
+`pumpctl serve --config`), as shipped and with every optional "#key = ..." line switched on."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from pumpctl.settings import Role, Settings, load_settings
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "pumpctl.example.toml"
+#: an optional setting or table, commented out ("#key = ..." or "#[table]"), not prose ("# ...")
+OPTIONAL = re.compile(r"^#(?=[a-z_\[])", flags=re.MULTILINE)
+
+
+@pytest.fixture(autouse=True)
+def no_pumpctl_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file alone: PUMPCTL_* variables of the machine running the tests would win over it."""
+    for name in list(os.environ):
+        if name.startswith("PUMPCTL_"):
+            monkeypatch.delenv(name)
+
+
+def with_optional_lines_on(tmp_path: Path) -> Path:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    switched, count = OPTIONAL.subn("", text)
+    assert count >= 5, "the example shows optional settings as '#key = ...' lines"
+    path = tmp_path / "pumpctl.toml"
+    path.write_text(switched, encoding="utf-8")
+    return path
+
+
+def test_example_loads_as_shipped() -> None:
+    settings = load_settings(EXAMPLE)
+    assert settings.clock == "real"
+    assert settings.data_dir == Path("/var/lib/pumpctl")
+    assert settings.database is None  # the data directory's SQLite file
+    assert not settings.bench
+    assert settings.simulate == 0
+    serial, mqtt = settings.pumps
+    assert (serial.id, serial.transport, serial.port) == ("bed-1", "serial", "/dev/ttyUSB0")
+    assert (serial.address, serial.safe_mode_s, serial.baud) == (0, 30, 19200)
+    assert (mqtt.id, mqtt.transport, mqtt.host, mqtt.mqtt_port, mqtt.pump) == (
+        "bed-2",
+        "mqtt",
+        "127.0.0.1",
+        1883,
+        "pump-7",
+    )
+    assert settings.api_tokens == {}  # tokens belong in /etc/pumpctl/tokens.env
+
+
+def test_example_loads_with_every_optional_line_on(tmp_path: Path) -> None:
+    settings = load_settings(with_optional_lines_on(tmp_path))
+    assert settings.database == "sqlite:////var/lib/pumpctl/pumpctl.db"
+    assert settings.command_timeout_s == 2.0
+    assert settings.stop_answer_s == 4.5
+    (entry,) = settings.api_tokens.values()
+    assert (entry.name, entry.role) == ("nina", Role.NURSE)
+
+
+def test_every_key_of_the_example_is_a_setting(tmp_path: Path) -> None:
+    """The loader forbids unknown keys already; this names them should one slip in."""
+    document = tomllib.loads(with_optional_lines_on(tmp_path).read_text(encoding="utf-8"))
+    assert set(document) <= set(Settings.model_fields)
+
+
+def test_tokens_from_the_environment_replace_the_files_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the systemd unit does: PUMPCTL_API_TOKENS from /etc/pumpctl/tokens.env wins, whole
+    (the file's table is not merged in), and PUMPCTL_DATA_DIR (the unit's) wins over data_dir."""
+    monkeypatch.setenv("PUMPCTL_API_TOKENS", "t-c=carl:clinician,t-v=vera:viewer")
+    monkeypatch.setenv("PUMPCTL_DATA_DIR", str(tmp_path / "state"))
+    settings = load_settings(with_optional_lines_on(tmp_path))
+    assert set(settings.api_tokens) == {"t-c", "t-v"}
+    assert settings.api_tokens["t-c"].role is Role.CLINICIAN
+    assert settings.data_dir == tmp_path / "state"
