@@ -153,6 +153,8 @@ class Settings(BaseSettings):
     bench: bool = False  # the pumps on the far side are simulators (a bench, never a patient)
     simulate: Annotated[int, Field(ge=0, le=100)] = 0  # N simulated pumps instead of `pumps`
     link: Literal["serial", "mqtt"] = "serial"  # how simulated pumps are reached
+    # simulated serial pumps answer as late as a 19200 baud line would (benchmarks)
+    sim_wire_time: bool = False
     broker: str | None = None  # HOST:PORT: simulated MQTT pumps, infusion states published
     mqtt_prefix: str = "pumpctl/v1"
     gateway_id: str = "gateway-1"

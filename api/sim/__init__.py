@@ -35,7 +35,9 @@ async def open_simulated(settings: Settings, clock: Clock, stack: AsyncExitStack
     sim = SimulatedPumps()
     if settings.link == "serial":
         models = [PumpModel(pid, clock, address=a) for a, pid in enumerate(ids)]
-        simulator = await stack.enter_async_context(SerialSimulator(models))
+        simulator = await stack.enter_async_context(
+            SerialSimulator(models, emulate_wire_time=settings.sim_wire_time)
+        )
         line = await stack.enter_async_context(SerialLine(simulator.path))
         sim.where = simulator.path
         for model in models:
