@@ -19,7 +19,7 @@ const STATE_WORDS = {
   starting: "Starting",
   running: "Running",
   paused: "Paused",
-  stopped_observation: "Stopped: observation after a grade 3 or higher reaction (I3)",
+  stopped_observation: "Stopped: observation after a grade 3 or higher reaction (I5)",
   completed: "Completed",
   withdrawn: "Withdrawn",
   stopped: "Stopped for good",
@@ -27,7 +27,6 @@ const STATE_WORDS = {
 };
 const LIVE_STATES = new Set(["planned", "starting", "running", "paused", "stopped_observation"]);
 const STALE_AFTER_S = 10;
-const STOP_ALARMS = new Set(["pump_not_stopped"]);
 
 const session = { token: null, name: null, role: null };
 const view = {
@@ -39,11 +38,13 @@ const view = {
   mode: null,
   receivedAt: null, // performance.now() of the last data from the service
   connected: false,
+  loadedFrom: 0,
 };
 const notices = new Map(); // pump id -> {kind: "ok" | "alarm" | "error" | "info", text}
 let stream = null; // AbortController of the live events
 let lastEventId = null;
 let refreshing = null;
+let loadStarts = 0; // loads begun; view.loadedFrom: the latest one shown
 let refreshAgain = false;
 
 // ---------------------------------------------------------------- small helpers
@@ -242,6 +243,8 @@ async function refresh() {
 }
 
 async function load() {
+  loadStarts += 1;
+  const started = loadStarts;
   const reading = [api("GET", "/clock"), api("GET", "/pumps")];
   if (may("read")) reading.push(api("GET", "/infusions"));
   const [clock, pumps, infusions] = await Promise.all(reading);
@@ -265,6 +268,7 @@ async function load() {
     await loadReactionTimes();
   }
   view.receivedAt = performance.now();
+  view.loadedFrom = started; // what was shown is no older than this load's start
   render();
 }
 
@@ -525,12 +529,18 @@ function facts(pump, infusion) {
   return out;
 }
 
+// A3 in large words while the service says the stop is not confirmed; once the pump has
+// confirmed it, the latched alarm stays in the alarm list until a nurse clears it (A1).
 function stopNotStopped(infusion) {
-  if (!infusion) return false;
-  return infusion.stop_unconfirmed || (infusion.latched_alarms || []).some((a) => STOP_ALARMS.has(a));
+  return Boolean(infusion?.stop_unconfirmed);
 }
 
 function fillNotice(slot, id, infusion) {
+  const shown = notices.get(id);
+  if (shown?.kind === "alarm" && infusion && view.loadedFrom > shown.after && !stopNotStopped(infusion)) {
+    // the 202's A3 alarm lasts as long as the service says the stop is not confirmed
+    notices.set(id, { kind: "ok", text: "The pump has now confirmed the stop (A3)" });
+  }
   const notice = notices.get(id);
   const items = [];
   if (stopNotStopped(infusion) || notice?.kind === "alarm") {
@@ -684,7 +694,7 @@ function drawChart(infusion) {
 // ---------------------------------------------------------------- actions
 
 function setNotice(pumpId, kind, text) {
-  notices.set(pumpId, { kind, text });
+  notices.set(pumpId, { kind, text, after: loadStarts });
   render();
 }
 

@@ -76,7 +76,7 @@ async def test_i1_i2_nurse_reports_grade_2_at_150_then_resumes_at_75(
 async def test_a_resume_the_rules_refuse_shows_the_rule_and_its_words(
     service: Service, browser: Browser
 ) -> None:
-    """I3: after a grade 3 reaction the preview names the rule that refuses a resume; the
+    """I5: after a grade 3 reaction the preview names the rule that refuses a resume; the
     page offers no way round it."""
     await service.running("pump-1", "MRN-0002", hours=1)
     page = await signed_in(browser, service, "nurse")
@@ -86,7 +86,7 @@ async def test_a_resume_the_rules_refuse_shows_the_rule_and_its_words(
     await expect(pump).to_contain_text("observation")
     await pump.get_by_role("button", name="Resume").click()
     dialog = page.get_by_role("dialog", name="Resume on pump-1")
-    await expect(dialog).to_contain_text(re.compile(r"Resume refused \(I\d+\): \S"))
+    await expect(dialog).to_contain_text(re.compile(r"Resume refused \(I5\): \S"))
     await expect(dialog.get_by_role("button", name=re.compile("^Resume at"))).to_be_hidden()
     await dialog.get_by_role("button", name="Cancel").click()
     assert (await service.pump("pump-1"))["state"] != "running"
@@ -201,6 +201,20 @@ async def test_a3_the_page_shows_a_stop_that_was_not_confirmed(
     await screenshot(page, "room-alarm")
     await expect(region(page, "pump-1").get_by_role("status")).to_have_count(0)
     await service.api("DELETE", "/sim/pumps/pump-1/faults/no_reply", "admin")
+    # the stop is sent again on the next contact and confirmed: the alert goes, the latched
+    # alarm stays until a nurse clears it (A1), and clearing it never starts the pump
+    await service.advance(1)
+    pump = region(page, "pump-1")
+    await expect(pump.get_by_role("alert").filter(has_text="clamp the line")).to_have_count(0)
+    await expect(pump.get_by_role("status")).to_have_text(
+        "The pump has now confirmed the stop (A3)"
+    )
+    clear = pump.get_by_role("list", name="Alarms").get_by_role("button", name="Clear alarm")
+    while await clear.count():
+        await clear.first.click()
+        await expect(pump.get_by_role("status")).to_contain_text("cleared (A1)")
+    await expect(pump.get_by_role("list", name="Alarms")).to_have_count(0)
+    assert (await service.pump("pump-1"))["state"] != "running"
 
 
 async def test_keyboard_alone_reports_a_reaction(service: Service, browser: Browser) -> None:
@@ -380,3 +394,63 @@ async def test_the_page_says_when_it_is_disconnected_and_catches_up_with_last_ev
         assert loads == []
     finally:
         await proxy.cut()
+
+
+async def test_i4_bronchospasm_needs_symptoms_resolved_before_the_resume(
+    service: Service, browser: Browser
+) -> None:
+    """I4: after grade 2 bronchospasm the preview refuses naming I4 until the nurse marks the
+    symptoms resolved; then it gives half the rate (I2)."""
+    await service.running("pump-1", "MRN-0013", hours=1)
+    page = await signed_in(browser, service, "nurse")
+    await report_reaction(page, "pump-1", 2, "Bronchospasm")
+    pump = region(page, "pump-1")
+    await expect(pump.get_by_role("status")).to_have_text(re.compile(r"Stop confirmed in \d+ ms"))
+    await pump.get_by_role("button", name="Resume").click()
+    dialog = page.get_by_role("dialog", name="Resume on pump-1")
+    await expect(dialog).to_contain_text(re.compile(r"Resume refused \(I4\): \S"))
+    await dialog.get_by_role("button", name="Cancel").click()
+    await pump.get_by_role("button", name="Symptoms resolved").click()
+    await expect(pump.get_by_role("status")).to_have_text("Symptoms resolved recorded (I4)")
+    await pump.get_by_role("button", name="Resume").click()
+    await expect(dialog).to_contain_text("The rules give 50 ml/h (I2)")  # half of 100
+
+
+async def test_i5_a_reassessment_to_grade_3_stops_for_observation(
+    service: Service, browser: Browser
+) -> None:
+    """I5: every grade change in one stop is a reassessment; grade 3 opens the observation."""
+    infusion = await service.running("pump-1", "MRN-0014", hours=1)
+    page = await signed_in(browser, service, "nurse")
+    await report_reaction(page, "pump-1", 2, "Other")
+    pump = region(page, "pump-1")
+    await expect(pump.get_by_role("status")).to_have_text(re.compile(r"Stop confirmed in \d+ ms"))
+    await pump.get_by_role("button", name="Reassess").click()
+    dialog = page.get_by_role("dialog", name="Reassess reaction on pump-1")
+    await expect(dialog.get_by_role("radio", name="Grade 2")).to_be_checked()
+    await dialog.get_by_role("radio", name="Grade 3").check()
+    await dialog.get_by_role("button", name="Save reassessment").click()
+    await expect(pump.get_by_role("status")).to_have_text("Reassessed: grade 3 (I5)")
+    await expect(pump).to_contain_text("observation after a grade 3 or higher reaction (I5)")
+    view = await service.api("GET", f"/infusions/{infusion}", "viewer")
+    assert (view["state"], view["reaction"]["max_grade"]) == ("stopped_observation", 3)
+
+
+async def test_stop_infusion_asks_for_a_reason_and_stops_for_good(
+    service: Service, browser: Browser
+) -> None:
+    infusion = await service.running("pump-1", "MRN-0015", hours=1)
+    page = await signed_in(browser, service, "nurse")
+    pump = region(page, "pump-1")
+    await pump.get_by_role("button", name="Stop infusion").click()
+    dialog = page.get_by_role("dialog", name="Stop infusion on pump-1")
+    await dialog.get_by_role("button", name="Stop for good").click()  # no reason: not sent
+    await expect(dialog).to_be_visible()
+    assert (await service.pump("pump-1"))["state"] == "running"
+    await dialog.get_by_label("Reason").fill("patient asked to stop")
+    await dialog.get_by_role("button", name="Stop for good").click()
+    await expect(pump.get_by_role("status")).to_have_text("Infusion stopped for good")
+    await expect(pump).to_contain_text("Stopped for good")
+    view = await service.api("GET", f"/infusions/{infusion}", "viewer")
+    assert (view["state"], view["stop_reason"]) == ("stopped", "patient asked to stop")
+    assert (await service.pump("pump-1"))["state"] != "running"
