@@ -36,7 +36,6 @@ from drivers.base import PumpState
 from drivers.mqtt import (
     DEFAULT_PREFIX,
     OFFLINE_PAYLOAD,
-    TCP_NODELAY_OPTION,
     AckPayload,
     CommandPayload,
     Op,
@@ -47,7 +46,14 @@ from drivers.mqtt import (
     command_id_of,
     decode_command,
 )
-from drivers.mqtt.bus import MAX_INFLIGHT, SUBSCRIBE_BATCH
+from drivers.mqtt.bus import (
+    MAX_INFLIGHT,
+    SUBSCRIBE_BATCH,
+    Session,
+    bounded,
+    cancel_and_wait,
+    new_client,
+)
 from simulator.model import PumpModel, SimulatorError
 
 __all__ = [
@@ -71,6 +77,9 @@ RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 2.0
 #: How long a clean shutdown may spend announcing "offline".
 SHUTDOWN_PUBLISH_S = 1.0
+#: Wire seconds a connect, subscribe or publish may take before the link counts as down (the
+#: bound aiomqtt's own timeout gave; drivers/mqtt/bus.py says why the bound is ours).
+CALL_BOUND_S = 10.0
 
 
 async def keep_connected(
@@ -87,7 +96,7 @@ async def keep_connected(
     while True:
         client = connect()
         try:
-            async with client:
+            async with Session(client, CALL_BOUND_S):
                 attempt = 0
                 await serve(client)
         except* aiomqtt.MqttError as group:
@@ -158,9 +167,7 @@ class MqttPumpServer:
         """Announce "offline" (retained), disconnect cleanly and stop serving."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     @property
     def client(self) -> aiomqtt.Client | None:
@@ -188,13 +195,12 @@ class MqttPumpServer:
         """Serve until cancelled, reconnecting with backoff and jitter when the link drops."""
         with self._listening():
             await keep_connected(
-                lambda: aiomqtt.Client(
+                lambda: new_client(
                     self.host,
                     self.port,
                     identifier=self.client_id,
                     will=aiomqtt.Will(self.topics.status, OFFLINE_PAYLOAD, qos=1, retain=True),
                     keepalive=KEEPALIVE_S,
-                    socket_options=TCP_NODELAY_OPTION,
                 ),
                 self._serve,
                 self._gone,
@@ -204,7 +210,7 @@ class MqttPumpServer:
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         """One connection of its own: subscribe, then serve until the link drops."""
-        await client.subscribe(self.topics.cmd, qos=1)
+        await bounded(client.subscribe(self.topics.cmd, qos=1), CALL_BOUND_S, "subscribe")
         await self._serve_on(client, client.messages)
 
     async def serve_shared(self, client: aiomqtt.Client) -> None:
@@ -300,7 +306,11 @@ class MqttPumpServer:
         payload = StatusPayload.from_status(
             self.model.status(), seq=self.seq, ts=self.model.clock.now()
         )
-        await client.publish(self.topics.status, payload.to_bytes(), qos=1, retain=True)
+        await bounded(
+            client.publish(self.topics.status, payload.to_bytes(), qos=1, retain=True),
+            CALL_BOUND_S,
+            "status",
+        )
         return payload
 
     async def _publisher(self, client: aiomqtt.Client) -> None:
@@ -413,7 +423,7 @@ class MqttPumpServer:
             await asyncio.sleep(faults.late_reply_s)
         if faults.take_garble():
             data = data[: len(data) // 2]  # truncated JSON: never valid
-        await client.publish(self.topics.ack, data, qos=1)
+        await bounded(client.publish(self.topics.ack, data, qos=1), CALL_BOUND_S, "ack")
 
 
 class MqttSimulator:
@@ -474,9 +484,7 @@ class MqttSimulator:
     ) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         await asyncio.gather(*(s.close() for s in self.servers.values()))
 
     async def wait_online(self) -> None:
@@ -494,12 +502,11 @@ class MqttSimulator:
         )
 
     def _connect(self) -> aiomqtt.Client:
-        client = aiomqtt.Client(
+        client = new_client(
             self.host,
             self.port,
             identifier=self.client_id,
             keepalive=KEEPALIVE_S,
-            socket_options=TCP_NODELAY_OPTION,
             max_inflight_messages=MAX_INFLIGHT,
         )
         client.pending_calls_threshold = MAX_INFLIGHT  # many in flight is the point
@@ -514,7 +521,8 @@ class MqttSimulator:
         routes = {s.topics.cmd: s for s in self.servers.values()}
         topics = [(topic, 1) for topic in routes]
         for start in range(0, len(topics), SUBSCRIBE_BATCH):
-            await client.subscribe(topics[start : start + SUBSCRIBE_BATCH])
+            batch = topics[start : start + SUBSCRIBE_BATCH]
+            await bounded(client.subscribe(batch), CALL_BOUND_S, "subscribe")
         self._client = client
         self.connections += 1
         async with asyncio.TaskGroup() as tg:

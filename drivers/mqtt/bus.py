@@ -11,6 +11,15 @@ stay each pump's own (A2): the bus knows only whether the broker connection is u
 
 Topics, payloads and QoS are those of interfaces.md section 2: the bus changes only how many
 TCP connections carry them.
+
+Cancellation: aiomqtt bounds each of its calls (CONNECT, SUBSCRIBE, PUBLISH, DISCONNECT) with
+`asyncio.wait_for`, which on Python 3.11 swallows a cancellation that lands in the loop
+iteration where the awaited acknowledgement arrives: the call returns normally and the cancelled
+task goes on (a supervisor's poller polled on after its controller shut down, so the task group
+waiting for it never ended). Every client of the project is therefore built by `new_client`,
+with no aiomqtt timeout (aiomqtt then awaits the acknowledgement directly, and a cancellation
+passes), and every call is bounded by its caller with `asyncio.timeout`: `bounded` for a call,
+`Session` for a connection's CONNECT and DISCONNECT (tests/drivers/test_mqtt_cancellation.py).
 """
 
 from __future__ import annotations
@@ -18,11 +27,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import aiomqtt
 
@@ -32,7 +42,17 @@ from drivers.base import LINK_TIMEOUT_S, PumpConfigError
 if TYPE_CHECKING:
     from drivers.mqtt.pump import MqttPump
 
-__all__ = ["MAX_INFLIGHT", "SUBSCRIBE_BATCH", "TCP_NODELAY_OPTION", "MqttBus", "require_positive"]
+__all__ = [
+    "MAX_INFLIGHT",
+    "SUBSCRIBE_BATCH",
+    "TCP_NODELAY_OPTION",
+    "MqttBus",
+    "Session",
+    "bounded",
+    "cancel_and_wait",
+    "new_client",
+    "require_positive",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -43,6 +63,74 @@ TCP_NODELAY_OPTION = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 MAX_INFLIGHT = 1024
 #: Topics per SUBSCRIBE packet when (re)subscribing every attached pump.
 SUBSCRIBE_BATCH = 200
+
+
+_T = TypeVar("_T")
+
+
+def new_client(host: str, port: int, **options: Any) -> aiomqtt.Client:
+    """An aiomqtt client with TCP_NODELAY and no aiomqtt timeout (module docstring: its calls
+    must be bounded by the caller, with `bounded` and `Session`)."""
+    return aiomqtt.Client(
+        host, port, timeout=math.inf, socket_options=TCP_NODELAY_OPTION, **options
+    )
+
+
+async def bounded(call: Awaitable[_T], bound_s: float, what: str) -> _T:
+    """Await one call of a `new_client` client, bounded by `bound_s`: past it an `MqttError`
+    (as aiomqtt's own timeout raised); a cancellation always passes."""
+    try:
+        async with asyncio.timeout(bound_s):
+            return await call
+    except TimeoutError:
+        raise aiomqtt.MqttError(f"{what}: not acknowledged within {bound_s} s") from None
+
+
+class Session:
+    """`async with Session(client, bound_s) as client`: a `new_client` client's connection, its
+    CONNECT and its clean DISCONNECT each bounded by `bound_s` (an `MqttError` past it).
+
+    A DISCONNECT that times out while an exception (a cancellation) is leaving the block is
+    logged, never raised: it must not replace that exception (an `MqttError` there would turn a
+    cancelled connection loop into a reconnection)."""
+
+    def __init__(self, client: aiomqtt.Client, bound_s: float) -> None:
+        self.client = client
+        self.bound_s = bound_s
+
+    async def __aenter__(self) -> aiomqtt.Client:
+        try:
+            await bounded(self.client.__aenter__(), self.bound_s, "connect")
+        except BaseException:
+            # aiomqtt leaves a connection abandoned before its CONNACK open (socket, reader
+            # and its keepalive task): close it, or it lingers as a second client of this id.
+            self.client._client._sock_close()  # aiomqtt has no abort
+            raise
+        return self.client
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await bounded(self.client.__aexit__(exc_type, exc, tb), self.bound_s, "disconnect")
+        except aiomqtt.MqttError as error:
+            if exc is None:
+                raise
+            _log.info("client %s: %s", self.client.identifier, error)
+
+
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel `task` and wait until it has ended; an exception it ended with (other than its
+    cancellation) is raised. A cancellation of the caller passes (`contextlib.suppress` of
+    `CancelledError` around `await task` would swallow it: a closing owner cancelled by its own
+    task group would then return as if closed normally, and that group go on)."""
+    task.cancel()
+    await asyncio.wait({task})
+    if not task.cancelled() and (error := task.exception()) is not None:
+        raise error
 
 
 def require_positive(owner: str, **settings: float) -> None:
@@ -115,9 +203,7 @@ class MqttBus:
         """Disconnect cleanly and stop; every attached pump is told its link is down."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     @property
     def started(self) -> bool:
@@ -190,7 +276,8 @@ class MqttBus:
     async def _subscribe(self, client: aiomqtt.Client, pumps: Iterable[MqttPump]) -> None:
         topics = [(t, 1) for p in pumps for t in (p.topics.status, p.topics.ack)]
         for start in range(0, len(topics), SUBSCRIBE_BATCH):
-            await client.subscribe(topics[start : start + SUBSCRIBE_BATCH])
+            batch = topics[start : start + SUBSCRIBE_BATCH]
+            await bounded(client.subscribe(batch), self.link_timeout_s, "subscribe")
 
     # -- the connection ------------------------------------------------------------------
 
@@ -199,18 +286,16 @@ class MqttBus:
         attempt = 0
         lost_logged = False
         while True:
-            client = aiomqtt.Client(
+            client = new_client(
                 self.host,
                 self.port,
                 identifier=self.client_id,
                 keepalive=max(1, round(self.link_timeout_s)),
-                timeout=self.link_timeout_s,
-                socket_options=TCP_NODELAY_OPTION,
                 max_inflight_messages=self._max_inflight,
             )
             client.pending_calls_threshold = self._max_inflight  # many in flight is the point
             try:
-                async with client:
+                async with Session(client, self.link_timeout_s):
                     await self._link(client)
                     if self.connections > 1:
                         _log.warning(

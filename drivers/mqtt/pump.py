@@ -308,7 +308,7 @@ class MqttPump(Pump):
                 while True:
                     future: asyncio.Future[AckPayload | None] = loop.create_future()
                     self._pending[command.id] = future
-                    if send:
+                    if send:  # bounded by the command timeout (bus.py: never by aiomqtt's)
                         await client.publish(self.topics.cmd, command.to_bytes(), qos=1)
                     ack = await future
                     if ack is not None:
