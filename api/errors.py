@@ -3,17 +3,48 @@ FastAPI's own shape), 404 for unknown ids."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from typing import Any
 
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+
+from api.schemas import Message, ProblemOut
 from pumpctl.controller.ward import Invalid, Refused
 from pumpctl.store import NotFoundError
 
-__all__ = ["install_error_handlers"]
+__all__ = ["install_error_handlers", "responses"]
+
+#: The error answers of interfaces.md section 3, as the OpenAPI declares them (FastAPI adds 422).
+_RESPONSES: dict[int, dict[str, Any]] = {
+    401: {"model": Message, "description": "No or bad token"},
+    403: {"model": Message, "description": "The token's role may not do this"},
+    404: {"model": Message, "description": "Unknown id"},
+    409: {"model": ProblemOut, "description": "Refused by a rule: its id and its words"},
+}
+
+
+#: FastAPI's words when the body is not text its JSON parser takes (fastapi/routing.py).
+_UNPARSABLE = "There was an error parsing the body"
+
+
+def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` of a route or router answering `codes` besides its own."""
+    return {code: _RESPONSES[code] for code in codes}
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Map Refused, Invalid and NotFoundError to 409, 422 and 404."""
+    """Map Refused, Invalid and NotFoundError to 409, 422 and 404; a body FastAPI cannot
+    parse (bytes that are not UTF-8 JSON text) to 422 naming the body, not an undeclared 400."""
+
+    @app.exception_handler(HTTPException)
+    async def unparsable(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 400 and exc.detail == _UNPARSABLE:
+            loc = ["body"]
+            msg = "the body is not JSON text (UTF-8)"
+            return JSONResponse({"detail": [{"loc": loc, "msg": msg, "type": "json_invalid"}]}, 422)
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(Refused)
     async def refused(request: Request, exc: Refused) -> JSONResponse:

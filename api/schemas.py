@@ -19,8 +19,10 @@ __all__ = [
     "BagIn",
     "HistoryIn",
     "InfusionIn",
+    "Message",
     "PatientIn",
     "PremedicationIn",
+    "ProblemOut",
     "ReactionIn",
     "ReasonIn",
     "ReassessIn",
@@ -114,6 +116,12 @@ class ReactionOut(BaseModel):
     state: str
     alarm: str | None = None
     message: str | None = None
+
+
+class Message(BaseModel):
+    """An error in words: 401 no or bad token, 403 wrong role, 404 unknown id."""
+
+    detail: str
 
 
 class Problem(BaseModel):

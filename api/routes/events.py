@@ -14,11 +14,12 @@ from sse_starlette.sse import EventSourceResponse
 
 from api.auth import CLINICAL, User
 from api.deps import WardDep, get_settings, require
+from api.errors import responses
 from api.views import audit_view, pump_view
 from pumpctl.controller.ward import Ward
 from pumpctl.settings import Settings
 
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], responses=responses(401, 403))
 Reader = Annotated[User, Depends(require(CLINICAL))]
 
 #: Wall seconds between two looks at the pumps' cached statuses (a status event at most this

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from api.auth import CLINICAL, NURSE_UP, User
 from api.deps import WardDep, require
+from api.errors import responses
 from api.schemas import (
     BagIn,
     InfusionIn,
@@ -27,7 +28,9 @@ from pumpctl.controller.ward import A3_WORDS
 from pumpctl.core.machine import CLINICIAN_ONLY
 from pumpctl.settings import Role
 
-router = APIRouter(prefix="/infusions", tags=["infusions"])
+router = APIRouter(prefix="/infusions", tags=["infusions"], responses=responses(401, 403))
+#: An action on one infusion: unknown id, or refused by a rule.
+ACTION = responses(404, 409)
 Reader = Annotated[User, Depends(require(CLINICAL))]
 Nurse = Annotated[User, Depends(require(NURSE_UP))]
 Clinician = Annotated[User, Depends(require({Role.CLINICIAN}))]
@@ -44,7 +47,7 @@ State = Literal[
 ]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=ACTION)
 async def create(body: InfusionIn, user: Clinician, ward: WardDep) -> dict[str, Any]:
     """The patient's next infusion, planned on a pump (row, bag, dose, steps)."""
     infusion_id = ward.create_infusion(
@@ -77,14 +80,14 @@ async def list_infusions(
     return [v for v in views if state is None or v["state"] == state]
 
 
-@router.get("/{infusion_id}")
+@router.get("/{infusion_id}", responses=responses(404))
 async def get_infusion(infusion_id: int, user: Reader, ward: WardDep) -> dict[str, Any]:
     """One infusion's public state."""
     del user
     return infusion_view(ward, infusion_id)
 
 
-@router.post("/{infusion_id}/premedication")
+@router.post("/{infusion_id}/premedication", responses=ACTION)
 async def premedication(
     infusion_id: int, body: PremedicationIn, user: Nurse, ward: WardDep
 ) -> dict[str, Any]:
@@ -93,7 +96,7 @@ async def premedication(
     return infusion_view(ward, infusion_id)
 
 
-@router.post("/{infusion_id}/start")
+@router.post("/{infusion_id}/start", responses=ACTION)
 async def start(
     infusion_id: int,
     user: Clinician,
@@ -106,7 +109,7 @@ async def start(
     return infusion_view(ward, infusion_id)
 
 
-@router.post("/{infusion_id}/cancel")
+@router.post("/{infusion_id}/cancel", responses=ACTION)
 async def cancel(
     infusion_id: int, body: ReasonIn, user: Clinician, ward: WardDep
 ) -> dict[str, Any]:
@@ -119,7 +122,10 @@ async def cancel(
     "/{infusion_id}/reactions",
     status_code=status.HTTP_201_CREATED,
     response_model=ReactionOut,
-    responses={202: {"model": ReactionOut, "description": "the stop is not confirmed (A3)"}},
+    responses={
+        202: {"model": ReactionOut, "description": "the stop is not confirmed (A3)"},
+        **ACTION,
+    },
 )
 async def report_reaction(infusion_id: int, body: ReactionIn, user: Nurse, ward: WardDep) -> Any:
     """I1: stops the pump first, records second; 201 once the pump confirmed the stop, 202
@@ -145,7 +151,7 @@ async def report_reaction(infusion_id: int, body: ReactionIn, user: Nurse, ward:
     return answer
 
 
-@router.post("/{infusion_id}/reactions/{reaction_id}/reassess")
+@router.post("/{infusion_id}/reactions/{reaction_id}/reassess", responses=ACTION)
 async def reassess(
     infusion_id: int, reaction_id: int, body: ReassessIn, user: Nurse, ward: WardDep
 ) -> dict[str, Any]:
@@ -154,20 +160,20 @@ async def reassess(
     return infusion_view(ward, infusion_id)
 
 
-@router.post("/{infusion_id}/reactions/{reaction_id}/resolve")
+@router.post("/{infusion_id}/reactions/{reaction_id}/resolve", responses=ACTION)
 async def resolve(infusion_id: int, reaction_id: int, user: Nurse, ward: WardDep) -> dict[str, Any]:
     """I4: symptoms resolved."""
     ward.resolve(infusion_id, reaction_id, actor=user.name)
     return infusion_view(ward, infusion_id)
 
 
-@router.get("/{infusion_id}/resume")
+@router.get("/{infusion_id}/resume", responses=responses(404))
 async def resume_preview(infusion_id: int, user: Reader, ward: WardDep) -> dict[str, Any]:
     """The rate a resume would give now, or the rule that refuses it."""
     return ward.resume_preview(infusion_id, actor=user.name)
 
 
-@router.post("/{infusion_id}/resume")
+@router.post("/{infusion_id}/resume", responses=ACTION)
 async def resume(
     infusion_id: int,
     user: Nurse,
@@ -186,35 +192,35 @@ async def resume(
     return infusion_view(ward, infusion_id)
 
 
-@router.post("/{infusion_id}/hold")
+@router.post("/{infusion_id}/hold", responses=ACTION)
 async def hold(infusion_id: int, user: Clinician, ward: WardDep) -> dict[str, Any]:
     """L7: hold escalation."""
     ward.hold(infusion_id, actor=user.name)
     return infusion_view(ward, infusion_id)
 
 
-@router.post("/{infusion_id}/release")
+@router.post("/{infusion_id}/release", responses=ACTION)
 async def release(infusion_id: int, user: Clinician, ward: WardDep) -> dict[str, Any]:
     """L7: release the hold."""
     ward.release(infusion_id, actor=user.name)
     return infusion_view(ward, infusion_id)
 
 
-@router.post("/{infusion_id}/bag")
+@router.post("/{infusion_id}/bag", responses=ACTION)
 async def new_bag(infusion_id: int, body: BagIn, user: Nurse, ward: WardDep) -> dict[str, Any]:
     """L9: a new bag."""
     ward.new_bag(infusion_id, body.prepared_at, actor=user.name)
     return infusion_view(ward, infusion_id)
 
 
-@router.post("/{infusion_id}/stop")
+@router.post("/{infusion_id}/stop", responses=ACTION)
 async def stop(infusion_id: int, body: ReasonIn, user: Nurse, ward: WardDep) -> dict[str, Any]:
     """Stop for good, with a reason."""
     ward.stop(infusion_id, body.reason, actor=user.name)
     return infusion_view(ward, infusion_id)
 
 
-@router.post("/{infusion_id}/alarms/{alarm}/clear")
+@router.post("/{infusion_id}/alarms/{alarm}/clear", responses=ACTION)
 async def clear_alarm(infusion_id: int, alarm: str, user: Nurse, ward: WardDep) -> dict[str, Any]:
     """A1: acknowledge a latched alarm; never starts the pump."""
     if alarm in CLINICIAN_ONLY and user.role is not Role.CLINICIAN:
@@ -224,7 +230,7 @@ async def clear_alarm(infusion_id: int, alarm: str, user: Nurse, ward: WardDep) 
     return infusion_view(ward, infusion_id)
 
 
-@router.get("/{infusion_id}/events")
+@router.get("/{infusion_id}/events", responses=responses(404))
 async def events(infusion_id: int, user: Reader, ward: WardDep) -> list[dict[str, Any]]:
     """The infusion's audit trail."""
     del user

@@ -8,13 +8,14 @@ from fastapi import APIRouter, Depends, status
 
 from api.auth import CLINICAL, User
 from api.deps import WardDep, require
+from api.errors import responses
 from api.schemas import HistoryIn, PatientIn, ReasonIn
 from pumpctl.controller.ward import Invalid, Refused
 from pumpctl.core.history import InfusionRecord, ReactionRecord, Sign
 from pumpctl.settings import Role
 from pumpctl.store import StoreError
 
-router = APIRouter(prefix="/patients", tags=["patients"])
+router = APIRouter(prefix="/patients", tags=["patients"], responses=responses(401, 403))
 Reader = Annotated[User, Depends(require(CLINICAL))]
 Clinician = Annotated[User, Depends(require({Role.CLINICIAN}))]
 
@@ -38,7 +39,7 @@ def _patient(ward: Any, patient_id: int) -> dict[str, Any]:
     }
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=responses(409))
 async def create_patient(body: PatientIn, user: Clinician, ward: WardDep) -> dict[str, Any]:
     """A patient and their course; the protocol is fixed for the course."""
     patient_id, _course = ward.create_patient(
@@ -47,14 +48,16 @@ async def create_patient(body: PatientIn, user: Clinician, ward: WardDep) -> dic
     return _patient(ward, patient_id)
 
 
-@router.get("/{patient_id}")
+@router.get("/{patient_id}", responses=responses(404))
 async def get_patient(patient_id: int, user: Reader, ward: WardDep) -> dict[str, Any]:
     """The patient, `course_state` and the history the rules read."""
     del user
     return _patient(ward, patient_id)
 
 
-@router.post("/{patient_id}/history", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/{patient_id}/history", status_code=status.HTTP_201_CREATED, responses=responses(404, 409)
+)
 async def add_history(
     patient_id: int, body: HistoryIn, user: Clinician, ward: WardDep
 ) -> dict[str, Any]:
@@ -89,7 +92,7 @@ async def add_history(
     return _patient(ward, patient_id)
 
 
-@router.post("/{patient_id}/reinstate")
+@router.post("/{patient_id}/reinstate", responses=responses(404, 409))
 async def reinstate(
     patient_id: int, body: ReasonIn, user: Clinician, ward: WardDep
 ) -> dict[str, Any]:

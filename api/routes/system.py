@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from api.auth import User
 from api.deps import CurrentUser, WardDep, get_settings, require
+from api.errors import responses
 from api.schemas import Instant
 from api.views import pump_view
 from pumpctl.settings import Role, Settings
@@ -43,13 +44,13 @@ async def health(request: Request, ward: WardDep) -> JSONResponse:
     return JSONResponse(body, 200 if store == "up" else 503)
 
 
-@router.get("/me")
+@router.get("/me", responses=responses(401))
 async def me(user: CurrentUser) -> dict[str, str]:
     """The token's name and role."""
     return {"name": user.name, "role": user.role.value}
 
 
-@router.get("/clock", response_model=Instant)
+@router.get("/clock", response_model=Instant, responses=responses(401))
 async def clock(
     user: CurrentUser, ward: WardDep, settings: Annotated[Settings, Depends(get_settings)]
 ) -> Instant:
@@ -58,7 +59,7 @@ async def clock(
     return Instant(now=ward.clock.now(), mode=settings.clock_mode)
 
 
-@router.get("/pumps")
+@router.get("/pumps", responses=responses(401))
 async def pumps(user: Annotated[User, Depends(_PUMPS)], ward: WardDep) -> list[dict[str, Any]]:
     """Every pump, from the cached statuses."""
     del user
