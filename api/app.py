@@ -8,7 +8,6 @@ before it answers a request.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -21,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from api.deps import get_ward
 from api.errors import install_error_handlers
 from api.metrics import ServiceMetrics
+from api.page import mount_page
 from api.pumps import open_pumps
 from api.routes import events, infusions, patients, system
 from drivers.base import Pump
@@ -133,8 +133,5 @@ def create_app(settings: Settings) -> FastAPI:
         registry = app.state.metrics.registry
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    if importlib.util.find_spec("api.page") is not None:
-        from api.page import mount_page  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
-
-        mount_page(app)
+    mount_page(app)  # the nurse station page at /
     return app

@@ -220,12 +220,12 @@ def demo(
         raise _fail("demo", _validation_message(exc)) from None
     _logging(settings.model_copy(update={"log_level": "warning"}))
     url = f"http://127.0.0.1:{chosen}/"
-    typer.echo(f"pumpctl demo: the service is at {url}")
+    typer.echo(f"pumpctl demo: the nurse station page is at {url} (sign in with a token below)")
     if chosen != port:
         typer.echo(f"  (port {port} is taken; using {chosen})")
     typer.echo(f"  API docs: {url}docs   health: {url}api/v1/health")
     typer.echo(f"  data directory: {data} (SQLite), clock: {speed:g}x, {pumps} simulated pumps")
-    typer.echo("  tokens (one per role; /docs has an 'Authorize' button that takes one):")
+    typer.echo("  tokens (one per role: the page's 'Access token', or /docs's 'Authorize'):")
     for token, entry in tokens.items():
         typer.echo(f"    {entry.role.value:<9} {token}")
     typer.echo(f'  try: curl -H "Authorization: Bearer TOKEN" {url}{API_PREFIX[1:]}/pumps')

@@ -31,6 +31,7 @@ ACCESS: dict[tuple[str, str], frozenset[str] | str] = {
     ("GET", "/docs/oauth2-redirect"): PUBLIC,
     ("GET", "/redoc"): PUBLIC,
     ("GET", "/metrics"): PUBLIC,
+    ("GET", "/"): PUBLIC,  # the nurse station page: holds no data (its files under /static)
     ("GET", "/api/v1/health"): PUBLIC,
     ("GET", "/api/v1/me"): ANY,
     ("GET", "/api/v1/clock"): ANY,
