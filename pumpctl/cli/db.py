@@ -15,6 +15,7 @@ from typing import Annotated, NoReturn
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
+from pumpctl.cli.progress import waiting
 from pumpctl.store import StoreError, default_database_url, migrate
 
 __all__ = ["app"]
@@ -40,7 +41,8 @@ def _fail(verb: str, message: str) -> NoReturn:
 def _run(verb: str, database: str | None, action: Callable[[str], str | None]) -> None:
     try:
         url = database or default_database_url()
-        revision = action(url)
+        with waiting(f"pumpctl db {verb}"):
+            revision = action(url)
     except StoreError as exc:
         _fail(verb, str(exc))
     except SQLAlchemyError as exc:

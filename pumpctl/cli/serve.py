@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from api.app import API_PREFIX, create_app
 from pumpctl import sdnotify
+from pumpctl.cli.progress import waiting
 from pumpctl.controller.ward import Ward
 from pumpctl.settings import DEFAULT_PORT, Role, Settings, TokenEntry, load_settings
 from pumpctl.store import DataDirError, StoreError
@@ -84,8 +85,10 @@ async def _run(settings: Settings, on_ready: Any = None) -> None:
     serving = asyncio.create_task(server.serve(), name="uvicorn")
     watchdog: asyncio.Task[None] | None = None
     try:
-        while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn has no event
-            await asyncio.sleep(0.05)
+        pumps = settings.simulate or len(settings.pumps)
+        with waiting(f"pumpctl: starting the service ({pumps} pump(s), store, recovery)"):
+            while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn has no event
+                await asyncio.sleep(0.05)
         if server.started:
             sdnotify.notify("READY=1")
             watchdog = sdnotify.start_watchdog()
