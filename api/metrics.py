@@ -3,6 +3,7 @@ alarms active by kind, link state per pump. Each app has its own registry."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Histogram
@@ -15,17 +16,20 @@ __all__ = ["ServiceMetrics"]
 
 
 class _Live(Collector):
-    """Read at every scrape from the ward: nothing to keep in step."""
+    """Read at every scrape from the ward: nothing to keep in step. A scrape may run off the
+    event loop (a sync route runs in the threadpool), so the link's age is measured on the
+    clock of the loop the service runs on, taken when it was built."""
 
     def __init__(self, ward: Ward) -> None:
         self.ward = ward
+        self.loop = asyncio.get_running_loop()
 
     def collect(self) -> Iterator[Metric]:
         link = GaugeMetricFamily(
             "pumpctl_pump_link_up", "1 while the pump's link is up (A2)", labels=["pump"]
         )
         for pump_id, supervisor in self.ward.supervisors.items():
-            up = supervisor.link_up and not supervisor.pump.is_stale()
+            up = supervisor.link_up and not supervisor.pump.is_stale(self.loop.time())
             link.add_metric([pump_id], 1.0 if up else 0.0)
         yield link
         alarms = GaugeMetricFamily(
@@ -43,7 +47,7 @@ class _Live(Collector):
 
 
 class ServiceMetrics:
-    """The app's registry and its instruments."""
+    """The app's registry and its instruments (built in the app's lifespan, on its loop)."""
 
     def __init__(self, ward: Ward) -> None:
         self.registry = CollectorRegistry()
