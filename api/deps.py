@@ -9,10 +9,11 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.auth import User, authenticate
+from api.metrics import ServiceMetrics
 from pumpctl.controller.ward import Ward
 from pumpctl.settings import Role, Settings
 
-__all__ = ["CurrentUser", "WardDep", "require"]
+__all__ = ["CurrentUser", "MetricsDep", "WardDep", "require"]
 
 _bearer = HTTPBearer(auto_error=False, description="A token of the configured roles")
 
@@ -27,6 +28,12 @@ def get_ward(request: Request) -> Ward:
     """The ward (controller and store) built in the app's lifespan."""
     ward: Ward = request.app.state.ward
     return ward
+
+
+def get_metrics(request: Request) -> ServiceMetrics:
+    """The app's Prometheus instruments (GET /metrics), built with the ward."""
+    metrics: ServiceMetrics = request.app.state.metrics
+    return metrics
 
 
 def current_user(
@@ -52,6 +59,7 @@ def current_user(
 
 CurrentUser = Annotated[User, Depends(current_user)]
 WardDep = Annotated[Ward, Depends(get_ward)]
+MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 
 
 def require(roles: Iterable[Role]) -> Callable[[User], User]:

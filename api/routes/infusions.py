@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Query, status
 from fastapi.responses import JSONResponse
 
 from api.auth import CLINICAL, NURSE_UP, User
-from api.deps import WardDep, require
+from api.deps import MetricsDep, WardDep, require
 from api.errors import responses
 from api.schemas import (
     BagIn,
@@ -127,7 +127,9 @@ async def cancel(
         **ACTION,
     },
 )
-async def report_reaction(infusion_id: int, body: ReactionIn, user: Nurse, ward: WardDep) -> Any:
+async def report_reaction(
+    infusion_id: int, body: ReactionIn, user: Nurse, ward: WardDep, metrics: MetricsDep
+) -> Any:
     """I1: stops the pump first, records second; 201 once the pump confirmed the stop, 202
     naming A3 when it did not."""
     received = asyncio.get_running_loop().time()
@@ -139,6 +141,8 @@ async def report_reaction(infusion_id: int, body: ReactionIn, user: Nurse, ward:
         actor=user.name,
         received_at=received,
     )
+    if outcome.stop == "confirmed" and outcome.stop_confirmed_ms is not None:
+        metrics.stop_latency.observe(outcome.stop_confirmed_ms / 1000)
     answer = ReactionOut(
         reaction_id=outcome.reaction_id,
         stop=outcome.stop,
