@@ -108,8 +108,9 @@ async def test_a_viewer_sees_the_room_but_no_action(service: Service, browser: B
 async def test_a_nurse_is_not_offered_what_only_a_clinician_may_do(
     service: Service, browser: Browser
 ) -> None:
-    """L7 hold, new patient, new infusion and start belong to the clinician's row."""
-    await service.running("pump-1", "MRN-0004", hours=1)
+    """L7 hold, new patient, new infusion and start belong to the clinician's row; the
+    clinician holds and releases the escalation from the page."""
+    infusion = await service.running("pump-1", "MRN-0004", hours=1)
     nurse = await signed_in(browser, service, "nurse")
     await expect(
         region(nurse, "pump-1").get_by_role("button", name="Report reaction")
@@ -118,11 +119,17 @@ async def test_a_nurse_is_not_offered_what_only_a_clinician_may_do(
         await expect(nurse.get_by_role("button", name=name, exact=True)).to_have_count(0)
     clinician = await signed_in(browser, service, "clinician")
     await expect(
-        region(clinician, "pump-1").get_by_role("button", name="Hold escalation")
-    ).to_be_visible()
-    await expect(
         region(clinician, "pump-2").get_by_role("button", name="New infusion")
     ).to_be_visible()
+    pump = region(clinician, "pump-1")
+    await pump.get_by_role("button", name="Hold escalation").click()
+    await expect(pump.get_by_role("status")).to_have_text("Escalation held (L7)")
+    await expect(pump).to_contain_text("escalation held (L7)")
+    assert (await service.api("GET", f"/infusions/{infusion}", "viewer"))["held"] is True
+    await pump.get_by_role("button", name="Release hold").click()
+    await expect(pump.get_by_role("status")).to_have_text("Hold released (L7)")
+    await expect(pump.get_by_role("button", name="Hold escalation")).to_be_visible()
+    assert (await service.api("GET", f"/infusions/{infusion}", "viewer"))["held"] is False
 
 
 async def test_a_clinician_plans_and_starts_an_infusion_from_the_page(
