@@ -122,6 +122,8 @@ class PumpSupervisor:
     _envelope_stops: int = 0
     _news: asyncio.Condition = field(default_factory=asyncio.Condition)
     _notifications: set[asyncio.Task[None]] = field(default_factory=set)
+    _fates: set[asyncio.Handle] = field(default_factory=set)  # fates due next loop turn
+    _closing: bool = False  # `run` is ending: no command starts
 
     def __post_init__(self) -> None:
         self._idle.set()
@@ -310,7 +312,13 @@ class PumpSupervisor:
 
     def _fate_later(self, fate: Event) -> None:
         infusion_id = self.infusion_id
-        asyncio.get_running_loop().call_soon(self._fate, fate, infusion_id)
+
+        def deliver() -> None:
+            self._fates.discard(handle)
+            self._fate(fate, infusion_id)
+
+        handle = asyncio.get_running_loop().call_soon(deliver)
+        self._fates.add(handle)
 
     def _fate(self, fate: Event, infusion_id: str | None) -> None:
         """A fate goes to the infusion whose command it was (never to the next one)."""
@@ -319,7 +327,7 @@ class PumpSupervisor:
         self._check_idle()
 
     def _pump_queue(self) -> None:
-        if self._in_flight is not None or not self._queue or self._records:
+        if self._closing or self._in_flight is not None or not self._queue or self._records:
             self._check_idle()  # (a command waits while its decision is not yet recorded)
             return
         command, epoch = self._queue.popleft()
@@ -524,19 +532,32 @@ class PumpSupervisor:
     # -- tasks -----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """The supervisor's tasks (poller, watchdog, deadlines) until cancelled."""
+        """The supervisor's tasks (poller, watchdog, deadlines) until cancelled.
+
+        At the end, what it started ends with it: its commands, stops and notifications are
+        cancelled, a queued command is never started (a cancelled command would otherwise
+        start the next) but dropped, and so is a fate still due (it would decide, record and
+        start commands after the controller, and its store, have gone): a restart decides
+        what they leave outstanding from the pump's read (A4)."""
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._poller(), name=f"poller {self.pump.pump_id}")
                 group.create_task(self._watchdog(), name=f"watchdog {self.pump.pump_id}")
                 group.create_task(self._deadlines(), name=f"deadlines {self.pump.pump_id}")
         finally:
+            self._closing = True
             self._flush()
             for task in (self._in_flight, *self._stops, *self._notifications):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+            for handle in self._fates:
+                handle.cancel()
+            self._fates.clear()
+            self._queue.clear()  # never sent: a restart decides them from the pump's read (A4)
+            self._closing = False  # ended: a later submit is served as before (settle, tests)
+            self._check_idle()
 
     async def _poller(self) -> None:
         # Each pump's polls start at a random phase of the interval: a fleet's reads spread
