@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import logging
 import math
@@ -47,7 +48,8 @@ import aiomqtt
 from stop_latency import mosquitto
 
 from drivers.base import PumpError, PumpState
-from drivers.mqtt import TCP_NODELAY_OPTION, MqttBus, MqttPump
+from drivers.mqtt import MqttBus, MqttPump
+from drivers.mqtt.bus import Session, bounded, cancel_and_wait, new_client
 from pumpctl.clock import RealClock
 from pumpctl.controller import Controller, PumpSupervisor
 from pumpctl.core.history import CourseState
@@ -59,11 +61,16 @@ from simulator.mqtt_server import MqttSimulator
 SCRIPT = Path(__file__).resolve()
 HOST = "127.0.0.1"
 PING, PONG = "bench/fleet/ping", "bench/fleet/pong"
+#: Wire seconds a bench client's connect, subscribe or publish may take (drivers/mqtt/bus.py:
+#: bounded by us, never by aiomqtt, whose bound can swallow a cancellation).
+CALL_BOUND_S = 10.0
 #: Wire seconds the fleet may take to connect and start (bounds, not figures).
 SETUP_BOUND_S = 300.0
 #: Seconds of steady state before the window opens.
 WARMUP_S = 3.0
 GOAL_RSS_MB = 200.0
+#: Wire seconds a role process has to exit after its last record (it needs well under one).
+EXIT_BOUND_S = 30.0
 GOAL_RATIO = 2.0
 
 
@@ -101,16 +108,46 @@ def progress(role: str, what: str, since: float) -> None:
     print(f"  [{role}] {what} at {time.perf_counter() - since:.1f} s", file=sys.stderr, flush=True)
 
 
+#: Debug: with PUMPCTL_FLEET_DEBUG=SECONDS, a role process still running SECONDS after its
+#: shutdown began dumps every thread's stack (faulthandler) and every asyncio task's stack on
+#: stderr, then again every SECONDS: a run that stalls in its shutdown says where.
+DEBUG_ENV = "PUMPCTL_FLEET_DEBUG"
+
+
+def dump_tasks(role: str) -> None:
+    """Every asyncio task of the running loop with its stack, on stderr."""
+    tasks = asyncio.all_tasks()
+    print(f"  [{role}] {len(tasks)} tasks:", file=sys.stderr, flush=True)
+    for task in sorted(tasks, key=lambda t: t.get_name()):
+        task.print_stack(limit=12, file=sys.stderr)
+    sys.stderr.flush()
+
+
+def debug_shutdown(role: str) -> None:
+    """Arm the shutdown dumps of `DEBUG_ENV` (no-op without it); call as the shutdown begins."""
+    after = float(os.environ.get(DEBUG_ENV) or 0)
+    if after <= 0:
+        return
+    faulthandler.dump_traceback_later(after, repeat=True, file=sys.stderr)
+    loop = asyncio.get_running_loop()
+
+    def again() -> None:
+        dump_tasks(role)
+        loop.call_later(after, again)
+
+    loop.call_later(after, again)
+
+
 # -- the simulator process -------------------------------------------------------------------
 
 
 async def echo(client: aiomqtt.Client) -> None:
     """The floor's far end: every ping back as a pong, QoS 1."""
-    await client.subscribe(PING, qos=1)
+    await bounded(client.subscribe(PING, qos=1), CALL_BOUND_S, "subscribe")
     async for message in client.messages:
         payload = message.payload
         assert isinstance(payload, bytes)
-        await client.publish(PONG, payload, qos=1)
+        await bounded(client.publish(PONG, payload, qos=1), CALL_BOUND_S, "pong")
 
 
 async def simulator_role(port: int, n: int) -> None:
@@ -121,7 +158,7 @@ async def simulator_role(port: int, n: int) -> None:
     models = [PumpModel(pid, clock) for pid in pump_ids(n)]
     async with (
         MqttSimulator(models, HOST, port, shared=True) as sim,
-        aiomqtt.Client(HOST, port, socket_options=TCP_NODELAY_OPTION) as client,
+        Session(new_client(HOST, port), CALL_BOUND_S) as client,
     ):
         t0 = time.perf_counter()
         async with asyncio.timeout(SETUP_BOUND_S):
@@ -132,7 +169,10 @@ async def simulator_role(port: int, n: int) -> None:
         cpu0, wall0 = cpu_s(), time.perf_counter()
         await stop.wait()
         cpu, wall = cpu_s() - cpu0, time.perf_counter() - wall0
-        echoing.cancel()
+        progress("simulator", "shutting down", t0)
+        debug_shutdown("simulator")
+        await cancel_and_wait(echoing)
+    progress("simulator", "closed", t0)
     emit({"sim_cpu_share": cpu / wall, "sim_rss_mb": memory_mb()[0]})
 
 
@@ -161,7 +201,7 @@ class Pinger:
         self.waiting[key] = future
         try:
             t0 = time.perf_counter()
-            await self.client.publish(PING, key, qos=1)
+            await bounded(self.client.publish(PING, key, qos=1), CALL_BOUND_S, "ping")
             async with asyncio.timeout(10):
                 await future
             return (time.perf_counter() - t0) * 1000
@@ -219,8 +259,12 @@ async def controller_role(port: int, n: int, seconds: float, stops: int) -> None
                 figures = await measure(pumps, supervisors, seconds, stops, port)
                 figures["setup_s"] = setup_s
                 progress("controller", "window measured", setup0)
+                debug_shutdown("controller")
+            progress("controller", "controller stopped", setup0)
         finally:
             await asyncio.gather(*(p.close() for p in pumps))
+            progress("controller", "pumps closed", setup0)
+    progress("controller", "bus closed", setup0)
     emit(figures)
 
 
@@ -246,8 +290,8 @@ async def measure(
         assert status.state is not PumpState.RUNNING
         return (time.perf_counter() - t0) * 1000
 
-    async with aiomqtt.Client(HOST, port, socket_options=TCP_NODELAY_OPTION) as client:
-        await client.subscribe(PONG, qos=1)
+    async with Session(new_client(HOST, port), CALL_BOUND_S) as client:
+        await bounded(client.subscribe(PONG, qos=1), CALL_BOUND_S, "subscribe")
         pinger = Pinger(client)
         reader = asyncio.create_task(pinger.read(), name="bench-pong")
         try:
@@ -267,7 +311,7 @@ async def measure(
             )
             cpu, wall = cpu_s() - cpu0, time.perf_counter() - wall0
         finally:
-            reader.cancel()
+            await cancel_and_wait(reader)
     rss, peak = memory_mb()
     now = asyncio.get_running_loop().time()
     return {
@@ -312,6 +356,23 @@ async def read_record(process: asyncio.subprocess.Process) -> dict[str, Any]:
     return record
 
 
+async def exits(name: str, process: asyncio.subprocess.Process) -> bool:
+    """Whether a role process, its last record read, exits by itself (code 0) within
+    `EXIT_BOUND_S`; one that does not is killed, and said so on stderr (a shutdown hang)."""
+    try:
+        async with asyncio.timeout(EXIT_BOUND_S):
+            code = await process.wait()
+    except TimeoutError:
+        print(f"  [{name}] still running {EXIT_BOUND_S:g} s after its figures: killed",
+              file=sys.stderr, flush=True)  # fmt: skip
+        process.kill()
+        await process.wait()
+        return False
+    if code != 0:
+        print(f"  [{name}] exited with code {code}", file=sys.stderr, flush=True)
+    return code == 0
+
+
 async def fleet_case(n: int, seconds: float, stops: int, budget_s: float) -> dict[str, Any]:
     """One run: broker, simulator and controller processes; the controller's figures."""
     async with mosquitto() as port:
@@ -325,12 +386,15 @@ async def fleet_case(n: int, seconds: float, stops: int, budget_s: float) -> dic
                 )  # fmt: skip
                 try:
                     figures = await read_record(ctl)
+                    hung = [] if await exits("controller", ctl) else ["controller"]
                 finally:
                     if ctl.returncode is None:
                         ctl.terminate()
                     await ctl.wait()
                 sim.send_signal(signal.SIGTERM)
                 figures.update(await read_record(sim))
+                hung += [] if await exits("simulator", sim) else ["simulator"]
+                figures["hung_at_exit"] = hung
         except TimeoutError:
             return {"pumps": n, "timed_out_s": budget_s}
         else:
@@ -378,6 +442,8 @@ async def main(pumps: list[int], seconds: float, stops: int, budget_s: float) ->
         " the round trip. CPU: process CPU time / wall time (1.00 = one core)."
     )
     for f in results:
+        if f.get("hung_at_exit"):
+            print(f"  {f['pumps']} pumps: did not exit by itself: {', '.join(f['hung_at_exit'])}")
         for failure in f.get("stop_failures", [])[:3]:
             print(f"  {f['pumps']} pumps, stop failed: {failure}")
 
