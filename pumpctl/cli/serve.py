@@ -138,6 +138,11 @@ def serve(  # noqa: PLR0917 - typer: one parameter per option
     broker: Annotated[str | None, typer.Option(help="MQTT broker HOST:PORT.")] = None,
 ) -> None:
     """The gateway service: REST API, live events, the nurse station page."""
+    for entry in pump or ():
+        if "=" not in entry:  # else pydantic's "pumps.0: Input should be a valid dictionary"
+            raise _fail(
+                "serve", f"--pump {entry!r}: give ID=URL, e.g. pump-1=serial:///dev/ttyUSB0"
+            )
     try:
         settings = load_settings(
             config,

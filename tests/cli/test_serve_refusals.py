@@ -82,6 +82,11 @@ async def test_a_bad_pump_url_is_refused_naming_the_pump_and_what_is_wrong(
     assert words in line, line
 
 
+async def test_a_pump_without_an_id_is_refused_naming_what_was_given(tmp_path: Path) -> None:
+    line = _refused(await _serve(tmp_path, "--pump", "serial:///dev/ttyUSB0"))
+    assert "--pump 'serial:///dev/ttyUSB0': give ID=URL" in line, line
+
+
 async def test_a_pump_given_twice_is_refused(tmp_path: Path) -> None:
     twice = ["--pump", "pump-1=serial:///dev/ttyUSB0", "--pump", "pump-1=serial:///dev/ttyUSB1"]
     line = _refused(await _serve(tmp_path, *twice))
