@@ -21,6 +21,7 @@ from api.deps import get_ward
 from api.errors import install_error_handlers
 from api.metrics import ServiceMetrics
 from api.page import mount_page
+from api.publish import InfusionPublisher
 from api.pumps import open_pumps
 from api.routes import events, infusions, patients, system
 from drivers.base import Pump
@@ -98,6 +99,8 @@ def create_app(settings: Settings) -> FastAPI:
             if taken:
                 _log.warning("recovered infusions %s from the store (A4)", ", ".join(taken))
             await stack.enter_async_context(Controller(clock, supervisors.values()))
+            if settings.broker:  # the infusions' public state, retained (interfaces.md, 2)
+                await stack.enter_async_context(InfusionPublisher.for_settings(ward, settings))
             app.state.ward = ward
             app.state.metrics = ServiceMetrics(ward)
             _log.info(
