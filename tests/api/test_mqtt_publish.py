@@ -119,3 +119,21 @@ async def test_a_broker_down_stops_neither_the_service_nor_a_stop(
         async with spy(broker, topic(infusion)) as late:
             view = await view_until(late, infusion, "paused", stopped=True)
             assert view["reaction"] is not None
+
+
+async def test_a_planned_infusion_is_published_and_its_cancellation_too(
+    tmp_path: Path, broker: Any
+) -> None:
+    """Published from the plan on; an infusion that leaves supervision (cancelled) has its
+    last view published, then is left alone."""
+    with service(tmp_path, broker) as client:
+        ward = Ward(client)
+        async with spy(broker, f"{PREFIX}/infusions/+") as watcher:
+            patient = ward.patient()
+            body = {"patient_id": patient, "pump_id": "pump-2"}
+            infusion = ward.post("/infusions", "clinician", body, 201)["id"]
+            planned = await view_until(watcher, infusion, "planned")
+            assert planned["pump_id"] == "pump-2"
+            ward.post(f"/infusions/{infusion}/cancel", "clinician", {"reason": "not today"})
+            cancelled = await view_until(watcher, infusion, "cancelled")
+            assert cancelled["supervised"] is False
