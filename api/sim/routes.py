@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 
 from api.auth import User
 from api.deps import WardDep, get_settings, require
+from api.errors import responses
 from api.schemas import Instant
 from api.sim import SimulatedPumps
 from drivers.base import Alarm
@@ -18,7 +19,7 @@ from pumpctl.clock import VirtualClock
 from pumpctl.settings import Role, Settings
 from simulator.model import FAULT_NAMES, PumpModel
 
-router = APIRouter(prefix="/sim", tags=["simulation"])
+router = APIRouter(prefix="/sim", tags=["simulation"], responses=responses(401, 403))
 Admin = Annotated[User, Depends(require({Role.ADMIN}))]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 #: Longest single advance (interfaces.md: at most 86,400 s a call).
@@ -60,7 +61,7 @@ async def clock(
     return Instant(now=ward.clock.now(), mode=settings.clock_mode)
 
 
-@router.post("/advance", response_model=Instant)
+@router.post("/advance", response_model=Instant, responses=responses(409))
 async def advance(
     body: AdvanceIn,
     user: Admin,
@@ -80,7 +81,7 @@ async def advance(
     return Instant(now=ward.clock.now(), mode=settings.clock_mode)
 
 
-@router.post("/pumps/{pump_id}/faults")
+@router.post("/pumps/{pump_id}/faults", responses=responses(404))
 async def set_fault(pump_id: str, body: FaultIn, request: Request, user: Admin) -> dict[str, Any]:
     """Raise a pump alarm, or turn a wire fault of the simulator on."""
     del user
@@ -122,7 +123,7 @@ async def set_fault(pump_id: str, body: FaultIn, request: Request, user: Admin) 
     return _faults(model)
 
 
-@router.delete("/pumps/{pump_id}/faults/{name}")
+@router.delete("/pumps/{pump_id}/faults/{name}", responses=responses(404))
 async def clear_fault(pump_id: str, name: str, request: Request, user: Admin) -> dict[str, Any]:
     """Clear a pump alarm or a wire fault."""
     del user

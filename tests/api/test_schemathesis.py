@@ -22,7 +22,6 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from schemathesis.checks import not_a_server_error
-from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
@@ -75,11 +74,6 @@ def test_no_5xx_and_nothing_outside_the_schema_for_any_role(case: Any, served: T
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.xfail(
-    strict=True,
-    raises=FailureGroup,  # the checks' failures (undeclared 401/403/404), not a crash
-    reason="api/sim/routes.py declares no 401/403/404 in its responses (outside this change)",
-)
 @simulation.parametrize()
 @hypothesis_settings(
     max_examples=10,
