@@ -49,6 +49,9 @@ def test_the_start_is_refused_without_premedication_unless_a_clinician_overrides
     inf = ward.post("/infusions", "clinician", {"patient_id": patient, "pump_id": "pump-2"}, 201)
     refused = ward.post(f"/infusions/{inf['id']}/start", "clinician", {}, 409)
     assert refused["detail"]["rule"] == "D3"
+    # advance returns once every pump's status at the new instant is processed: right after
+    # the service started, a pump not yet polled reads "offline"
+    ward.advance(1)
     assert ward.pump("pump-2")["state"] == "stopped"
     assert ward.get(f"/infusions/{inf['id']}")["state"] == "planned"
     ward.post(
