@@ -123,6 +123,13 @@ def dump_tasks(role: str) -> None:
     sys.stderr.flush()
 
 
+def dump_on_signal(role: str) -> None:
+    """`kill -USR1` a role process: every asyncio task's stack on stderr; `kill -USR2`: every
+    thread's (faulthandler, even with the loop stuck)."""
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks, role)
+    faulthandler.register(signal.SIGUSR2, file=sys.stderr, all_threads=True)
+
+
 def debug_shutdown(role: str) -> None:
     """Arm the shutdown dumps of `DEBUG_ENV` (no-op without it); call as the shutdown begins."""
     after = float(os.environ.get(DEBUG_ENV) or 0)
@@ -154,6 +161,7 @@ async def simulator_role(port: int, n: int) -> None:
     """Serve `n` pumps on one shared connection and the echo until SIGTERM; report own CPU."""
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    dump_on_signal("simulator")
     clock = RealClock()
     models = [PumpModel(pid, clock) for pid in pump_ids(n)]
     async with (
@@ -227,6 +235,7 @@ async def controller_role(port: int, n: int, seconds: float, stops: int) -> None
     """Supervise `n` pumps on one bus, measure over `seconds`; print the figures (JSON)."""
     # each measured stop raises the expected "pump stopped" alarm (a WARNING): not news here
     logging.getLogger("pumpctl.controller").setLevel(logging.ERROR)
+    dump_on_signal("controller")
     clock = RealClock()
     protocol = load_protocol("daratumumab")
     setup0 = time.perf_counter()
