@@ -9,8 +9,8 @@ before it answers a request.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI
@@ -24,14 +24,14 @@ from api.page import mount_page
 from api.publish import InfusionPublisher
 from api.pumps import open_pumps
 from api.routes import events, infusions, patients, system
-from drivers.base import Pump
+from drivers.base import Pump, PumpError
 from pumpctl.clock import VirtualClock, parse_clock
 from pumpctl.controller import Controller, PumpSupervisor
 from pumpctl.controller.recording import recover
 from pumpctl.controller.ward import Ward
 from pumpctl.protocols import load_protocol
 from pumpctl.settings import Settings
-from pumpctl.store import Store, default_database_url
+from pumpctl.store import Store, StoreError, default_database_url
 from pumpctl.store import migrate as migrations
 
 __all__ = ["API_PREFIX", "create_app"]
@@ -50,6 +50,17 @@ def database_url(settings: Settings) -> str:
     return default_database_url(env)
 
 
+@contextmanager
+def _explained(app: FastAPI, prefix: str = "") -> Iterator[None]:
+    """A store or pump failure while starting becomes the one line `pumpctl serve` says (it
+    reads it from `app.state.startup_error`), then goes on failing the startup."""
+    try:
+        yield
+    except (PumpError, StoreError) as exc:
+        app.state.startup_error = f"{prefix}{exc}"
+        raise
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The service for `settings` (built when it starts, in its lifespan)."""
 
@@ -61,7 +72,8 @@ def create_app(settings: Settings) -> FastAPI:
             if settings.simulate:
                 migrations.upgrade(url)  # a simulation's store is its own; a gateway's is
                 # migrated by its engineer (`pumpctl db upgrade`), never behind their back
-            store = Store.open(url)
+            with _explained(app):
+                store = Store.open(url)
             stack.callback(store.close)
             last = store.latest_clinical_time()
             if isinstance(clock, VirtualClock) and last is not None and last > clock.now():
@@ -76,7 +88,8 @@ def create_app(settings: Settings) -> FastAPI:
                 app.state.sim = sim
                 pumps = sim.pumps
             else:
-                pumps = await open_pumps(settings, stack)
+                with _explained(app, "a pump could not be opened: "):
+                    pumps = await open_pumps(settings, stack)
             supervisors = {
                 pid: PumpSupervisor(
                     pump,

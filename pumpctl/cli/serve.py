@@ -56,6 +56,23 @@ def _logging(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format=fmt, force=True)
 
 
+class ServiceStartError(Exception):
+    """The service could not start; the message says why in one line."""
+
+
+class _StartupTraceback(logging.Filter):
+    """Drops uvicorn's traceback of a startup failure the service explains itself (a pump that
+    cannot be opened): the operator gets one line naming the pump, not a traceback."""
+
+    def __init__(self, app: Any) -> None:
+        super().__init__()
+        self.app = app
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        explained = getattr(self.app.state, "startup_error", None) is not None
+        return not (explained and str(record.msg).startswith("Traceback"))
+
+
 class _Server(uvicorn.Server):
     """uvicorn's server that tells systemd "STOPPING=1" as soon as it is asked to stop."""
 
@@ -65,6 +82,14 @@ class _Server(uvicorn.Server):
         if not self.stopping_sent:
             self.stopping_sent = True
             sdnotify.notify("STOPPING=1")
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's startup, but a failed application startup ends serve() instead of
+        raising SystemExit out of the event loop (the caller says why, in one line)."""
+        try:
+            await super().startup(sockets)
+        except SystemExit:
+            self.should_exit = True
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.announce_stopping()  # SIGTERM from `systemctl stop`: shutdown begins now
@@ -78,6 +103,8 @@ async def _run(settings: Settings, on_ready: Any = None) -> None:
     watchdog from this event loop while it serves, and sends STOPPING=1 when it begins to stop.
     """
     app = create_app(settings)
+    quiet = _StartupTraceback(app)
+    logging.getLogger("uvicorn.error").addFilter(quiet)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=None, lifespan="on"
     )
@@ -102,7 +129,10 @@ async def _run(settings: Settings, on_ready: Any = None) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog
     if not server.started:
-        raise SystemExit(1)
+        raise ServiceStartError(
+            getattr(app.state, "startup_error", None)
+            or "the service did not start (see the log above)"
+        )
 
 
 def serve(  # noqa: PLR0917 - typer: one parameter per option
@@ -175,7 +205,7 @@ def serve(  # noqa: PLR0917 - typer: one parameter per option
 def _serve_or_fail(command: str, settings: Settings, on_ready: Any = None) -> None:
     try:
         asyncio.run(_run(settings, on_ready))
-    except (DataDirError, StoreError) as exc:
+    except (DataDirError, StoreError, ServiceStartError) as exc:
         raise _fail(command, str(exc)) from None
     except KeyboardInterrupt:
         pass

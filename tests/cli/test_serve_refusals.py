@@ -91,3 +91,39 @@ async def test_a_pump_given_twice_is_refused(tmp_path: Path) -> None:
     twice = ["--pump", "pump-1=serial:///dev/ttyUSB0", "--pump", "pump-1=serial:///dev/ttyUSB1"]
     line = _refused(await _serve(tmp_path, *twice))
     assert "configured twice" in line
+
+
+async def test_a_pump_that_cannot_be_opened_ends_the_start_in_one_line_naming_it(
+    tmp_path: Path,
+) -> None:
+    """No traceback, no "Task exception was never retrieved": the last line names the port."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PUMPCTL_")}
+    upgrade = await asyncio.create_subprocess_exec(
+        *PUMPCTL, "db", "upgrade",
+        env={**env, "PUMPCTL_DATA_DIR": str(tmp_path / "data")},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(BOUND_S):
+        _, upgrade_err = await upgrade.communicate()
+    assert upgrade.returncode == 0, upgrade_err
+    missing = tmp_path / "no-such-tty"
+    done = await _serve(
+        tmp_path, "--bench", "--clock", "virtual", "--pump", f"bed-1=serial://{missing}"
+    )
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr + done.stdout, done.stderr
+    assert "never retrieved" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("pumpctl serve: a pump could not be opened: "), last
+    assert str(missing) in last
+
+
+async def test_a_store_not_migrated_ends_the_start_in_one_line_saying_what_to_run(
+    tmp_path: Path,
+) -> None:
+    done = await _serve(tmp_path, "--bench", "--clock", "virtual", "--pump", "b=serial:///dev/x")
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("pumpctl serve: database "), last
+    assert "run `pumpctl db upgrade`" in last
