@@ -5,15 +5,14 @@ download) driven by Playwright; a page signed in as a role; screenshots of the r
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
-import pytest
+from needs import free_port, missing
 from playwright.async_api import Browser, Page, expect
 from service_process import TOKENS, Service
 
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+__all__ = ["ARTIFACTS", "WAIT_MS", "chromium_binary", "free_port", "screenshot", "signed_in"]
+
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "page"
 WAIT_MS = 15_000  # a stop, a refresh and a render on a loaded CI machine
@@ -21,19 +20,10 @@ WAIT_MS = 15_000  # a stop, a refresh and a render on a loaded CI machine
 expect.set_options(timeout=WAIT_MS)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def chromium_binary() -> str:
     """Debian's Chromium; fails (never skips) in CI when it is missing."""
     if not CHROMIUM.exists():
-        message = f"{CHROMIUM} is missing (scripts/test installs Debian's chromium through apt)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"{CHROMIUM} is missing (scripts/test installs Debian's chromium through apt)")
     return str(CHROMIUM)
 
 

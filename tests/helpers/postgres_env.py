@@ -27,9 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
+from needs import missing
 
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 SERVER_USER = "postgres"
 START_BOUND_S = 60
 _TOOLS = ("initdb", "pg_ctl", "pg_isready")
@@ -47,17 +46,14 @@ def _version(path: Path) -> tuple[int, ...]:
     return tuple(int(n) for n in re.findall(r"\d+", path.parent.name))
 
 
-def postgres_bin_dir() -> Path:
+def postgres_bin_dir() -> Path:  # noqa: RET503 - missing() never returns
     """The folder of initdb, pg_ctl and pg_isready; fails (never skips) in CI when missing."""
     debian = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_version, reverse=True)
     on_path = [Path(found).parent for found in [shutil.which("pg_ctl")] if found]
     for folder in (*debian, *on_path):
         if all((folder / tool).exists() for tool in _TOOLS):
             return folder
-    message = "PostgreSQL (initdb, pg_ctl) not found (scripts/test installs it through apt)"
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
+    missing("PostgreSQL (initdb, pg_ctl) not found (scripts/test installs it through apt)")
 
 
 def _as_server_user() -> list[str]:
@@ -67,10 +63,7 @@ def _as_server_user() -> list[str]:
     try:
         pwd.getpwnam(SERVER_USER)
     except KeyError:
-        message = f"running as root and there is no {SERVER_USER!r} user to run PostgreSQL as"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"running as root and there is no {SERVER_USER!r} user to run PostgreSQL as")
     return ["runuser", "-u", SERVER_USER, "--"]
 
 
