@@ -106,6 +106,7 @@ def infusion_view(ward: Ward, infusion_id: int) -> dict[str, Any]:
         "held": state.held,
         "link_lost": state.link_lost,
         "stop_unconfirmed": state.stop_unconfirmed,
+        "stop_pending": state.stop_outstanding,
         "latched_alarms": sorted(state.latched),
         "pump_alarms": sorted(state.alarms),
         "planned_steps": steps,

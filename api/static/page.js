@@ -537,8 +537,9 @@ function stopNotStopped(infusion) {
 
 function fillNotice(slot, id, infusion) {
   const shown = notices.get(id);
-  if (shown?.kind === "alarm" && infusion && view.loadedFrom > shown.after && !stopNotStopped(infusion)) {
-    // the 202's A3 alarm lasts as long as the service says the stop is not confirmed
+  if (shown?.kind === "alarm" && infusion && view.loadedFrom > shown.after && !infusion.stop_pending) {
+    // the 202's A3 alarm lasts until the service says no stop is pending: the 202 may come
+    // before the stop's fate is known, while the stop is still on its way (stop_pending)
     notices.set(id, { kind: "ok", text: "The pump has now confirmed the stop (A3)" });
   }
   const notice = notices.get(id);

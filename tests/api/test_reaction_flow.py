@@ -84,6 +84,8 @@ def test_no_reply_answers_202_naming_a3_and_resume_waits_for_the_stop(ward: Ward
     )
     refused = ward.post(f"/infusions/{infusion}/resume", "nurse", {}, 409)
     assert refused["detail"]["rule"] == "A3"
+    # the 202 may come before the stop's fate: the view says a stop is pending either way
+    assert ward.get(f"/infusions/{infusion}")["stop_pending"] is True
     r = ward.c.delete(
         "/api/v1/sim/pumps/pump-1/faults/no_reply", headers={"Authorization": "Bearer a-tok"}
     )
@@ -91,4 +93,5 @@ def test_no_reply_answers_202_naming_a3_and_resume_waits_for_the_stop(ward: Ward
     ward.advance(5)
     assert ward.pump()["state"] == "stopped"
     assert ward.get(f"/infusions/{infusion}")["stop_unconfirmed"] is False
+    assert ward.get(f"/infusions/{infusion}")["stop_pending"] is False
     ward.post(f"/infusions/{infusion}/resume", "nurse", {})
