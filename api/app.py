@@ -31,7 +31,7 @@ from pumpctl.controller.recording import recover
 from pumpctl.controller.ward import Ward
 from pumpctl.protocols import load_protocol
 from pumpctl.settings import Settings
-from pumpctl.store import Store, StoreError, default_database_url
+from pumpctl.store import Store, StoreError, configured_database_url
 from pumpctl.store import migrate as migrations
 
 __all__ = ["API_PREFIX", "create_app"]
@@ -42,12 +42,7 @@ _log = logging.getLogger("pumpctl.api")
 
 def database_url(settings: Settings) -> str:
     """The configured database, else the data directory's SQLite file."""
-    if settings.database:
-        return settings.database
-    env = {} if settings.data_dir is None else {"PUMPCTL_DATA_DIR": str(settings.data_dir)}
-    if settings.data_dir is None:
-        return default_database_url()
-    return default_database_url(env)
+    return configured_database_url(settings.database, settings.data_dir)
 
 
 @contextmanager

@@ -25,9 +25,10 @@ from pydantic import ValidationError
 
 from api.app import API_PREFIX, create_app
 from pumpctl import sdnotify
+from pumpctl.cli.configured import SettingsError, settings_for, validation_message
 from pumpctl.cli.progress import waiting
 from pumpctl.controller.ward import Ward
-from pumpctl.settings import DEFAULT_PORT, Role, Settings, TokenEntry, load_settings
+from pumpctl.settings import DEFAULT_PORT, Role, Settings, TokenEntry
 from pumpctl.store import DataDirError, StoreError
 
 __all__ = ["demo", "serve"]
@@ -38,12 +39,6 @@ _log = logging.getLogger("pumpctl.cli")
 def _fail(command: str, message: str) -> typer.Exit:
     typer.echo(f"pumpctl {command}: {message}", err=True)
     return typer.Exit(2)
-
-
-def _validation_message(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    where = ".".join(str(p) for p in error["loc"]) or "settings"
-    return f"{where}: {error['msg'].removeprefix('Value error, ')}"
 
 
 def _logging(settings: Settings) -> None:
@@ -174,7 +169,7 @@ def serve(  # noqa: PLR0917 - typer: one parameter per option
                 "serve", f"--pump {entry!r}: give ID=URL, e.g. pump-1=serial:///dev/ttyUSB0"
             )
     try:
-        settings = load_settings(
+        settings = settings_for(
             config,
             host=host,
             port=port,
@@ -186,9 +181,7 @@ def serve(  # noqa: PLR0917 - typer: one parameter per option
             link=link,
             broker=broker,
         )
-    except ValidationError as exc:
-        raise _fail("serve", _validation_message(exc)) from None
-    except ValueError as exc:
+    except SettingsError as exc:
         raise _fail("serve", str(exc)) from None
     if not settings.api_tokens:
         raise _fail(
@@ -255,11 +248,13 @@ def demo(
             api_tokens=tokens,
         )
     except ValidationError as exc:
-        raise _fail("demo", _validation_message(exc)) from None
+        raise _fail("demo", validation_message(exc)) from None
     _logging(settings.model_copy(update={"log_level": "warning"}))
     url = f"http://127.0.0.1:{chosen}/"
     typer.echo(f"pumpctl demo: the nurse station page is at {url} (sign in with a token below)")
-    if chosen != port:
+    if port == 0:
+        typer.echo(f"  (port 0: the free port {chosen} was chosen)")
+    elif chosen != port:
         typer.echo(f"  (port {port} is taken; using {chosen})")
     typer.echo(f"  API docs: {url}docs   health: {url}api/v1/health")
     typer.echo(f"  data directory: {data} (SQLite), clock: {speed:g}x, {pumps} simulated pumps")

@@ -18,7 +18,7 @@ from pumpctl.store.errors import (
     StoreError,
     UnsupportedDatabaseError,
 )
-from pumpctl.store.location import default_database_url
+from pumpctl.store.location import configured_database_url, default_database_url
 from pumpctl.store.store import CommandFate, LedgerEntry, Store, StoreAudit, StoredInfusion
 
 __all__ = [
@@ -33,5 +33,6 @@ __all__ = [
     "StoreError",
     "StoredInfusion",
     "UnsupportedDatabaseError",
+    "configured_database_url",
     "default_database_url",
 ]

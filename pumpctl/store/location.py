@@ -13,7 +13,13 @@ from pathlib import Path
 
 from pumpctl.store.errors import DataDirError
 
-__all__ = ["DATA_DIR_ENV", "DB_FILE", "data_dir", "default_database_url"]
+__all__ = [
+    "DATA_DIR_ENV",
+    "DB_FILE",
+    "configured_database_url",
+    "data_dir",
+    "default_database_url",
+]
 
 DATA_DIR_ENV = "PUMPCTL_DATA_DIR"
 DB_FILE = "pumpctl.db"
@@ -46,3 +52,13 @@ def default_database_url(environ: Mapping[str, str] | None = None) -> str:
     directory = data_dir(environ)
     _writable(directory)
     return f"sqlite:///{(directory / DB_FILE).resolve()}"
+
+
+def configured_database_url(database: str | None, data_directory: Path | None) -> str:
+    """The `database` setting, else the SQLite file of `data_directory` (else of the default
+    data directory): what `pumpctl serve` and `pumpctl db` open for the same settings."""
+    if database:
+        return database
+    if data_directory is None:
+        return default_database_url()
+    return default_database_url({DATA_DIR_ENV: str(data_directory)})

@@ -125,6 +125,25 @@ async def test_the_demo_on_a_taken_port_names_the_port_it_took(
     assert "Traceback" not in err, err
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_the_demo_on_port_0_names_the_free_port_it_chose(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Port 0 asks for any free port: the banner names the one chosen (never "0 is taken")."""
+    monkeypatch.setenv("PUMPCTL_DATA_DIR", str(tmp_path / "data"))
+    async with pumpctl_server("demo", "--port", "0", "--pumps", "1") as process:
+        lines = await _banner(process)
+        url, named_port, tokens = _url_and_tokens(lines)
+        assert named_port != 0
+        assert f"  (port 0: the free port {named_port} was chosen)" in lines
+        assert not any("is taken" in line for line in lines), lines
+        async with httpx.AsyncClient(base_url=url, timeout=15.0) as http:
+            await _infusing_pump(http, tokens["admin"])
+        err = await _terminated(process)
+    assert "Traceback" not in err, err
+
+
 async def test_the_demo_refuses_a_data_directory_it_cannot_write_in_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
