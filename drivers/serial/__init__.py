@@ -27,7 +27,7 @@ from drivers.serial.line import (
     line_load,
 )
 from drivers.serial.pump import SerialPump
-from drivers.serial.transport import TransportError, open_serial
+from drivers.serial.transport import TransportConfigError, TransportError, open_serial
 
 __all__ = [
     "DEFAULT_BAUD",
@@ -41,6 +41,7 @@ __all__ = [
     "ReplyDecoder",
     "SerialLine",
     "SerialPump",
+    "TransportConfigError",
     "TransportError",
     "check_line_capacity",
     "crc16_xmodem",

@@ -10,7 +10,11 @@ line more than half busy.
 A lost port (adapter unplugged, `socket://` connection dropped, pty gone) marks the line down:
 in-flight and new commands fail at once with `PumpConnectionError`, and an owned task reopens the
 same url with capped exponential backoff and jitter; each pump on the line re-establishes itself
-once it is back (drivers.serial.pump).
+once it is back (drivers.serial.pump). A port that is not there when the line is opened is the
+same case (A2: one unplugged adapter must not stop the supervision of every other pump): the
+line opens down, naming why, and the same task opens it when it appears. Only a port that can
+never be opened as configured (a bad baud rate, a URL pyserial cannot read) is refused, with
+`PumpConfigError`.
 """
 
 from __future__ import annotations
@@ -42,7 +46,13 @@ from drivers.serial.codec import (
     ReplyDecoder,
     wire_seconds,
 )
-from drivers.serial.transport import Opener, TransportError, close_stream, open_serial
+from drivers.serial.transport import (
+    Opener,
+    TransportConfigError,
+    TransportError,
+    close_stream,
+    open_serial,
+)
 
 __all__ = [
     "DEFAULT_BAUD",
@@ -253,8 +263,9 @@ class SerialLine:
         self._down.set()
         #: Event-loop time the port was last lost (None: never).
         self.lost_at: float | None = None
-        #: Times the port was reopened after a loss.
+        #: Times the port was reopened after a loss (not its first opening, however late).
         self.reconnections = 0
+        self._ever_up = False
         self.stats = LineStats()
         self._decoder = ReplyDecoder(on_error=self._frame_error)
 
@@ -289,15 +300,29 @@ class SerialLine:
         await self._down.wait()
 
     async def open(self) -> None:
-        """Open the port and start the line's reader and dispatcher tasks."""
+        """Open the port and start the line's reader and dispatcher tasks.
+
+        A port that cannot be opened now (no such device yet, nobody listening) does not raise:
+        the line starts down (`lost_reason` says why, `connected` is False) and its reconnection
+        task opens the port when it appears, as after a loss. A port that never can be opened as
+        configured raises `PumpConfigError`."""
         if self._dispatcher is not None:
             return
         try:
             reader, writer = await self._opener(self.url, self.baud)
+        except TransportConfigError as exc:
+            raise PumpConfigError(f"line {self.url}", "open", str(exc)) from exc
         except TransportError as exc:
-            raise PumpConnectionError(f"line {self.url}", "open", str(exc)) from exc
-        self._closing = False
-        self._attach(reader, writer)
+            self._closing = False
+            self._lost = str(exc)
+            self.lost_at = asyncio.get_running_loop().time()
+            log.info("line %s not opened: %s; opening it when it appears", self.url, exc)
+            self._reconnector = asyncio.create_task(
+                self._reconnect(), name=f"serial-reconnect {self.url}"
+            )
+        else:
+            self._closing = False
+            self._attach(reader, writer)
         self._dispatcher = asyncio.create_task(
             self._dispatch_loop(), name=f"serial-dispatcher {self.url}"
         )
@@ -328,6 +353,7 @@ class SerialLine:
         """Use a freshly opened port: start reading it, mark the line up."""
         self._reader, self._writer = reader, writer
         self._lost = None
+        self._ever_up = True
         self._decoder.reset()
         self._reading = asyncio.create_task(self._read_loop(), name=f"serial-reader {self.url}")
         self._down.clear()
@@ -349,6 +375,7 @@ class SerialLine:
         if self._writer is not None:
             await close_stream(self._writer)  # close() finishes this if we are cancelled here
             self._writer = self._reader = None
+        first_open = not self._ever_up  # the port was not there when the line was opened
         attempt = 0
         while True:
             await asyncio.sleep(backoff_delay(attempt, self.reconnect_min_s, self.reconnect_max_s))
@@ -356,13 +383,18 @@ class SerialLine:
             try:
                 reader, writer = await self._opener(self.url, self.baud)
             except TransportError as exc:
+                # DEBUG only: a port gone for hours is tried every RECONNECT_MAX_S (no flood);
+                # the loss was logged once, the recovery is logged once
                 log.debug("line %s: reopening failed (attempt %d): %s", self.url, attempt, exc)
                 continue
             break
         down_s = loop.time() - (self.lost_at or loop.time())
-        self.reconnections += 1
         self._attach(reader, writer)
-        log.warning("line %s recovered after %.1f s (%d attempt(s))", self.url, down_s, attempt)
+        if first_open:  # its pumps say, each once, that they start unlinked and are linked
+            log.info("line %s opened after %.1f s (%d attempt(s))", self.url, down_s, attempt)
+        else:
+            self.reconnections += 1
+            log.warning("line %s recovered after %.1f s (%d attempt(s))", self.url, down_s, attempt)
 
     # -- membership and capacity ------------------------------------------------------------
 
@@ -407,13 +439,16 @@ class SerialLine:
         retries: int = EXCHANGE_RETRIES,
         expect: Callable[[Reply], bool] | None = None,
         command_id: str | None = None,
+        quiet: bool = False,
     ) -> Reply:
         """Send `command` when its turn comes, return the matching reply (retrying on failure).
 
         `command_id`, the controller's ledger id, is logged with each try and carried by the
-        error. Raises PumpTimeout (no valid reply), PumpProtocolError (reply failed its check)
-        after the retries, PumpConnectionError if the line is closed or lost. Each try waits at
-        most `longest_exchange_s` once its turn has come.
+        error; a failed try is logged at INFO, or at DEBUG with `quiet` (the background probes
+        of a pump that does not answer: expected failures, which must not flood the log).
+        Raises PumpTimeout (no valid reply), PumpProtocolError (reply failed its check) after
+        the retries, PumpConnectionError if the line is closed or lost. Each try waits at most
+        `longest_exchange_s` once its turn has come.
         """
         loop = asyncio.get_running_loop()
         last: PumpError | None = None
@@ -430,7 +465,8 @@ class SerialLine:
                 return await future
             except (PumpTimeout, PumpProtocolError) as exc:
                 last = exc
-                log.info(
+                log.log(
+                    logging.DEBUG if quiet else logging.INFO,
                     "%s: %s: try %d of %s failed: %s",
                     pump_id,
                     operation,

@@ -6,7 +6,10 @@ id travels with each of its exchanges on the line (logged there) and in any erro
 After the line lost
 its port and got it back, the pump re-establishes its framing and safe mode with `SAF` and
 queries only, then reads and publishes its real state (A2: a pump that stopped while the link was
-down is reported, never restarted or sped up).
+down is reported, never restarted or sped up). A pump that cannot be reached when it connects
+(its line's port is not there yet, or it does not answer) starts unlinked the same way, with one
+warning, and is identified and linked by its link task once it answers: one unplugged adapter or
+silent pump never stops the start of the others.
 """
 
 from __future__ import annotations
@@ -56,13 +59,17 @@ from drivers.serial.line import (
 )
 from drivers.serial.status import ALARM_OF_CODE, ALARM_OF_STATUS, MOVING_STATUS, STATE_OF_STATUS
 
-__all__ = ["LINK_TIMEOUT_S", "SerialPump"]
+__all__ = ["LINK_TIMEOUT_S", "RELINK_MAX_S", "SerialPump"]
 
 log = logging.getLogger(__name__)
 
 #: An alarm reply means the command was not executed (it acknowledged one alarm): send again,
 #: once for each alarm code a pump can have standing, so a stop gets through them all (A1, A3).
 ALARM_RESENDS = len(ALARM_CODES)
+#: Cap of the backoff between attempts to link a pump that does not answer (wire seconds). Each
+#: attempt of a silent pump holds its line for one reply timeout (a probe: one try), so its
+#: neighbours on the line keep most of it; the pump is linked within this long of answering.
+RELINK_MAX_S = 5.0
 #: A lost watchdog feed is tried again after a tenth of the period (each try bounded by the
 #: reply timeout), so several lost feeds in a row still leave margin before the pump stops.
 WATCHDOG_RETRY_FRACTION = 1 / 10
@@ -99,6 +106,8 @@ class SerialPump(Pump):
     only, as `pumpctl pump status` needs). In safe mode a silent controller stops the pump.
     After the line lost its port and got it back, the same is done again and the real state is
     read and published (A2); `connected`, `last_contact` and `is_stale` tell the link's health.
+    A pump not reachable at connect starts unlinked and is linked once it answers (`connect`);
+    `relink_max_s` caps the backoff between attempts to link a pump that does not answer.
     """
 
     reports_alarm_clearance = False  # the protocol cannot say when a cause was cleared
@@ -112,8 +121,13 @@ class SerialPump(Pump):
         safe_mode_s: int | None = DEFAULT_SAFE_MODE_S,
         poll_interval_s: float | None = DEFAULT_POLL_INTERVAL_S,
         link_timeout_s: float = LINK_TIMEOUT_S,
+        relink_max_s: float = RELINK_MAX_S,
     ) -> None:
         super().__init__(pump_id or f"serial:{line.url}#{address}", link_timeout_s=link_timeout_s)
+        if not relink_max_s > 0:
+            raise PumpConfigError(
+                self.pump_id, "configure", f"relink_max_s must be > 0: {relink_max_s}"
+            )
         if not 0 <= address <= 99:
             raise PumpConfigError(self.pump_id, "configure", f"address {address}: must be 0-99")
         if safe_mode_s is not None and not 0 <= safe_mode_s <= MAX_SAFE_MODE_S:
@@ -122,6 +136,7 @@ class SerialPump(Pump):
             )
         self.line = line
         self.address = address
+        self.relink_max_s = relink_max_s
         self.requested_safe_mode_s = safe_mode_s
         self._member = LineMember(address, self.pump_id, safe_mode_s, poll_interval_s)
         line.check(self._member)
@@ -136,27 +151,56 @@ class SerialPump(Pump):
         self._status_char = "S"
         self._link_task: asyncio.Task[None] | None = None
         self._registered = False
+        #: Identified once (framing, VER, status read): commands may be sent.
+        self._established = False
+        #: Why the pump is not linked (for its warning and its errors), else None.
+        self._unlinked_reason: str | None = None
+        #: A warning about this unlinked period was logged (one per period, no flood).
+        self._warned = False
         #: Times the pump was re-established after the line came back.
         self.reconnections = 0
 
     # -- life -------------------------------------------------------------------------------
 
     async def connect(self) -> None:
-        """Register on the line, set (or detect) the framing, identify, read the status."""
-        if not self.line.is_open:
+        """Register on the line, set (or detect) the framing, identify, read the status.
+
+        A pump that cannot be reached now, because its line's port is not there yet or the pump
+        does not answer, does not raise: it starts unlinked (A2: `connected` False, its commands
+        fail at once with `PumpConnectionError`), one warning names it, its port and why, and
+        the owned link task identifies it as this would have (framing, `VER`, status read) once
+        it answers; then it is linked. Errors that retrying cannot cure still raise: a line
+        never opened or closed, a taken address, an overloaded line, a command refused."""
+        if not self.line.is_open and self.line.lost_reason is None:
             raise PumpConnectionError(self.pump_id, "connect", f"line {self.line.url} not open")
         self.line.register(self._member, self._on_unsolicited, self._on_line_lost)
         self._registered = True
+        failures = 0
         try:
-            await self._set_framing("connect")
-            version = await self._command("VER", "", "connect", expect=_VERSION_REPLY)
-            self.firmware = version.data
-            await self.read_status()
+            if self.line.is_open:
+                try:
+                    await self._establish(probe=False)
+                except PumpError as exc:
+                    if not exc.retryable:
+                        raise
+                    self._unlinked_reason, failures = exc.message, 1
+            else:
+                self._unlinked_reason = self.line.lost_reason
         except BaseException:
             await self.close()
             raise
-        self._set_linked(linked=self.line.is_open)
-        self._link_task = asyncio.create_task(self._keep_link(), name=f"serial-link {self.pump_id}")
+        if not self._established:
+            log.warning(
+                "%s: starts unlinked (port %s, address %d): %s; it is linked when it answers (A2)",
+                self.pump_id,
+                self.line.url,
+                self.address,
+                self._unlinked_reason,
+            )
+            self._warned = True
+        self._link_task = asyncio.create_task(
+            self._keep_link(failures), name=f"serial-link {self.pump_id}"
+        )
 
     async def close(self) -> None:
         """Stop feeding the watchdog and leave the line; the pump's mode is left as it is."""
@@ -170,26 +214,39 @@ class SerialPump(Pump):
             self._registered = False
         self._set_linked(linked=False)
 
-    async def _set_framing(self, operation: str) -> None:
-        """Framing and safe mode as configured: `SAF n`, or detected with queries only."""
+    async def _set_framing(self, operation: str, *, probe: bool = False) -> None:
+        """Framing and safe mode as configured: `SAF n`, or detected with queries only. A `probe`
+        (a pump that did not answer last time) sends its first exchange once, quietly: a silent
+        pump then costs its line one reply timeout per attempt, and the log nothing."""
+        retries = 0 if probe else EXCHANGE_RETRIES
         if self.requested_safe_mode_s is None:
-            await self._detect_framing(operation)
+            await self._detect_framing(operation, retries=retries, quiet=probe)
         else:
             n = self.requested_safe_mode_s
-            await self._command("SAF", str(n), operation, safe=True)
+            await self._command("SAF", str(n), operation, safe=True, retries=retries, quiet=probe)
             self._safe, self.safe_mode_s = n > 0, n
 
-    async def _detect_framing(self, operation: str) -> None:
+    async def _detect_framing(
+        self, operation: str, *, retries: int = EXCHANGE_RETRIES, quiet: bool = False
+    ) -> None:
         """Find the framing in force with status queries only (basic first), then SAF's period."""
         try:
             reply: Reply | None = await self._send(
-                Command(self.address), operation, retries=0, expect=_expect(_EMPTY_REPLY)
+                Command(self.address),
+                operation,
+                retries=0,
+                expect=_expect(_EMPTY_REPLY),
+                quiet=quiet,
             )
         except PumpTimeout:
             reply = None
         if reply is None or reply.safe or reply.error == "COM":
             reply = await self._send(
-                Command(self.address, safe=True), operation, expect=_expect(_EMPTY_REPLY)
+                Command(self.address, safe=True),
+                operation,
+                retries=retries,
+                expect=_expect(_EMPTY_REPLY),
+                quiet=quiet,
             )
         self._safe = reply.safe
         if self._safe:
@@ -200,31 +257,55 @@ class SerialPump(Pump):
 
     # -- reconnection ---------------------------------------------------------------------
 
-    def _on_line_lost(self, _reason: str) -> None:
+    def _on_line_lost(self, reason: str) -> None:
         """The line lost its port (it logs that): re-establish this pump when it is back."""
+        self._unlinked_reason = reason
         self._set_linked(linked=False)
 
-    async def _keep_link(self) -> None:
-        """Owned task: re-establish the pump each time the line comes back; feed the watchdog."""
+    def _not_linked_yet(self, operation: str, command_id: str | None) -> None:
+        """Raise PumpConnectionError, at once and sending nothing, while a pump that started
+        unlinked was never identified (its framing is not known: nothing can be said to it)."""
+        if self._established or self._link_task is None:
+            return
+        raise PumpConnectionError(
+            self.pump_id,
+            operation,
+            f"not linked yet (port {self.line.url}, address {self.address}):"
+            f" {self._unlinked_reason}",
+            command_id=command_id,
+        )
+
+    async def _keep_link(self, failures: int = 0) -> None:
+        """Owned task: establish the pump (first contact after an unlinked start, or again each
+        time the line comes back), then feed the watchdog. `failures`: attempts failed so far;
+        after a failure the next attempt waits its backoff and is a probe."""
         loop = asyncio.get_running_loop()
-        attempt = 0
         feed_failing = False
         while True:
             if not self._linked.is_set():
+                if failures:
+                    await asyncio.sleep(
+                        backoff_delay(failures - 1, self.line.reconnect_min_s, self.relink_max_s)
+                    )
                 await self.line.wait_connected()
                 try:
-                    await self._reestablish()
+                    await self._establish(probe=failures > 0)
                 except PumpError as exc:
+                    self._unlinked_reason = exc.message
                     if isinstance(exc, PumpConnectionError) and not self.line.is_open:
-                        continue  # lost again: wait for the line
-                    if attempt == 0:
-                        log.warning("%s: not re-established, retrying: %s", self.pump_id, exc)
-                    await asyncio.sleep(
-                        backoff_delay(attempt, self.line.reconnect_min_s, self.line.reconnect_max_s)
-                    )
-                    attempt += 1
+                        continue  # lost again (the line logs that): wait for the line
+                    if not self._warned:  # once per unlinked period, however long it lasts
+                        log.warning(
+                            "%s: not linked (port %s, address %d), retrying: %s",
+                            self.pump_id,
+                            self.line.url,
+                            self.address,
+                            exc.message,
+                        )
+                        self._warned = True
+                    failures += 1
                     continue
-                attempt = 0
+                failures = 0
                 continue
             period = self.safe_mode_s if self._safe else 0
             if not period:
@@ -261,15 +342,39 @@ class SerialPump(Pump):
                 log.warning("%s: watchdog fed again", self.pump_id)
                 feed_failing = False
 
-    async def _reestablish(self) -> None:
-        """A2: after the line came back, framing and safe mode as configured, then the real
-        state read and published. Only `SAF` and queries are sent: a pump found stopped (its
-        watchdog expired: comm_timeout) is reported and left as it is, never restarted."""
+    async def _establish(self, *, probe: bool) -> None:
+        """Framing and safe mode as configured, the pump identified (`VER`, until it once
+        answered it), then the real state read and published; then linked.
+
+        A2: only `SAF` and queries are sent, on a first contact as after the line came back: a
+        pump found stopped (its watchdog expired: comm_timeout) or running is reported and left
+        as it is, never started, restarted or sped up."""
+        first = not self._established
+        operation = "connect" if first else "reconnect"
         before = self._broadcast.last
-        await self._set_framing("reconnect")
-        status = await self._read("reconnect", Priority.NORMAL)
+        await self._set_framing(operation, probe=probe)
+        if self.firmware is None:
+            version = await self._command("VER", "", operation, expect=_VERSION_REPLY)
+            self.firmware = version.data
+        status = await self._read(operation, Priority.NORMAL)
+        self._established = True
+        self._unlinked_reason = None
+        warned, self._warned = self._warned, False
+        self._set_linked(linked=self.line.is_open)
+        if first:
+            if warned:  # it started unlinked: say that it is linked now, as loudly
+                log.warning(
+                    "%s: linked (port %s, address %d, firmware %s): pump %s%s at %s ml/h (A2)",
+                    self.pump_id,
+                    self.line.url,
+                    self.address,
+                    self.firmware,
+                    status.state.value,
+                    "".join(f" [{a.value}]" for a in sorted(status.alarms)),
+                    status.rate_ml_h,
+                )
+            return
         self.reconnections += 1
-        self._set_linked(linked=True)
         if (
             before is not None
             and before.state is PumpState.RUNNING
@@ -296,16 +401,19 @@ class SerialPump(Pump):
 
     async def read_status(self, *, command_id: str | None = None) -> PumpStatus:
         """Read rate (RAT), volume to be infused (VOL) and volume infused (DIS)."""
+        self._not_linked_yet("read_status", command_id)
         return await self._read("read_status", Priority.NORMAL, command_id)
 
     async def set_rate(self, rate_ml_h: float, *, command_id: str | None = None) -> PumpStatus:
         """`RAT <rate> MH`, then read back."""
+        self._not_linked_yet("set_rate", command_id)
         text = self._number("set_rate", "rate_ml_h", rate_ml_h, MAX_RATE_ML_H, command_id)
         await self._command("RAT", f"{text}MH", "set_rate", command_id=command_id)
         return await self._read("set_rate", Priority.NORMAL, command_id)
 
     async def set_vtbi(self, vtbi_ml: float, *, command_id: str | None = None) -> PumpStatus:
         """`VOL ML` then `VOL <ml>`, then read back."""
+        self._not_linked_yet("set_vtbi", command_id)
         text = self._number("set_vtbi", "vtbi_ml", vtbi_ml, MAX_VTBI_ML, command_id)
         await self._command("VOL", "ML", "set_vtbi", command_id=command_id)
         await self._command("VOL", text, "set_vtbi", command_id=command_id)
@@ -313,12 +421,14 @@ class SerialPump(Pump):
 
     async def run(self, *, command_id: str | None = None) -> PumpStatus:
         """`DIR INF` (an infusion pump never withdraws), `RUN`, then read back."""
+        self._not_linked_yet("run", command_id)
         await self._command("DIR", "INF", "run", command_id=command_id)
         await self._command("RUN", "", "run", command_id=command_id)
         return await self._read("run", Priority.NORMAL, command_id)
 
     async def clear_volume(self, *, command_id: str | None = None) -> PumpStatus:
         """`CLD INF`, then read back."""
+        self._not_linked_yet("clear_volume", command_id)
         await self._command("CLD", "INF", "clear_volume", command_id=command_id)
         return await self._read("clear_volume", Priority.NORMAL, command_id)
 
@@ -327,6 +437,7 @@ class SerialPump(Pump):
         exchange confirms a stop (A3), and one more (`DIS`) reads the volume at the stop (rate
         and VTBI do not change with a stop). Only a reply still showing I, W or X costs the
         full read-back (rate, VTBI, volume) to say what the pump is doing."""
+        self._not_linked_yet("stop", command_id)
         await self._command("STP", "", "stop", priority=Priority.STOP, command_id=command_id)
         last = self._broadcast.last
         if self._status_char not in MOVING_STATUS and last is not None:
@@ -433,13 +544,21 @@ class SerialPump(Pump):
         priority: Priority = Priority.NORMAL,
         safe: bool | None = None,
         command_id: str | None = None,
+        retries: int = EXCHANGE_RETRIES,
+        quiet: bool = False,
     ) -> Reply:
         """Send one command in the framing in force; raise PumpCommandRejected on `?` replies."""
         framing = self._safe if safe is None else safe
         command = Command(self.address, name, data, safe=framing)
         for _attempt in range(EXCHANGE_RETRIES + 1):
             reply = await self._send(
-                command, operation, priority=priority, expect=_expect(expect), command_id=command_id
+                command,
+                operation,
+                priority=priority,
+                retries=retries,
+                expect=_expect(expect),
+                command_id=command_id,
+                quiet=quiet,
             )
             if reply.error != "COM":
                 break
@@ -472,6 +591,7 @@ class SerialPump(Pump):
         retries: int = EXCHANGE_RETRIES,
         expect: Callable[[Reply], bool] | None = None,
         command_id: str | None = None,
+        quiet: bool = False,
     ) -> Reply:
         """One exchange; an alarm reply is recorded and the command sent again (not executed)."""
         for _resend in range(ALARM_RESENDS + 1):
@@ -483,6 +603,7 @@ class SerialPump(Pump):
                 retries=retries,
                 expect=expect,
                 command_id=command_id,
+                quiet=quiet,
             )
             self._note(reply, acknowledged=True)
             if reply.alarm is None:

@@ -1,16 +1,27 @@
 """`pumpctl serve` refuses to start, as a real process, when it must: no API tokens, a scaled or
-virtual clock against real pump links without --bench, a pump URL it cannot read. Each refusal
-is one line on stderr naming what is wrong, exit code 2, no traceback, and nothing served."""
+virtual clock against real pump links without --bench, a pump URL it cannot read, a serial port
+that can never be opened as configured. Each refusal is one line on stderr naming what is wrong,
+exit code 2, no traceback, and nothing served. A serial device that is missing (or a pump that
+does not answer) is not a refusal: the service starts with that pump's link lost (A2)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+from needs import free_port
 from pumpctl_process import BOUND_S, PUMPCTL
+
+from pumpctl.clock import VirtualClock
+from simulator.model import PumpModel
+from simulator.serial_server import SerialSimulator
 
 TOKENS = "a-tok=ada:admin,c-tok=carl:clinician"
 
@@ -93,29 +104,108 @@ async def test_a_pump_given_twice_is_refused(tmp_path: Path) -> None:
     assert "configured twice" in line
 
 
-async def test_a_pump_that_cannot_be_opened_ends_the_start_in_one_line_naming_it(
-    tmp_path: Path,
-) -> None:
-    """No traceback, no "Task exception was never retrieved": the last line names the port."""
+async def _upgrade(data: Path) -> None:
+    """`pumpctl db upgrade` on the data directory `data` (a gateway's store is migrated first)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PUMPCTL_")}
     upgrade = await asyncio.create_subprocess_exec(
         *PUMPCTL, "db", "upgrade",
-        env={**env, "PUMPCTL_DATA_DIR": str(tmp_path / "data")},
+        env={**env, "PUMPCTL_DATA_DIR": str(data)},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     async with asyncio.timeout(BOUND_S):
         _, upgrade_err = await upgrade.communicate()
     assert upgrade.returncode == 0, upgrade_err
-    missing = tmp_path / "no-such-tty"
-    done = await _serve(
-        tmp_path, "--bench", "--clock", "virtual", "--pump", f"bed-1=serial://{missing}"
-    )
+
+
+async def test_a_serial_port_that_can_never_be_opened_as_given_ends_the_start_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """A configuration error that reaches the driver (a baud rate a New Era pump does not have)
+    still refuses the start: one line naming the pump and what is wrong, no traceback, no
+    "Task exception was never retrieved"."""
+    await _upgrade(tmp_path / "data")
+    done = await _serve(tmp_path, "--pump", "bed-1=serial:///dev/ttyUSB0?baud=1234")
     assert done.returncode == 2, (done.returncode, done.stderr)
     assert "Traceback" not in done.stderr + done.stdout, done.stderr
     assert "never retrieved" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("pumpctl serve: a pump could not be opened: "), last
-    assert str(missing) in last
+    assert "baud 1234" in last, last
+
+
+async def _health(http: httpx.AsyncClient, ready: Callable[[dict[str, Any]], bool]) -> Any:
+    """GET /api/v1/health until `ready(body)` holds (bounded by the caller); the body."""
+    while True:
+        try:
+            response = await http.get("/api/v1/health")
+        except httpx.TransportError:  # not listening yet
+            response = None
+        if response is not None and response.status_code == 200 and ready(response.json()):
+            return response.json()
+        await asyncio.sleep(0.1)  # polling a condition of another process, with a deadline
+
+
+def _pumps(body: dict[str, Any]) -> dict[str, bool]:
+    return {p["id"]: p["connected"] for p in body["pumps"]}
+
+
+async def test_a_missing_serial_device_does_not_stop_the_start_A2(
+    tmp_path: Path, clock: VirtualClock
+) -> None:
+    """A2 on a gateway: `pumpctl serve` with one serial device that does not exist (an adapter
+    unplugged) and one pump that answers starts; /health shows the missing pump's link lost and
+    the other linked; one warning names the pump, its port and why. When the device appears
+    (a symlink made to a pty the simulator serves), the pump is linked by itself."""
+    await _upgrade(tmp_path / "data")
+    late = tmp_path / "ttyUSB-late"
+    port = free_port()
+    log = tmp_path / "serve.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PUMPCTL_")}
+    env |= {
+        "PUMPCTL_DATA_DIR": str(tmp_path / "data"),
+        "PUMPCTL_API_TOKENS": TOKENS,
+        "PUMPCTL_POLL_INTERVAL_S": "0.2",
+    }
+    async with (
+        SerialSimulator([PumpModel("bed-2", clock, address=0)]) as present,
+        SerialSimulator([PumpModel("bed-1", clock, address=0)]) as plugged_later,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5.0) as http,
+    ):
+        with log.open("ab") as out:
+            process = await asyncio.create_subprocess_exec(
+                *PUMPCTL, "serve", "--port", str(port),
+                "--pump", f"bed-1=serial://{late}?address=0",
+                "--pump", f"bed-2=serial://{present.path}?address=0",
+                stdout=out, stderr=out, cwd=tmp_path, env=env,
+            )  # fmt: skip
+        try:
+            async with asyncio.timeout(BOUND_S):
+                body = await _health(http, lambda b: _pumps(b) == {"bed-1": False, "bed-2": True})
+            assert body["status"] == "ok"
+            assert (
+                next(p for p in body["pumps"] if p["id"] == "bed-1")["last_contact_age_s"] is None
+            )
+            text = log.read_text()
+            starts = [line for line in text.splitlines() if "starts unlinked" in line]
+            assert len(starts) == 1, text
+            assert "WARNING" in starts[0]
+            assert "bed-1" in starts[0]
+            assert str(late) in starts[0]
+            assert "No such file or directory" in starts[0]
+            assert "Traceback" not in text
+            late.symlink_to(plugged_later.path)  # the adapter is plugged in
+            async with asyncio.timeout(BOUND_S):
+                await _health(http, lambda b: _pumps(b) == {"bed-1": True, "bed-2": True})
+        finally:
+            process.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(BOUND_S):
+                await process.wait()
+    text = log.read_text()
+    assert process.returncode in {0, -signal.SIGTERM}, (process.returncode, text)
+    assert "Traceback" not in text
+    assert sum("starts unlinked" in line for line in text.splitlines()) == 1, text
+    assert sum("bed-1: linked (port" in line for line in text.splitlines()) == 1, text
+    assert "reopening failed" not in text  # the retries are DEBUG: no flood at INFO
 
 
 async def test_a_store_not_migrated_ends_the_start_in_one_line_saying_what_to_run(
