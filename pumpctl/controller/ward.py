@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -133,6 +133,9 @@ class Ward:
         self.default_protocol = default_protocol
         self.stop_answer_s = stop_answer_s
         self.listeners: list[Notify] = []
+        self._change_seq = 0  # notify() calls so far
+        self._everything_at = 0  # the last notify() that named no infusions
+        self._changed_at: dict[int, int] = {}  # infusion id: the last notify() naming it
         self._plans: dict[int, tuple[list[dict[str, float]], str]] = {}
         for pump_id, supervisor in self.supervisors.items():
             supervisor.recorder = self._recorder(StoreRecorder(store, pump_id))
@@ -141,14 +144,28 @@ class Ward:
         def record(infusion_id: str, event: Event, decision: Decision) -> None:
             inner(infusion_id, event, decision)
             if decision.audit:
-                self.notify()
+                self.notify((int(infusion_id),))
 
         return record
 
-    def notify(self) -> None:
-        """Tell the listeners (the live event stream, the MQTT publisher) something changed."""
+    def notify(self, infusions: Iterable[int] | None = None) -> None:
+        """Tell the listeners (the live event stream, the MQTT publisher) something changed:
+        the `infusions` named (an empty one: none of them), or anything (None)."""
+        self._change_seq += 1
+        if infusions is None:
+            self._everything_at = self._change_seq
+        else:
+            for infusion_id in infusions:
+                self._changed_at[infusion_id] = self._change_seq
         for listener in list(self.listeners):
             listener()
+
+    def changes_since(self, seq: int) -> tuple[int, set[int] | None]:
+        """(the change count now, the infusions changed after change `seq`, or None when
+        anything may have): a listener's way to rebuild only what changed."""
+        if self._everything_at > seq:
+            return self._change_seq, None
+        return self._change_seq, {i for i, at in self._changed_at.items() if at > seq}
 
     # -- lookups -------------------------------------------------------------------------
 
@@ -193,7 +210,7 @@ class Ward:
         except StoreError as exc:
             raise Invalid("mrn", str(exc)) from None
         course_id = self.store.create_course(patient_id, name, actor=actor, at=now)
-        self.notify()
+        self.notify(())  # a patient and a course: no infusion changed
         return patient_id, course_id
 
     def course_id_of(self, patient_id: int) -> int:
@@ -260,7 +277,7 @@ class Ward:
         except StoreError as exc:
             raise Refused(_rule_in(str(exc)), str(exc)) from None
         self._plans[infusion_id] = _plan_view(planned)
-        self.notify()
+        self.notify((infusion_id,))
         return infusion_id
 
     def plan_of(self, infusion_id: int, state: InfusionState) -> tuple[list[dict[str, float]], str]:
@@ -287,7 +304,7 @@ class Ward:
             raise
         except StoreError as exc:
             raise Refused(Rule.D3, str(exc)) from None
-        self.notify()
+        self.notify((infusion_id,))
 
     async def start(
         self, infusion_id: int, *, actor: str, override_reason: str | None = None
@@ -334,7 +351,7 @@ class Ward:
             raise
         except StoreError as exc:
             raise Refused(None, str(exc)) from None
-        self.notify()
+        self.notify((infusion_id,))
 
     def _submit(self, infusion_id: int, event: Event) -> Decision:
         """Decide `event` for the infusion: through its supervisor, or (an infusion no longer
@@ -355,7 +372,7 @@ class Ward:
             return _checked(supervisor.submit(event))
         actor = getattr(event, "actor", None)
         self.store.save_infusion(infusion_id, decision.state, decision.audit, at=now, actor=actor)
-        self.notify()
+        self.notify((infusion_id,))
         return decision
 
     async def report_reaction(

@@ -699,6 +699,13 @@ class Store:
             )
             return [self._stored(row) for row in rows]
 
+    def live_infusion_ids(self) -> set[int]:
+        """The ids of `live_infusions()`, without loading their states (a cheap read for
+        listeners that only need to know which infusions are supervised)."""
+        with self._read() as session:
+            query = select(Infusion.id).where(col(Infusion.supervised).is_(True))
+            return {int(i) for i in session.exec(query) if i is not None}
+
     def reactions(self, infusion_id: int) -> list[Reaction]:
         """I10: the reactions of an infusion, in the order its state holds them."""
         with self._read() as session:
