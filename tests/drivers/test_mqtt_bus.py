@@ -104,6 +104,10 @@ async def test_broker_killed_and_restarted_relinks_every_pump_on_the_bus(
         async with asyncio.timeout(RELINK_BOUND_S):
             for pump in pumps:
                 await pump.wait_unlinked()
+            # the simulated pumps too have seen the loss: else `online`, still set from before,
+            # lets a command go out before a pump is subscribed again, and it is lost
+            for server in servers:
+                await server.offline.wait()
         assert not bus.connected
         for pump in pumps:
             with pytest.raises(PumpConnectionError, match="no link"):
