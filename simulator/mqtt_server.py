@@ -120,10 +120,13 @@ class MqttPumpServer:
         status_interval_s: float = STATUS_INTERVAL_S,
         reconnect_min_s: float = RECONNECT_MIN_S,
         reconnect_max_s: float = RECONNECT_MAX_S,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.model = model
         self.host = host
         self.port = port
+        self._login = {"username": username, "password": password}  # for the client only
         self.topics = Topics.for_pump(model.pump_id, prefix)
         self.status_interval_s = status_interval_s
         self.client_id = f"pumpctl-sim-{model.pump_id}-{uuid.uuid4().hex[:8]}"
@@ -201,6 +204,7 @@ class MqttPumpServer:
                     identifier=self.client_id,
                     will=aiomqtt.Will(self.topics.status, OFFLINE_PAYLOAD, qos=1, retain=True),
                     keepalive=KEEPALIVE_S,
+                    **self._login,
                 ),
                 self._serve,
                 self._gone,
@@ -441,7 +445,10 @@ class MqttSimulator:
         shared: bool = False,
         reconnect_min_s: float = RECONNECT_MIN_S,
         reconnect_max_s: float = RECONNECT_MAX_S,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
+        self._login = {"username": username, "password": password}  # for the client only
         self.servers = {
             m.pump_id: MqttPumpServer(
                 m,
@@ -451,6 +458,8 @@ class MqttSimulator:
                 status_interval_s=status_interval_s,
                 reconnect_min_s=reconnect_min_s,
                 reconnect_max_s=reconnect_max_s,
+                username=username,
+                password=password,
             )
             for m in models
         }
@@ -508,6 +517,7 @@ class MqttSimulator:
             identifier=self.client_id,
             keepalive=KEEPALIVE_S,
             max_inflight_messages=MAX_INFLIGHT,
+            **self._login,
         )
         client.pending_calls_threshold = MAX_INFLIGHT  # many in flight is the point
         return client

@@ -20,6 +20,14 @@ waiting for it never ended). Every client of the project is therefore built by `
 with no aiomqtt timeout (aiomqtt then awaits the acknowledgement directly, and a cancellation
 passes), and every call is bounded by its caller with `asyncio.timeout`: `bounded` for a call,
 `Session` for a connection's CONNECT and DISCONNECT (tests/drivers/test_mqtt_cancellation.py).
+
+Credentials: a bus given `username` (and `password`) sends them in its CONNECT (a broker with
+`allow_anonymous false`, config/mosquitto.conf). A broker that refuses them (CONNACK "not
+authorized" or "bad user name or password") is a connection that failed like any other: the
+attached pumps' link is down (A2) and the bus tries again with backoff, so a broker whose
+password file is fixed is joined again without a restart. What is logged, once per kind of
+failure, names the broker, the user and that authentication failed; the password never is (it
+is kept in a private attribute, handed only to the client's CONNECT).
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
 
 from drivers.backoff import RECONNECT_MAX_S, RECONNECT_MIN_S, backoff_delay
 from drivers.base import LINK_TIMEOUT_S, PumpConfigError
@@ -48,8 +57,10 @@ __all__ = [
     "TCP_NODELAY_OPTION",
     "MqttBus",
     "Session",
+    "auth_refused",
     "bounded",
     "cancel_and_wait",
+    "describe_failure",
     "new_client",
     "require_positive",
 ]
@@ -74,6 +85,28 @@ def new_client(host: str, port: int, **options: Any) -> aiomqtt.Client:
     return aiomqtt.Client(
         host, port, timeout=math.inf, socket_options=TCP_NODELAY_OPTION, **options
     )
+
+
+#: CONNACK codes of a refused login: MQTT 3.1.1's 4 and 5, MQTT 5's 0x86 and 0x87 (paho reports
+#: a 3.1.1 code as its MQTT 5 reason code).
+AUTH_REFUSED_CODES = frozenset({4, 5, 0x86, 0x87})
+
+
+def auth_refused(error: BaseException) -> bool:
+    """True if `error` is a broker's CONNACK refusing the credentials (or their absence)."""
+    if not isinstance(error, MqttConnectError):
+        return False
+    rc = error.rc
+    value = rc if isinstance(rc, int) else getattr(rc, "value", None)
+    return value in AUTH_REFUSED_CODES
+
+
+def describe_failure(error: BaseException, host: str, port: int, username: str | None) -> str:
+    """One line on a failed or lost connection to broker `host:port` (never a password)."""
+    if auth_refused(error):
+        who = f"user {username!r}" if username is not None else "anonymous (no user name)"
+        return f"broker {host}:{port} refused authentication as {who}: {error}"
+    return f"broker {host}:{port} link lost: {error}"
 
 
 async def bounded(call: Awaitable[_T], bound_s: float, what: str) -> _T:
@@ -157,7 +190,11 @@ class MqttBus:
         reconnect_min_s: float = RECONNECT_MIN_S,
         reconnect_max_s: float = RECONNECT_MAX_S,
         max_inflight: int = MAX_INFLIGHT,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
+        if password is not None and username is None:
+            raise PumpConfigError("bus", "configure", "a password needs a user name")
         require_positive(
             "bus",
             link_timeout_s=link_timeout_s,
@@ -171,6 +208,11 @@ class MqttBus:
         self.link_timeout_s = link_timeout_s
         self._reconnect = (reconnect_min_s, reconnect_max_s)
         self._max_inflight = max_inflight
+        self.username = username
+        self._password = password  # only ever handed to the client
+        #: why the last connection attempt failed or the link was lost (None while linked)
+        self.last_failure: str | None = None
+        self.auth_failed = False  # the last attempt's CONNACK refused the credentials
         self._pumps: dict[str, MqttPump] = {}  # pump_id -> pump
         self._routes: dict[str, MqttPump] = {}  # status and ack topic -> pump
         self._subscribed: set[str] = set()  # pump ids subscribed on the current connection
@@ -284,7 +326,7 @@ class MqttBus:
     async def _supervise(self) -> None:
         """Keep one subscribed connection, reconnecting with backoff and jitter."""
         attempt = 0
-        lost_logged = False
+        logged: bool | None = None  # the kind of failure logged (auth or not), None: none
         while True:
             client = new_client(
                 self.host,
@@ -292,6 +334,8 @@ class MqttBus:
                 identifier=self.client_id,
                 keepalive=max(1, round(self.link_timeout_s)),
                 max_inflight_messages=self._max_inflight,
+                username=self.username,
+                password=self._password,
             )
             client.pending_calls_threshold = self._max_inflight  # many in flight is the point
             try:
@@ -303,21 +347,18 @@ class MqttBus:
                             self.client_id,
                             len(self._pumps),
                         )
-                    lost_logged, attempt = False, 0
+                    logged, attempt = None, 0
+                    self.last_failure, self.auth_failed = None, False
                     async for message in client.messages:
                         self._route(message)
             except aiomqtt.MqttError as exc:
-                if not lost_logged:
-                    _log.warning(
-                        "bus %s: broker %s:%s link lost: %s",
-                        self.client_id,
-                        self.host,
-                        self.port,
-                        exc,
-                    )
-                    lost_logged = True
+                self.last_failure = describe_failure(exc, self.host, self.port, self.username)
+                self.auth_failed = auth_refused(exc)
+                if logged is not self.auth_failed:  # once per outage and kind of failure
+                    logged = self.auth_failed
+                    _log.warning("bus %s: %s", self.client_id, self.last_failure)
             finally:
-                self._unlink(f"broker {self.host}:{self.port} link lost")
+                self._unlink(self.last_failure or f"broker {self.host}:{self.port} link lost")
             await asyncio.sleep(backoff_delay(attempt, *self._reconnect))
             attempt += 1
 

@@ -76,8 +76,8 @@ class MqttPump(Pump):
     """A pump reached through an MQTT broker. Use as an async context manager.
 
     `MqttPump(pump_id, host, port)` opens a connection of its own; `MqttPump(pump_id, bus=bus)`
-    shares the started `MqttBus` `bus` with other pumps (the connection settings, `client_id`
-    and `reconnect_*`, are then the bus's).
+    shares the started `MqttBus` `bus` with other pumps (the connection settings, `client_id`,
+    `reconnect_*`, `username` and `password`, are then the bus's).
     """
 
     def __init__(
@@ -93,6 +93,8 @@ class MqttPump(Pump):
         client_id: str | None = None,
         reconnect_min_s: float = RECONNECT_MIN_S,
         reconnect_max_s: float = RECONNECT_MAX_S,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         try:
             self.topics = Topics.for_pump(pump_id, prefix)
@@ -109,6 +111,10 @@ class MqttPump(Pump):
             raise PumpConfigError(pump_id, "configure", "give either a broker host or a bus")
         if bus is not None and client_id is not None:
             raise PumpConfigError(pump_id, "configure", "on a bus the client_id is the bus's")
+        if bus is not None and (username is not None or password is not None):
+            raise PumpConfigError(pump_id, "configure", "on a bus the credentials are the bus's")
+        if password is not None and username is None:
+            raise PumpConfigError(pump_id, "configure", "a password needs a user name")
         super().__init__(pump_id, link_timeout_s=link_timeout_s)
         self._owns_bus = bus is None
         if bus is None:
@@ -120,6 +126,8 @@ class MqttPump(Pump):
                 link_timeout_s=link_timeout_s,
                 reconnect_min_s=reconnect_min_s,
                 reconnect_max_s=reconnect_max_s,
+                username=username,
+                password=password,
             )
         self.bus = bus
         self.host = bus.host
@@ -152,12 +160,11 @@ class MqttPump(Pump):
             async with asyncio.timeout(self.link_timeout_s):
                 await self._linked.wait()
         except TimeoutError:
+            why = f"broker {self.host}:{self.port} not reachable within {self.link_timeout_s} s"
+            if self.bus.auth_failed and self.bus.last_failure:  # reachable, but refusing us
+                why = f"{self.bus.last_failure} (no link within {self.link_timeout_s} s)"
             await self.close()
-            raise PumpConnectionError(
-                self.pump_id,
-                "connect",
-                f"broker {self.host}:{self.port} not reachable within {self.link_timeout_s} s",
-            ) from None
+            raise PumpConnectionError(self.pump_id, "connect", why) from None
         except BaseException:
             await self.close()
             raise

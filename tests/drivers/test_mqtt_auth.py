@@ -1,0 +1,300 @@
+"""MQTT credentials against a real Mosquitto that refuses anonymous clients (`allow_anonymous
+false` and a `password_file`, as config/mosquitto.conf ships): the right user name and password
+link a pump and its status flows; a wrong password, or none, is a link that is down (A2), said
+in one line naming the broker and that authentication failed, retried with backoff until the
+broker accepts (its password file fixed, SIGHUP), and the password is in no log line at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import logging
+import shutil
+import signal
+import subprocess
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from mqtt_env import RELINK_BOUND_S, wait_status
+from needs import free_port, missing
+
+from drivers.base import PumpConnectionError, PumpState
+from drivers.mqtt import MqttBus, MqttPump
+from pumpctl.clock import VirtualClock
+from simulator.model import PumpModel
+from simulator.mqtt_server import MqttPumpServer
+
+pytestmark = pytest.mark.mosquitto
+
+CONTROLLER = "controller"
+#: throwaway passwords for a throwaway broker, distinctive enough to search the logs for
+PASSWORD = "Right-Pw-6d1f0c"  # noqa: S105
+WRONG = "Wrong-Pw-93ab7e"
+PUMP_PASSWORD = "Pump-Pw-41c2aa"  # noqa: S105
+BOUND_S = 10.0
+
+
+@dataclass
+class AuthBroker:
+    """A Mosquitto of the test's own that refuses anonymous clients; users in `passwd`."""
+
+    binary: str
+    passwd_tool: str
+    port: int
+    workdir: Path
+    process: subprocess.Popen[bytes] | None = None
+    log: list[str] = field(default_factory=list)
+    _reader: threading.Thread | None = field(default=None, repr=False)
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    @property
+    def passwd(self) -> Path:
+        return self.workdir / "passwd"
+
+    def set_password(self, user: str, password: str) -> None:
+        """Add or change `user` in the password file (the broker reads it at start, on SIGHUP)."""
+        create = [] if self.passwd.exists() else ["-c"]
+        subprocess.run(
+            [self.passwd_tool, *create, "-b", str(self.passwd), user, password],
+            check=True, capture_output=True, timeout=BOUND_S,
+        )  # fmt: skip
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto reads its password file again."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGHUP)
+
+    def start(self) -> None:
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous false\n"
+            f"password_file {self.passwd}\n"
+            "persistence false\n"
+            "set_tcp_nodelay true\n"
+            "log_dest stderr\n"
+            "log_type all\n"  # its "running" line is what start() waits for
+            f"user {getpass.getuser()}\n"  # as root, it would drop to "mosquitto"
+        )
+        self.process = subprocess.Popen(
+            [self.binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        process, running = self.process, threading.Event()
+
+        def drain() -> None:
+            assert process.stderr is not None
+            for line in process.stderr:
+                self.log.append(line.decode(errors="replace"))
+                if b" running" in line:
+                    running.set()
+            running.set()
+
+        self._reader = threading.Thread(target=drain, name=f"mosquitto-{self.port}", daemon=True)
+        self._reader.start()
+        if not running.wait(BOUND_S) or process.poll() is not None:
+            raise RuntimeError(f"mosquitto did not start: {''.join(self.log).strip()}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=BOUND_S)
+        if self._reader is not None:
+            self._reader.join(timeout=BOUND_S)
+            self._reader = None
+        if self.process is not None and self.process.stderr is not None:
+            self.process.stderr.close()
+        self.process = None
+
+
+@pytest.fixture
+def auth_broker(tmp_path: Path) -> Iterator[AuthBroker]:
+    """Users `controller` (PASSWORD) and `pump-a` (PUMP_PASSWORD); anonymous refused."""
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    for needed in (binary, tool):  # scripts/test installs the mosquitto package in CI
+        if not Path(needed).exists():
+            missing(f"{Path(needed).name} not found (it comes with the mosquitto package)")
+    broker = AuthBroker(binary=binary, passwd_tool=tool, port=free_port(), workdir=tmp_path)
+    broker.set_password(CONTROLLER, PASSWORD)
+    broker.set_password("pump-a", PUMP_PASSWORD)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+class LogWatch(logging.Handler):
+    """Every log record of the test (all loggers, DEBUG up), and a wait for a line to come."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+        self._new = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.name}: {self.format(record)}")
+        self._new.set()  # records come from this loop's tasks (the bus, the pump)
+
+    async def wait_for(self, *words: str, bound_s: float = RELINK_BOUND_S) -> str:
+        """The first line holding every one of `words` (logged already or to come), bounded."""
+        async with asyncio.timeout(bound_s):
+            while True:
+                self._new.clear()
+                for line in self.lines:
+                    if all(w in line for w in words):
+                        return line
+                await self._new.wait()
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@pytest.fixture
+def logs() -> Iterator[LogWatch]:
+    watch = LogWatch()
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(watch)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield watch
+    finally:
+        root.removeHandler(watch)
+        root.setLevel(level)
+
+
+@asynccontextmanager
+async def simulated_pump(broker: AuthBroker, clock: VirtualClock) -> AsyncIterator[PumpModel]:
+    """Pump `pump-a`, logged in as itself, online on `broker`."""
+    model = PumpModel("pump-a", clock)
+    server = MqttPumpServer(
+        model, broker.host, broker.port, username="pump-a", password=PUMP_PASSWORD
+    )
+    async with server:
+        async with asyncio.timeout(RELINK_BOUND_S):
+            await server.online.wait()
+        yield model
+
+
+def assert_no_password(logs: LogWatch, *texts: str) -> None:
+    for secret in (PASSWORD, WRONG, PUMP_PASSWORD):
+        assert secret not in logs.text()
+        for text in texts:
+            assert secret not in text
+
+
+async def test_the_right_credentials_link_the_pump_and_its_status_flows(
+    auth_broker: AuthBroker, clock: VirtualClock, logs: LogWatch
+) -> None:
+    async with (
+        simulated_pump(auth_broker, clock) as model,
+        MqttPump(
+            model.pump_id,
+            auth_broker.host,
+            auth_broker.port,
+            username=CONTROLLER,
+            password=PASSWORD,
+        ) as pump,
+    ):
+        status = await pump.read_status()
+        assert status.state is PumpState.STOPPED
+        await pump.set_rate(25.0)
+        await pump.set_vtbi(10.0)
+        await pump.run()
+        running = await wait_status(pump, lambda s: s.state is PumpState.RUNNING)
+        assert running.rate_ml_h == 25.0
+    assert_no_password(logs)
+
+
+@pytest.mark.parametrize(
+    "login",
+    [(CONTROLLER, WRONG, f"user {CONTROLLER!r}"), (None, None, "anonymous")],
+    ids=["wrong-password", "anonymous"],
+)
+async def test_a_refused_login_is_no_link_said_in_one_line_without_the_password(
+    auth_broker: AuthBroker,
+    clock: VirtualClock,
+    logs: LogWatch,
+    login: tuple[str | None, str | None, str],
+) -> None:
+    username, password, who = login
+    broker = f"{auth_broker.host}:{auth_broker.port}"
+    async with simulated_pump(auth_broker, clock) as model:
+        pump = MqttPump(
+            model.pump_id,
+            auth_broker.host,
+            auth_broker.port,
+            username=username,
+            password=password,
+            link_timeout_s=1.0,
+        )
+        with pytest.raises(PumpConnectionError) as refused:
+            await pump.connect()
+        assert not pump.connected
+    said = str(refused.value)
+    assert f"broker {broker} refused authentication as {who}" in said
+    line = await logs.wait_for(f"broker {broker} refused authentication", who)
+    assert "\n" not in line
+    assert_no_password(logs, said)
+
+
+async def test_a_refused_login_is_retried_and_links_once_the_broker_accepts(
+    auth_broker: AuthBroker, clock: VirtualClock, logs: LogWatch
+) -> None:
+    """A linked pump whose broker comes back refusing its credentials is link-lost (A2): its
+    commands fail at once, the bus says why once and retries; the broker's password file fixed
+    (SIGHUP), the pump links again by itself and its status flows."""
+    broker = f"{auth_broker.host}:{auth_broker.port}"
+    async with simulated_pump(auth_broker, clock) as model:
+        bus = MqttBus(
+            auth_broker.host,
+            auth_broker.port,
+            username=CONTROLLER,
+            password=PASSWORD,
+            reconnect_max_s=0.2,
+        )
+        async with bus, MqttPump(model.pump_id, bus=bus) as pump:
+            assert (await pump.read_status()).state is PumpState.STOPPED
+
+            # the broker restarts with another password for the controller
+            auth_broker.stop()
+            await asyncio.wait_for(pump.wait_unlinked(), RELINK_BOUND_S)
+            auth_broker.set_password(CONTROLLER, WRONG)
+            auth_broker.start()
+            await logs.wait_for(f"broker {broker} refused authentication", CONTROLLER)
+            assert not bus.connected
+            assert not pump.connected
+            with pytest.raises(PumpConnectionError):
+                await pump.read_status()
+
+            # fixed on the broker: the bus, still retrying, links the pump again
+            auth_broker.set_password(CONTROLLER, PASSWORD)
+            auth_broker.reload()
+            await asyncio.wait_for(pump.wait_linked(), RELINK_BOUND_S)
+            assert (await pump.read_status()).state is not PumpState.OFFLINE
+            assert pump.reconnections == 1
+            await logs.wait_for("broker link recovered")
+    assert_no_password(logs)
+    # one line per kind of failure, not one per attempt
+    refusals = [line for line in logs.lines if "refused authentication" in line]
+    assert len(refusals) == 1, refusals
+
+
+async def test_credentials_are_the_bus_s_and_a_password_needs_a_user() -> None:
+    bus = MqttBus("127.0.0.1", 1883, username=CONTROLLER, password=PASSWORD)
+    with pytest.raises(Exception, match="credentials are the bus's"):
+        MqttPump("pump-a", bus=bus, username=CONTROLLER, password=PASSWORD)
+    with pytest.raises(Exception, match="needs a user name"):
+        MqttPump("pump-a", "127.0.0.1", password=PASSWORD)
+    with pytest.raises(Exception, match="needs a user name"):
+        MqttBus("127.0.0.1", password=PASSWORD)
+    assert PASSWORD not in repr(bus)
