@@ -10,7 +10,9 @@ per infusion per burst, and the ward never waits for the broker. Which infusions
 store supervises, and those it did on the previous burst (so an infusion that ends, or is
 cancelled, shows its last state).
 
-A broker that is down, slow or refusing never stops the service: the publisher logs, backs off
+The connection logs in with the settings' `mqtt_username`/`mqtt_password` (pumpctl/settings.py).
+A broker that is down, slow or refusing (its CONNACK refusing the credentials too) never stops
+the service: the publisher logs, backs off
 and connects again, and a new connection publishes every current view again (a restarted
 broker may have forgotten the retained ones). The calls are bounded by this module, never by
 aiomqtt (drivers/mqtt/bus.py: a cancellation then always passes).
@@ -30,7 +32,7 @@ import aiomqtt
 from api.views import infusion_view
 from drivers.backoff import RECONNECT_MAX_S, RECONNECT_MIN_S, backoff_delay
 from drivers.mqtt import DEFAULT_PREFIX, parse_broker
-from drivers.mqtt.bus import Session, bounded, cancel_and_wait, new_client
+from drivers.mqtt.bus import Session, auth_refused, bounded, cancel_and_wait, new_client
 from pumpctl.controller.ward import Ward
 from pumpctl.settings import Settings
 
@@ -64,8 +66,12 @@ class InfusionPublisher:
         call_bound_s: float = CALL_BOUND_S,
         retry_min_s: float = RECONNECT_MIN_S,
         retry_max_s: float = RECONNECT_MAX_S,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.ward = ward
+        self.username = username
+        self._password = password  # only ever handed to the client
         self.host = host
         self.port = port
         self.prefix = prefix.rstrip("/")
@@ -85,7 +91,16 @@ class InfusionPublisher:
         assert settings.broker is not None
         host, port = parse_broker(settings.broker)
         client_id = f"pumpctl-{settings.gateway_id}-views-{uuid.uuid4().hex[:8]}"
-        return cls(ward, host, port, prefix=settings.mqtt_prefix, client_id=client_id)
+        username, password = settings.mqtt_credentials()
+        return cls(
+            ward,
+            host,
+            port,
+            prefix=settings.mqtt_prefix,
+            client_id=client_id,
+            username=username,
+            password=password,
+        )
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -115,26 +130,45 @@ class InfusionPublisher:
 
     async def _run(self) -> None:
         attempt = 0
-        down_logged = False
+        down_logged: bool | None = None  # the kind of failure logged (auth or not), None: none
         while True:
             client = new_client(
-                self.host, self.port, identifier=self.client_id, keepalive=KEEPALIVE_S
+                self.host,
+                self.port,
+                identifier=self.client_id,
+                keepalive=KEEPALIVE_S,
+                username=self.username,
+                password=self._password,
             )
             try:
                 async with Session(client, self.call_bound_s):
                     self.connections += 1
-                    if down_logged:
+                    if down_logged is not None:
                         _log.warning("views: broker %s:%s link recovered", self.host, self.port)
-                    down_logged, attempt = False, 0
+                    down_logged, attempt = None, 0
                     self._published = {}  # a new connection says everything again
                     self._changed.set()
                     await self._serve(client)
             except aiomqtt.MqttError as exc:
-                if not down_logged:
-                    _log.warning(
-                        "views: broker %s:%s link down (retrying): %s", self.host, self.port, exc
-                    )
-                    down_logged = True
+                refused = auth_refused(exc)
+                if down_logged is not refused:  # once per outage and kind of failure
+                    down_logged = refused
+                    if refused:
+                        who = f"user {self.username!r}" if self.username else "anonymous"
+                        _log.warning(
+                            "views: broker %s:%s refused authentication as %s (retrying): %s",
+                            self.host,
+                            self.port,
+                            who,
+                            exc,
+                        )
+                    else:
+                        _log.warning(
+                            "views: broker %s:%s link down (retrying): %s",
+                            self.host,
+                            self.port,
+                            exc,
+                        )
             except Exception:  # noqa: BLE001 - a bug here must never stop the service: retried
                 _log.exception("views: publisher failed (retrying)")
             await asyncio.sleep(backoff_delay(attempt, *self._retry))

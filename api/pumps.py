@@ -1,6 +1,7 @@
 """The service's pumps from its settings: real drivers for configured links (serial lines are
-shared by the pumps on them, MQTT pumps by one connection per broker). Simulated pumps come
-from `api.sim` instead (the only part of the service that imports the simulator)."""
+shared by the pumps on them, MQTT pumps by one connection per broker and credentials: a pump
+URL's own user and password, else the settings' `mqtt_username`/`mqtt_password`). Simulated pumps
+come from `api.sim` instead (the only part of the service that imports the simulator)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ __all__ = ["open_pumps"]
 async def open_pumps(settings: Settings, stack: AsyncExitStack) -> dict[str, tuple[Pump, str]]:
     """Open every configured pump; {pump id: (driver, transport)}. Closed with `stack`."""
     lines: dict[tuple[str, int], SerialLine] = {}
-    buses: dict[tuple[str, int], MqttBus] = {}
+    buses: dict[tuple[str, int, str | None, str | None], MqttBus] = {}
     pumps: dict[str, tuple[Pump, str]] = {}
     for link in settings.pumps:
         pump: Pump
@@ -33,12 +34,15 @@ async def open_pumps(settings: Settings, stack: AsyncExitStack) -> dict[str, tup
                 link_timeout_s=settings.link_timeout_s,
             )
         else:
-            key = (link.host, link.mqtt_port)
-            if key not in buses:
-                buses[key] = await stack.enter_async_context(MqttBus(link.host, link.mqtt_port))
+            username, password = settings.mqtt_credentials(link)
+            login = (link.host, link.mqtt_port, username, password)
+            if login not in buses:
+                buses[login] = await stack.enter_async_context(
+                    MqttBus(link.host, link.mqtt_port, username=username, password=password)
+                )
             pump = MqttPump(
                 link.pump or link.id,
-                bus=buses[key],
+                bus=buses[login],
                 prefix=settings.mqtt_prefix,
                 link_timeout_s=settings.link_timeout_s,
             )

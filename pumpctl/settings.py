@@ -4,7 +4,17 @@ variables, then the command line (each later source wins). pydantic-settings rea
 Tokens (`api_tokens`) and pumps (`pumps`) may be given as tables in the TOML file or as one
 string each in the environment: `PUMPCTL_API_TOKENS="token=name:role,..."` (interfaces.md,
 section 3) and `PUMPCTL_PUMPS="ID=URL,..."`. A pump URL is `serial:///dev/ttyUSB0?address=0&safe=N`
-or `mqtt://HOST:PORT/PUMP_ID`. `config/pumpctl.example.toml` shows every key.
+or `mqtt://[USER:PASSWORD@]HOST:PORT/PUMP_ID`. `config/pumpctl.example.toml` shows every key.
+
+MQTT credentials (a broker with `allow_anonymous false`, config/mosquitto.conf): `mqtt_username`
+with `mqtt_password` (PUMPCTL_MQTT_PASSWORD) or `mqtt_password_file` (PUMPCTL_MQTT_PASSWORD_FILE,
+e.g. a systemd credential `%d/mqtt.password`, or /etc/pumpctl/mqtt.password mode 0600), one of
+the two: both is refused, as is a password without a user name (MQTT 3.1.1, 3.1.2.9). The file
+is read once, at start: unreadable, empty or more than one line is refused naming the setting (a
+trailing newline is not part of the password). They are used by every MQTT connection of the
+service (the pumps' buses, the infusion-state publisher, simulated MQTT pumps); a pump URL's own
+`USER:PASSWORD@` (percent-encoded) wins for that pump. Passwords are `SecretStr`: never in a
+repr, a log line or an error message.
 """
 
 from __future__ import annotations
@@ -13,9 +23,9 @@ import math
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -33,6 +43,8 @@ __all__ = [
     "load_settings",
     "parse_pump_url",
     "parse_tokens",
+    "read_password_file",
+    "redact_url",
 ]
 
 DEFAULT_HOST = "127.0.0.1"
@@ -63,7 +75,7 @@ class TokenEntry(BaseModel):
 class PumpLink(BaseModel):
     """One configured pump: its id and how it is reached."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     id: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")]
     transport: Literal["serial", "mqtt"]
@@ -74,12 +86,40 @@ class PumpLink(BaseModel):
     host: str = ""  # mqtt: the broker
     mqtt_port: Annotated[int, Field(ge=1, le=65535)] = 1883
     pump: str = ""  # mqtt: the pump's id on the broker
+    # mqtt: the controller's credentials for this pump's broker (None: the settings' own)
+    username: Annotated[str, Field(min_length=1)] | None = None
+    password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _credentials(self) -> PumpLink:
+        if self.password is not None and self.username is None:
+            raise ValueError(f"pump {self.id}: an MQTT password needs a user name")
+        if self.transport == "serial" and self.username is not None:
+            raise ValueError(f"pump {self.id}: a serial link has no user name")
+        return self
+
+
+def redact_url(url: str) -> str:
+    """`url` with the password of its userinfo replaced by `***` (for messages)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, tail = rest.partition("/")
+    userinfo, at, hostport = authority.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.partition(":")[0]
+    return f"{scheme}://{user}:***@{hostport}{slash}{tail}"
 
 
 def parse_pump_url(pump_id: str, url: str) -> PumpLink:
-    """`serial:///dev/ttyUSB0?address=0&safe=N` or `mqtt://host:1883/PUMP_ID` as a `PumpLink`
-    (ValueError naming the part that is wrong)."""
-    parts = urlsplit(url)
+    """`serial:///dev/ttyUSB0?address=0&safe=N` or `mqtt://[user:pass@]host:1883/PUMP_ID` as a
+    `PumpLink` (ValueError naming the part that is wrong; a password is never in it)."""
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ValueError(f"pump {pump_id}: not a URL ({shown!r})") from None
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     if parts.scheme == "serial":
         unknown = set(query) - {"address", "safe", "baud"}
@@ -88,8 +128,10 @@ def parse_pump_url(pump_id: str, url: str) -> PumpLink:
         port = parts.path or ""
         if parts.netloc:  # serial://socket-host:port for a TCP-served line
             port = f"socket://{parts.netloc}"
+        if parts.username is not None:
+            raise ValueError(f"pump {pump_id}: a serial URL has no user name ({shown!r})")
         if not port:
-            raise ValueError(f"pump {pump_id}: serial URL names no port ({url!r})")
+            raise ValueError(f"pump {pump_id}: serial URL names no port ({shown!r})")
         try:
             address = int(query.get("address", "0"))
             safe_text = query.get("safe", str(DEFAULT_SAFE_MODE_S))
@@ -97,7 +139,7 @@ def parse_pump_url(pump_id: str, url: str) -> PumpLink:
             baud = int(query.get("baud", "19200"))
         except ValueError:
             raise ValueError(
-                f"pump {pump_id}: address, safe and baud are numbers ({url!r})"
+                f"pump {pump_id}: address, safe and baud are numbers ({shown!r})"
             ) from None
         return PumpLink(
             id=pump_id,
@@ -109,16 +151,49 @@ def parse_pump_url(pump_id: str, url: str) -> PumpLink:
         )
     if parts.scheme == "mqtt":
         if not parts.hostname:
-            raise ValueError(f"pump {pump_id}: MQTT URL names no broker ({url!r})")
+            raise ValueError(f"pump {pump_id}: MQTT URL names no broker ({shown!r})")
+        try:
+            mqtt_port = parts.port or 1883
+        except ValueError:  # urllib's message would not name the pump
+            raise ValueError(
+                f"pump {pump_id}: MQTT URL's port is not 1-65535 ({shown!r})"
+            ) from None
         remote = parts.path.strip("/") or pump_id
+        username = unquote(parts.username) if parts.username is not None else None
+        password = unquote(parts.password) if parts.password is not None else None
+        if not username and (username is not None or password is not None):
+            raise ValueError(f"pump {pump_id}: MQTT URL has no user name before '@' ({shown!r})")
         return PumpLink(
             id=pump_id,
             transport="mqtt",
             host=parts.hostname,
-            mqtt_port=parts.port or 1883,
+            mqtt_port=mqtt_port,
             pump=remote,
+            username=username,
+            password=SecretStr(password) if password is not None else None,
         )
-    raise ValueError(f"pump {pump_id}: URL must start serial:// or mqtt://, got {url!r}")
+    raise ValueError(f"pump {pump_id}: URL must start serial:// or mqtt://, got {shown!r}")
+
+
+def read_password_file(path: Path) -> SecretStr:
+    """The password in `path`: its one line, without the line ending. ValueError (naming
+    neither the password nor more of the file than its path) if it is unreadable or empty."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"{path} is not readable ({exc.strerror or type(exc).__name__})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text") from None
+    password = text.removesuffix("\n").removesuffix("\r")
+    if not password:
+        raise ValueError(f"{path} is empty")
+    if "\n" in password or "\r" in password:
+        raise ValueError(f"{path} has more than one line (the password is its one line)")
+    return SecretStr(password)
+
+
+def _reveal(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() if secret is not None else None
 
 
 def parse_tokens(text: str) -> dict[str, TokenEntry]:
@@ -143,7 +218,11 @@ def parse_tokens(text: str) -> dict[str, TokenEntry]:
 class Settings(BaseSettings):
     """Everything `create_app` needs; see the module docstring for where it comes from."""
 
-    model_config = SettingsConfigDict(env_prefix="PUMPCTL_", extra="forbid")
+    # hide_input_in_errors: a ValidationError's text would otherwise show the value given
+    # (a password, a pump URL with one), wherever it is printed
+    model_config = SettingsConfigDict(
+        env_prefix="PUMPCTL_", extra="forbid", hide_input_in_errors=True
+    )
 
     host: str = DEFAULT_HOST
     port: Annotated[int, Field(ge=0, le=65535)] = DEFAULT_PORT
@@ -157,6 +236,10 @@ class Settings(BaseSettings):
     sim_wire_time: bool = False
     broker: str | None = None  # HOST:PORT: simulated MQTT pumps, infusion states published
     mqtt_prefix: str = "pumpctl/v1"
+    # credentials of every MQTT connection (module docstring); a pump URL's own win for it
+    mqtt_username: Annotated[str, Field(min_length=1)] | None = None
+    mqtt_password: SecretStr | None = None
+    mqtt_password_file: Path | None = None  # read at start into mqtt_password
     gateway_id: str = "gateway-1"
     protocol: str = "daratumumab"  # the protocol of a new course when a request names none
     api_tokens: Annotated[dict[str, TokenEntry], NoDecode] = Field(default_factory=dict)
@@ -196,6 +279,20 @@ class Settings(BaseSettings):
             ]
         return value
 
+    @field_validator("mqtt_password")
+    @classmethod
+    def _password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            raise ValueError("empty: unset it, or give the password")
+        return value
+
+    @field_validator("mqtt_password_file")
+    @classmethod
+    def _password_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            read_password_file(value)  # refused at start, naming this setting
+        return value
+
     @field_validator("clock")
     @classmethod
     def _clock(cls, value: str) -> str:
@@ -226,7 +323,20 @@ class Settings(BaseSettings):
             )
         if self.simulate and self.link == "mqtt" and not self.broker:
             raise ValueError("broker: simulated MQTT pumps need --broker HOST:PORT")
+        if self.mqtt_password_file is not None:
+            if self.mqtt_password is not None:
+                raise ValueError("mqtt_password and mqtt_password_file are both set: give one")
+            self.mqtt_password = read_password_file(self.mqtt_password_file)
+        if self.mqtt_password is not None and self.mqtt_username is None:
+            raise ValueError("mqtt_password: a password needs mqtt_username")
         return self
+
+    def mqtt_credentials(self, link: PumpLink | None = None) -> tuple[str | None, str | None]:
+        """(user name, password) for an MQTT connection: `link`'s own if its URL or table
+        gives a user name, else the settings' (None, None: anonymous)."""
+        if link is not None and link.username is not None:
+            return link.username, _reveal(link.password)
+        return self.mqtt_username, _reveal(self.mqtt_password)
 
     @property
     def clock_mode(self) -> Literal["real", "scaled", "virtual"]:

@@ -29,7 +29,9 @@ class SimulatedPumps:
 
 async def open_simulated(settings: Settings, clock: Clock, stack: AsyncExitStack) -> SimulatedPumps:
     """N simulated pumps `pump-1..pump-N` on one pseudo-terminal (New Era addresses 0..N-1)
-    or on the given MQTT broker, on the service's own clinical clock."""
+    or on the given MQTT broker, on the service's own clinical clock. On a broker, the simulated
+    pumps and their bus log in with the settings' `mqtt_username`/`mqtt_password` (a bench
+    broker's ACL must then let that user write every simulated pump's status and acks)."""
     n = settings.simulate
     ids = [f"pump-{i}" for i in range(1, n + 1)]
     sim = SimulatedPumps()
@@ -53,11 +55,22 @@ async def open_simulated(settings: Settings, clock: Clock, stack: AsyncExitStack
     else:
         assert settings.broker is not None
         host, port = parse_broker(settings.broker)
+        username, password = settings.mqtt_credentials()
         models = [PumpModel(pid, clock) for pid in ids]
         await stack.enter_async_context(
-            MqttSimulator(models, host, port, prefix=settings.mqtt_prefix, shared=True)
+            MqttSimulator(
+                models,
+                host,
+                port,
+                prefix=settings.mqtt_prefix,
+                shared=True,
+                username=username,
+                password=password,
+            )
         )
-        bus = await stack.enter_async_context(MqttBus(host, port))
+        bus = await stack.enter_async_context(
+            MqttBus(host, port, username=username, password=password)
+        )
         sim.where = settings.broker
         for model in models:
             mqtt_pump = MqttPump(

@@ -16,6 +16,12 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from drivers.base import PumpConnectionError, PumpState
+from drivers.mqtt import MqttBus, MqttPump
+from pumpctl.clock import VirtualClock
+from simulator.model import PumpModel
+from simulator.mqtt_server import MqttPumpServer
+
 pytestmark = pytest.mark.mosquitto
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
@@ -144,3 +150,34 @@ async def test_acl_pumps_write_only_their_own_status_and_only_the_controller_com
             assert second.payload == b'{"id":"c1","op":"stop"}'
             for reader in readers:
                 reader.cancel()
+
+
+async def test_pumpctl_logs_in_as_the_controller_and_commands_a_pump_through_the_acl(
+    secured_broker: int, clock: VirtualClock
+) -> None:
+    """The shipped conf and the service work together: pumpctl's bus logs in as `controller`
+    (settings mqtt_username / mqtt_password), a simulated pump as its pump id (the ACL's %u);
+    the pump's retained status reaches the controller and the controller's commands the pump."""
+    model = PumpModel("pump-1", clock)
+    server = MqttPumpServer(
+        model, "127.0.0.1", secured_broker, username="pump-1", password=PASSWORD
+    )
+    bus = MqttBus("127.0.0.1", secured_broker, username="controller", password=PASSWORD)
+    async with server:
+        async with asyncio.timeout(BOUND_S):
+            await server.online.wait()
+        async with bus, MqttPump("pump-1", bus=bus) as pump:
+            assert (await pump.read_status()).state is PumpState.STOPPED
+            await pump.set_rate(40.0)
+            await pump.set_vtbi(5.0)
+            status = await pump.run()
+            assert (status.state, status.rate_ml_h) == (PumpState.RUNNING, 40.0)
+            assert model.state is PumpState.RUNNING  # the simulated pump itself
+
+
+async def test_pumpctl_without_credentials_is_refused_by_the_shipped_conf(
+    secured_broker: int,
+) -> None:
+    pump = MqttPump("pump-1", "127.0.0.1", secured_broker, link_timeout_s=1.0)
+    with pytest.raises(PumpConnectionError, match="refused authentication as anonymous"):
+        await pump.connect()
