@@ -15,6 +15,7 @@ from pumpctl.settings import Role, Settings, load_settings
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "pumpctl.example.toml"
 #: an optional setting or table, commented out ("#key = ..." or "#[table]"), not prose ("# ...")
 OPTIONAL = re.compile(r"^#(?=[a-z_\[])", flags=re.MULTILINE)
+EXAMPLE_PASSWORD = "s3cret"  # noqa: S105 - the test's stand-in for the gateway's password file
 
 
 @pytest.fixture(autouse=True)
@@ -29,6 +30,11 @@ def with_optional_lines_on(tmp_path: Path) -> Path:
     text = EXAMPLE.read_text(encoding="utf-8")
     switched, count = OPTIONAL.subn("", text)
     assert count >= 5, "the example shows optional settings as '#key = ...' lines"
+    # the MQTT password file it names is the gateway's: here one in tmp_path (read at start)
+    secret = tmp_path / "mqtt.password"
+    secret.write_text(f"{EXAMPLE_PASSWORD}\n", encoding="utf-8")
+    switched, count = re.subn(r'"/etc/pumpctl/mqtt\.password"', f'"{secret}"', switched)
+    assert count == 1, "the example names /etc/pumpctl/mqtt.password"
     path = tmp_path / "pumpctl.toml"
     path.write_text(switched, encoding="utf-8")
     return path
@@ -80,3 +86,17 @@ def test_tokens_from_the_environment_replace_the_files_tables(
     assert set(settings.api_tokens) == {"t-c", "t-v"}
     assert settings.api_tokens["t-c"].role is Role.CLINICIAN
     assert settings.data_dir == tmp_path / "state"
+
+
+def test_the_example_s_mqtt_login_is_the_acl_s_controller_and_a_password_file(
+    tmp_path: Path,
+) -> None:
+    """As shipped the login is commented out (anonymous); switched on, it is the shipped ACL's
+    `controller` with the password read from the file the example names."""
+    assert load_settings(EXAMPLE).mqtt_credentials() == (None, None)
+    assert "/etc/pumpctl/mqtt.password" in EXAMPLE.read_text(encoding="utf-8")
+    settings = load_settings(with_optional_lines_on(tmp_path))
+    assert settings.mqtt_credentials() == ("controller", EXAMPLE_PASSWORD)
+    assert EXAMPLE_PASSWORD not in repr(settings)
+    acl = (EXAMPLE.parent / "mosquitto.acl").read_text(encoding="utf-8")
+    assert re.search(r"^user controller$", acl, flags=re.MULTILINE)
