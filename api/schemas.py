@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -15,20 +16,30 @@ from pydantic import (
     StringConstraints,
 )
 
+from pumpctl.store import MAX_ROW_ID
+
 __all__ = [
     "BagIn",
     "HistoryIn",
+    "InfusionId",
     "InfusionIn",
     "Message",
+    "PatientId",
     "PatientIn",
     "PremedicationIn",
     "ProblemOut",
+    "ReactionId",
     "ReactionIn",
     "ReasonIn",
     "ReassessIn",
     "ResumeIn",
     "StartIn",
 ]
+
+#: A row id in a path: 1 up to the largest the store holds (larger: 422 naming the parameter).
+InfusionId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="an infusion's id")]
+PatientId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="a patient's id")]
+ReactionId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="a reaction's number")]
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
 Grade = Annotated[StrictInt, Field(ge=1, le=4, description="CTCAE grade 1-4")]
@@ -69,7 +80,7 @@ class HistoryIn(In):
 
 
 class InfusionIn(In):
-    patient_id: Annotated[StrictInt, Field(ge=1)]
+    patient_id: Annotated[StrictInt, Field(ge=1, le=MAX_ROW_ID)]
     pump_id: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     weight_kg: Weight | None = None
     premedication_at: AwareDatetime | None = None

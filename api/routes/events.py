@@ -18,6 +18,7 @@ from api.errors import responses
 from api.views import audit_view, pump_view
 from pumpctl.controller.ward import Ward
 from pumpctl.settings import Settings
+from pumpctl.store import MAX_ROW_ID
 
 router = APIRouter(tags=["events"], responses=responses(401, 403))
 Reader = Annotated[User, Depends(require(CLINICAL))]
@@ -32,7 +33,8 @@ def _last_id(header: str | None) -> int | None:
     if header is None:
         return None
     head = header.strip().split(".", 1)[0]
-    return int(head) if head.isdigit() else None
+    # an id past the store's largest names no event yet: replay from the newest one there is
+    return min(int(head), MAX_ROW_ID) if head.isdigit() else None
 
 
 async def stream(ward: Ward, last_id: int | None, replay: int) -> AsyncIterator[dict[str, Any]]:

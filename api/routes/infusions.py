@@ -14,8 +14,10 @@ from api.deps import MetricsDep, WardDep, require
 from api.errors import responses
 from api.schemas import (
     BagIn,
+    InfusionId,
     InfusionIn,
     PremedicationIn,
+    ReactionId,
     ReactionIn,
     ReactionOut,
     ReasonIn,
@@ -81,7 +83,7 @@ async def list_infusions(
 
 
 @router.get("/{infusion_id}", responses=responses(404))
-async def get_infusion(infusion_id: int, user: Reader, ward: WardDep) -> dict[str, Any]:
+async def get_infusion(infusion_id: InfusionId, user: Reader, ward: WardDep) -> dict[str, Any]:
     """One infusion's public state."""
     del user
     return infusion_view(ward, infusion_id)
@@ -89,7 +91,7 @@ async def get_infusion(infusion_id: int, user: Reader, ward: WardDep) -> dict[st
 
 @router.post("/{infusion_id}/premedication", responses=ACTION)
 async def premedication(
-    infusion_id: int, body: PremedicationIn, user: Nurse, ward: WardDep
+    infusion_id: InfusionId, body: PremedicationIn, user: Nurse, ward: WardDep
 ) -> dict[str, Any]:
     """D3: premedication given."""
     ward.record_premedication(infusion_id, body.given_at, actor=user.name)
@@ -98,7 +100,7 @@ async def premedication(
 
 @router.post("/{infusion_id}/start", responses=ACTION)
 async def start(
-    infusion_id: int,
+    infusion_id: InfusionId,
     user: Clinician,
     ward: WardDep,
     body: Annotated[StartIn | None, Body()] = None,
@@ -111,7 +113,7 @@ async def start(
 
 @router.post("/{infusion_id}/cancel", responses=ACTION)
 async def cancel(
-    infusion_id: int, body: ReasonIn, user: Clinician, ward: WardDep
+    infusion_id: InfusionId, body: ReasonIn, user: Clinician, ward: WardDep
 ) -> dict[str, Any]:
     """A planned infusion that never started."""
     ward.cancel(infusion_id, body.reason, actor=user.name)
@@ -128,7 +130,7 @@ async def cancel(
     },
 )
 async def report_reaction(
-    infusion_id: int, body: ReactionIn, user: Nurse, ward: WardDep, metrics: MetricsDep
+    infusion_id: InfusionId, body: ReactionIn, user: Nurse, ward: WardDep, metrics: MetricsDep
 ) -> Any:
     """I1: stops the pump first, records second; 201 once the pump confirmed the stop, 202
     naming A3 when it did not."""
@@ -157,7 +159,7 @@ async def report_reaction(
 
 @router.post("/{infusion_id}/reactions/{reaction_id}/reassess", responses=ACTION)
 async def reassess(
-    infusion_id: int, reaction_id: int, body: ReassessIn, user: Nurse, ward: WardDep
+    infusion_id: InfusionId, reaction_id: ReactionId, body: ReassessIn, user: Nurse, ward: WardDep
 ) -> dict[str, Any]:
     """I5: a new grade for the reaction of this stop."""
     ward.reassess(infusion_id, reaction_id, body.grade, list(body.signs), actor=user.name)
@@ -165,21 +167,23 @@ async def reassess(
 
 
 @router.post("/{infusion_id}/reactions/{reaction_id}/resolve", responses=ACTION)
-async def resolve(infusion_id: int, reaction_id: int, user: Nurse, ward: WardDep) -> dict[str, Any]:
+async def resolve(
+    infusion_id: InfusionId, reaction_id: ReactionId, user: Nurse, ward: WardDep
+) -> dict[str, Any]:
     """I4: symptoms resolved."""
     ward.resolve(infusion_id, reaction_id, actor=user.name)
     return infusion_view(ward, infusion_id)
 
 
 @router.get("/{infusion_id}/resume", responses=responses(404))
-async def resume_preview(infusion_id: int, user: Reader, ward: WardDep) -> dict[str, Any]:
+async def resume_preview(infusion_id: InfusionId, user: Reader, ward: WardDep) -> dict[str, Any]:
     """The rate a resume would give now, or the rule that refuses it."""
     return ward.resume_preview(infusion_id, actor=user.name)
 
 
 @router.post("/{infusion_id}/resume", responses=ACTION)
 async def resume(
-    infusion_id: int,
+    infusion_id: InfusionId,
     user: Nurse,
     ward: WardDep,
     body: Annotated[ResumeIn | None, Body()] = None,
@@ -197,35 +201,41 @@ async def resume(
 
 
 @router.post("/{infusion_id}/hold", responses=ACTION)
-async def hold(infusion_id: int, user: Clinician, ward: WardDep) -> dict[str, Any]:
+async def hold(infusion_id: InfusionId, user: Clinician, ward: WardDep) -> dict[str, Any]:
     """L7: hold escalation."""
     ward.hold(infusion_id, actor=user.name)
     return infusion_view(ward, infusion_id)
 
 
 @router.post("/{infusion_id}/release", responses=ACTION)
-async def release(infusion_id: int, user: Clinician, ward: WardDep) -> dict[str, Any]:
+async def release(infusion_id: InfusionId, user: Clinician, ward: WardDep) -> dict[str, Any]:
     """L7: release the hold."""
     ward.release(infusion_id, actor=user.name)
     return infusion_view(ward, infusion_id)
 
 
 @router.post("/{infusion_id}/bag", responses=ACTION)
-async def new_bag(infusion_id: int, body: BagIn, user: Nurse, ward: WardDep) -> dict[str, Any]:
+async def new_bag(
+    infusion_id: InfusionId, body: BagIn, user: Nurse, ward: WardDep
+) -> dict[str, Any]:
     """L9: a new bag."""
     ward.new_bag(infusion_id, body.prepared_at, actor=user.name)
     return infusion_view(ward, infusion_id)
 
 
 @router.post("/{infusion_id}/stop", responses=ACTION)
-async def stop(infusion_id: int, body: ReasonIn, user: Nurse, ward: WardDep) -> dict[str, Any]:
+async def stop(
+    infusion_id: InfusionId, body: ReasonIn, user: Nurse, ward: WardDep
+) -> dict[str, Any]:
     """Stop for good, with a reason."""
     ward.stop(infusion_id, body.reason, actor=user.name)
     return infusion_view(ward, infusion_id)
 
 
 @router.post("/{infusion_id}/alarms/{alarm}/clear", responses=ACTION)
-async def clear_alarm(infusion_id: int, alarm: str, user: Nurse, ward: WardDep) -> dict[str, Any]:
+async def clear_alarm(
+    infusion_id: InfusionId, alarm: str, user: Nurse, ward: WardDep
+) -> dict[str, Any]:
     """A1: acknowledge a latched alarm; never starts the pump."""
     if alarm in CLINICIAN_ONLY and user.role is not Role.CLINICIAN:
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"only a clinician clears {alarm} (A1)")
@@ -235,7 +245,7 @@ async def clear_alarm(infusion_id: int, alarm: str, user: Nurse, ward: WardDep) 
 
 
 @router.get("/{infusion_id}/events", responses=responses(404))
-async def events(infusion_id: int, user: Reader, ward: WardDep) -> list[dict[str, Any]]:
+async def events(infusion_id: InfusionId, user: Reader, ward: WardDep) -> list[dict[str, Any]]:
     """The infusion's audit trail."""
     del user
     ward.store.load_infusion(infusion_id)

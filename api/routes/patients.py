@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, status
 from api.auth import CLINICAL, User
 from api.deps import WardDep, require
 from api.errors import responses
-from api.schemas import HistoryIn, PatientIn, ReasonIn
+from api.schemas import HistoryIn, PatientId, PatientIn, ReasonIn
 from pumpctl.controller.ward import Invalid, Refused
 from pumpctl.core.history import InfusionRecord, ReactionRecord, Sign
 from pumpctl.settings import Role
@@ -49,7 +49,7 @@ async def create_patient(body: PatientIn, user: Clinician, ward: WardDep) -> dic
 
 
 @router.get("/{patient_id}", responses=responses(404))
-async def get_patient(patient_id: int, user: Reader, ward: WardDep) -> dict[str, Any]:
+async def get_patient(patient_id: PatientId, user: Reader, ward: WardDep) -> dict[str, Any]:
     """The patient, `course_state` and the history the rules read."""
     del user
     return _patient(ward, patient_id)
@@ -59,7 +59,7 @@ async def get_patient(patient_id: int, user: Reader, ward: WardDep) -> dict[str,
     "/{patient_id}/history", status_code=status.HTTP_201_CREATED, responses=responses(404, 409)
 )
 async def add_history(
-    patient_id: int, body: HistoryIn, user: Clinician, ward: WardDep
+    patient_id: PatientId, body: HistoryIn, user: Clinician, ward: WardDep
 ) -> dict[str, Any]:
     """L8: an infusion given elsewhere."""
     course_id = ward.course_id_of(patient_id)
@@ -94,7 +94,7 @@ async def add_history(
 
 @router.post("/{patient_id}/reinstate", responses=responses(404, 409))
 async def reinstate(
-    patient_id: int, body: ReasonIn, user: Clinician, ward: WardDep
+    patient_id: PatientId, body: ReasonIn, user: Clinician, ward: WardDep
 ) -> dict[str, Any]:
     """I8: a clinician reinstates a withdrawn course, with a reason."""
     course_id = ward.course_id_of(patient_id)

@@ -19,9 +19,11 @@ from pumpctl.store.errors import (
     UnsupportedDatabaseError,
 )
 from pumpctl.store.location import configured_database_url, default_database_url
+from pumpctl.store.models import MAX_ROW_ID
 from pumpctl.store.store import CommandFate, LedgerEntry, Store, StoreAudit, StoredInfusion
 
 __all__ = [
+    "MAX_ROW_ID",
     "CommandFate",
     "DataDirError",
     "InfusionConflictError",

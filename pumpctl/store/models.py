@@ -33,6 +33,7 @@ __all__ = [
     "COURSE_STATES",
     "FATES",
     "LIVE_WHERE",
+    "MAX_ROW_ID",
     "NOT_CANCELLED_WHERE",
     "OVER_PHASES",
     "PHASES",
@@ -47,6 +48,10 @@ __all__ = [
     "StoreTable",
     "metadata",
 ]
+
+#: The largest row id the store's tables hold: an `id` is a 32-bit INTEGER on PostgreSQL (and
+#: SQLite's 64-bit one holds it). An id above it names no row on either database.
+MAX_ROW_ID = 2**31 - 1
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

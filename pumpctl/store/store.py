@@ -35,6 +35,7 @@ from pumpctl.store.location import default_database_url
 from pumpctl.store.migrate import current_of, head
 from pumpctl.store.models import (
     CANCELLED,
+    MAX_ROW_ID,
     Alarm,
     Audit,
     CommandLedger,
@@ -303,6 +304,9 @@ class Store:
 
     @staticmethod
     def _get(session: Session, table: type[_Row], row_id: int | str) -> _Row:
+        if isinstance(row_id, int) and not 0 < row_id <= MAX_ROW_ID:
+            # names no row, and past the column's range the driver raises instead of finding none
+            raise NotFoundError(f"no {table.__tablename__} {row_id}")
         row = session.get(table, row_id)
         if row is None:
             raise NotFoundError(f"no {table.__tablename__} {row_id}")

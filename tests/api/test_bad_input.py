@@ -238,3 +238,36 @@ def test_an_infusion_on_an_unknown_pump_or_patient_is_404_and_makes_nothing(
     assert ward.get("/infusions") == []
     ward.advance(HOUR)
     assert ward.pump()["state"] != "running"
+
+
+@pytest.mark.parametrize("too_big", [2**31, 2**64, 10**30])
+@pytest.mark.parametrize(
+    ("method", "path", "body", "name"),
+    [
+        ("GET", "/patients/{u}", None, "patient_id"),
+        ("POST", "/patients/{u}/reinstate", {"reason": "ok"}, "patient_id"),
+        ("GET", "/infusions/{u}", None, "infusion_id"),
+        ("POST", "/infusions/{u}/start", {}, "infusion_id"),
+        ("POST", "/infusions/{u}/reactions", {"grade": 1, "signs": ["other"]}, "infusion_id"),
+        ("POST", "/infusions/{i}/reactions/{u}/resolve", {}, "reaction_id"),
+    ],
+)
+def test_an_id_past_what_the_store_holds_is_422_naming_it_and_changes_nothing(
+    ward: Ward, running: int, method: str, path: str, body: Any, name: str, too_big: int
+) -> None:
+    """An id no row can have (the store's ids are 32-bit on PostgreSQL): 422 naming the path
+    parameter, never a 500 from the database driver (schemathesis found the SQLite
+    OverflowError)."""
+    before = _snapshot(ward, running)
+    role = "viewer" if method == "GET" else "clinician"
+    url = "/api/v1" + path.format(u=too_big, i=running)
+    r = ward.c.request(method, url, json=body, headers=AUTH[role])
+    assert r.status_code == 422, (url, r.status_code, r.text)
+    assert _locs(r.json()) == [["path", name]]
+    assert _snapshot(ward, running) == before
+
+
+def test_a_patient_id_past_what_the_store_holds_is_422_naming_it(ward: Ward) -> None:
+    body = {"patient_id": 2**63, "pump_id": "pump-1"}
+    assert _fields(ward.post("/infusions", "clinician", body, 422)) == ["patient_id"]
+    assert ward.get("/infusions") == []
