@@ -253,7 +253,7 @@ def test_an_infusion_on_an_unknown_pump_or_patient_is_404_and_makes_nothing(
     ],
 )
 def test_an_id_past_what_the_store_holds_is_422_naming_it_and_changes_nothing(
-    ward: Ward, running: int, method: str, path: str, body: Any, name: str, too_big: int
+    ward: Ward, running: int, *, method: str, path: str, body: Any, name: str, too_big: int
 ) -> None:
     """An id no row can have (the store's ids are 32-bit on PostgreSQL): 422 naming the path
     parameter, never a 500 from the database driver (schemathesis found the SQLite
