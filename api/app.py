@@ -108,7 +108,9 @@ def create_app(settings: Settings) -> FastAPI:
                 _log.warning("recovered infusions %s from the store (A4)", ", ".join(taken))
             await stack.enter_async_context(Controller(clock, supervisors.values()))
             if settings.broker:  # the infusions' public state, retained (interfaces.md, 2)
-                await stack.enter_async_context(InfusionPublisher.for_settings(ward, settings))
+                app.state.publisher = await stack.enter_async_context(
+                    InfusionPublisher.for_settings(ward, settings)
+                )
             app.state.ward = ward
             app.state.metrics = ServiceMetrics(ward)
             _log.info(

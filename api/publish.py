@@ -24,6 +24,7 @@ import asyncio
 import json
 import logging
 import uuid
+from collections import Counter
 from types import TracebackType
 from typing import Any, Self
 
@@ -81,9 +82,12 @@ class InfusionPublisher:
         self._changed = asyncio.Event()
         self._published: dict[int, dict[str, Any]] = {}  # on the current connection
         self._watched: set[int] = set()  # no longer live, last view not yet acknowledged
+        self._seen = 0  # the ward's change count the views were last built at
+        self._everything = True  # build every view on the next burst (a new connection)
         self._task: asyncio.Task[None] | None = None
         self.connections = 0
         self.published = 0  # publishes acknowledged (tests, metrics)
+        self.views_built: Counter[int] = Counter()  # infusion id: views built for it
 
     @classmethod
     def for_settings(cls, ward: Ward, settings: Settings) -> Self:
@@ -147,6 +151,7 @@ class InfusionPublisher:
                         _log.warning("views: broker %s:%s link recovered", self.host, self.port)
                     down_logged, attempt = None, 0
                     self._published = {}  # a new connection says everything again
+                    self._everything = True
                     self._changed.set()
                     await self._serve(client)
             except aiomqtt.MqttError as exc:
@@ -196,14 +201,24 @@ class InfusionPublisher:
 
     def _changes(self) -> tuple[set[int], list[tuple[int, dict[str, Any]]]]:
         """The infusions the store supervises, and (id, view) of each infusion, of those and
-        those watched, whose view differs from the one last published."""
-        live = {stored.id for stored in self.ward.store.live_infusions()}
+        those watched, whose view differs from the one last published. Only the views of
+        infusions the ward names as changed since the last burst are built again (and those
+        never published on this connection): a burst costs what changed, not the room."""
+        live = self.ward.store.live_infusion_ids()
+        self._seen, changed = self.ward.changes_since(self._seen)
+        candidates = live | self._watched
+        if not self._everything and changed is not None:
+            unpublished = {i for i in candidates if i not in self._published}
+            candidates = (candidates & changed) | unpublished
+        self._everything = False
         changes = []
-        for infusion_id in sorted(live | self._watched):
+        for infusion_id in sorted(candidates):
+            self.views_built[infusion_id] += 1
             try:
                 view = infusion_view(self.ward, infusion_id)
             except Exception:  # noqa: BLE001 - one bad infusion never stops the others' views
                 _log.exception("views: infusion %s: view not built", infusion_id)
+                self._published.pop(infusion_id, None)  # so the next burst tries it again
                 continue
             if self._published.get(infusion_id) != view:
                 changes.append((infusion_id, view))

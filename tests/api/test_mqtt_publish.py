@@ -137,3 +137,27 @@ async def test_a_planned_infusion_is_published_and_its_cancellation_too(
             ward.post(f"/infusions/{infusion}/cancel", "clinician", {"reason": "not today"})
             cancelled = await view_until(watcher, infusion, "cancelled")
             assert cancelled["supervised"] is False
+
+
+async def test_a_change_builds_again_only_the_views_of_the_infusions_it_changed(
+    tmp_path: Path, broker: Any
+) -> None:
+    """A reaction on one pump's infusion rebuilds that infusion's view, not the room's: the
+    publisher's cost follows what changed (with 100 pumps, every change rebuilding every
+    view took most of the service's event loop)."""
+    with service(tmp_path, broker) as client:
+        ward = Ward(client)
+        publisher = client.app.state.publisher  # type: ignore[attr-defined]
+        async with spy(broker, f"{PREFIX}/infusions/+") as watcher:
+            one = ward.started(ward.patient(), pump="pump-1")
+            other = ward.started(ward.patient("MRN-2"), pump="pump-2")
+            await view_until(watcher, one, "running")
+            await view_until(watcher, other, "running")
+            before = dict(publisher.views_built)
+            answer = ward.post(
+                f"/infusions/{one}/reactions", "nurse", {"grade": 2, "signs": ["other"]}, 201
+            )
+            assert answer["stop"] == "confirmed", answer
+            await view_until(watcher, one, "paused", stopped=True)
+            assert publisher.views_built[one] > before[one]
+            assert publisher.views_built[other] == before[other], (before, publisher.views_built)
