@@ -8,14 +8,15 @@ from dataclasses import dataclass, field
 
 from drivers.base import Pump
 from drivers.mqtt import MqttBus, MqttPump, parse_broker
-from drivers.serial import SerialLine, SerialPump
+from drivers.serial import DEFAULT_BAUD, LineMember, SerialLine, SerialPump, line_load
+from drivers.serial.line import LINE_CAPACITY_LIMIT
 from pumpctl.clock import Clock
 from pumpctl.settings import Settings
 from simulator.model import PumpModel
 from simulator.mqtt_server import MqttSimulator
 from simulator.serial_server import SerialSimulator
 
-__all__ = ["SimulatedPumps", "open_simulated"]
+__all__ = ["SimulatedPumps", "line_groups", "open_simulated"]
 
 
 @dataclass
@@ -27,31 +28,50 @@ class SimulatedPumps:
     where: str = ""  # the pseudo-terminal, or the broker
 
 
+def line_groups(ids: list[str]) -> list[list[str]]:
+    """The simulated serial pumps, in order, as many to a pseudo-terminal as one line at the
+    default baud rate carries within its capacity limit (drivers/serial/line.py): as a gateway
+    with more pumps than one RS-232 line carries has more lines."""
+    groups: list[list[str]] = [[]]
+    for pump_id in ids:
+        group = groups[-1]
+        members = [LineMember(a, p, None) for a, p in enumerate([*group, pump_id])]
+        if group and line_load(members, DEFAULT_BAUD) > LINE_CAPACITY_LIMIT:
+            groups.append([pump_id])
+        else:
+            group.append(pump_id)
+    return [g for g in groups if g]
+
+
 async def open_simulated(settings: Settings, clock: Clock, stack: AsyncExitStack) -> SimulatedPumps:
-    """N simulated pumps `pump-1..pump-N` on one pseudo-terminal (New Era addresses 0..N-1)
-    or on the given MQTT broker, on the service's own clinical clock. On a broker, the simulated
-    pumps and their bus log in with the settings' `mqtt_username`/`mqtt_password` (a bench
-    broker's ACL must then let that user write every simulated pump's status and acks)."""
+    """N simulated pumps `pump-1..pump-N` on pseudo-terminals (New Era addresses 0.. on each,
+    as many pumps to a line as its capacity allows: 10 at 19200 baud) or on the given MQTT
+    broker, on the service's own clinical clock. On a broker, the simulated pumps and their bus
+    log in with the settings' `mqtt_username`/`mqtt_password` (a bench broker's ACL must then
+    let that user write every simulated pump's status and acks)."""
     n = settings.simulate
     ids = [f"pump-{i}" for i in range(1, n + 1)]
     sim = SimulatedPumps()
     if settings.link == "serial":
-        models = [PumpModel(pid, clock, address=a) for a, pid in enumerate(ids)]
-        simulator = await stack.enter_async_context(
-            SerialSimulator(models, emulate_wire_time=settings.sim_wire_time)
-        )
-        line = await stack.enter_async_context(SerialLine(simulator.path))
-        sim.where = simulator.path
-        for model in models:
-            pump = SerialPump(
-                line,
-                model.address,
-                pump_id=model.pump_id,
-                safe_mode_s=None,  # an in-process simulator dies with the service
-                link_timeout_s=settings.link_timeout_s,
+        paths = []
+        for group in line_groups(ids):
+            models = [PumpModel(pid, clock, address=a) for a, pid in enumerate(group)]
+            simulator = await stack.enter_async_context(
+                SerialSimulator(models, emulate_wire_time=settings.sim_wire_time)
             )
-            sim.pumps[model.pump_id] = (await stack.enter_async_context(pump), "serial")
-            sim.models[model.pump_id] = model
+            line = await stack.enter_async_context(SerialLine(simulator.path))
+            paths.append(simulator.path)
+            for model in models:
+                pump = SerialPump(
+                    line,
+                    model.address,
+                    pump_id=model.pump_id,
+                    safe_mode_s=None,  # an in-process simulator dies with the service
+                    link_timeout_s=settings.link_timeout_s,
+                )
+                sim.pumps[model.pump_id] = (await stack.enter_async_context(pump), "serial")
+                sim.models[model.pump_id] = model
+        sim.where = ", ".join(paths)
     else:
         assert settings.broker is not None
         host, port = parse_broker(settings.broker)
