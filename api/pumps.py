@@ -1,7 +1,11 @@
 """The service's pumps from its settings: real drivers for configured links (serial lines are
 shared by the pumps on them, MQTT pumps by one connection per broker and credentials: a pump
 URL's own user and password, else the settings' `mqtt_username`/`mqtt_password`). Simulated pumps
-come from `api.sim` instead (the only part of the service that imports the simulator)."""
+come from `api.sim` instead (the only part of the service that imports the simulator).
+
+A pump that cannot be reached at the start (a serial device missing, a pump silent, a broker down
+or refusing the login, an MQTT pump offline) opens with its link lost (A2) and its driver keeps
+trying; only a configuration that can never work refuses the start."""
 
 from __future__ import annotations
 
@@ -45,6 +49,9 @@ async def open_pumps(settings: Settings, stack: AsyncExitStack) -> dict[str, tup
                 bus=buses[login],
                 prefix=settings.mqtt_prefix,
                 link_timeout_s=settings.link_timeout_s,
+                # a broker down or refusing, or a pump offline, is a lost link (A2), never a
+                # service that does not start: the other pumps need supervising
+                start_unlinked=True,
             )
         pumps[link.id] = (await stack.enter_async_context(pump), link.transport)
     return pumps

@@ -95,6 +95,7 @@ class MqttPump(Pump):
         reconnect_max_s: float = RECONNECT_MAX_S,
         username: str | None = None,
         password: str | None = None,
+        start_unlinked: bool = False,
     ) -> None:
         try:
             self.topics = Topics.for_pump(pump_id, prefix)
@@ -139,6 +140,9 @@ class MqttPump(Pump):
         self._last_seq: int | None = None  # highest seq accepted since the pump came online
         self._ever_linked = False
         self.reconnections = 0  # links regained after the first (for supervision)
+        #: connect() that finds no link (broker down or refusing, pump offline or silent)
+        #: returns with the pump unlinked (A2), its bus retrying, instead of raising.
+        self.start_unlinked = start_unlinked
 
     # -- link ----------------------------------------------------------------------------
 
@@ -157,12 +161,19 @@ class MqttPump(Pump):
             self.bus.start()
         try:
             await self.bus.attach(self)
+            if self.start_unlinked and self.bus.last_failure and not self.bus.connected:
+                # the bus already failed to link for an earlier pump: no second wait per pump
+                self._start_unlinked(self.bus.last_failure)
+                return
             async with asyncio.timeout(self.link_timeout_s):
                 await self._linked.wait()
         except TimeoutError:
             why = f"broker {self.host}:{self.port} not reachable within {self.link_timeout_s} s"
             if self.bus.auth_failed and self.bus.last_failure:  # reachable, but refusing us
                 why = f"{self.bus.last_failure} (no link within {self.link_timeout_s} s)"
+            if self.start_unlinked:
+                self._start_unlinked(why)
+                return
             await self.close()
             raise PumpConnectionError(self.pump_id, "connect", why) from None
         except BaseException:
@@ -170,9 +181,20 @@ class MqttPump(Pump):
             raise
         try:
             await self.read_status()
+        except (PumpConnectionError, PumpTimeout) as exc:
+            if self.start_unlinked:
+                self._start_unlinked(str(exc))
+                return
+            await self.close()
+            raise
         except BaseException:
             await self.close()
             raise
+
+    def _start_unlinked(self, why: str) -> None:
+        _log.warning(
+            "pump %s: starts with its link lost (A2), the bus keeps trying: %s", self.pump_id, why
+        )
 
     async def close(self) -> None:
         """Let in-flight stops finish, then leave the bus: a shared one unsubscribes this pump's

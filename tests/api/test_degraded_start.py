@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from api.app import create_app
 from drivers.base import PumpState
@@ -99,3 +100,50 @@ async def test_unreachable_serial_pumps_start_unlinked_and_the_silent_one_links_
             assert silent.state is PumpState.RUNNING
             assert silent.status().rate_ml_h == 30
             assert {e.command.name for e in sim.received} <= {"SAF", "VER", "", "RAT", "VOL", "DIS"}
+
+
+@pytest.mark.mosquitto
+async def test_an_mqtt_broker_down_at_the_start_is_a_lost_link_that_comes_back_A2(
+    tmp_path: Path, clock: VirtualClock, broker: Any
+) -> None:
+    """A gateway whose broker is down when the service starts: the service starts, the MQTT
+    pump is reported link lost (never a service that does not run for its other pumps); once
+    the broker is up and the pump online, it is linked and read, its state left as it is."""
+    from simulator.mqtt_server import MqttPumpServer  # noqa: PLC0415 - only this test's
+
+    database = f"sqlite:///{tmp_path / 'pumpctl.db'}"
+    migrations.upgrade(database)
+    broker.stop()
+    settings = Settings(
+        database=database,
+        api_tokens=parse_tokens("v-tok=vera:viewer"),
+        pumps=[PumpLink(id="bed-3", transport="mqtt", host=broker.host, mqtt_port=broker.port)],
+        poll_interval_s=0.2,
+        link_timeout_s=1.0,
+    )
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://gateway") as http,
+    ):
+        health = (await http.get("/api/v1/health")).json()
+        assert _links(health) == {"bed-3": False}
+        pumps = (await http.get("/api/v1/pumps", headers=VIEWER)).json()
+        assert [(p["id"], p["state"]) for p in pumps] == [("bed-3", "offline")]
+        broker.start()
+        model = PumpModel("bed-3", clock)
+        model.set_rate(20)
+        model.set_vtbi(40)
+        model.run()  # infusing, started at its keypad: reported once linked, never changed
+        async with MqttPumpServer(model, broker.host, broker.port):
+            async with asyncio.timeout(LINKED_WITHIN_S):
+                await _until(http, "/api/v1/health", lambda b: _links(b) == {"bed-3": True})
+                pumps = await _until(
+                    http,
+                    "/api/v1/pumps",
+                    lambda b: b[0]["state"] == "running",
+                    headers=VIEWER,
+                )
+            assert pumps[0]["rate_ml_h"] == 20
+            assert model.status().rate_ml_h == 20

@@ -327,24 +327,30 @@ async def test_a_configured_mqtt_pump_logs_in_and_its_status_flows(
 
 
 @pytest.mark.mosquitto
-async def test_a_refused_pump_login_fails_the_start_in_one_line_without_the_password(
+async def test_a_refused_pump_login_is_a_lost_link_not_a_failed_start(
     tmp_path: Path, auth_broker: AuthBroker, every_log: pytest.LogCaptureFixture
 ) -> None:
     """What `pumpctl serve` does with a broker that refuses (as with one that is unreachable):
-    the pump cannot be opened and the start fails, saying which broker refused whom."""
+    the pump opens with its link lost (A2), the service starts for the other pumps, and the
+    log says which broker refused whom, without the password; commands fail fast."""
     configured = gateway(
         tmp_path, pumps=f"bed-1=mqtt://{CONTROLLER}:{WRONG}@{auth_broker.address}/pump-a"
     )
     async with AsyncExitStack() as stack:
+        pumps = await open_pumps(configured, stack)
+        pump, transport = pumps["bed-1"]
+        assert transport == "mqtt"
+        assert not pump.connected
         with pytest.raises(PumpConnectionError) as refused:
-            await open_pumps(configured, stack)
+            await pump.read_status()
     said = str(refused.value)
     assert "\n" not in said
-    assert f"broker {auth_broker.address} refused authentication as user 'controller'" in said
+    lines = [r.getMessage() for r in every_log.records]
     assert any(
-        f"broker {auth_broker.address} refused authentication" in r.getMessage()
-        for r in every_log.records
-    )
+        f"broker {auth_broker.address} refused authentication as user 'controller'" in line
+        for line in lines
+    ), lines
+    assert any("pump pump-a: starts with its link lost (A2)" in line for line in lines), lines
     assert_no_password(said, every_log.text)
 
 
