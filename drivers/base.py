@@ -252,7 +252,11 @@ class Pump(ABC):
 
     @abstractmethod
     async def connect(self) -> None:
-        """Open the link and make first contact (raises `PumpConnectionError` / `PumpTimeout`)."""
+        """Open the link and make first contact. A configuration that can never work raises
+        `PumpConfigError`. A pump that cannot be reached now either raises
+        `PumpConnectionError` / `PumpTimeout` (an MQTT pump by default) or returns with the link
+        lost (A2) and keeps trying by itself (a serial pump; an MQTT pump with
+        `start_unlinked=True`, as the service opens them): `connected` says which."""
 
     @abstractmethod
     async def close(self) -> None:
