@@ -17,6 +17,7 @@ import asyncio
 import shutil
 import socket
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -81,7 +82,13 @@ async def serial_case(n: int, safe_mode_s: int | None, wire_time: bool) -> list[
 
 @asynccontextmanager
 async def mosquitto() -> AsyncIterator[int]:
-    """A private Mosquitto on a free loopback port; yields the port."""
+    """A private Mosquitto on a free loopback port; yields the port.
+
+    Its log (stderr) is read all along, not only up to its "running" line: a pipe nobody reads
+    fills up and then blocks the broker on its next log line. At the end the broker's warnings
+    (such as "Outgoing messages are being dropped for client ...", when a client's queue of
+    QoS 1 messages passes `max_queued_messages`) are printed on stderr, counted: a bench run
+    whose messages the broker dropped says so instead of looking like a stall."""
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -90,7 +97,8 @@ async def mosquitto() -> AsyncIterator[int]:
         conf = Path(tmp) / "mosquitto.conf"
         conf.write_text(
             f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
-            "log_dest stderr\nlog_type information\n"
+            "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n"
+            "log_type information\n"
         )
         proc = await asyncio.create_subprocess_exec(
             binary, "-c", str(conf), stderr=asyncio.subprocess.PIPE
@@ -99,11 +107,25 @@ async def mosquitto() -> AsyncIterator[int]:
         async for raw in proc.stderr:  # wait for the broker's own "running" line
             if b" running" in raw:
                 break
+        warnings: dict[str, int] = {}
+
+        async def drain(stream: asyncio.StreamReader) -> None:
+            async for raw in stream:
+                line = raw.decode(errors="replace").strip()
+                if "dropped" in line or "Warning" in line or "Error" in line:
+                    key = line.split(": ", 1)[-1]
+                    warnings[key] = warnings.get(key, 0) + 1
+
+        reader = asyncio.create_task(drain(proc.stderr), name="mosquitto-log")
         try:
             yield port
         finally:
             proc.kill()
             await proc.wait()
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            for line, count in sorted(warnings.items(), key=lambda kv: -kv[1])[:10]:
+                print(f"  mosquitto ({count}x): {line}", file=sys.stderr)
 
 
 async def mqtt_case(n: int) -> list[float]:
