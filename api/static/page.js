@@ -108,6 +108,18 @@ function words(name) {
   return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
+// L9: a bag is changed only before the start or while the pump is stopped; the bag's expiry
+// stops the pump itself (the infusion stays "running", its pump at 0 ml/h, until a new bag)
+function bagChangeable(infusion) {
+  if (infusion.state === "planned") return true;
+  return ["running", "paused", "stopped_observation"].includes(infusion.state) && infusion.rate_ml_h === 0;
+}
+
+// L9: what earlier bags gave; a new bag holds the volume still to give
+function earlierBags(infusion) {
+  return Math.max(0, (infusion.volume_infused_ml ?? 0) - (infusion.bag_infused_ml ?? 0));
+}
+
 function isoMinutesBefore(minutes) {
   return new Date(view.now - minutes * 60000).toISOString();
 }
@@ -510,7 +522,10 @@ function facts(pump, infusion) {
   }
   const step = infusion.state !== "running" && LIVE_STATES.has(infusion.state) && infusion.step_rate_ml_h ? ` (step ${rate(infusion.step_rate_ml_h)})` : "";
   out.push(...fact("Rate", pumpRate, step));
-  out.push(...fact("Given", `${ml(infusion.bag_infused_ml)} of ${ml(infusion.bag_ml)} bag`));
+  const earlier = earlierBags(infusion);
+  out.push(...fact("Given", earlier > 0.05
+    ? `${ml(infusion.volume_infused_ml)} of ${ml(infusion.bag_ml)} in all; this bag ${ml(infusion.bag_infused_ml)} of ${ml(infusion.bag_ml - earlier)} (L9)`
+    : `${ml(infusion.bag_infused_ml)} of ${ml(infusion.bag_ml)} bag`));
   let next = "–";
   if (infusion.next_escalation_at) {
     next = `in ${duration(minutesUntil(infusion.next_escalation_at))} (at ${clockTime(infusion.next_escalation_at)})`;
@@ -601,7 +616,13 @@ function fillActions(bar, id, pump, infusion, live) {
   if (may("clinician") && infusion && (state === "running" || state === "paused")) {
     actions.push(infusion.held ? ["Release hold", () => post(id, `/infusions/${infusion.id}/release`, undefined, "Hold released (L7)")] : ["Hold escalation", () => post(id, `/infusions/${infusion.id}/hold`, undefined, "Escalation held (L7)")]);
   }
-  if (may("clinician") && state === "planned") actions.push(["Start", () => openStart(id)]);
+  if (may("nurse") && infusion && bagChangeable(infusion)) {
+    actions.push(["New bag", () => openBag(id)]);
+  }
+  if (may("clinician") && state === "planned") {
+    actions.push(["Start", () => openStart(id)]);
+    actions.push(["Cancel infusion", () => openCancel(id)]);
+  }
   if (may("nurse") && infusion && live && state !== "planned") actions.push(["Stop infusion", () => openStop(id)]);
   if (may("clinician") && !live) actions.push(["New infusion", () => openInfusion(id)]);
 
@@ -863,15 +884,46 @@ function openStop(pumpId) {
   open("stop-dialog", pumpId, `Stop infusion on ${pumpId}`).querySelector("#stop-reason").focus();
 }
 
-async function submitStop(event) {
-  const { dialog, pumpId, infusion } = submitted(event, "stop-dialog");
-  const reason = document.getElementById("stop-reason").value.trim();
-  if (!reason) { document.getElementById("stop-error").textContent = "reason: give a reason for stopping"; return; }
-  const answer = await api("POST", `/infusions/${infusion.id}/stop`, { reason });
-  if (answer.status !== 200) { document.getElementById("stop-error").textContent = problem(answer); return; }
+// A dialog whose one field is a reason ("stop", "cancel"): blank is refused here, as the API would.
+async function submitReason(event, kind, why, done) {
+  const { dialog, pumpId, infusion } = submitted(event, `${kind}-dialog`);
+  const error = document.getElementById(`${kind}-error`);
+  const reason = document.getElementById(`${kind}-reason`).value.trim();
+  if (!reason) { error.textContent = `reason: give a reason for ${why}`; return; }
+  const answer = await api("POST", `/infusions/${infusion.id}/${kind}`, { reason });
+  if (answer.status !== 200) { error.textContent = problem(answer); return; }
   dialog.close();
-  setNotice(pumpId, "ok", "Infusion stopped for good");
+  setNotice(pumpId, "ok", done(infusion));
   await refresh();
+}
+
+function submitStop(event) {
+  return submitReason(event, "stop", "stopping", () => "Infusion stopped for good");
+}
+
+function openBag(pumpId) {
+  open("bag-dialog", pumpId, `New bag on ${pumpId}`).querySelector("#bag-prepared").focus();
+}
+
+async function submitBag(event) {
+  const { dialog, pumpId, infusion } = submitted(event, "bag-dialog");
+  const prepared = document.getElementById("bag-prepared").value;
+  const body = { prepared_at: isoMinutesBefore(prepared === "" ? 0 : Number(prepared)) };
+  const answer = await api("POST", `/infusions/${infusion.id}/bag`, body);
+  if (answer.status !== 200) { document.getElementById("bag-error").textContent = problem(answer); return; }
+  dialog.close();
+  const b = answer.body;
+  setNotice(pumpId, "ok", `New bag recorded (L9): ${ml(b.bag_ml - earlierBags(b))} to give, good until ${clockTime(b.bag_expires_at)}`);
+  await refresh();
+  focusNotice(pumpId);
+}
+
+function openCancel(pumpId) {
+  open("cancel-dialog", pumpId, `Cancel infusion on ${pumpId}`).querySelector("#cancel-reason").focus();
+}
+
+function submitCancel(event) {
+  return submitReason(event, "cancel", "cancelling", (infusion) => `Infusion ${infusion.infusion_number} cancelled`);
 }
 
 function openPatient() {
@@ -952,6 +1004,8 @@ function wire() {
   document.getElementById("patient-form").addEventListener("submit", submitPatient);
   document.getElementById("infusion-form").addEventListener("submit", submitInfusion);
   document.getElementById("start-form").addEventListener("submit", submitStart);
+  document.getElementById("bag-form").addEventListener("submit", submitBag);
+  document.getElementById("cancel-form").addEventListener("submit", submitCancel);
   for (const button of document.querySelectorAll("dialog [data-close]")) {
     button.addEventListener("click", () => button.closest("dialog").close());
   }

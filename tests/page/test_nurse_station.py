@@ -6,6 +6,7 @@ Each test names the rules it shows (docs/clinical-rules.md)."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
 from page_env import free_port, screenshot, signed_in
@@ -463,3 +464,94 @@ async def test_stop_infusion_asks_for_a_reason_and_stops_for_good(
     view = await service.api("GET", f"/infusions/{infusion}", "viewer")
     assert (view["state"], view["stop_reason"]) == ("stopped", "patient asked to stop")
     assert (await service.pump("pump-1"))["state"] != "running"
+
+
+async def test_l9_an_expired_bag_stops_the_pump_and_a_new_bag_goes_on_at_the_same_step(
+    service: Service, browser: Browser
+) -> None:
+    """L9: the page shows the bag's expiry; at the limit the service stops the pump, the page
+    offers "New bag", and the new bag (the volume still to give) goes on at the same step."""
+    patient = await service.api(
+        "POST", "/patients", "clinician", {"mrn": "MRN-0016", "weight_kg": 70}, 201
+    )
+    now = await service.now()
+    infusion = await service.api(
+        "POST",
+        "/infusions",
+        "clinician",
+        {
+            "patient_id": patient["id"],
+            "pump_id": "pump-1",
+            "bag_prepared_at": (now - timedelta(hours=14, minutes=30)).isoformat(),
+            "premedication_at": (now - timedelta(hours=1)).isoformat(),
+        },
+        201,
+    )
+    await service.api("POST", f"/infusions/{infusion['id']}/start", "clinician", {})
+    await service.advance(1)
+    page = await signed_in(browser, service, "nurse")
+    pump = region(page, "pump-1")
+    expires = pump.get_by_role("definition").filter(has_text="(in ")
+    await expect(expires).to_have_text(re.compile(r"\(in (29|30) min\)"))
+    await expect(pump.get_by_role("button", name="New bag")).to_have_count(0)  # pump running
+
+    await service.advance(31 * 60)
+    await expect(pump).to_contain_text("L9: the bag is past its 15 h stability")
+    assert (await service.pump("pump-1"))["state"] != "running"
+    await pump.get_by_role("button", name="New bag").click()
+    dialog = page.get_by_role("dialog", name="New bag on pump-1")
+    await dialog.get_by_label("Bag prepared, minutes before now").fill("1000")  # past L9
+    await dialog.get_by_role("button", name="Record new bag").click()
+    await expect(dialog.get_by_role("alert")).to_contain_text("L9")
+    await dialog.get_by_label("Bag prepared, minutes before now").fill("")
+    await dialog.get_by_role("button", name="Record new bag").click()
+    await expect(dialog).to_be_hidden()
+    await expect(pump.get_by_role("status")).to_contain_text("New bag recorded (L9)")
+    view = await service.api("GET", f"/infusions/{infusion['id']}", "viewer")
+    given = view["volume_infused_ml"]
+    assert 0 < given < view["bag_ml"]
+    await expect(pump).to_contain_text("this bag 0 ml of")
+    await service.advance(1)
+    resumed = await service.pump("pump-1")
+    assert (resumed["state"], resumed["rate_ml_h"]) == ("running", 50)  # the same step
+    await expect(pump.get_by_role("button", name="New bag")).to_have_count(0)
+    expired = pump.get_by_role("listitem").filter(has_text="past its 15 h stability")
+    await expired.get_by_role("button", name="Clear alarm").click()  # A1: the latched alarm
+    await expect(expired).to_have_count(0)
+    view = await service.api("GET", f"/infusions/{infusion['id']}", "viewer")
+    assert "bag_expired" not in view["latched_alarms"]
+
+
+async def test_a_clinician_cancels_a_planned_infusion_with_a_reason(
+    service: Service, browser: Browser
+) -> None:
+    """A planned infusion that never started is cancelled with a reason; a nurse is not
+    offered this."""
+    patient = await service.api(
+        "POST", "/patients", "clinician", {"mrn": "MRN-0017", "weight_kg": 70}, 201
+    )
+    infusion = await service.api(
+        "POST", "/infusions", "clinician", {"patient_id": patient["id"], "pump_id": "pump-2"}, 201
+    )
+    nurse = await signed_in(browser, service, "nurse")
+    await expect(region(nurse, "pump-2")).to_contain_text("Planned, not started")
+    await expect(
+        region(nurse, "pump-2").get_by_role("button", name="Cancel infusion")
+    ).to_have_count(0)
+    page = await signed_in(browser, service, "clinician")
+    pump = region(page, "pump-2")
+    await pump.get_by_role("button", name="Cancel infusion").click()
+    dialog = page.get_by_role("dialog", name="Cancel infusion on pump-2")
+    await dialog.get_by_role("button", name="Cancel the infusion").click()  # no reason: not sent
+    await expect(dialog).to_be_visible()
+    assert (await service.api("GET", f"/infusions/{infusion['id']}", "viewer"))[
+        "state"
+    ] == "planned"
+    await dialog.get_by_label("Reason").fill("patient unwell today")
+    await dialog.get_by_role("button", name="Cancel the infusion").click()
+    await expect(dialog).to_be_hidden()
+    await expect(pump.get_by_role("status")).to_have_text("Infusion 1 cancelled")
+    await expect(pump.get_by_role("button", name="New infusion")).to_be_visible()
+    assert (await service.api("GET", f"/infusions/{infusion['id']}", "viewer"))[
+        "state"
+    ] == "cancelled"
