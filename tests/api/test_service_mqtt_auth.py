@@ -11,15 +11,11 @@ collide under pytest's default import mode, the test folders having no __init__.
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
 import logging
-import shutil
-import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +23,7 @@ import aiomqtt
 import pytest
 from conftest import Ward, settings
 from fastapi.testclient import TestClient
-from needs import free_port, missing
+from mosquitto_env import AuthBroker, auth_broker_running
 from pydantic import SecretStr, ValidationError
 
 from api.app import create_app
@@ -193,72 +189,12 @@ def test_a_bad_pump_url_is_refused_without_its_password(url: str) -> None:
 # -- against a broker refusing anonymous clients -----------------------------------------------
 
 
-@dataclass
-class AuthBroker:
-    """A Mosquitto of the test's own: `allow_anonymous false`, users in a password file."""
-
-    host: str
-    port: int
-    workdir: Path
-    process: subprocess.Popen[bytes] | None = None
-    log: list[str] = field(default_factory=list)
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
 @pytest.fixture
 def auth_broker(tmp_path: Path) -> Iterator[AuthBroker]:
     """Users `controller` (PASSWORD) and `pump-a` (PUMP_PASSWORD); anonymous refused."""
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
-    for needed in (binary, tool):  # scripts/test installs the mosquitto package in CI
-        if not Path(needed).exists():
-            missing(f"{Path(needed).name} not found (it comes with the mosquitto package)")
-    workdir = tmp_path / "broker"
-    workdir.mkdir()
-    passwd = workdir / "passwd"
-    for create, (user, password) in zip(
-        (["-c"], []), [(CONTROLLER, PASSWORD), ("pump-a", PUMP_PASSWORD)], strict=True
-    ):
-        subprocess.run(
-            [tool, *create, "-b", str(passwd), user, password],
-            check=True, capture_output=True, timeout=BOUND_S,
-        )  # fmt: skip
-    broker = AuthBroker(host="127.0.0.1", port=free_port(), workdir=workdir)
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(
-        f"listener {broker.port} 127.0.0.1\nallow_anonymous false\npassword_file {passwd}\n"
-        f"persistence false\nset_tcp_nodelay true\nlog_dest stderr\nlog_type all\n"
-        f"user {getpass.getuser()}\n"  # as root, it would drop to "mosquitto"
-    )
-    process = subprocess.Popen(
-        [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    broker.process = process
-    running = threading.Event()
-
-    def drain() -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            broker.log.append(line.decode(errors="replace"))
-            if b" running" in line:
-                running.set()
-        running.set()
-
-    reader = threading.Thread(target=drain, name=f"mosquitto-{broker.port}", daemon=True)
-    reader.start()
-    try:
-        if not running.wait(BOUND_S) or process.poll() is not None:
-            pytest.fail(f"mosquitto did not start: {''.join(broker.log)}")
+    users = {CONTROLLER: PASSWORD, "pump-a": PUMP_PASSWORD}
+    with auth_broker_running(tmp_path / "broker", users) as broker:
         yield broker
-    finally:
-        process.kill()
-        process.wait(timeout=BOUND_S)
-        reader.join(timeout=BOUND_S)
-        assert process.stderr is not None
-        process.stderr.close()
 
 
 @pytest.fixture

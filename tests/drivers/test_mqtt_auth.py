@@ -8,20 +8,14 @@ broker accepts (its password file fixed, SIGHUP), and the password is in no log 
 from __future__ import annotations
 
 import asyncio
-import getpass
 import logging
-import shutil
-import signal
-import subprocess
-import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from mosquitto_env import AuthBroker, auth_broker_running
 from mqtt_env import RELINK_BOUND_S, wait_status
-from needs import free_port, missing
 
 from drivers.base import PumpConnectionError, PumpState
 from drivers.mqtt import MqttBus, MqttPump
@@ -36,100 +30,13 @@ CONTROLLER = "controller"
 PASSWORD = "Right-Pw-6d1f0c"  # noqa: S105
 WRONG = "Wrong-Pw-93ab7e"
 PUMP_PASSWORD = "Pump-Pw-41c2aa"  # noqa: S105
-BOUND_S = 10.0
-
-
-@dataclass
-class AuthBroker:
-    """A Mosquitto of the test's own that refuses anonymous clients; users in `passwd`."""
-
-    binary: str
-    passwd_tool: str
-    port: int
-    workdir: Path
-    process: subprocess.Popen[bytes] | None = None
-    log: list[str] = field(default_factory=list)
-    _reader: threading.Thread | None = field(default=None, repr=False)
-
-    @property
-    def host(self) -> str:
-        return "127.0.0.1"
-
-    @property
-    def passwd(self) -> Path:
-        return self.workdir / "passwd"
-
-    def set_password(self, user: str, password: str) -> None:
-        """Add or change `user` in the password file (the broker reads it at start, on SIGHUP)."""
-        create = [] if self.passwd.exists() else ["-c"]
-        subprocess.run(
-            [self.passwd_tool, *create, "-b", str(self.passwd), user, password],
-            check=True, capture_output=True, timeout=BOUND_S,
-        )  # fmt: skip
-
-    def reload(self) -> None:
-        """SIGHUP: Mosquitto reads its password file again."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGHUP)
-
-    def start(self) -> None:
-        conf = self.workdir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous false\n"
-            f"password_file {self.passwd}\n"
-            "persistence false\n"
-            "set_tcp_nodelay true\n"
-            "log_dest stderr\n"
-            "log_type all\n"  # its "running" line is what start() waits for
-            f"user {getpass.getuser()}\n"  # as root, it would drop to "mosquitto"
-        )
-        self.process = subprocess.Popen(
-            [self.binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        process, running = self.process, threading.Event()
-
-        def drain() -> None:
-            assert process.stderr is not None
-            for line in process.stderr:
-                self.log.append(line.decode(errors="replace"))
-                if b" running" in line:
-                    running.set()
-            running.set()
-
-        self._reader = threading.Thread(target=drain, name=f"mosquitto-{self.port}", daemon=True)
-        self._reader.start()
-        if not running.wait(BOUND_S) or process.poll() is not None:
-            raise RuntimeError(f"mosquitto did not start: {''.join(self.log).strip()}")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=BOUND_S)
-        if self._reader is not None:
-            self._reader.join(timeout=BOUND_S)
-            self._reader = None
-        if self.process is not None and self.process.stderr is not None:
-            self.process.stderr.close()
-        self.process = None
 
 
 @pytest.fixture
 def auth_broker(tmp_path: Path) -> Iterator[AuthBroker]:
     """Users `controller` (PASSWORD) and `pump-a` (PUMP_PASSWORD); anonymous refused."""
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
-    for needed in (binary, tool):  # scripts/test installs the mosquitto package in CI
-        if not Path(needed).exists():
-            missing(f"{Path(needed).name} not found (it comes with the mosquitto package)")
-    broker = AuthBroker(binary=binary, passwd_tool=tool, port=free_port(), workdir=tmp_path)
-    broker.set_password(CONTROLLER, PASSWORD)
-    broker.set_password("pump-a", PUMP_PASSWORD)
-    broker.start()
-    try:
+    with auth_broker_running(tmp_path, {CONTROLLER: PASSWORD, "pump-a": PUMP_PASSWORD}) as broker:
         yield broker
-    finally:
-        broker.stop()
 
 
 class LogWatch(logging.Handler):
