@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from api.auth import CLINICAL, NURSE_UP
+from api.routes.events import PING_S
 from pumpctl.controller.ward import A3_WORDS
 from pumpctl.core.history import Sign
 from pumpctl.core.machine import CLINICIAN_ONLY
@@ -40,6 +41,7 @@ def page_config() -> dict[str, object]:
         "clinician_only_alarms": sorted(a.value for a in CLINICIAN_ONLY),
         "a3_words": A3_WORDS,
         "signs": [s.value for s in Sign],
+        "events_ping_s": PING_S,
     }
 
 

@@ -26,6 +26,10 @@ Reader = Annotated[User, Depends(require(CLINICAL))]
 #: Wall seconds between two looks at the pumps' cached statuses (a status event at most this
 #: often per pump while nothing else changes).
 STATUS_EVERY_S = 1.0
+#: Seconds between two SSE pings while nothing else is sent: well inside the page's 10 s
+#: staleness warning, so a quiet room does not look stale, and the page's 12 s silence bound
+#: (2.4 pings, api/static/page.js) tells a dead connection from a quiet one.
+PING_S = 5
 _PAGE = 500
 
 
@@ -105,5 +109,5 @@ async def events(
     """Server-Sent Events: audit rows and pump status changes; replay after Last-Event-ID."""
     del request, user
     return EventSourceResponse(
-        stream(ward, _last_id(last_event_id), settings.events_replay), ping=15
+        stream(ward, _last_id(last_event_id), settings.events_replay), ping=PING_S
     )

@@ -27,6 +27,10 @@ const STATE_WORDS = {
 };
 const LIVE_STATES = new Set(["planned", "starting", "running", "paused", "stopped_observation"]);
 const STALE_AFTER_S = 10;
+// The service pings the live events every few seconds; a stream silent for over two pings (or
+// a connection attempt that long unanswered) is taken as lost and opened again, for a network
+// that drops packets without closing anything would otherwise leave the page saying "Live".
+const SILENT_AFTER_MS = CONFIG.events_ping_s * 2.4 * 1000;
 
 const session = { token: null, name: null, role: null };
 const view = {
@@ -38,6 +42,8 @@ const view = {
   mode: null,
   receivedAt: null, // performance.now() of the last data from the service
   connected: false,
+  attempt: null, // AbortController of the live events' current connection
+  heardAt: null, // performance.now() of the current connection's start or last bytes
   loadedFrom: 0,
 };
 const notices = new Map(); // pump id -> {kind: "ok" | "alarm" | "error" | "info", text}
@@ -133,9 +139,13 @@ function may(kind) {
 
 class Unauthorized extends Error {}
 
+// Well above the service's own bound on a reaction's answer (about 4.5 s, A3): past this the
+// request is given up, for a request lost in the network would otherwise hang the page.
+const API_TIMEOUT_MS = 15000;
+
 async function api(method, path, body) {
   const headers = { Authorization: `Bearer ${session.token}`, Accept: "application/json" };
-  const init = { method, headers };
+  const init = { method, headers, signal: AbortSignal.timeout(API_TIMEOUT_MS) };
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -144,6 +154,10 @@ async function api(method, path, body) {
   try {
     response = await fetch(API + path, init);
   } catch (error) {
+    if (error.name === "TimeoutError") {
+      const detail = `no answer from the service within ${API_TIMEOUT_MS / 1000} s; it may or may not have acted`;
+      return { status: 0, timedOut: true, body: { detail } };
+    }
     return { status: 0, body: { detail: `the service cannot be reached (${error.message})` } };
   }
   if (response.status === 401) {
@@ -162,6 +176,7 @@ async function api(method, path, body) {
 // The words of a refusal or an invalid request, naming the rule or the field.
 function problem(answer) {
   const detail = answer.body?.detail;
+  if (answer.timedOut) return `No answer: ${detail}.`;
   if (answer.status === 0) return `Not sent: ${detail}.`;
   if (detail && typeof detail === "object" && !Array.isArray(detail) && "message" in detail) {
     return detail.rule ? `Refused (${detail.rule}): ${detail.message}` : `Refused: ${detail.message}`;
@@ -330,19 +345,29 @@ async function listen() {
   const controller = new AbortController();
   stream = controller;
   let wait = 1000;
+  let opened = 0;
   while (stream === controller && session.token) {
+    const attempt = new AbortController();
+    const abortAttempt = () => attempt.abort();
+    controller.signal.addEventListener("abort", abortAttempt);
+    view.attempt = attempt;
+    view.heardAt = performance.now();
     try {
       const headers = { Authorization: `Bearer ${session.token}`, Accept: "text/event-stream" };
       if (lastEventId) headers["Last-Event-ID"] = lastEventId;
-      const response = await fetch(`${API}/events`, { headers, signal: controller.signal });
+      const response = await fetch(`${API}/events`, { headers, signal: attempt.signal });
       if (response.status === 401) {
         signOut("The service did not accept the token: sign in again.");
         return;
       }
       if (!response.ok || !response.body) throw new Error(`live events answered ${response.status}`);
+      view.heardAt = performance.now();
       setConnected(true);
       wait = 1000;
-      if (lastEventId) refresh(); // whatever the replay does not carry (pump statuses)
+      opened += 1;
+      // After a drop, read the whole state again: the replay carries the audit events after
+      // Last-Event-ID, not the pumps' statuses, and a drop before the first event has no id.
+      if (opened > 1) refresh();
       await readEvents(response.body);
       throw new Error("the service closed the live events");
     } catch (error) {
@@ -350,8 +375,16 @@ async function listen() {
       setConnected(false);
       await new Promise((resolve) => setTimeout(resolve, wait));
       wait = Math.min(wait * 2, 5000);
+    } finally {
+      controller.signal.removeEventListener("abort", abortAttempt);
+      if (view.attempt === attempt) view.attempt = null;
     }
   }
+}
+
+// A connection that has said nothing for SILENT_AFTER_MS is dropped, and listen() opens another.
+function watchStream() {
+  if (view.attempt && performance.now() - view.heardAt > SILENT_AFTER_MS) view.attempt.abort();
 }
 
 async function readEvents(body) {
@@ -361,6 +394,7 @@ async function readEvents(body) {
   for (;;) {
     const { value, done } = await reader.read();
     if (done) return;
+    view.heardAt = performance.now();
     buffer += value;
     let newline;
     while ((newline = buffer.search(/\r\n|\r|\n/)) >= 0) {
@@ -816,6 +850,10 @@ async function submitReaction(event) {
     setNotice(pumpId, "ok", said);
   } else if (answer.status === 202) {
     setNotice(pumpId, "alarm", answer.body?.message || CONFIG.a3_words);
+  } else if (answer.timedOut) {
+    // the report may have reached the service and the stop may be under way, or not: the safe
+    // side is to treat the pump as not stopped until the service says otherwise (A3)
+    setNotice(pumpId, "error", `${problem(answer)} Check the pump now and stop it by hand if it runs; the page shows the service's word as soon as it answers.`);
   } else {
     setNotice(pumpId, "error", `Reaction not recorded, the pump was not stopped by this report: ${problem(answer)}`);
   }
@@ -1009,7 +1047,7 @@ function wire() {
   for (const button of document.querySelectorAll("dialog [data-close]")) {
     button.addEventListener("click", () => button.closest("dialog").close());
   }
-  setInterval(showAge, 1000);
+  setInterval(() => { watchStream(); showAge(); }, 1000);
   setInterval(tickClock, 2000);
   setInterval(() => { if (session.token) refresh(); }, 15000);
   const kept = sessionStorage.getItem(TOKEN_KEY);

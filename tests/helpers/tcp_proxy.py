@@ -1,6 +1,7 @@
 """A TCP proxy on loopback that a test can cut and restore: a real network drop between a
 client (the browser) and a server that keeps running. It keeps the head of every request it
-carried, so a test can read the headers a client sent (e.g. `Last-Event-ID` on a reconnect)."""
+carried, so a test can read the headers a client sent (e.g. `Last-Event-ID` on a reconnect),
+and it can go silent (`freeze`): a network that drops every packet and closes nothing."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ class TcpProxy:
     port: int
     target: int
     heads: list[bytes] = field(default_factory=list)
+    frozen: bool = False
     _server: asyncio.Server | None = None
     _pipes: set[asyncio.Task[None]] = field(default_factory=set)
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
@@ -39,6 +41,14 @@ class TcpProxy:
             pipe.cancel()
         await asyncio.gather(*pipes, return_exceptions=True)
         await asyncio.gather(*list(self._handlers), return_exceptions=True)
+
+    def freeze(self) -> None:
+        """Carry nothing more in either direction (bytes are dropped) and close nothing."""
+        self.frozen = True
+
+    def thaw(self) -> None:
+        """Carry again what comes from now on (what was dropped stays lost)."""
+        self.frozen = False
 
     async def _carry(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         handler = asyncio.current_task()
@@ -75,6 +85,8 @@ class TcpProxy:
     ) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while chunk := await reader.read(65536):
+                if self.frozen:
+                    continue
                 if record and chunk[:4] in {b"GET ", b"POST", b"PUT ", b"DELE"}:
                     self.heads.append(chunk.split(b"\r\n\r\n", 1)[0])
                 writer.write(chunk)

@@ -387,6 +387,9 @@ async def test_the_page_says_when_it_is_disconnected_and_catches_up_with_last_ev
         page.on("load", lambda _: loads.append(1))
         live = page.locator("#live")
         await expect(live).to_have_text(re.compile(r"^Live: data \d+ s old$"))
+        # an event seen live first, so that the page has an id to resume from
+        await service.api("POST", f"/infusions/{infusion}/hold", "clinician")
+        await expect(region(page, "pump-1")).to_contain_text("escalation held (L7)")
         await proxy.cut()
         await expect(live).to_have_text(
             re.compile(r"Disconnected from the service: reconnecting… \(data \d+ s old\)")
@@ -401,6 +404,33 @@ async def test_the_page_says_when_it_is_disconnected_and_catches_up_with_last_ev
         resumed = [h for h in proxy.heads[seen:] if h.startswith(b"GET /api/v1/events ")]
         assert resumed, "the page did not reconnect to the live events"
         assert re.search(rb"(?im)^last-event-id: \d+", resumed[0]), resumed[0]
+        assert loads == []
+    finally:
+        await proxy.cut()
+
+
+async def test_a_connection_gone_silent_is_dropped_and_said_then_opened_again(
+    service: Service, browser: Browser
+) -> None:
+    """A network that drops packets and closes nothing: no ping arrives, so the page gives the
+    connection up after 2.4 pings of silence and says it is disconnected; once packets flow
+    again it is live again and shows what happened meanwhile, without a reload."""
+    infusion = await service.running("pump-1", "MRN-0018", hours=1)
+    proxy = TcpProxy(port=free_port(), target=service.port)
+    await proxy.open()
+    try:
+        page = await signed_in(browser, service, "nurse", url=f"http://127.0.0.1:{proxy.port}")
+        loads: list[int] = []
+        page.on("load", lambda _: loads.append(1))
+        live = page.locator("#live")
+        await expect(live).to_have_text(re.compile(r"^Live: data \d+ s old$"))
+        proxy.freeze()
+        await expect(live).to_contain_text("Disconnected from the service", timeout=30_000)
+        reaction = {"grade": 1, "signs": ["other"]}
+        await service.api("POST", f"/infusions/{infusion}/reactions", "nurse", reaction, 201)
+        proxy.thaw()
+        await expect(live).to_have_text(re.compile(r"^Live: data \d+ s old$"), timeout=30_000)
+        await expect(region(page, "pump-1")).to_contain_text("Paused", timeout=30_000)
         assert loads == []
     finally:
         await proxy.cut()
