@@ -255,6 +255,19 @@ class PumpModel:
         self.completed = False
         self._changed("clear_volume")
 
+    def power_cycle(self) -> None:
+        """The pump loses power and comes back: stopped, its program (rate, VTBI), its volume
+        counter and its alarms gone, as a pump with no memory of them would be."""
+        self._settle(self.clock.now())
+        if self._pending_rate is not None:
+            self._pending_rate.cancel()
+            self._pending_rate = None
+        self._state = PumpState.STOPPED
+        self._rate = self._vtbi = self._volume = 0.0
+        self._alarms.clear()
+        self.completed = False
+        self._changed("power_cycle")
+
     # -- alarms --------------------------------------------------------------------------
 
     def raise_alarm(self, alarm: Alarm) -> None:

@@ -54,6 +54,7 @@ from pumpctl.core.machine import (
     PumpCompleted,
     PumpConfirmedRunning,
     PumpConfirmedStopped,
+    PumpPowerReset,
     RaiseAlarm,
     ReactionReported,
     Restarted,
@@ -64,6 +65,7 @@ from pumpctl.core.machine import (
     StopPump,
     TimePassed,
     decide,
+    lost_program,
     next_deadline,
 )
 from pumpctl.core.rules import Rule
@@ -466,6 +468,8 @@ class PumpSupervisor:
     def _status_event(self, status: PumpStatus) -> Event:
         assert self.state is not None
         volume = status.volume_infused_ml
+        if lost_program(self.state, volume, status.vtbi_ml):
+            return PumpPowerReset(volume_infused_ml=volume)
         if status.state is PumpState.RUNNING:
             return PumpConfirmedRunning(rate_ml_h=status.rate_ml_h, volume_infused_ml=volume)
         s = self.state
@@ -512,6 +516,10 @@ class PumpSupervisor:
         self._alarms_seen = frozenset()
         assert self.state is not None
         waiting = self.state.outstanding  # sent before the restart (not what it sends now)
+        if lost_program(self.state, status.volume_infused_ml, status.vtbi_ml):
+            # the pump lost power too (its program and counter are gone): what it gave counts
+            # as given, and the restart then finds it stopped with no record why (A4)
+            self.submit(PumpPowerReset(volume_infused_ml=status.volume_infused_ml))
         decision = self.submit(
             Restarted(
                 running=running,

@@ -131,3 +131,49 @@ async def test_A4_A3_a_stop_still_waiting_at_the_crash_is_sent_again_after_it(
         assert pump_env.model.state is not PumpState.RUNNING
         assert again.state is not None
         assert MachineAlarm.PUMP_NOT_STOPPED.value in again.state.latched
+
+
+async def test_L3_A1_a_pump_that_lost_power_is_left_stopped_and_reprogrammed_on_the_resume(
+    pump_env: Any, clock: VirtualClock
+) -> None:
+    """A pump that lost power comes back stopped with its program and counter gone: read as a
+    power reset (its counter went back and its VTBI is no longer the one programmed), not as a
+    bad read; what it gave counts as given, an alarm asks for the nurse, and the resume
+    programs the volume still to give before it runs at the rate before (A1)."""
+    async with supervised(pump_env, clock, start=True) as supervisor:
+        await clock.advance(HOUR + 1800)  # at 100 ml/h
+        assert supervisor.state is not None
+        given = supervisor.state.delivered_ml
+        pump_env.model.power_cycle()
+        await clock.advance(2)
+        state = supervisor.state
+        assert state is not None
+        assert "pump_stopped_unexpectedly" in state.latched
+        assert state.delivered_ml == pytest.approx(given, abs=0.5)  # nothing given is lost
+        assert pump_env.model.status().state is PumpState.STOPPED  # never started by itself
+        supervisor.submit(ResumeRequested(actor="nurse"))
+        await clock.advance(2)
+        status = pump_env.model.status()
+        assert (status.state, status.rate_ml_h) == (PumpState.RUNNING, 100.0)
+        assert status.vtbi_ml == pytest.approx(supervisor.state.bag_volume_ml, abs=0.5)
+        assert status.vtbi_ml == pytest.approx(supervisor.state.bag_ml - given, abs=1.0)
+
+
+async def test_A4_a_restart_that_finds_the_pump_power_cycled_asks_the_nurse(
+    pump_env: Any, clock: VirtualClock
+) -> None:
+    """The gateway and the pump both lost power: the restart reads a power reset first (what
+    was given counts), then a stop with no record why (A4: reaction or none?)."""
+    stored = await crash_at(pump_env, clock, HOUR + 1800)
+    pump_env.model.power_cycle()
+    supervisor = await restarted(pump_env, clock, stored)
+    async with Controller(clock, [supervisor]):
+        await clock.advance(0)
+        refused = supervisor.submit(ResumeRequested(actor="nurse"))
+        assert refused.refusal is not None
+        assert refused.refusal.rule == "A4"
+        supervisor.submit(ResumeRequested(actor="nurse", no_reaction=True))
+        await clock.advance(2)
+        status = pump_env.model.status()
+        assert (status.state, status.rate_ml_h) == (PumpState.RUNNING, 100.0)
+        assert status.vtbi_ml > 0

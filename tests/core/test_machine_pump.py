@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from machine_scenario import OTHER, T0, Scenario, minutes, started
 
 from pumpctl.core.machine import (
@@ -28,8 +30,10 @@ from pumpctl.core.machine import (
     TimePassed,
     deadlines,
     decide,
+    lost_program,
     next_deadline,
 )
+from pumpctl.core.machine.volumes import BACKWARDS_TOLERANCE_ML
 from pumpctl.core.protocol import RowKind
 
 
@@ -270,3 +274,31 @@ def test_stop_for_good_stops_the_pump_and_is_terminal() -> None:
     decision = decide(scenario.state, ResumeRequested(actor="nurse"), scenario.now)
     assert decision.refusal is not None
     assert decision.commands == ()
+
+
+def test_L3_A1_lost_program_is_a_counter_gone_back_with_a_vtbi_not_the_programmed_one() -> None:
+    """A power reset is told from a bad read by the VTBI: both need the counter gone back."""
+    scenario = started()
+    scenario.advance(minutes(90))
+    state = scenario.state
+    assert state.vtbi_programmed_ml is not None
+    assert state.volume_read_ml is not None
+    assert state.volume_read_ml > 1
+    read, vtbi = state.volume_read_ml, state.vtbi_programmed_ml
+    assert lost_program(state, 0.0, 0.0)  # counter and program gone: a power reset
+    assert not lost_program(state, 0.0, vtbi)  # same program, counter back: a bad read (A2)
+    assert not lost_program(state, read, 0.0)  # counter not back: not a reset by this reading
+    assert not lost_program(started().state.updated({"vtbi_programmed_ml": None}), 0.0, 0.0)
+
+
+@given(
+    read=st.floats(min_value=0, max_value=1000),
+    volume=st.floats(min_value=0, max_value=1000),
+    vtbi=st.floats(min_value=0, max_value=1000),
+)
+def test_L3_A1_property_lost_program_needs_both_signs(
+    read: float, volume: float, vtbi: float
+) -> None:
+    state = started().state.updated({"volume_read_ml": read, "vtbi_programmed_ml": 1000.0})
+    said = lost_program(state, volume, vtbi)
+    assert said == (volume < read - BACKWARDS_TOLERANCE_ML and abs(vtbi - 1000.0) > 0.5)

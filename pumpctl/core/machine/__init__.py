@@ -68,6 +68,7 @@ from pumpctl.core.machine.outputs import (
     SetVtbi,
     StopPump,
 )
+from pumpctl.core.machine.pump import lost_program
 from pumpctl.core.machine.state import (
     TERMINAL_PHASES,
     CommandOp,
@@ -136,5 +137,6 @@ __all__ = [
     "decide",
     "infusion_record",
     "initial_state",
+    "lost_program",
     "next_deadline",
 ]

@@ -39,11 +39,17 @@ from pumpctl.core.machine.events import (
     SafetyEnvelopeTripped,
 )
 from pumpctl.core.machine.outputs import AuditType, SetRate
-from pumpctl.core.machine.state import CommandOp, InfusionPhase, SentCommand
-from pumpctl.core.machine.volumes import COMPLETION_TOLERANCE_ML, reset_baseline, take_volume
+from pumpctl.core.machine.state import CommandOp, InfusionPhase, InfusionState, SentCommand
+from pumpctl.core.machine.volumes import (
+    BACKWARDS_TOLERANCE_ML,
+    COMPLETION_TOLERANCE_ML,
+    reset_baseline,
+    take_volume,
+)
 from pumpctl.core.rules import Rule
 
 __all__ = [
+    "lost_program",
     "on_clear_alarm",
     "on_completed",
     "on_confirmed",
@@ -58,6 +64,18 @@ __all__ = [
 
 _MACHINE_ALARMS = frozenset(a.value for a in MachineAlarm)
 VTBI_TOLERANCE_ML = 0.5  # a VTBI read back within this of the programmed one is the same
+
+
+def lost_program(state: InfusionState, volume_ml: float, vtbi_ml: float) -> bool:
+    """L3/A1: a read whose volume counter went back and whose VTBI is no longer the one
+    programmed is a pump that lost its program and its counter (a power reset), not a bad
+    read: the controller feeds it to the machine as `PumpPowerReset`. A counter that went back
+    under the programmed VTBI stays a bad read (A2)."""
+    programmed = state.vtbi_programmed_ml
+    if programmed is None or state.volume_read_ml is None:
+        return False  # no program to lose, or no counter to go back from
+    went_back = volume_ml < state.volume_read_ml - BACKWARDS_TOLERANCE_ML
+    return went_back and abs(vtbi_ml - programmed) > VTBI_TOLERANCE_ML
 
 
 def on_status(
