@@ -190,7 +190,8 @@ async def resume(
 ) -> dict[str, Any]:
     """Resume at the rate the rules give (I2), or 409 naming the rule."""
     no_reaction = body is not None and body.reaction is False
-    if body is not None and isinstance(body.reaction, int) and body.reaction is not True:
+    # (a bool is an int to Python: only a grade, never `false`, is sent to the reaction route)
+    if body is not None and body.reaction is not None and not isinstance(body.reaction, bool):
         # A4: the unexplained stop was a reaction of this grade: report it as one.
         raise HTTPException(
             status.HTTP_409_CONFLICT,
