@@ -114,6 +114,14 @@ function words(name) {
   return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
+// After a reaction, or while the pump is stopped under a running infusion (a pump alarm A1, a
+// lost link A2, an unexplained stop after a restart A4, the bag's expiry L9): the preview says
+// whether the rules allow a resume now.
+function resumable(infusion) {
+  if (infusion.state === "paused" || infusion.state === "stopped_observation") return true;
+  return infusion.state === "running" && infusion.rate_ml_h === 0;
+}
+
 // L9: a bag is changed only before the start or while the pump is stopped; the bag's expiry
 // stops the pump itself (the infusion stays "running", its pump at 0 ml/h, until a new bag)
 function bagChangeable(infusion) {
@@ -121,9 +129,17 @@ function bagChangeable(infusion) {
   return ["running", "paused", "stopped_observation"].includes(infusion.state) && infusion.rate_ml_h === 0;
 }
 
-// L9: what earlier bags gave; a new bag holds the volume still to give
+// What was given before the pump's counter was last reset (an earlier bag, L9, or a power
+// reset): the pump is then programmed with the volume still to give
 function earlierBags(infusion) {
   return Math.max(0, (infusion.volume_infused_ml ?? 0) - (infusion.bag_infused_ml ?? 0));
+}
+
+// The service's clinical now, read again just before a time the nurse typed ("N minutes before
+// now") is turned into an instant: on a scaled clock the last poll may be minutes old.
+async function freshClock() {
+  const clock = await api("GET", "/clock");
+  if (clock.status === 200) setClock(clock.body);
 }
 
 function isoMinutesBefore(minutes) {
@@ -280,7 +296,8 @@ async function load() {
     note(`Cannot read the pumps: ${problem(pumps)}`);
     return;
   }
-  view.pumps = new Map(pumps.body.map((p) => [p.id, p]));
+  const arrived = performance.now();
+  view.pumps = new Map(pumps.body.map((p) => [p.id, { ...p, receivedAt: arrived }]));
   view.infusions.clear();
   if (infusions && infusions.status === 200) {
     const byPump = new Map();
@@ -427,12 +444,36 @@ function dispatch(event) {
   }
   if (event.type === "pump_status") {
     const before = view.pumps.get(data.id);
-    view.pumps.set(data.id, data);
+    view.pumps.set(data.id, { ...data, receivedAt: performance.now() });
     if (!before || before.infusion_id !== data.infusion_id || before.state !== data.state) refresh();
-    else render();
+    else {
+      render();
+      if (before.volume_infused_ml !== data.volume_infused_ml) refreshSoon();
+    }
     return;
   }
+  forgetOutdated(data);
   refresh(); // an audit event or a resync: the infusions changed
+}
+
+// An outcome shown in a region ("Stop confirmed in 120 ms", "Resumed at 75 ml/h") is old news
+// once somebody else acts on that infusion; the A3 alarm is not: it lasts while the stop does.
+function forgetOutdated(row) {
+  if (!row?.actor || row.actor === session.name) return;
+  for (const [pumpId, notice] of notices) {
+    if (notice.kind !== "alarm" && notice.infusionId === row.infusion_id) {
+      notices.delete(pumpId);
+      render();
+    }
+  }
+}
+
+// The infusions' own figures (volume of the bag, time left) follow a pump's volume within a
+// couple of seconds, without reading everything on each status event.
+let soon = null;
+function refreshSoon() {
+  if (soon !== null) return;
+  soon = setTimeout(() => { soon = null; if (session.token) refresh(); }, 2000);
 }
 
 function setConnected(up) {
@@ -509,14 +550,7 @@ function fillRegion(section, id) {
   const infusion = view.infusions.get(id) || null;
   const live = infusion && LIVE_STATES.has(infusion.state);
 
-  const link = section.querySelector(".link");
-  const age = pump.last_contact_age_s;
-  const ageText = age === null || age === undefined ? "no contact yet" : `last contact ${age < 10 ? age.toFixed(1) : Math.round(age)} s ago`;
-  link.replaceChildren(
-    h("span", { class: "icon", "aria-hidden": "true", text: pump.connected ? "●" : "✖" }),
-    pump.connected ? ` Link up, ${ageText}` : ` Link lost (A2): ${ageText}`,
-  );
-  link.classList.toggle("down", !pump.connected);
+  fillLink(section.querySelector(".link"), pump);
 
   fillNotice(section.querySelector(".notice-slot"), id, infusion);
   section.querySelector(".facts").replaceChildren(...facts(pump, infusion));
@@ -530,6 +564,31 @@ function fillRegion(section, id) {
     chart.replaceChildren();
   }
   fillActions(section.querySelector(".actions"), id, pump, infusion, live);
+}
+
+// The age of the pump's last contact as the service reported it, counted on since the report
+// arrived (monotonic time, not a clinical one), so that a pump gone quiet is seen ageing.
+function contactAge(pump) {
+  const age = pump.last_contact_age_s;
+  if (age === null || age === undefined) return null;
+  return age + (performance.now() - (pump.receivedAt ?? performance.now())) / 1000;
+}
+
+function fillLink(link, pump) {
+  const age = contactAge(pump);
+  const ageText = age === null ? "no contact yet" : `last contact ${age < 10 ? age.toFixed(1) : Math.round(age)} s ago`;
+  const text = pump.connected ? ` Link up, ${ageText}` : ` Link lost (A2): ${ageText}`;
+  if (link.dataset.shown === text) return;
+  link.dataset.shown = text;
+  link.replaceChildren(h("span", { class: "icon", "aria-hidden": "true", text: pump.connected ? "●" : "✖" }), text);
+  link.classList.toggle("down", !pump.connected);
+}
+
+function tickLinks() {
+  for (const section of document.querySelectorAll("section.pump")) {
+    const pump = view.pumps.get(section.dataset.pump);
+    if (pump) fillLink(section.querySelector(".link"), pump);
+  }
 }
 
 function fact(term, ...value) {
@@ -558,13 +617,15 @@ function facts(pump, infusion) {
   out.push(...fact("Rate", pumpRate, step));
   const earlier = earlierBags(infusion);
   out.push(...fact("Given", earlier > 0.05
-    ? `${ml(infusion.volume_infused_ml)} of ${ml(infusion.bag_ml)} in all; this bag ${ml(infusion.bag_infused_ml)} of ${ml(infusion.bag_ml - earlier)} (L9)`
+    ? `${ml(infusion.volume_infused_ml)} of ${ml(infusion.bag_ml)} in all; ${ml(infusion.bag_infused_ml)} of the ${ml(infusion.bag_ml - earlier)} programmed since the pump's counter was reset (a new bag, L9, or a power reset)`
     : `${ml(infusion.bag_infused_ml)} of ${ml(infusion.bag_ml)} bag`));
   let next = "–";
   if (infusion.next_escalation_at) {
     next = `in ${duration(minutesUntil(infusion.next_escalation_at))} (at ${clockTime(infusion.next_escalation_at)})`;
   } else if (infusion.held && live) {
     next = "held (L7)";
+  } else if (infusion.state === "running" && (infusion.rate_ml_h === 0 || (infusion.alarms || []).length)) {
+    next = "suspended while the pump is stopped or alarmed (A1, A2)";
   } else if (infusion.state === "running") {
     next = "none: at the protocol's highest rate";
   }
@@ -591,7 +652,11 @@ function fillNotice(slot, id, infusion) {
     // before the stop's fate is known, while the stop is still on its way (stop_pending)
     notices.set(id, { kind: "ok", text: "The pump has now confirmed the stop (A3)" });
   }
-  const notice = notices.get(id);
+  let notice = notices.get(id);
+  if (notice && notice.kind !== "alarm" && view.loadedFrom > notice.after && infusion?.id !== notice.infusionId) {
+    notices.delete(id); // the region shows another infusion now: old news
+    notice = undefined;
+  }
   const items = [];
   if (stopNotStopped(infusion) || notice?.kind === "alarm") {
     items.push(
@@ -609,13 +674,16 @@ function fillNotice(slot, id, infusion) {
 
 function fillAlarms(box, pump, infusion) {
   const rows = [];
+  const raised = new Set((infusion?.alarms || []).map((a) => a.kind));
   for (const alarm of pump.alarms || []) {
-    rows.push({ text: `Pump alarm: ${words(alarm)} (A1)`, kind: null });
+    // A1: a New Era pump cannot say when the cause is gone; the nurse's clear says it (the
+    // service refuses it for a pump that still reports the alarm and could say so)
+    if (!raised.has(alarm)) rows.push({ text: `Pump alarm: ${words(alarm)} (A1)`, kind: alarm });
   }
   for (const alarm of infusion?.alarms || []) {
     rows.push({ text: `${alarm.rule ? `${alarm.rule}: ` : ""}${alarm.message || words(alarm.kind)}`, kind: alarm.kind });
   }
-  const key = JSON.stringify([rows, session.role]);
+  const key = JSON.stringify([rows, session.role, infusion?.stop_pending, infusion?.link_lost, pump.alarms]);
   if (box.dataset.shown === key) return;
   box.dataset.shown = key;
   if (!rows.length) {
@@ -625,7 +693,8 @@ function fillAlarms(box, pump, infusion) {
   const clinicianOnly = new Set(CONFIG.clinician_only_alarms);
   const list = h("ul", { class: "alarm-list", "aria-label": "Alarms" });
   for (const row of rows) {
-    const clearable = row.kind && infusion && (may("clinician") || (may("nurse") && !clinicianOnly.has(row.kind)));
+    const clearable = row.kind && infusion && (may("clinician") || (may("nurse") && !clinicianOnly.has(row.kind)))
+      && !standing(row.kind, pump, infusion);
     list.append(
       h("li", {},
         h("span", { class: "icon", "aria-hidden": "true", text: "⚠ " }),
@@ -636,12 +705,22 @@ function fillAlarms(box, pump, infusion) {
   box.replaceChildren(list);
 }
 
+// An alarm whose cause still stands, which the rules would refuse to clear (A2, A3): no
+// "Clear alarm" is offered for it until then.
+function standing(kind, pump, infusion) {
+  if (kind === "comm_loss") return Boolean(infusion.link_lost); // A2
+  if (kind === "pump_not_stopped") return Boolean(infusion.stop_pending || infusion.stop_unconfirmed); // A3
+  return false;
+}
+
 function fillActions(bar, id, pump, infusion, live) {
   const actions = [];
   const state = infusion?.state;
   if (may("nurse") && infusion) {
-    if (state === "running" || state === "starting") actions.push(["Report reaction", () => openReaction(id), "danger"]);
-    if (state === "paused" || state === "stopped_observation") actions.push(["Resume", () => openResume(id)]);
+    // I11: a delayed reaction after completion is reported too (it moves no pump)
+    if (state === "running" || state === "starting" || state === "completed") actions.push(["Report reaction", () => openReaction(id), "danger"]);
+    // a stop not confirmed (A3) has no resume: the line is clamped first
+    if (resumable(infusion) && !infusion.stop_unconfirmed) actions.push(["Resume", () => openResume(id)]);
     if (infusion.reaction) {
       actions.push(["Reassess", () => openReassess(id)]);
       actions.push(["Symptoms resolved", () => resolve(id)]);
@@ -750,8 +829,16 @@ function drawChart(infusion) {
 // ---------------------------------------------------------------- actions
 
 function setNotice(pumpId, kind, text) {
-  notices.set(pumpId, { kind, text, after: loadStarts });
+  notices.set(pumpId, { kind, text, after: loadStarts, infusionId: view.infusions.get(pumpId)?.id });
   render();
+}
+
+// An action's outcome: the region's notice, the state read again, and the focus on the notice
+// (the re-rendered buttons would otherwise leave it on the page's body).
+async function settle(pumpId, kind, text) {
+  setNotice(pumpId, kind, text);
+  await refresh();
+  focusNotice(pumpId);
 }
 
 function focusNotice(pumpId) {
@@ -761,9 +848,8 @@ function focusNotice(pumpId) {
 
 async function post(pumpId, path, body, done) {
   const answer = await api("POST", path, body);
-  if (answer.status >= 200 && answer.status < 300) setNotice(pumpId, "ok", typeof done === "function" ? done(answer.body) : done);
-  else setNotice(pumpId, "error", problem(answer));
-  await refresh();
+  if (answer.status >= 200 && answer.status < 300) await settle(pumpId, "ok", typeof done === "function" ? done(answer.body) : done);
+  else await settle(pumpId, "error", problem(answer));
   return answer;
 }
 
@@ -835,18 +921,23 @@ async function submitReaction(event) {
   if (grade === null) { error.textContent = "Choose a grade."; return; }
   if (!signs.length) { error.textContent = "Choose at least one sign (Other when none of these)."; return; }
   const body = { grade, signs };
+  const ended = infusion.state === "completed"; // I11: a delayed reaction; no pump to stop
   const onset = document.getElementById("reaction-onset").value;
-  if (onset !== "") body.onset_at = isoMinutesBefore(Number(onset));
+  if (onset !== "") { // the clock is read only then: nothing delays the stop otherwise
+    await freshClock();
+    body.onset_at = isoMinutesBefore(Number(onset));
+  }
   dialog.close();
   setNotice(pumpId, "info", "Stopping the pump…");
   const answer = await api("POST", `/infusions/${infusion.id}/reactions`, body);
   if (answer.status === 201) {
     const b = answer.body;
-    const said = {
+    let said = {
       confirmed: `Stop confirmed in ${Math.round(b.stop_confirmed_ms)} ms; grade ${grade} reaction recorded`,
       already_stopped: `The pump was already stopped; grade ${grade} reaction recorded`,
       no_pump_action: `Grade ${grade} reaction recorded; the infusion had ended, so the pump was not touched (I11)`,
     }[b.stop] || `Reaction recorded (${b.stop})`;
+    if (ended) said = `Grade ${grade} reaction recorded after completion; the pump was not touched (I11)`;
     setNotice(pumpId, "ok", said);
   } else if (answer.status === 202) {
     setNotice(pumpId, "alarm", answer.body?.message || CONFIG.a3_words);
@@ -883,39 +974,76 @@ async function submitReassess(event) {
   const answer = await api("POST", `/infusions/${infusion.id}/reactions/${infusion.reaction.id}/reassess`, { grade, signs });
   if (answer.status !== 200) { error.textContent = problem(answer); return; }
   dialog.close();
-  setNotice(pumpId, "ok", `Reassessed: grade ${grade} (I5)`);
-  await refresh();
+  await settle(pumpId, "ok", `Reassessed: grade ${grade} (I5)`);
 }
 
-async function openResume(pumpId) {
-  const dialog = open("resume-dialog", pumpId, `Resume on ${pumpId}`);
-  const infusion = view.infusions.get(pumpId);
+function openResume(pumpId) {
+  open("resume-dialog", pumpId, `Resume on ${pumpId}`);
+  return showResumePreview(view.infusions.get(pumpId));
+}
+
+// The preview (GET .../resume) in the open resume dialog; what it showed is kept, so that the
+// confirmation resumes only at the rate the nurse saw. After an unexplained stop found on a
+// restart (A4) the nurse says first whether it was a reaction.
+async function showResumePreview(infusion, before = "") {
+  const dialog = document.getElementById("resume-dialog");
   const preview = document.getElementById("resume-preview");
   const confirm = document.getElementById("resume-confirm");
+  const reaction = document.getElementById("resume-reaction");
   preview.textContent = "Asking the rules…";
-  confirm.hidden = true;
+  confirm.hidden = reaction.hidden = true;
+  dialog.dataset.rate = dialog.dataset.mode = "";
   const answer = await api("GET", `/infusions/${infusion.id}/resume`);
+  const rule = answer.body?.rule;
   if (answer.status !== 200) {
     preview.textContent = problem(answer);
   } else if (answer.body.allowed) {
-    preview.textContent = `The rules give ${rate(answer.body.rate_ml_h)}${answer.body.rule ? ` (${answer.body.rule})` : ""}. Resume at this rate?`;
+    preview.textContent = `${before}The rules give ${rate(answer.body.rate_ml_h)}${rule ? ` (${rule})` : ""}. Resume at this rate?`;
     confirm.textContent = `Resume at ${rate(answer.body.rate_ml_h)}`;
+    dialog.dataset.rate = String(answer.body.rate_ml_h);
+    dialog.dataset.mode = "resume";
     confirm.hidden = false;
     confirm.focus();
+    return;
+  } else if (rule === "A4") {
+    preview.textContent = `${before}The pump was found stopped after a restart, with no record why (A4): was it a reaction? If not, it runs again at the rate before the stop, ${rate(infusion.step_rate_ml_h)}.`;
+    confirm.textContent = `No reaction: resume at ${rate(infusion.step_rate_ml_h)}`;
+    dialog.dataset.mode = "no_reaction";
+    confirm.hidden = reaction.hidden = false;
+    confirm.focus();
+    return;
   } else {
-    preview.textContent = `Resume refused${answer.body.rule ? ` (${answer.body.rule})` : ""}: ${answer.body.message}`;
-    dialog.querySelector("[data-close]").focus();
+    preview.textContent = `${before}Resume refused${rule ? ` (${rule})` : ""}: ${answer.body.message}`;
   }
+  dialog.querySelector("[data-close]").focus();
 }
 
 async function submitResume(event) {
   const { dialog, pumpId, infusion } = submitted(event, "resume-dialog");
-  const answer = await api("POST", `/infusions/${infusion.id}/resume`);
-  if (answer.status !== 200) { document.getElementById("resume-error").textContent = problem(answer); return; }
+  const error = document.getElementById("resume-error");
+  let body;
+  if (dialog.dataset.mode === "no_reaction") {
+    body = { reaction: false };
+  } else {
+    // the rules are asked again: if the rate is no longer the one shown, the nurse sees the
+    // new one and confirms again
+    const again = await api("GET", `/infusions/${infusion.id}/resume`);
+    if (again.status !== 200 || !again.body.allowed || String(again.body.rate_ml_h) !== dialog.dataset.rate) {
+      await showResumePreview(infusion, "The situation changed while this was open. ");
+      return;
+    }
+  }
+  const answer = await api("POST", `/infusions/${infusion.id}/resume`, body);
+  if (answer.status !== 200) { error.textContent = problem(answer); return; }
   dialog.close();
-  setNotice(pumpId, "ok", `Resumed at ${rate(answer.body.step_rate_ml_h)}`);
-  await refresh();
-  focusNotice(pumpId);
+  await settle(pumpId, "ok", `Resumed at ${rate(answer.body.step_rate_ml_h)}${body ? " (no reaction, A4)" : ""}`);
+}
+
+function reactionInstead() {
+  const dialog = document.getElementById("resume-dialog");
+  const pumpId = dialog.dataset.pump;
+  dialog.close();
+  openReaction(pumpId);
 }
 
 function openStop(pumpId) {
@@ -931,8 +1059,7 @@ async function submitReason(event, kind, why, done) {
   const answer = await api("POST", `/infusions/${infusion.id}/${kind}`, { reason });
   if (answer.status !== 200) { error.textContent = problem(answer); return; }
   dialog.close();
-  setNotice(pumpId, "ok", done(infusion));
-  await refresh();
+  await settle(pumpId, "ok", done(infusion));
 }
 
 function submitStop(event) {
@@ -946,14 +1073,13 @@ function openBag(pumpId) {
 async function submitBag(event) {
   const { dialog, pumpId, infusion } = submitted(event, "bag-dialog");
   const prepared = document.getElementById("bag-prepared").value;
+  await freshClock();
   const body = { prepared_at: isoMinutesBefore(prepared === "" ? 0 : Number(prepared)) };
   const answer = await api("POST", `/infusions/${infusion.id}/bag`, body);
   if (answer.status !== 200) { document.getElementById("bag-error").textContent = problem(answer); return; }
   dialog.close();
   const b = answer.body;
-  setNotice(pumpId, "ok", `New bag recorded (L9): ${ml(b.bag_ml - earlierBags(b))} to give, good until ${clockTime(b.bag_expires_at)}`);
-  await refresh();
-  focusNotice(pumpId);
+  await settle(pumpId, "ok", `New bag recorded (L9): ${ml(b.bag_ml - earlierBags(b))} to give, good until ${clockTime(b.bag_expires_at)}`);
 }
 
 function openCancel(pumpId) {
@@ -987,13 +1113,15 @@ async function submitInfusion(event) {
   const { dialog, pumpId } = submitted(event, "infusion-dialog");
   const body = { patient_id: Number(document.getElementById("infusion-patient").value), pump_id: pumpId };
   const bag = document.getElementById("infusion-bag").value;
-  if (bag !== "") body.bag_prepared_at = isoMinutesBefore(Number(bag));
+  if (bag !== "") {
+    await freshClock();
+    body.bag_prepared_at = isoMinutesBefore(Number(bag));
+  }
   const answer = await api("POST", "/infusions", body);
   if (answer.status !== 201) { document.getElementById("infusion-error").textContent = problem(answer); return; }
   dialog.close();
   const b = answer.body;
-  setNotice(pumpId, "ok", `Infusion ${b.infusion_number} planned: row ${b.row}, ${ml(b.bag_ml)}, ${b.dose_mg} mg, first rate ${rate(b.initial_rate_ml_h)}`);
-  await refresh();
+  await settle(pumpId, "ok", `Infusion ${b.infusion_number} planned: row ${b.row}, ${ml(b.bag_ml)}, ${b.dose_mg} mg, first rate ${rate(b.initial_rate_ml_h)}`);
 }
 
 function openStart(pumpId) {
@@ -1011,14 +1139,14 @@ async function submitStart(event) {
   const premed = document.getElementById("start-premed").value;
   const override = document.getElementById("start-override").value.trim();
   if (premed !== "") {
+    await freshClock();
     const given = await api("POST", `/infusions/${infusion.id}/premedication`, { given_at: isoMinutesBefore(Number(premed)) });
     if (given.status !== 200) { error.textContent = problem(given); return; }
   }
   const answer = await api("POST", `/infusions/${infusion.id}/start`, override ? { override_reason: override } : undefined);
   if (answer.status !== 200) { error.textContent = problem(answer); return; }
   dialog.close();
-  setNotice(pumpId, "ok", `Started at ${rate(answer.body.step_rate_ml_h)}`);
-  await refresh();
+  await settle(pumpId, "ok", `Started at ${rate(answer.body.step_rate_ml_h)}`);
 }
 
 // ---------------------------------------------------------------- wiring
@@ -1038,6 +1166,7 @@ function wire() {
   document.getElementById("reaction-form").addEventListener("submit", submitReaction);
   document.getElementById("reassess-form").addEventListener("submit", submitReassess);
   document.getElementById("resume-form").addEventListener("submit", submitResume);
+  document.getElementById("resume-reaction").addEventListener("click", reactionInstead);
   document.getElementById("stop-form").addEventListener("submit", submitStop);
   document.getElementById("patient-form").addEventListener("submit", submitPatient);
   document.getElementById("infusion-form").addEventListener("submit", submitInfusion);
@@ -1047,7 +1176,7 @@ function wire() {
   for (const button of document.querySelectorAll("dialog [data-close]")) {
     button.addEventListener("click", () => button.closest("dialog").close());
   }
-  setInterval(() => { watchStream(); showAge(); }, 1000);
+  setInterval(() => { watchStream(); showAge(); tickLinks(); }, 1000);
   setInterval(tickClock, 2000);
   setInterval(() => { if (session.token) refresh(); }, 15000);
   const kept = sessionStorage.getItem(TOKEN_KEY);

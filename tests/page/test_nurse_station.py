@@ -208,6 +208,15 @@ async def test_a3_the_page_shows_a_stop_that_was_not_confirmed(
     await expect(region(page, "pump-1")).to_contain_text("the stop is NOT confirmed (A3)")
     await screenshot(page, "room-alarm")
     await expect(region(page, "pump-1").get_by_role("status")).to_have_count(0)
+    # no way out but the clamp: no resume, no clearing of the A3 alarm while the stop is open
+    await expect(region(page, "pump-1").get_by_role("button", name="Resume")).to_have_count(0)
+    not_stopped = region(page, "pump-1").get_by_role("listitem").filter(has_text="clamp the line")
+    await expect(not_stopped).to_have_count(1)
+    await expect(not_stopped.get_by_role("button", name="Clear alarm")).to_have_count(0)
+    # the pump answers nothing: the age of its last contact keeps growing on the page
+    await expect(region(page, "pump-1").locator(".link")).to_have_text(
+        re.compile(r"last contact ([3-9]|\d{2,})(\.\d)? s ago")
+    )
     await service.api("DELETE", "/sim/pumps/pump-1/faults/no_reply", "admin")
     # the stop is sent again on the next contact and confirmed: the alert goes, the latched
     # alarm stays until a nurse clears it (A1), and clearing it never starts the pump
@@ -540,7 +549,7 @@ async def test_l9_an_expired_bag_stops_the_pump_and_a_new_bag_goes_on_at_the_sam
     view = await service.api("GET", f"/infusions/{infusion['id']}", "viewer")
     given = view["volume_infused_ml"]
     assert 0 < given < view["bag_ml"]
-    await expect(pump).to_contain_text("this bag 0 ml of")
+    await expect(pump).to_contain_text("0 ml of the ")
     await service.advance(1)
     resumed = await service.pump("pump-1")
     assert (resumed["state"], resumed["rate_ml_h"]) == ("running", 50)  # the same step
@@ -585,3 +594,126 @@ async def test_a_clinician_cancels_a_planned_infusion_with_a_reason(
     assert (await service.api("GET", f"/infusions/{infusion['id']}", "viewer"))[
         "state"
     ] == "cancelled"
+
+
+async def test_a1_a_pump_alarm_is_shown_once_and_the_nurse_resumes_at_the_same_rate(
+    service: Service, browser: Browser
+) -> None:
+    """A1: the serial pump stops itself on an occlusion; the alarm shows once and a resume is
+    refused naming A1; once the cause is gone the nurse's clear says so (a New Era pump cannot)
+    and the resume runs at the rate before the alarm (no halving, no step)."""
+    await service.running("pump-1", "MRN-0019", hours=1)
+    page = await signed_in(browser, service, "nurse")
+    pump = region(page, "pump-1")
+    await expect(pump).to_contain_text("100 ml/h, pump running")
+    await service.api("POST", "/sim/pumps/pump-1/faults", "admin", {"alarm": "occlusion"})
+    await service.advance(1)
+    occlusion = pump.get_by_role("listitem").filter(has_text=re.compile("occlusion", re.I))
+    await expect(occlusion).to_have_count(1)
+    await expect(pump).to_contain_text("0 ml/h")
+    await pump.get_by_role("button", name="Resume").click()
+    dialog = page.get_by_role("dialog", name="Resume on pump-1")
+    await expect(dialog).to_contain_text("Resume refused (A1)")
+    await expect(dialog.get_by_role("button", name=re.compile("^Resume at"))).to_be_hidden()
+    await dialog.get_by_role("button", name="Cancel").click()
+
+    await service.api("DELETE", "/sim/pumps/pump-1/faults/occlusion", "admin")
+    await service.advance(1)
+    # a New Era pump cannot say the cause is gone: the nurse's clear says so (A1)
+    await occlusion.get_by_role("button", name="Clear alarm").click()
+    await expect(pump.get_by_role("status")).to_contain_text("cleared (A1)")
+    assert (await service.pump("pump-1"))["state"] != "running"  # a clear never starts it
+    await pump.get_by_role("button", name="Resume").click()
+    await expect(dialog).to_contain_text("The rules give 100 ml/h")
+    await dialog.get_by_role("button", name="Resume at 100 ml/h").click()
+    await expect(pump.get_by_role("status")).to_have_text("Resumed at 100 ml/h")
+    resumed = await service.pump("pump-1")
+    assert (resumed["state"], resumed["rate_ml_h"]) == ("running", 100)
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+async def test_a4_after_a_restart_the_nurse_says_whether_the_stop_was_a_reaction(
+    service: Service, browser: Browser
+) -> None:
+    """A4: the service is killed; on its restart the pump is found stopped with no record why.
+    The resume dialog asks whether it was a reaction; "no reaction" resumes at the rate
+    before the stop, and "it was a reaction" opens the reaction dialog instead."""
+    infusion = await service.running("pump-1", "MRN-0020", hours=1)
+    await service.kill()
+    await service.start()
+    await service.advance(1)
+    view = await service.api("GET", f"/infusions/{infusion}", "viewer")
+    assert any(a["kind"] == "pump_stopped_unexpectedly" for a in view["alarms"]), view["alarms"]
+    page = await signed_in(browser, service, "nurse")
+    pump = region(page, "pump-1")
+    await pump.get_by_role("button", name="Resume").click()
+    dialog = page.get_by_role("dialog", name="Resume on pump-1")
+    await expect(dialog).to_contain_text("with no record why (A4): was it a reaction?")
+    await dialog.get_by_role("button", name="It was a reaction: report it").click()
+    await expect(page.get_by_role("dialog", name="Report reaction on pump-1")).to_be_visible()
+    await (
+        page.get_by_role("dialog", name="Report reaction on pump-1")
+        .get_by_role("button", name="Cancel")
+        .click()
+    )
+    await pump.get_by_role("button", name="Resume").click()
+    await dialog.get_by_role("button", name="No reaction: resume at 100 ml/h").click()
+    await expect(pump.get_by_role("status")).to_have_text("Resumed at 100 ml/h (no reaction, A4)")
+    await service.advance(1)
+    resumed = await service.pump("pump-1")
+    assert (resumed["state"], resumed["rate_ml_h"]) == ("running", 100)
+
+
+async def test_i11_a_reaction_after_completion_is_reported_and_moves_no_pump(
+    service: Service, browser: Browser
+) -> None:
+    """I11: a delayed reaction after the infusion completed is reported from the page too;
+    it moves no pump and counts for the course."""
+    infusion = await service.running("pump-1", "MRN-0021", hours=7)
+    assert (await service.api("GET", f"/infusions/{infusion}", "viewer"))["state"] == "completed"
+    page = await signed_in(browser, service, "nurse")
+    pump = region(page, "pump-1")
+    await expect(pump).to_contain_text("Completed")
+    await report_reaction(page, "pump-1", 1, "Other")
+    await expect(pump.get_by_role("status")).to_have_text(
+        "Grade 1 reaction recorded after completion; the pump was not touched (I11)"
+    )
+    view = await service.api("GET", f"/infusions/{infusion}", "viewer")
+    assert [r["grade"] for r in view["reactions"]] == [1]
+
+
+async def test_d3_a_clinician_starts_without_premedication_giving_a_reason(
+    service: Service, browser: Browser
+) -> None:
+    """D3: without premedication a clinician's override reason starts the infusion, and the
+    reason is in the audit trail."""
+    patient = await service.api(
+        "POST", "/patients", "clinician", {"mrn": "MRN-0022", "weight_kg": 70}, 201
+    )
+    infusion = await service.api(
+        "POST", "/infusions", "clinician", {"patient_id": patient["id"], "pump_id": "pump-2"}, 201
+    )
+    page = await signed_in(browser, service, "clinician")
+    pump = region(page, "pump-2")
+    await pump.get_by_role("button", name="Start").click()
+    dialog = page.get_by_role("dialog", name="Start infusion on pump-2")
+    await dialog.get_by_label(re.compile("^Override reason")).fill("premedication given on ward")
+    await dialog.get_by_role("button", name="Start infusion").click()
+    await expect(pump.get_by_role("status")).to_have_text("Started at 50 ml/h")
+    trail = await service.api("GET", f"/infusions/{infusion['id']}/events", "viewer")
+    assert "premedication given on ward" in str(trail)
+
+
+async def test_an_outcome_shown_is_old_news_once_somebody_else_acts(
+    service: Service, browser: Browser
+) -> None:
+    """The region's "Stop confirmed" stays while nothing else happens to the infusion, and goes
+    once another person acts on it (here a clinician holds the escalation through the API)."""
+    infusion = await service.running("pump-1", "MRN-0023", hours=1)
+    page = await signed_in(browser, service, "nurse")
+    pump = region(page, "pump-1")
+    await report_reaction(page, "pump-1", 1, "Other")
+    await expect(pump.get_by_role("status")).to_contain_text("Stop confirmed in")
+    await service.api("POST", f"/infusions/{infusion}/hold", "clinician")
+    await expect(pump).to_contain_text("escalation held (L7)")
+    await expect(pump.get_by_role("status")).to_have_count(0)
