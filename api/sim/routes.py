@@ -88,7 +88,7 @@ async def set_fault(pump_id: str, body: FaultIn, request: Request, user: Admin) 
     model = _model(request, pump_id)
     if (body.alarm is None) == (body.fault is None):
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            422,
             [
                 {
                     "loc": ["body", "alarm"],
@@ -103,7 +103,7 @@ async def set_fault(pump_id: str, body: FaultIn, request: Request, user: Admin) 
         assert body.fault is not None
         if body.fault not in FAULT_NAMES:
             raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_ENTITY,
+                422,
                 [
                     {
                         "loc": ["body", "fault"],
@@ -117,7 +117,7 @@ async def set_fault(pump_id: str, body: FaultIn, request: Request, user: Admin) 
             model.faults.set(body.fault, value)
         except (ValueError, TypeError) as exc:
             raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_ENTITY,
+                422,
                 [{"loc": ["body", "value"], "msg": str(exc), "type": "value_error"}],
             ) from None
     return _faults(model)
