@@ -65,6 +65,7 @@ from pumpctl.core.machine import (
     StopPump,
     TimePassed,
     decide,
+    goes_backwards,
     lost_program,
     next_deadline,
 )
@@ -126,6 +127,7 @@ class PumpSupervisor:
     _notifications: set[asyncio.Task[None]] = field(default_factory=set)
     _fates: set[asyncio.Handle] = field(default_factory=set)  # fates due next loop turn
     _closing: bool = False  # `run` is ending: no command starts
+    _valid_at: float | None = None  # loop time of the last valid status (A2: not a bad read)
 
     def __post_init__(self) -> None:
         self._idle.set()
@@ -439,6 +441,11 @@ class PumpSupervisor:
             return
         self.status = status
         self._notify()
+        bad = self.state is not None and self._bad_read(status)
+        if not bad:
+            self._valid_at = asyncio.get_running_loop().time()
+        elif not self.link_up:
+            return  # A2: a bad read is no valid status: it restores no link
         restored = not self.link_up
         self.link_up = True
         if self.state is None:
@@ -456,6 +463,15 @@ class PumpSupervisor:
             self.submit(event)
         self.submit(self._status_event(status))
         self._watch(status)
+
+    def _bad_read(self, status: PumpStatus) -> bool:
+        """A2: a volume gone back is a bad read, unless the pump lost its program with it (a
+        power reset, L3): a bad read is no valid status and keeps no link alive."""
+        assert self.state is not None
+        volume = status.volume_infused_ml
+        return goes_backwards(self.state, volume) and not lost_program(
+            self.state, volume, status.vtbi_ml
+        )
 
     def _alarm_events(self, alarms: frozenset[Alarm]) -> Iterable[Event]:
         raised, cleared = alarms - self._alarms_seen, self._alarms_seen - alarms
@@ -513,6 +529,7 @@ class PumpSupervisor:
         self._recovering = False
         self.status = status
         self.link_up = True
+        self._valid_at = asyncio.get_running_loop().time()  # A2 counts bad reads from here
         self._alarms_seen = frozenset()
         assert self.state is not None
         waiting = self.state.outstanding  # sent before the restart (not what it sends now)
@@ -579,8 +596,14 @@ class PumpSupervisor:
     async def _watchdog(self) -> None:
         while True:
             await asyncio.sleep(min(0.5, self.pump.link_timeout_s / 4))
-            if self.pump.is_stale():
+            if self.pump.is_stale() or self._only_bad_reads():
                 self.on_link_lost()
+
+    def _only_bad_reads(self) -> bool:
+        """A2: statuses came, but none valid (bad reads) for longer than the link timeout."""
+        if self._valid_at is None or self.state is None:
+            return False
+        return asyncio.get_running_loop().time() - self._valid_at > self.pump.link_timeout_s
 
     def wake_at(self) -> datetime | None:
         """The next clinical instant this supervisor must act: a deadline, or the bag's end."""

@@ -181,3 +181,26 @@ async def test_a_failing_store_does_not_end_supervision(
         await clock.advance(0)
         assert pump_env.model.state is not PumpState.RUNNING
     assert any("not recorded" in r.getMessage() for r in caplog.records)
+
+
+async def test_A2_bad_reads_only_are_no_valid_status_and_lose_the_link(
+    pump_env: Any, clock: VirtualClock
+) -> None:
+    """A2: a pump whose volume counter went back (cleared on its own keypad) under the same
+    VTBI answers, but every read is a bad read: no valid status for longer than the link
+    timeout is a lost link (comm_loss, escalation suspended, no resume)."""
+    pump_env.driver.link_timeout_s = 1.0
+    async with supervised(pump_env, clock) as supervisor:
+        supervisor.submit(Start(actor="nurse", course=CourseState()))
+        await clock.advance(1800)
+        supervisor.submit(ReactionReported(grade=1, signs=OTHER, actor="nurse"))
+        await clock.advance(0)
+        await until(supervisor, lambda s: s.state is not None and not s.state.stop_outstanding)
+        pump_env.model.clear_volume()  # counter back to 0, the VTBI as programmed
+        await until(supervisor, lambda s: s.state is not None and s.state.link_lost)
+        assert MachineAlarm.COMM_LOSS.value in latched(supervisor)
+        assert supervisor.link_up is False
+        assert pump_env.model.status().state is not PumpState.RUNNING
+        refused = supervisor.submit(ResumeRequested(actor="nurse"))
+        assert refused.refusal is not None
+        assert refused.refusal.rule == "A2"

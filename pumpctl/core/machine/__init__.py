@@ -80,7 +80,7 @@ from pumpctl.core.machine.state import (
     infusion_record,
     initial_state,
 )
-from pumpctl.core.machine.volumes import COMPLETION_TOLERANCE_ML
+from pumpctl.core.machine.volumes import COMPLETION_TOLERANCE_ML, goes_backwards
 
 __all__ = [
     "CLINICIAN_ONLY",
@@ -135,6 +135,7 @@ __all__ = [
     "TimePassed",
     "deadlines",
     "decide",
+    "goes_backwards",
     "infusion_record",
     "initial_state",
     "lost_program",

@@ -41,8 +41,8 @@ from pumpctl.core.machine.events import (
 from pumpctl.core.machine.outputs import AuditType, SetRate
 from pumpctl.core.machine.state import CommandOp, InfusionPhase, InfusionState, SentCommand
 from pumpctl.core.machine.volumes import (
-    BACKWARDS_TOLERANCE_ML,
     COMPLETION_TOLERANCE_ML,
+    goes_backwards,
     reset_baseline,
     take_volume,
 )
@@ -72,10 +72,9 @@ def lost_program(state: InfusionState, volume_ml: float, vtbi_ml: float) -> bool
     read: the controller feeds it to the machine as `PumpPowerReset`. A counter that went back
     under the programmed VTBI stays a bad read (A2)."""
     programmed = state.vtbi_programmed_ml
-    if programmed is None or state.volume_read_ml is None:
-        return False  # no program to lose, or no counter to go back from
-    went_back = volume_ml < state.volume_read_ml - BACKWARDS_TOLERANCE_ML
-    return went_back and abs(vtbi_ml - programmed) > VTBI_TOLERANCE_ML
+    if programmed is None or not goes_backwards(state, volume_ml):
+        return False  # no program to lose, or a counter that did not go back
+    return abs(vtbi_ml - programmed) > VTBI_TOLERANCE_ML
 
 
 def on_status(

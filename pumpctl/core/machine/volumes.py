@@ -31,6 +31,7 @@ __all__ = [
     "UNDER_MARGIN_ML",
     "UNDER_SPAN_MIN",
     "accrue",
+    "goes_backwards",
     "possible_rate",
     "reset_baseline",
     "take_volume",
@@ -77,12 +78,20 @@ def reset_baseline(ctx: Ctx, volume: float, at: datetime, why: str) -> None:
     ctx.log(AuditType.VOLUME_BASELINE, Rule.L3, at, volume_ml=volume, why=why)
 
 
+def goes_backwards(state: InfusionState, volume: float) -> bool:
+    """A2: a volume read below the last one taken, with a baseline to judge against, is a bad
+    read (not taken; it counts as no valid status)."""
+    if state.vtbi_programmed_ml is None or state.volume_read_ml is None:
+        return False  # no baseline yet (before the VTBI is confirmed): nothing to judge against
+    return volume < state.volume_read_ml - BACKWARDS_TOLERANCE_ML
+
+
 def take_volume(ctx: Ctx, volume: float, at: datetime) -> bool:
     """Take a volume read back for the bag in use; False if it is a bad read (not acted on)."""
     s = ctx.state
     if s.vtbi_programmed_ml is None:
         return True  # no baseline yet (before the VTBI is confirmed): nothing to judge against
-    if s.volume_read_ml is not None and volume < s.volume_read_ml - BACKWARDS_TOLERANCE_ML:
+    if goes_backwards(s, volume):
         ctx.log(AuditType.BAD_READ, Rule.A2, at, volume_ml=volume, last_ml=s.volume_read_ml)
         return False
     ctx.set(volume_read_ml=volume, bag_infused_ml=min(volume, s.bag_volume_ml))
