@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
@@ -15,6 +17,9 @@ from pumpctl.settings import Settings
 from simulator.model import PumpModel
 from simulator.mqtt_server import MqttSimulator
 from simulator.serial_server import SerialSimulator
+
+_log = logging.getLogger("pumpctl.api")
+LINK_AT_START_S = 15.0  # what a simulated pump gets to link at the start, however loaded
 
 __all__ = ["SimulatedPumps", "line_groups", "open_simulated"]
 
@@ -98,7 +103,26 @@ async def open_simulated(settings: Settings, clock: Clock, stack: AsyncExitStack
                 bus=bus,
                 prefix=settings.mqtt_prefix,
                 link_timeout_s=settings.link_timeout_s,
+                start_unlinked=True,  # slow to answer (a loaded machine): linked below
             )
             sim.pumps[model.pump_id] = (await stack.enter_async_context(mqtt_pump), "mqtt")
             sim.models[model.pump_id] = model
+    await _linked(sim)
     return sim
+
+
+async def _linked(sim: SimulatedPumps) -> None:
+    """Wait (bounded) until every simulated pump is linked: on a loaded machine a pump's first
+    answer may come after the command timeout, and the pump then starts unlinked (A2) and
+    links on its own. Past the bound the service starts anyway, those pumps link-lost."""
+    pumps = [pump for pump, _ in sim.pumps.values()]
+    try:
+        async with asyncio.timeout(LINK_AT_START_S):
+            await asyncio.gather(*(pump.wait_linked() for pump in pumps))
+    except TimeoutError:
+        late = sorted(pump.pump_id for pump in pumps if not pump.connected)
+        _log.warning(
+            "simulated pumps %s not linked within %g s of the start: link lost (A2) until they are",
+            ", ".join(late),
+            LINK_AT_START_S,
+        )
