@@ -346,12 +346,9 @@ function setClock(body) {
 
 async function tickClock() {
   if (!session.token) return;
-  const clock = await api("GET", "/clock").catch(() => null);
-  if (clock && clock.status === 200) {
-    const moved = clock.body.now !== view.nowIso;
-    setClock(clock.body);
-    if (moved) render();
-  }
+  const before = view.nowIso;
+  await freshClock().catch(() => null);
+  if (view.nowIso !== before) render();
   if (!may("read")) await refresh(); // no live events for this role: look again
 }
 

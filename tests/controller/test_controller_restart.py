@@ -41,6 +41,13 @@ async def restarted(env: Any, clock: VirtualClock, stored: str) -> PumpSuperviso
     return supervisor
 
 
+def assert_resume_refused_naming_a4(supervisor: PumpSupervisor) -> None:
+    """A4: a plain resume after a stop with no record why is refused until the nurse answers."""
+    refused = supervisor.submit(ResumeRequested(actor="nurse"))
+    assert refused.refusal is not None
+    assert refused.refusal.rule == "A4"
+
+
 async def test_A4_a_restart_while_the_pump_ran_on_keeps_the_step_and_never_rises(
     pump_env: Any, clock: VirtualClock
 ) -> None:
@@ -69,9 +76,7 @@ async def test_A4_a_pump_found_stopped_with_no_record_needs_the_nurses_answer(
     supervisor = await restarted(pump_env, clock, stored)
     async with Controller(clock, [supervisor]):
         await clock.advance(0)
-        refused = supervisor.submit(ResumeRequested(actor="nurse"))
-        assert refused.refusal is not None
-        assert refused.refusal.rule == "A4"
+        assert_resume_refused_naming_a4(supervisor)
         supervisor.submit(ReactionReported(grade=2, signs=OTHER, actor="nurse"))
         await clock.advance(0)  # I1: the reaction's stop is sent and confirmed first (A3)
         supervisor.submit(ResumeRequested(actor="nurse"))
@@ -169,9 +174,7 @@ async def test_A4_a_restart_that_finds_the_pump_power_cycled_asks_the_nurse(
     supervisor = await restarted(pump_env, clock, stored)
     async with Controller(clock, [supervisor]):
         await clock.advance(0)
-        refused = supervisor.submit(ResumeRequested(actor="nurse"))
-        assert refused.refusal is not None
-        assert refused.refusal.rule == "A4"
+        assert_resume_refused_naming_a4(supervisor)
         supervisor.submit(ResumeRequested(actor="nurse", no_reaction=True))
         await clock.advance(2)
         status = pump_env.model.status()
