@@ -384,7 +384,7 @@ async function listen() {
       if (opened > 1) refresh();
       await readEvents(response.body);
       throw new Error("the service closed the live events");
-    } catch (error) {
+    } catch {
       if (controller.signal.aborted) return;
       setConnected(false);
       await new Promise((resolve) => setTimeout(resolve, wait));
@@ -599,18 +599,21 @@ function facts(pump, infusion) {
     out.push(...fact("Pump", `${words(pump.state)}, ${rate(pump.rate_ml_h)}`));
     return out;
   }
+  // an ended infusion (completed, withdrawn, stopped for good, cancelled) has no escalation to
+  // hold and no bag in use; the same test as fillRegion's
+  const live = LIVE_STATES.has(infusion.state);
   out.push(...fact("Patient", `MRN ${infusion.patient_mrn} (patient ${infusion.patient_id})`));
   out.push(...fact("Infusion", `Infusion ${infusion.infusion_number}${infusion.day ? `, day ${infusion.day}` : ""}, row ${infusion.row}`));
   out.push(...fact("State", STATE_WORDS[infusion.state] || words(infusion.state),
     infusion.stop_unconfirmed ? "; the stop is NOT confirmed (A3)" : "",
     infusion.link_lost ? "; link lost (A2)" : "",
-    infusion.held ? "; escalation held (L7)" : ""));
+    infusion.held && live ? "; escalation held (L7)" : ""));
   // the pump's own last read-back, never what the infusion's state would suggest (A3)
   let pumpRate = "unknown (link lost)";
   if (pump.connected) {
     pumpRate = pump.state === "running" ? `${rate(pump.rate_ml_h)}, pump running` : `0 ml/h, pump ${pump.state}`;
   }
-  const step = infusion.state !== "running" && LIVE_STATES.has(infusion.state) && infusion.step_rate_ml_h ? ` (step ${rate(infusion.step_rate_ml_h)})` : "";
+  const step = infusion.state !== "running" && live && infusion.step_rate_ml_h ? ` (step ${rate(infusion.step_rate_ml_h)})` : "";
   out.push(...fact("Rate", pumpRate, step));
   const earlier = earlierBags(infusion);
   out.push(...fact("Given", earlier > 0.05

@@ -730,3 +730,41 @@ async def test_an_outcome_shown_is_old_news_once_somebody_else_acts(
     await service.api("POST", f"/infusions/{infusion}/hold", "clinician")
     await expect(pump).to_contain_text("escalation held (L7)")
     await expect(pump.get_by_role("status")).to_have_count(0)
+
+
+async def test_l7_l9_an_ended_infusion_shows_no_bag_expiry_and_no_hold(
+    service: Service, browser: Browser
+) -> None:
+    """L9, L7: a live infusion's region shows its bag's expiry and its held escalation; once
+    the infusion has ended (completed, or stopped for good) its region shows neither, though
+    the service still reports the bag's expiry and the hold. The page read an undeclared
+    `live`, the <p id="live"> element, and showed both on ended infusions (issue 17)."""
+    completed = await service.running("pump-2", "MRN-0024", hours=7)
+    infusion = await service.running("pump-1", "MRN-0025", hours=1)
+    await service.api("POST", f"/infusions/{infusion}/hold", "clinician")
+    page = await signed_in(browser, service, "nurse")
+    pump = region(page, "pump-1")
+    bag_expires = pump.get_by_role("term").filter(has_text="Bag expires")
+    await expect(bag_expires).to_have_count(1)
+    await expect(pump).to_contain_text("escalation held (L7)")
+
+    ended = region(page, "pump-2")
+    await expect(ended).to_contain_text("Completed")
+    await expect(ended.get_by_role("term").filter(has_text="Next step")).to_have_count(1)
+    await expect(ended.get_by_role("term").filter(has_text="Bag expires")).to_have_count(0)
+    view = await service.api("GET", f"/infusions/{completed}", "viewer")
+    assert (view["state"], view["bag_expires_at"] is not None) == ("completed", True)
+
+    await service.api(
+        "POST", f"/infusions/{infusion}/stop", "nurse", {"reason": "patient asked to stop"}
+    )
+    await expect(pump).to_contain_text("Stopped for good")
+    await expect(bag_expires).to_have_count(0)
+    await expect(pump).not_to_contain_text("held (L7)")
+    view = await service.api("GET", f"/infusions/{infusion}", "viewer")
+    assert (view["state"], view["held"], view["bag_expires_at"] is not None) == (
+        "stopped",
+        True,
+        True,
+    )
+    assert page.errors == []  # type: ignore[attr-defined]
