@@ -26,6 +26,11 @@ const STATE_WORDS = {
   cancelled: "Cancelled",
 };
 const LIVE_STATES = new Set(["planned", "starting", "running", "paused", "stopped_observation"]);
+// The reasons (state_reason.rule) of a pause for a reaction (I2, I4), which is reassessed and
+// resolved; any other pause (a pump alarm A1, the bag's expiry L9, an alarm only a clinician
+// clears L2, L3, A3, a stop found on a restart A4) is the pump's, and a reaction may still be
+// reported during it.
+const REACTION_PAUSES = new Set(["I2", "I4"]);
 const STALE_AFTER_S = 10;
 // The service pings the live events every few seconds; a stream silent for over two pings (or
 // a connection attempt that long unanswered) is taken as lost and opened again, for a network
@@ -114,16 +119,36 @@ function words(name) {
   return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
-// After a reaction, or while the pump is stopped under a running infusion (a pump alarm A1, a
-// lost link A2, an unexplained stop after a restart A4, the bag's expiry L9): the preview says
-// whether the rules allow a resume now.
+// Whenever the pump stands stopped under a live infusion: every pause (a reaction I2, I4, a
+// pump alarm A1, the bag's expiry L9, an alarm only a clinician clears L2, L3, A3, an
+// unexplained stop after a restart A4, a pump that stopped by itself A1), the I5 window, and
+// a running infusion whose pump reads 0 ml/h (a lost link, A2, keeps "running"): the preview
+// says whether the rules allow a resume now.
 function resumable(infusion) {
   if (infusion.state === "paused" || infusion.state === "stopped_observation") return true;
   return infusion.state === "running" && infusion.rate_ml_h === 0;
 }
 
+// A pause for a reaction (I2, I4: reassessed, resolved, resumed), as against a pause for the
+// pump's own reasons, during which a reaction may still be reported.
+function reactionPause(infusion) {
+  if (infusion.state !== "paused") return false;
+  return Boolean(infusion.reaction) || REACTION_PAUSES.has(infusion.state_reason?.rule);
+}
+
+// The State line: the state in words and, whenever the service says why, the rule's id and its
+// words ("Paused (A1): pump alarm: occlusion"); a rule the words already name is not repeated.
+function stateLine(infusion) {
+  const name = STATE_WORDS[infusion.state] || words(infusion.state);
+  const reason = infusion.state_reason;
+  if (!reason?.rule) return name;
+  const named = name.endsWith(`(${reason.rule})`) ? name : `${name} (${reason.rule})`;
+  return reason.message ? `${named}: ${reason.message}` : named;
+}
+
 // L9: a bag is changed only before the start or while the pump is stopped; the bag's expiry
-// stops the pump itself (the infusion stays "running", its pump at 0 ml/h, until a new bag)
+// stops the pump itself (the infusion is "paused" with reason L9, its pump at 0 ml/h, until a
+// new bag)
 function bagChangeable(infusion) {
   if (infusion.state === "planned") return true;
   return ["running", "paused", "stopped_observation"].includes(infusion.state) && infusion.rate_ml_h === 0;
@@ -602,12 +627,16 @@ function facts(pump, infusion) {
   // an ended infusion (completed, withdrawn, stopped for good, cancelled) has no escalation to
   // hold and no bag in use; the same test as fillRegion's
   const live = LIVE_STATES.has(infusion.state);
+  const reason = infusion.state_reason;
   out.push(...fact("Patient", `MRN ${infusion.patient_mrn} (patient ${infusion.patient_id})`));
   out.push(...fact("Infusion", `Infusion ${infusion.infusion_number}${infusion.day ? `, day ${infusion.day}` : ""}, row ${infusion.row}`));
-  out.push(...fact("State", STATE_WORDS[infusion.state] || words(infusion.state),
-    infusion.stop_unconfirmed ? "; the stop is NOT confirmed (A3)" : "",
-    infusion.link_lost ? "; link lost (A2)" : "",
-    infusion.held && live ? "; escalation held (L7)" : ""));
+  // the reason names the loudest cause; the others the service reports are added after it
+  const also = [
+    [infusion.stop_unconfirmed, "A3", "the stop is NOT confirmed (A3)"],
+    [infusion.link_lost, "A2", "link lost (A2)"],
+    [infusion.held && live, "L7", "escalation held (L7)"],
+  ].filter(([on, rule]) => on && rule !== reason?.rule).map(([, , text]) => `; ${text}`);
+  out.push(...fact("State", stateLine(infusion), ...also));
   // the pump's own last read-back, never what the infusion's state would suggest (A3)
   let pumpRate = "unknown (link lost)";
   if (pump.connected) {
@@ -623,7 +652,9 @@ function facts(pump, infusion) {
   if (infusion.next_escalation_at) {
     next = `in ${duration(minutesUntil(infusion.next_escalation_at))} (at ${clockTime(infusion.next_escalation_at)})`;
   } else if (infusion.held && live) {
-    next = "held (L7)";
+    next = "none: escalation held (L7)";
+  } else if (infusion.state === "paused") {
+    next = `suspended while the infusion is paused${reason?.rule ? ` (${reason.rule})` : ""}`;
   } else if (infusion.state === "running" && (infusion.rate_ml_h === 0 || (infusion.alarms || []).length)) {
     next = "suspended while the pump is stopped or alarmed (A1, A2)";
   } else if (infusion.state === "running") {
@@ -717,8 +748,10 @@ function fillActions(bar, id, pump, infusion, live) {
   const actions = [];
   const state = infusion?.state;
   if (may("nurse") && infusion) {
-    // I11: a delayed reaction after completion is reported too (it moves no pump)
-    if (state === "running" || state === "starting" || state === "completed") actions.push(["Report reaction", () => openReaction(id), "danger"]);
+    // I11: a delayed reaction after completion is reported too (it moves no pump); during a
+    // pause that is not a reaction's (a pump alarm A1, the bag's expiry L9, ...) as while running
+    const reportable = ["running", "starting", "completed"].includes(state) || (state === "paused" && !reactionPause(infusion));
+    if (reportable) actions.push(["Report reaction", () => openReaction(id), "danger"]);
     // a stop not confirmed (A3) has no resume: the line is clamped first
     if (resumable(infusion) && !infusion.stop_unconfirmed) actions.push(["Resume", () => openResume(id)]);
     if (infusion.reaction) {
@@ -1125,26 +1158,59 @@ async function submitInfusion(event) {
 }
 
 function openStart(pumpId) {
-  open("start-dialog", pumpId, `Start infusion on ${pumpId}`);
-  const infusion = view.infusions.get(pumpId);
+  const dialog = open("start-dialog", pumpId, `Start infusion on ${pumpId}`);
+  // the schedule's override (D2) is asked only once a start was refused naming D2
+  document.getElementById("start-schedule").hidden = true;
+  dialog.dataset.premedSent = "";
+  showPremedication(view.infusions.get(pumpId));
+  document.getElementById("start-premed").focus();
+}
+
+function showPremedication(infusion) {
   document.getElementById("start-premedication").textContent = infusion.premedication_at
     ? `Premedication recorded at ${clockTime(infusion.premedication_at)} (D3).`
     : "No premedication recorded yet (D3).";
-  document.getElementById("start-premed").focus();
 }
 
 async function submitStart(event) {
   const { dialog, pumpId, infusion } = submitted(event, "start-dialog");
   const error = document.getElementById("start-error");
   const premed = document.getElementById("start-premed").value;
+  let premedRecorded = false;
   const override = document.getElementById("start-override").value.trim();
-  if (premed !== "") {
+  const schedule = document.getElementById("start-schedule");
+  const scheduleReason = document.getElementById("start-schedule-override");
+  const scheduleOverride = schedule.hidden ? "" : scheduleReason.value.trim();
+  // a retry after a refusal does not record the same premedication twice
+  if (premed !== "" && dialog.dataset.premedSent !== premed) {
     await freshClock();
     const given = await api("POST", `/infusions/${infusion.id}/premedication`, { given_at: isoMinutesBefore(Number(premed)) });
     if (given.status !== 200) { error.textContent = problem(given); return; }
+    dialog.dataset.premedSent = premed;
+    premedRecorded = true;
   }
-  const answer = await api("POST", `/infusions/${infusion.id}/start`, override ? { override_reason: override } : undefined);
-  if (answer.status !== 200) { error.textContent = problem(answer); return; }
+  const body = {};
+  if (override) body.override_reason = override; // D3
+  if (scheduleOverride) body.schedule_override_reason = scheduleOverride; // D2
+  const answer = await api("POST", `/infusions/${infusion.id}/start`, Object.keys(body).length ? body : undefined);
+  if (answer.status !== 200) {
+    const refused = problem(answer);
+    if (answer.body?.detail?.rule === "D2") {
+      // sooner than the schedule allows: a clinician may start it with a reason (audited)
+      error.textContent = `${refused.replace(/\.?$/, ".")} To start it now, give a schedule override reason (D2).`;
+      const first = schedule.hidden;
+      schedule.hidden = false;
+      if (first || !scheduleOverride) scheduleReason.focus();
+    } else {
+      error.textContent = refused;
+    }
+    if (premedRecorded) { // the premedication just recorded stays; the dialog says so
+      await refresh();
+      const now = view.infusions.get(pumpId);
+      if (now?.id === infusion.id) showPremedication(now);
+    }
+    return;
+  }
   dialog.close();
   await settle(pumpId, "ok", `Started at ${rate(answer.body.step_rate_ml_h)}`);
 }

@@ -768,3 +768,91 @@ async def test_l7_l9_an_ended_infusion_shows_no_bag_expiry_and_no_hold(
         True,
     )
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+def state_of(pump: Locator) -> Locator:
+    """The region's State line (the definition after the term "State")."""
+    return pump.locator('dt:text-is("State") + dd')
+
+
+async def test_a1_an_occlusion_pauses_the_infusion_naming_the_rule_and_a_reaction_is_reported(
+    service: Service, browser: Browser
+) -> None:
+    """A1: a pump alarm pauses the infusion (before, its state stayed "running" at 0 ml/h); the
+    State line says so with the rule's id and words. "Report reaction" is offered as while
+    running, beside Resume; a reaction reported then makes it a reaction's pause (I2), with
+    Reassess in place of "Report reaction"."""
+    infusion = await service.running("pump-1", "MRN-0026", hours=1)
+    page = await signed_in(browser, service, "nurse")
+    pump = region(page, "pump-1")
+    await expect(state_of(pump)).to_have_text("Running")
+    await service.api("POST", "/sim/pumps/pump-1/faults", "admin", {"alarm": "occlusion"})
+    await service.advance(1)
+    await expect(state_of(pump)).to_have_text("Paused (A1): pump alarm: occlusion")
+    view = await service.api("GET", f"/infusions/{infusion}", "viewer")
+    assert (view["state"], view["state_reason"], view["reaction"]) == (
+        "paused",
+        {"rule": "A1", "message": "pump alarm: occlusion"},
+        None,
+    )
+    await expect(pump.get_by_role("button", name="Report reaction")).to_be_visible()
+    await expect(pump.get_by_role("button", name="Resume")).to_be_visible()
+    await expect(pump.get_by_role("button", name="Reassess")).to_have_count(0)
+    await expect(pump.get_by_role("listitem").filter(has_text="Occlusion (A1)")).to_have_count(1)
+    await screenshot(page, "room-paused-a1")
+
+    await report_reaction(page, "pump-1", 2, "Other")
+    await expect(pump.get_by_role("status")).to_have_text(re.compile(r"grade 2 reaction recorded$"))
+    await expect(state_of(pump)).to_have_text(re.compile(r"^Paused \(I2\): \S"))
+    await expect(pump.get_by_role("button", name="Report reaction")).to_have_count(0)
+    await expect(pump.get_by_role("button", name="Reassess")).to_be_visible()
+    view = await service.api("GET", f"/infusions/{infusion}", "viewer")
+    assert (view["state"], view["state_reason"]["rule"]) == ("paused", "I2")
+    assert [r["grade"] for r in view["reactions"]] == [2]
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+async def test_d2_a_start_sooner_than_the_schedule_allows_needs_a_clinicians_reason(
+    service: Service, browser: Browser
+) -> None:
+    """D2: the patient's second infusion, started right after the first completed, is refused
+    naming D2 in the Start dialog; the dialog then asks for a schedule override reason, and the
+    clinician's reason starts it (audited). The premedication typed once is recorded once."""
+    first = await service.running("pump-1", "MRN-0027", hours=7)
+    done = await service.api("GET", f"/infusions/{first}", "viewer")
+    assert done["state"] == "completed"
+    second = await service.api(
+        "POST",
+        "/infusions",
+        "clinician",
+        {"patient_id": done["patient_id"], "pump_id": "pump-1"},
+        201,
+    )
+    page = await signed_in(browser, service, "clinician")
+    pump = region(page, "pump-1")
+    await expect(state_of(pump)).to_have_text("Planned, not started")
+    await pump.get_by_role("button", name="Start").click()
+    dialog = page.get_by_role("dialog", name="Start infusion on pump-1")
+    schedule = dialog.get_by_label("Schedule override reason (D2)")
+    await expect(schedule).to_be_hidden()
+    await dialog.get_by_label("Premedication given, minutes before now").fill("45")
+    await dialog.get_by_role("button", name="Start infusion").click()
+    await expect(dialog.get_by_role("alert")).to_have_text(
+        re.compile(r"^Refused \(D2\): infusion 2 is sooner than the schedule allows: \S")
+    )
+    await expect(schedule).to_be_focused()
+    await screenshot(page, "start-refused-d2")
+    assert (await service.api("GET", f"/infusions/{second['id']}", "viewer"))["state"] == "planned"
+
+    await schedule.fill("patient travels next week; agreed with the oncologist")
+    await dialog.get_by_role("button", name="Start infusion").click()
+    await expect(dialog).to_be_hidden()
+    await expect(pump.get_by_role("status")).to_have_text(re.compile(r"^Started at \d+ ml/h$"))
+    view = await service.api("GET", f"/infusions/{second['id']}", "viewer")
+    assert view["state"] in {"starting", "running"}
+    trail = await service.api("GET", f"/infusions/{second['id']}/events", "viewer")
+    gates = [e for e in trail if e["type"] == "start_gate" and e["rule"] == "D2"]
+    assert len(gates) == 1
+    assert "agreed with the oncologist" in str(gates[0]["data"])
+    assert [e["type"] for e in trail].count("premedication") == 1
+    assert page.errors == []  # type: ignore[attr-defined]
