@@ -1,12 +1,15 @@
 """How the ward's refusals become HTTP answers: 409 naming the rule, 422 naming the field (in
-FastAPI's own shape), 404 for unknown ids."""
+FastAPI's own shape, without the request's input), 404 for unknown ids."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
@@ -34,9 +37,34 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: _RESPONSES[code] for code in codes}
 
 
+def _plain(value: Any) -> bool:
+    """A JSON scalar any encoder takes: text, a boolean, null, an integer or a finite number."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or isinstance(value, str | int)
+
+
+def _named(error: Mapping[str, Any]) -> dict[str, Any]:
+    """One validation error as FastAPI answers it (`type`, `loc`, `msg`, `ctx`), without its
+    `input` (a patient's MRN, free text, a NaN no JSON encoder takes) and without `ctx` values
+    that are not plain JSON (an exception, a float that is not finite)."""
+    loc = [part if isinstance(part, str | int) else str(part) for part in error["loc"]]
+    named: dict[str, Any] = {"type": str(error["type"]), "loc": loc, "msg": str(error["msg"])}
+    ctx = {str(k): v for k, v in (error.get("ctx") or {}).items() if _plain(v)}
+    if ctx:
+        named["ctx"] = ctx
+    return named
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map Refused, Invalid and NotFoundError to 409, 422 and 404; a body FastAPI cannot
-    parse (bytes that are not UTF-8 JSON text) to 422 naming the body, not an undeclared 400."""
+    parse (bytes that are not UTF-8 JSON text) to 422 naming the body, not an undeclared 400;
+    a request the models refuse to 422 naming the fields, never echoing their values."""
+
+    @app.exception_handler(RequestValidationError)
+    async def not_valid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        del request
+        return JSONResponse({"detail": [_named(e) for e in exc.errors()]}, 422)
 
     @app.exception_handler(HTTPException)
     async def unparsable(request: Request, exc: HTTPException) -> Response:

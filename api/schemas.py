@@ -14,7 +14,11 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StringConstraints,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
 )
+from pydantic_core import PydanticCustomError
 
 from pumpctl.store import MAX_ROW_ID
 
@@ -65,8 +69,8 @@ class HistoryReactionIn(In):
     grade: Grade
     max_grade: Grade | None = None
     signs: Annotated[list[SignName], Field(max_length=3)] = Field(default_factory=list)
-    rate_ml_h: Annotated[float, Field(ge=0, le=1000)]
-    running_min: Annotated[float, Field(ge=0, le=10_000)]
+    rate_ml_h: Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)]
+    running_min: Annotated[float, Field(ge=0, le=10_000, allow_inf_nan=False)]
 
 
 class HistoryIn(In):
@@ -74,7 +78,7 @@ class HistoryIn(In):
 
     infusion_number: Annotated[StrictInt, Field(ge=1, le=1000)]
     day: Literal[1, 2] | None = None
-    highest_rate_ml_h: Annotated[float, Field(ge=0, le=1000)]
+    highest_rate_ml_h: Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)]
     completed: StrictBool = True
     reactions: list[HistoryReactionIn] = Field(default_factory=list, max_length=50)
 
@@ -92,7 +96,10 @@ class PremedicationIn(In):
 
 
 class StartIn(In):
+    """D3's override reason (premedication) and D2's (spacing): each a clinician's, audited."""
+
     override_reason: Text | None = None
+    schedule_override_reason: Text | None = None
 
 
 class ReasonIn(In):
@@ -110,10 +117,21 @@ class ReassessIn(In):
     signs: Annotated[list[SignName], Field(min_length=1, max_length=3)]
 
 
+def _bool_or_grade(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """The union's refusal as one error at the field (pydantic gives one per member, at
+    `reaction.bool` and `reaction.constrained-int`)."""
+    try:
+        return handler(value)
+    except ValidationError:
+        raise PydanticCustomError(
+            "bool_or_grade", "Input should be a boolean or a grade (an integer 1 to 4)"
+        ) from None
+
+
 class ResumeIn(In):
     """After an unexplained stop found on restart (A4): `reaction` false, or a grade."""
 
-    reaction: StrictBool | Grade | None = None
+    reaction: Annotated[StrictBool | Grade | None, WrapValidator(_bool_or_grade)] = None
 
 
 class BagIn(In):

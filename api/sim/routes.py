@@ -3,11 +3,23 @@ the simulator's wire faults."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
+from pydantic_core import PydanticCustomError
 
 from api.auth import User
 from api.deps import WardDep, get_settings, require
@@ -26,9 +38,21 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 MAX_ADVANCE_S = 86_400
 
 
+def _one_error(words: str) -> Callable[[Any, ValidatorFunctionWrapHandler], Any]:
+    """A union's refusal as one error at the field (pydantic gives one per member)."""
+
+    def validate(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise PydanticCustomError("fault_value", "Input should be " + words) from None
+
+    return validate
+
+
 class AdvanceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    seconds: Annotated[StrictInt | StrictFloat, Field(ge=0, le=MAX_ADVANCE_S)]
+    seconds: Annotated[StrictInt | StrictFloat, Field(ge=0, le=MAX_ADVANCE_S, allow_inf_nan=False)]
 
 
 class FaultIn(BaseModel):
@@ -37,7 +61,14 @@ class FaultIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     alarm: Alarm | None = None
     fault: str | None = None
-    value: StrictBool | StrictInt | StrictFloat | None = None
+    # a count, a flag or seconds: finite and bounded (a non-finite number is 422, never a fault)
+    value: Annotated[
+        StrictBool
+        | Annotated[StrictInt, Field(ge=0, le=1_000_000)]
+        | Annotated[StrictFloat, Field(ge=0, le=86_400, allow_inf_nan=False)]
+        | None,
+        WrapValidator(_one_error("a flag, a count up to 1,000,000 or seconds up to 86,400")),
+    ] = None
 
 
 def _sim(request: Request) -> SimulatedPumps:
@@ -74,7 +105,12 @@ async def advance(
     if not isinstance(ward.clock, VirtualClock):
         raise HTTPException(
             status.HTTP_409_CONFLICT,
-            {"rule": None, "message": "advance needs the virtual clock (--clock virtual)"},
+            {
+                "rule": "L1",
+                "message": "advance needs the virtual clock (--clock virtual): clinical time "
+                "that also runs on its own is never moved by hand, or L1's intervals would "
+                "shorten (L1)",
+            },
         )
     await ward.clock.advance(float(body.seconds))
     ward.notify()

@@ -4,11 +4,20 @@ the audit trail's rows other than refusals, are the same before and after)."""
 
 from __future__ import annotations
 
+import copy
+import json
+import logging
+import math
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from conftest import AUTH, HOUR, Ward
+from pydantic import BaseModel, ValidationError
+
+from api import schemas
+from api.sim.routes import AdvanceIn, FaultIn
 
 #: Fields of GET /infusions/{id} that move with the clock or the pump's own progress.
 MOVING = {
@@ -271,3 +280,316 @@ def test_a_patient_id_past_what_the_store_holds_is_422_naming_it(ward: Ward) -> 
     body = {"patient_id": 2**63, "pump_id": "pump-1"}
     assert _fields(ward.post("/infusions", "clinician", body, 422)) == ["patient_id"]
     assert ward.get("/infusions") == []
+
+
+#: Numbers JSON has no room for, as their text: Python's json reads NaN and +-Infinity, and reads
+#: 1e400 as infinity.
+NON_FINITE = ["NaN", "Infinity", "-Infinity", "1e400"]
+_MARK = "@non-finite@"
+
+Where = tuple[str | int, ...]
+
+
+def _text(body: Any, path: Where, literal: str) -> str:
+    """`body` as JSON text with the value at `path` (a missing last key is added) written as
+    `literal`, as is."""
+    if not path:
+        return literal
+    body = copy.deepcopy(body)
+    parent = body
+    for key in path[:-1]:
+        parent = parent[key]
+    parent[path[-1]] = _MARK
+    return json.dumps(body).replace(json.dumps(_MARK), literal)
+
+
+def _strict_json(text: str) -> Any:
+    """The answer as JSON that every parser takes (no NaN, no Infinity)."""
+
+    def refuse(name: str) -> Any:
+        raise AssertionError(f"{name} in the answer: {text}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _ago(ward: Ward, minutes: float) -> str:
+    now = datetime.fromisoformat(ward.get("/clock")["now"])
+    return (now - timedelta(minutes=minutes)).isoformat()
+
+
+def _scene(ward: Ward, on: str) -> dict[str, int]:
+    """A patient, and as `on` says: no infusion, one created on pump-1, one running on pump-1,
+    or one with a grade 2 reaction reported; the pumps linked."""
+    ward.advance(1)
+    ids = {"patient": ward.patient()}
+    if on == "created":
+        body = {"patient_id": ids["patient"], "pump_id": "pump-1"}
+        ids["infusion"] = ward.post("/infusions", "clinician", body, 201)["id"]
+    elif on in {"running", "reacted"}:
+        ids["infusion"] = ward.started(ids["patient"])
+    if on == "reacted":
+        body = {"grade": 2, "signs": ["other"]}
+        answer = ward.post(f"/infusions/{ids['infusion']}/reactions", "nurse", body, 201)
+        ids["reaction"] = answer["reaction_id"]
+    return ids
+
+
+def _world(ward: Ward, patient: int) -> dict[str, Any]:
+    """What a request could change: the clock, the pumps, every infusion (as _snapshot shows
+    it), the patient."""
+    return {
+        "clock": ward.get("/clock")["now"],
+        "pumps": {p["id"]: p["state"] for p in ward.get("/pumps")},
+        "infusions": {i["id"]: _snapshot(ward, i["id"]) for i in ward.get("/infusions")},
+        "patient": ward.get(f"/patients/{patient}"),
+    }
+
+
+Body = Callable[[Ward, dict[str, int]], dict[str, Any]]
+
+#: Every route with a body: its path, role, a valid body, the fields (paths into the body) each
+#: non-finite number is put in, the scene it is sent in, and what the valid body then answers.
+BODY_ROUTES: list[tuple[str, str, Body, list[Where], str, int]] = [
+    (
+        "/patients",
+        "clinician",
+        lambda w, ids: {"mrn": "MRN-9", "weight_kg": 70},
+        [("mrn",), ("weight_kg",), ("protocol",)],
+        "patient",
+        201,
+    ),
+    (
+        "/patients/{patient}/history",
+        "clinician",
+        lambda w, ids: {
+            "infusion_number": 1,
+            "highest_rate_ml_h": 100,
+            "completed": True,
+            "reactions": [
+                {"grade": 1, "max_grade": 1, "signs": ["other"], "rate_ml_h": 50, "running_min": 30}
+            ],
+        },
+        [
+            ("infusion_number",),
+            ("day",),
+            ("highest_rate_ml_h",),
+            ("completed",),
+            ("reactions",),
+            ("reactions", 0),
+            ("reactions", 0, "grade"),
+            ("reactions", 0, "max_grade"),
+            ("reactions", 0, "signs"),
+            ("reactions", 0, "signs", 0),
+            ("reactions", 0, "rate_ml_h"),
+            ("reactions", 0, "running_min"),
+        ],
+        "patient",
+        201,
+    ),
+    (
+        "/patients/{patient}/reinstate",
+        "clinician",
+        lambda w, ids: {"reason": "reviewed"},
+        [("reason",)],
+        "patient",
+        409,  # I8: the course is not withdrawn
+    ),
+    (
+        "/infusions",
+        "clinician",
+        lambda w, ids: {"patient_id": ids["patient"], "pump_id": "pump-1"},
+        [
+            ("patient_id",),
+            ("pump_id",),
+            ("weight_kg",),
+            ("premedication_at",),
+            ("bag_prepared_at",),
+        ],
+        "patient",
+        201,
+    ),
+    (
+        "/infusions/{infusion}/premedication",
+        "nurse",
+        lambda w, ids: {"given_at": _ago(w, 60)},
+        [("given_at",)],
+        "created",
+        200,
+    ),
+    (
+        "/infusions/{infusion}/start",
+        "clinician",
+        lambda w, ids: {"override_reason": "given on the ward"},
+        [("override_reason",), ("schedule_override_reason",)],
+        "created",
+        200,
+    ),
+    (
+        "/infusions/{infusion}/cancel",
+        "clinician",
+        lambda w, ids: {"reason": "not needed"},
+        [("reason",)],
+        "created",
+        200,
+    ),
+    (
+        "/infusions/{infusion}/reactions",
+        "nurse",
+        lambda w, ids: {"grade": 2, "signs": ["other"], "onset_at": _ago(w, 0.01)},
+        [("grade",), ("signs",), ("signs", 0), ("onset_at",)],
+        "running",
+        201,
+    ),
+    (
+        "/infusions/{infusion}/reactions/{reaction}/reassess",
+        "nurse",
+        lambda w, ids: {"grade": 2, "signs": ["other"]},
+        [("grade",), ("signs",), ("signs", 0)],
+        "reacted",
+        200,
+    ),
+    (
+        "/infusions/{infusion}/resume",
+        "nurse",
+        lambda w, ids: {"reaction": False},
+        [("reaction",)],
+        "running",
+        409,  # I9: a running infusion has nothing to resume
+    ),
+    (
+        "/infusions/{infusion}/bag",
+        "nurse",
+        lambda w, ids: {"prepared_at": _ago(w, 1)},
+        [("prepared_at",)],
+        "running",
+        409,  # L9: a bag is changed only while the pump is stopped
+    ),
+    (
+        "/infusions/{infusion}/stop",
+        "nurse",
+        lambda w, ids: {"reason": "done"},
+        [("reason",)],
+        "running",
+        200,
+    ),
+    (
+        "/sim/advance",
+        "admin",
+        lambda w, ids: {"seconds": 60},
+        [("seconds",)],
+        "running",
+        200,
+    ),
+    (
+        "/sim/pumps/pump-1/faults",
+        "admin",
+        lambda w, ids: {"alarm": "occlusion"},
+        [("alarm",), ("fault",)],
+        "running",
+        200,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "role", "body", "fields", "on", "valid"),
+    BODY_ROUTES,
+    ids=[route[0] for route in BODY_ROUTES],
+)
+def test_all_a_non_finite_number_in_any_field_is_422_naming_it_and_changes_nothing(
+    ward: Ward, *, path: str, role: str, body: Body, fields: list[Where], on: str, valid: int
+) -> None:
+    """Clarification All: invalid input is 422 naming the field. NaN, Infinity, -Infinity and
+    1e400 (infinity to Python's json) in any field, top level or nested, or as the whole body:
+    422 whose one error's loc is the field's, the answer strict JSON with none of the input,
+    and nothing changed; the same body without them is not refused as input."""
+    ids = _scene(ward, on)
+    url = "/api/v1" + path.format(**ids)
+    headers = {**AUTH[role], "content-type": "application/json"}
+    before = _world(ward, ids["patient"])
+    for field in [(), *fields]:
+        for literal in NON_FINITE:
+            text = _text(body(ward, ids), field, literal)
+            r = ward.c.post(url, content=text, headers=headers)
+            assert r.status_code == 422, (text, r.status_code, r.text)
+            answer = _strict_json(r.text)
+            assert _locs(answer) == [["body", *field]], (text, answer)
+            assert all("input" not in d for d in answer["detail"]), answer
+    assert _world(ward, ids["patient"]) == before
+    ward.post(path.format(**ids), role, body(ward, ids), valid)
+
+
+@pytest.mark.parametrize("fault", ["late_reply_s", "refuse_next"])
+def test_all_a_non_finite_fault_value_is_422_naming_it(ward: Ward, fault: str) -> None:
+    """Clarification All, on the simulation's fault route (its `value` is a number)."""
+    headers = {**AUTH["admin"], "content-type": "application/json"}
+    for literal in NON_FINITE:
+        text = f'{{"fault": "{fault}", "value": {literal}}}'
+        r = ward.c.post("/api/v1/sim/pumps/pump-2/faults", content=text, headers=headers)
+        assert r.status_code == 422, (text, r.status_code, r.text)
+        assert _locs(_strict_json(r.text)) == [["body", "value"]]
+
+
+def test_a_422_is_fastapis_shape_without_the_input_in_the_answer_or_the_log(
+    ward: Ward, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Clarification All: 422 naming the field, as FastAPI words it (`loc`, `msg`, `type`, and
+    `ctx` where it is plain JSON), but never the request's input: no MRN, no free text, no
+    value, in the answer or in any log line."""
+    caplog.set_level(logging.DEBUG)
+    patient = ward.patient()
+    infusion = ward.post(
+        "/infusions", "clinician", {"patient_id": patient, "pump_id": "pump-1"}, 201
+    )
+    mrn = "MRN-SECRET-4711"
+    words = "Mrs Jane Roe felt faint"
+    sent = [
+        # a missing field: FastAPI's own answer holds the whole body as its input
+        ("/patients", {"mrn": mrn}, [["body", "weight_kg"]]),
+        ("/patients", {"mrn": mrn, "weight_kg": 70, "ward": words}, [["body", "ward"]]),
+        ("/patients", {"mrn": mrn, "weight_kg": 987.654}, [["body", "weight_kg"]]),
+        (f"/infusions/{infusion['id']}/cancel", {"reason": words, "by": mrn}, [["body", "by"]]),
+    ]
+    for path, body, locs in sent:
+        answer = ward.post(path, "clinician", body, 422)
+        assert _locs(answer) == locs, answer
+        for error in answer["detail"]:
+            assert set(error) <= {"type", "loc", "msg", "ctx"}, error
+            assert {"type", "loc", "msg"} <= set(error), error
+        for text in (mrn, words, "987.654"):
+            assert text not in json.dumps(answer), answer
+    # FastAPI's own words and limits stay
+    weight = ward.post("/patients", "clinician", {"mrn": mrn, "weight_kg": 987.654}, 422)
+    assert weight["detail"] == [
+        {
+            "type": "less_than_equal",
+            "loc": ["body", "weight_kg"],
+            "msg": "Input should be less than or equal to 500",
+            "ctx": {"le": 500.0},
+        }
+    ]
+    logged = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
+    assert "422" in logged  # the requests were logged (httpx), their answers' codes with them
+    for text in (mrn, words, "987.654"):
+        assert text not in logged
+
+
+def _input_fields() -> list[Any]:
+    """Every field of every request body model (api/schemas.py's and the simulation's)."""
+    models = [
+        m for m in vars(schemas).values() if isinstance(m, type) and issubclass(m, schemas.In)
+    ]
+    params = [(m, name) for m in [*models, AdvanceIn, FaultIn] for name in m.model_fields]
+    return [pytest.param(m, name, id=f"{m.__name__}.{name}") for m, name in params]
+
+
+@pytest.mark.parametrize(("model", "name"), _input_fields())
+def test_all_no_field_of_a_request_body_takes_a_non_finite_number(
+    model: type[BaseModel], name: str
+) -> None:
+    """Clarification All: a NaN or an infinity never passes validation silently, in any field
+    of any body model (also one added later without bounds)."""
+    for value in (math.nan, math.inf, -math.inf):
+        with pytest.raises(ValidationError) as refused:
+            model.model_validate({name: value})
+        assert any(e["loc"][:1] == (name,) for e in refused.value.errors()), refused.value
