@@ -311,7 +311,9 @@ def test_I10_an_onset_before_the_last_resume_is_invalid() -> None:
     assert refusal_of(decide(scenario.state, event, scenario.now))[0::2] == ("invalid", "onset_at")
 
 
-def test_I10_L4_I5_a_later_reports_earlier_onset_moves_the_record_and_the_window() -> None:
+def test_I10_L4_I5_a_later_reports_earlier_onset_moves_the_record_not_the_window() -> None:
+    """I10: the record moves to the earlier onset (L4 counts from it); the open I5 window does
+    not (it counts from the report that opened it)."""
     scenario = at_150()  # 130 min of running
     scenario.send(ReactionReported(grade=3, signs=OTHER, actor="nurse"))
     reported = scenario.now
@@ -321,12 +323,15 @@ def test_I10_L4_I5_a_later_reports_earlier_onset_moves_the_record_and_the_window
     reaction = scenario.state.reaction
     assert reaction is not None
     assert reaction.onset_at == onset
-    assert reaction.observation_started_at == onset
+    assert reaction.observation_started_at == reported
     assert reaction.running_min <= 100.0 + 1e-6  # L4: the first 3 hours count from the onset
     assert reaction.rate_ml_h == 100.0  # the confirmed rate at 100 min of running
-    # The window is 2 h from the onset: it ends 90 min after the report, not 120.
-    scenario.advance(minutes(81))
+    # The window stays 2 h from the first report: not withdrawn 90 min after it.
+    scenario.advance(minutes(109))
+    assert scenario.phase() is InfusionPhase.STOPPED_OBSERVATION
+    scenario.advance(minutes(1))
     assert scenario.phase() is InfusionPhase.WITHDRAWN
+    assert next(a for a in scenario.audit if a.type == "withdrawn").at == reported + minutes(120)
 
 
 def test_I2_resume_halves_the_lower_of_the_rate_at_onset_and_the_last_rate() -> None:

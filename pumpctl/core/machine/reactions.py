@@ -4,9 +4,10 @@ When rules compete the stricter outcome wins, in the order I3, I6, I7, I4, I5, I
 A stop of any kind (a nurse's, an alarm's, L9's) leaves an open I4 hold or I5 window running:
 reassessments and "resolved" are taken until it closes, and its end still withdraws the course
 (docs/clinical-rules.md, Clarifications I4, I5). An onset may be entered earlier than the
-report, inside the current running period (I10); every clock of the reaction counts from the
-earliest onset entered, and the record holds the confirmed rate at that onset. I2 halves the
-lower of the rate at onset and the last non-zero rate before the interruption.
+report, inside the current running period (I10); the record (its onset, running time and rate
+at onset) counts from the earliest onset entered, while the I5 window and the I4 6 hours count
+from the onset of the report that opened them and are never moved. I2 halves the lower of the
+rate at onset and the last non-zero rate before the interruption.
 """
 
 from __future__ import annotations
@@ -148,19 +149,15 @@ def on_reaction(ctx: Ctx, event: ReactionReported, now: datetime) -> None:
 def _moved_onset(
     s: InfusionState, reaction: OpenReaction, onset: datetime, now: datetime
 ) -> dict[str, object]:
-    """I10: a later report's earlier onset moves the record and every clock of the reaction."""
+    """I10: a later report's earlier onset moves the record (onset, running time and rate at
+    onset, so L4 counts from it); an I5 window or I4 6 hours already open stay where they are."""
     if onset >= reaction.onset_at:
         return {}
-    changes: dict[str, object] = {
+    return {
         "onset_at": onset,
         "running_min": _running_at(s, onset, now),
         "rate_ml_h": s.rate_at(onset) or reaction.rate_ml_h,
     }
-    for name in ("observation_started_at", "bronchospasm_seen_at", "bronchospasm_onset_at"):
-        value = getattr(reaction, name)
-        if value is not None and onset < value:
-            changes[name] = onset
-    return changes
 
 
 def _regrade(
@@ -204,7 +201,8 @@ def _judge(
     I3 and I4 look at every sign recorded during this reaction (one stop, I5), not only the
     latest report's: a grade 1 laryngeal edema or bronchospasm reassessed at grade 2 with no
     sign repeated is a grade 2 reaction with that sign (the safer reading). The I4 clock starts
-    at the onset of the first report naming bronchospasm in this reaction.
+    at the onset of the first report naming bronchospasm in this reaction, the I5 window at the
+    onset of the report that first records grade >= 3 (its time when it gives none).
     """
     s = ctx.state
     rules = s.protocol.reactions
@@ -238,7 +236,7 @@ def _judge(
             withdraw(ctx, Rule.I5, f"grade {grade} after the 2 h window ended", now)
             return
         if reaction.observation_started_at is None:
-            start = min(onset_at, reaction.onset_at) if onset_at is not None else now
+            start = onset_at or now  # this report's own onset, never an earlier one
             changes["observation_started_at"] = start
             ctx.log(AuditType.OBSERVATION_STARTED, Rule.I5, now, window_start=start.isoformat())
     reaction = reaction.model_validate({**reaction.model_dump(), **changes})

@@ -22,7 +22,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, TypeA
 
 from pumpctl.core.bag import BagLife
 from pumpctl.core.history import CourseState, Grade, InfusionRecord, ReactionRecord, Sign
-from pumpctl.core.machine.alarms import SUSPENDING
+from pumpctl.core.machine.alarms import SUSPENDING, MachineAlarm
 from pumpctl.core.planner import select_row
 from pumpctl.core.protocol import Protocol
 
@@ -261,12 +261,17 @@ class InfusionState(Value):
 
     @property
     def escalation_eligible(self) -> bool:
-        """L1 may fire: counting, all confirmed (A3), not held (L7), ladder not at its end."""
+        """L1 may fire: counting, all confirmed (A3), not held (L7), ladder not at its end.
+
+        A communication loss (A2) holds escalation until a nurse clears it, also once the link
+        is back: the link coming back alone never resumes the ladder.
+        """
         return (
             self.counting
             and not self.outstanding
             and not self.stop_unconfirmed
             and not (self.latched & SUSPENDING)
+            and MachineAlarm.COMM_LOSS.value not in self.latched
             and not self.held
             and not self.ladder_settled
             and self.rate_ml_h < self.protocol.ladder.max_rate_ml_h
