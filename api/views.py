@@ -9,6 +9,7 @@ from typing import Any
 from pumpctl.controller.supervisor import PumpSupervisor
 from pumpctl.controller.ward import Ward
 from pumpctl.core.machine import InfusionState
+from pumpctl.core.machine.public import public_state
 from pumpctl.store.models import Audit
 
 __all__ = ["audit_view", "infusion_view", "pump_view"]
@@ -79,7 +80,11 @@ def infusion_view(ward: Ward, infusion_id: int) -> dict[str, Any]:
     ]
     steps, row = ward.plan_of(stored.id, state)
     next_step = ward.next_escalation_at(state)
-    phase = "cancelled" if stored.phase == "cancelled" else state.phase.value
+    shown = public_state(state)
+    reason = None if shown.rule is None else {"rule": str(shown.rule), "message": shown.message}
+    phase = shown.state
+    if stored.phase == "cancelled":
+        phase, reason = "cancelled", {"rule": "L8", "message": "cancelled before the start"}
     return {
         "id": stored.id,
         "patient_id": patient.id,
@@ -90,6 +95,7 @@ def infusion_view(ward: Ward, infusion_id: int) -> dict[str, Any]:
         "day": state.day,
         "row": row,
         "state": phase,
+        "state_reason": reason,
         "supervised": supervised,
         "rate_ml_h": state.rate_ml_h if state.pump_running else 0.0,
         "step_rate_ml_h": state.rate_ml_h,
@@ -100,7 +106,7 @@ def infusion_view(ward: Ward, infusion_id: int) -> dict[str, Any]:
         "weight_kg": stored.weight_kg,
         "premedication_at": _iso(stored.premedication_at),
         "running_min": round(state.running_min, 3),
-        "time_left_min": _time_left(state, next_step, ward.clock.now()),
+        "time_left_min": _time_left(state, shown.state, next_step, ward.clock.now()),
         "next_escalation_at": _iso(next_step),
         "bag_expires_at": _iso(state.bag_life.expires_at),
         "held": state.held,
@@ -121,12 +127,15 @@ def infusion_view(ward: Ward, infusion_id: int) -> dict[str, Any]:
     }
 
 
-def _time_left(state: InfusionState, next_step_at: datetime | None, now: datetime) -> float | None:
+def _time_left(
+    state: InfusionState, shown: str, next_step_at: datetime | None, now: datetime
+) -> float | None:
     """Minutes of running left if the ladder goes on as planned from here (L1, L2): at the
     current rate until the next step, then a step every interval up to the maximum. An
-    estimate for the staff; None while nothing runs."""
+    estimate for the staff; None while nothing runs (`shown`, the state shown, is not
+    running or starting: a pump alarm's pause too)."""
     rate = state.rate_ml_h
-    if rate <= 0 or state.terminal or state.phase.value not in {"running", "starting"}:
+    if rate <= 0 or state.terminal or shown not in {"running", "starting"}:
         return None
     ladder = state.protocol.ladder
     left = state.remaining_ml

@@ -105,9 +105,14 @@ async def start(
     ward: WardDep,
     body: Annotated[StartIn | None, Body()] = None,
 ) -> dict[str, Any]:
-    """Program and start the pump (L3); D3 gate, or a clinician's override reason."""
-    override = body.override_reason if body is not None else None
-    await ward.start(infusion_id, actor=user.name, override_reason=override)
+    """Program and start the pump (L3); D2 and D3 gates, each passed by a clinician's override
+    reason."""
+    await ward.start(
+        infusion_id,
+        actor=user.name,
+        override_reason=body.override_reason if body is not None else None,
+        schedule_override_reason=body.schedule_override_reason if body is not None else None,
+    )
     return infusion_view(ward, infusion_id)
 
 

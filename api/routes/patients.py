@@ -61,8 +61,9 @@ async def get_patient(patient_id: PatientId, user: Reader, ward: WardDep) -> dic
 async def add_history(
     patient_id: PatientId, body: HistoryIn, user: Clinician, ward: WardDep
 ) -> dict[str, Any]:
-    """L8: an infusion given elsewhere."""
-    course_id = ward.course_id_of(patient_id)
+    """L8: an infusion given elsewhere; it counts for I3 and I6 as a live report does (a history
+    that demands it withdraws the course at once, I8)."""
+    ward.course_id_of(patient_id)  # 404 for a patient with no course, before the body's checks
     try:
         record = InfusionRecord(
             infusion_number=body.infusion_number,
@@ -84,11 +85,7 @@ async def add_history(
         )
     except ValueError as exc:
         raise Invalid("reactions", str(exc)) from None
-    try:
-        ward.store.enter_history(course_id, record, actor=user.name, at=ward.clock.now())
-    except StoreError as exc:
-        raise Refused("L8", str(exc)) from None
-    ward.notify()
+    ward.enter_history(patient_id, record, actor=user.name)
     return _patient(ward, patient_id)
 
 

@@ -25,8 +25,9 @@ from pydantic import ValidationError
 from pumpctl.clock import Clock
 from pumpctl.controller.recording import StoreRecorder
 from pumpctl.controller.supervisor import PumpSupervisor
-from pumpctl.core.dose import premedication_gate
-from pumpctl.core.history import Sign
+from pumpctl.core.course import history_withdrawal
+from pumpctl.core.dose import premedication_gate, schedule_gate
+from pumpctl.core.history import InfusionRecord, Sign
 from pumpctl.core.machine import (
     BagReplaced,
     ClearAlarm,
@@ -63,11 +64,11 @@ A3_WORDS = "Pump did not stop: clamp the line"
 
 
 class Refused(Exception):  # noqa: N818 - a refusal, not a failure
-    """A rule forbids the action (409); `rule` is None for a busy pump or course."""
+    """A rule forbids the action (409); `rule` is the id of docs/clinical-rules.md it names."""
 
-    def __init__(self, rule: Rule | str | None, message: str) -> None:
+    def __init__(self, rule: Rule | str, message: str) -> None:
         super().__init__(message)
-        self.rule = None if rule is None else str(rule)
+        self.rule = str(rule)
         self.message = message
 
 
@@ -108,7 +109,9 @@ def _checked(decision: Decision) -> Decision:
         return decision
     if refusal.kind == "invalid":
         raise Invalid(refusal.field or "body", refusal.reason)
-    raise Refused(refusal.rule, refusal.reason)
+    # a refusal of kind "rule" always names its rule (the core's Refused requires one); A3 for a
+    # core that broke that promise, whose refusal is then still a 409, never a 500
+    raise Refused(refusal.rule or Rule.A3, refusal.reason)
 
 
 class Ward:
@@ -206,12 +209,41 @@ class Ward:
         try:
             patient_id = self.store.create_patient(mrn, weight_kg, actor=actor, at=now)
         except InfusionConflictError as exc:
-            raise Refused(None, str(exc)) from None
+            raise Refused(exc.rule, str(exc)) from None
         except StoreError as exc:
             raise Invalid("mrn", str(exc)) from None
         course_id = self.store.create_course(patient_id, name, actor=actor, at=now)
         self.notify(())  # a patient and a course: no infusion changed
         return patient_id, course_id
+
+    def enter_history(self, patient_id: int, record: InfusionRecord, *, actor: str) -> None:
+        """L8: an infusion given elsewhere, entered by a clinician. It counts for I3 and I6 (and
+        the label's I7) as a live report does: a history that demands it withdraws the course at
+        once (I8, audited). Refused (L8) while an infusion of the course is under way: its
+        machine read the course when it started, so history is entered between infusions."""
+        course_id = self.course_id_of(patient_id)
+        for stored in self.store.infusions(course_id=course_id):
+            started = stored.phase not in {InfusionPhase.PLANNED.value, "cancelled"}
+            if started and stored.state.supervised:
+                raise Refused(
+                    Rule.L8,
+                    f"infusion {stored.id} of this course is under way: enter history "
+                    "between infusions (L8)",
+                )
+        rules = self.protocols(self.store.course(course_id).protocol).reactions
+        try:
+            self.store.enter_history(
+                course_id,
+                record,
+                actor=actor,
+                at=self.clock.now(),
+                judge=lambda course: history_withdrawal(course, rules),
+            )
+        except NotFoundError:
+            raise
+        except StoreError as exc:
+            raise Refused(Rule.L8, str(exc)) from None
+        self.notify()
 
     def course_id_of(self, patient_id: int) -> int:
         """The patient's current (latest) course."""
@@ -241,7 +273,7 @@ class Ward:
         if history.withdrawn:
             raise Refused(Rule.I8, f"the course is withdrawn (I8): {history.withdrawn_reason}")
         if supervisor.state is not None and supervisor.state.supervised:
-            raise Refused(None, f"pump {pump_id} is busy with infusion {supervisor.infusion_id}")
+            raise Refused(Rule.A5, _busy(pump_id, supervisor))
         protocol = self.protocols(course.protocol)
         now = self.clock.now()
         number, day = _next_number(protocol, history)
@@ -256,7 +288,7 @@ class Ward:
                 day=day,  # type: ignore[arg-type]
             )
         except PlanningError as exc:
-            raise Refused(_rule_in(str(exc)), str(exc)) from None
+            raise Refused(_rule_in(str(exc), Rule.L8), str(exc)) from None
         except ValueError as exc:
             raise Invalid(
                 "bag_prepared_at" if bag_prepared_at else "patient_id", str(exc)
@@ -273,9 +305,9 @@ class Ward:
                 premedication_at=premedication_at,
             )
         except InfusionConflictError as exc:
-            raise Refused(None, str(exc)) from None
+            raise Refused(exc.rule, str(exc)) from None
         except StoreError as exc:
-            raise Refused(_rule_in(str(exc)), str(exc)) from None
+            raise Refused(_rule_in(str(exc), Rule.L8), str(exc)) from None
         self._plans[infusion_id] = _plan_view(planned)
         self.notify((infusion_id,))
         return infusion_id
@@ -307,20 +339,34 @@ class Ward:
         self.notify((infusion_id,))
 
     async def start(
-        self, infusion_id: int, *, actor: str, override_reason: str | None = None
+        self,
+        infusion_id: int,
+        *,
+        actor: str,
+        override_reason: str | None = None,
+        schedule_override_reason: str | None = None,
     ) -> InfusionState:
-        """Program and start the pump (L3), behind the premedication gate (D3) or a
-        clinician's override (the caller checks the role)."""
+        """Program and start the pump (L3), behind the schedule's gate (D2) and the
+        premedication gate (D3), each passed by a clinician's override with a reason (the
+        caller checks the role)."""
         stored = self.store.load_infusion(infusion_id)
         if stored.phase != InfusionPhase.PLANNED.value:
             raise Refused(Rule.L3, f"infusion {infusion_id} is {stored.phase}, not planned")
         supervisor = self.supervisor(stored.pump_id)
         if supervisor.state is not None and supervisor.state.supervised:
-            raise Refused(
-                None, f"pump {stored.pump_id} is busy with infusion {supervisor.infusion_id}"
-            )
+            raise Refused(Rule.A5, _busy(stored.pump_id, supervisor))
         now = self.clock.now()
         state = stored.state
+        spacing = schedule_gate(
+            state.protocol.schedule,
+            state.infusion_number,
+            state.day,
+            previous_start=self._previous_start(stored),
+            start_at=now,
+            override_reason=schedule_override_reason,
+        )
+        if not spacing.allowed:
+            raise Refused(Rule.D2, spacing.reason)
         gate = premedication_gate(state.protocol, stored.premedication_at, now, override_reason)
         if not gate.allowed:
             raise Refused(Rule.D3, gate.reason)
@@ -328,7 +374,10 @@ class Ward:
         event = _event(Start, actor=actor, course=course)
         _checked(decide(state, event, now))  # refused: nothing attached, nothing sent
         self.store.append_audit(
-            [AuditEvent(type=StoreAudit.START_GATE, rule=Rule.D3, at=now, data=gate.audit())],  # type: ignore[arg-type]
+            [
+                AuditEvent(type=StoreAudit.START_GATE, rule=g.rule, at=now, data=g.audit())  # type: ignore[arg-type]
+                for g in (spacing, gate)
+            ],
             infusion_id=infusion_id,
             actor=actor,
         )
@@ -341,6 +390,21 @@ class Ward:
                 )
         return supervisor.state or decision.state
 
+    def _previous_start(self, stored: StoredInfusion) -> datetime | None:
+        """D2: when the infusion before `stored` started here (day 1 of infusion 1 before its
+        day 2), or None when it is not dated here (none, or entered from elsewhere, L8)."""
+        number, day = stored.state.infusion_number, stored.state.day
+        wanted = (1, 1) if day == 2 else (number - 1, None)
+        starts = [
+            other.state.started_at
+            for other in self.store.infusions(course_id=stored.course_id)
+            if other.id != stored.id
+            and other.state.started_at is not None
+            and other.state.infusion_number == wanted[0]
+            and (wanted[1] is None or other.state.day == wanted[1])
+        ]
+        return min(starts, default=None)
+
     def cancel(self, infusion_id: int, reason: str, *, actor: str) -> None:
         """A planned infusion that never started."""
         if not reason.strip():
@@ -350,7 +414,7 @@ class Ward:
         except NotFoundError:
             raise
         except StoreError as exc:
-            raise Refused(None, str(exc)) from None
+            raise Refused(Rule.A6, f"{exc}: stop it for good instead (A6)") from None
         self.notify((infusion_id,))
 
     def _submit(self, infusion_id: int, event: Event) -> Decision:
@@ -367,7 +431,7 @@ class Ward:
         if decision.pump_commands:  # never expected of an ended infusion; the pump must act
             supervisor = self.supervisor(stored.pump_id)
             if supervisor.state is not None and supervisor.state.supervised:
-                raise Refused(None, f"pump {stored.pump_id} is busy")
+                raise Refused(Rule.A5, _busy(stored.pump_id, supervisor))
             supervisor.attach(str(infusion_id), stored.state)
             return _checked(supervisor.submit(event))
         actor = getattr(event, "actor", None)
@@ -400,7 +464,8 @@ class Ward:
         state = decision.state
         rid = len(state.reactions) + (1 if state.reaction is not None else 0)
         stop = next((c for c in decision.pump_commands if isinstance(c, StopPump)), None)
-        if supervisor is None or supervisor.state is None:
+        if supervisor is None or supervisor.state is None or (state.terminal and stop is None):
+            # I11: after the end (or on an infusion not supervised) nothing is sent to a pump
             return ReactionOutcome(rid, "no_pump_action", None, state.phase.value)
         if stop is None and not supervisor.state.stop_outstanding:
             return ReactionOutcome(rid, "already_stopped", None, state.phase.value)
@@ -520,11 +585,18 @@ def _signs(signs: list[str]) -> list[Sign]:
         raise Invalid("signs", f"each sign is one of {known}") from None
 
 
-def _rule_in(message: str) -> str | None:
+def _busy(pump_id: str, supervisor: PumpSupervisor) -> str:
+    return f"pump {pump_id} is busy with infusion {supervisor.infusion_id} (A5)"
+
+
+def _rule_in(message: str, default: Rule) -> str:
+    """The rule id a core or store message names, else `default`."""
     for rule in Rule:
-        if f"({rule.value})" in message or f" {rule.value}:" in message:
+        if f"({rule.value})" in message or message.startswith(f"{rule.value}:"):
             return rule.value
-    return None
+        if f" {rule.value}:" in message:
+            return rule.value
+    return default.value
 
 
 def _next_number(protocol: Protocol, history: Any) -> tuple[int, int | None]:

@@ -1,17 +1,30 @@
-"""I8: reinstating a withdrawn course. Only a clinician, with a reason; the service never does.
+"""I8: what withdraws a course from its history, and reinstating a withdrawn course.
 
-A pure decision: `reinstate` returns either a `Reinstated` (the new course state and the audit
-fact to record) or a `Refused` naming I8 and why. Nothing changes on refusal.
+Pure decisions. `history_withdrawal` judges a course's recorded reactions as a live report is
+judged (I3, I6, and the label's I7): history a clinician enters (L8) withdraws the course at
+once, as the same reactions reported live would have. `reinstate` returns either a
+`Reinstated` (the new course state and the audit fact to record) or a `Refused` naming I8 and
+why; only a clinician reinstates, with a reason, and the service never does. Nothing changes
+on refusal.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pumpctl.core.history import CourseState
+from pumpctl.core.history import CourseState, Sign
+from pumpctl.core.protocol import Grade4Policy, Reactions
 from pumpctl.core.rules import Rule
 
-__all__ = ["CLINICIAN", "AuditFact", "Refused", "Reinstated", "reinstate"]
+__all__ = [
+    "CLINICIAN",
+    "AuditFact",
+    "Refused",
+    "Reinstated",
+    "Withdrawal",
+    "history_withdrawal",
+    "reinstate",
+]
 
 CLINICIAN = "clinician"
 
@@ -24,6 +37,49 @@ class AuditFact:
     rule: Rule
     actor: str
     data: dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class Withdrawal:
+    """The rule that withdraws a course (I3, I6, I7) and why, in words."""
+
+    rule: Rule
+    reason: str
+
+    @property
+    def course_reason(self) -> str:
+        """The course's `withdrawn_reason`: the rule id, then why."""
+        return f"{self.rule}: {self.reason}"
+
+
+def history_withdrawal(course: CourseState, rules: Reactions) -> Withdrawal | None:
+    """The withdrawal the course's recorded reactions demand, or None (I3, I6, I7; L8).
+
+    Entered history counts as a live report does: a reaction that reached grade >= 2 with
+    laryngeal edema among its signs (I3), the third reaction that reached grade >= 3 over the
+    course (I6), and, under the label's policy, a grade 4 (I7). A record holds a reaction's
+    highest grade and every sign recorded during it, so the highest grade is judged (the
+    safer reading). The stricter outcome wins in the order I3, I6, I7.
+    """
+    reactions = [r for i in course.infusions for r in i.reactions]
+    for r in reactions:
+        if r.max_grade >= rules.laryngeal_edema_withdraw_grade and Sign.LARYNGEAL_EDEMA in r.signs:
+            return Withdrawal(
+                Rule.I3,
+                f"grade {r.max_grade} laryngeal edema in infusion {r.infusion_number}",
+            )
+    count = course.severe_occurrences(rules.severe_grade)
+    if count >= rules.severe_occurrences_withdraw:
+        return Withdrawal(Rule.I6, f"occurrence {count} of grade >= {rules.severe_grade}")
+    if rules.grade4_policy is Grade4Policy.DISCONTINUE:
+        for r in reactions:
+            if r.max_grade == 4:
+                return Withdrawal(
+                    Rule.I7,
+                    f"grade 4 in infusion {r.infusion_number}: permanent discontinuation "
+                    "(protocol policy)",
+                )
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ __all__ = [
     "Medication",
     "blood_profile_reminder",
     "compute_dose",
+    "earliest_start",
     "eligibility",
     "infusion_weeks",
     "postmedication",
@@ -42,6 +43,7 @@ __all__ = [
     "premedication_gate",
     "round_weight_kg",
     "schedule_dates",
+    "schedule_gate",
     "week_of_infusion",
 ]
 
@@ -162,6 +164,77 @@ def schedule_dates(start: date, count: int, schedule: Schedule) -> list[date]:
     return [start + timedelta(weeks=week - 1) for week in infusion_weeks(schedule, count)]
 
 
+#: D2: a start this much before the scheduled instant is still on the scheduled day.
+SCHEDULE_MARGIN = timedelta(hours=12)
+
+
+def earliest_start(
+    schedule: Schedule, infusion_number: int, day: int | None, previous_start: datetime
+) -> datetime:
+    """D2: the earliest instant infusion `infusion_number` (`day` 2 of a split first dose) may
+    start, given when the one before it started (infusion n - 1's first day, or day 1).
+
+    The scheduled instant less `SCHEDULE_MARGIN`, so a start earlier in the day than the last
+    one is not refused: weekly in weeks 1-8, every 2 weeks in 9-24, every 4 weeks from 25,
+    and the split first dose's day 2 on the day after day 1."""
+    if day == 2:
+        interval = timedelta(days=1)
+    else:
+        weeks = infusion_weeks(schedule, max(2, infusion_number))
+        interval = timedelta(weeks=weeks[-1] - weeks[-2])
+    return previous_start + interval - SCHEDULE_MARGIN
+
+
+def schedule_gate(
+    schedule: Schedule,
+    infusion_number: int,
+    day: int | None,
+    *,
+    previous_start: datetime | None,
+    start_at: datetime,
+    override_reason: str | None = None,
+) -> GateDecision:
+    """D2: may the infusion start now, given when the one before it started?
+
+    Allowed when nothing earlier of the course is dated here (infusion 1, or history entered
+    from elsewhere, L8: said in the reason) or when the schedule's interval has passed (less
+    `SCHEDULE_MARGIN`); otherwise refused, unless a clinician overrides with a non-empty reason
+    (the caller checks the role), marked for audit, as D3's gate."""
+    if previous_start is None:
+        return GateDecision(
+            allowed=True,
+            reason="no earlier infusion of the course is dated here: spacing not checked",
+            rule=Rule.D2,
+        )
+    earliest = earliest_start(schedule, infusion_number, day, previous_start)
+    what = f"infusion {infusion_number}" + (f" day {day}" if day is not None else "")
+    if start_at >= earliest:
+        on_time = f"{what} is on schedule (from {earliest.isoformat()})"
+        return GateDecision(allowed=True, reason=on_time, rule=Rule.D2)
+    problem = (
+        f"{what} is sooner than the schedule allows: not before {earliest.isoformat()} "
+        f"(the one before started {previous_start.isoformat()})"
+    )
+    return _refused_unless_overridden(Rule.D2, problem, override_reason)
+
+
+def _refused_unless_overridden(
+    rule: Rule, problem: str, override_reason: str | None
+) -> GateDecision:
+    """D2, D3: a gate that refuses for `problem`, unless a clinician gave a non-empty reason."""
+    if override_reason is not None and override_reason.strip():
+        return GateDecision(
+            allowed=True,
+            reason=f"{problem}; clinician override",
+            rule=rule,
+            overridden=True,
+            override_reason=override_reason.strip(),
+        )
+    if override_reason is not None:
+        problem += "; an override needs a non-empty reason"
+    return GateDecision(allowed=False, reason=problem, rule=rule)
+
+
 # --------------------------------------------------------------------- D3, D4: medication
 
 
@@ -244,7 +317,7 @@ def premedication(infusion_number: int, history: CourseState) -> tuple[Medicatio
 
 @dataclass(frozen=True, slots=True)
 class GateDecision:
-    """D3: may the infusion start, given when premedication was recorded? Overrides are audited."""
+    """D2, D3: may the infusion start (its spacing, its premedication)? Overrides are audited."""
 
     allowed: bool
     reason: str
@@ -292,16 +365,7 @@ def premedication_gate(
             f"premedication recorded {before_min:g} min before the start, "
             f"outside the {low}-{high} min window"
         )
-    if override_reason is not None and override_reason.strip():
-        return GateDecision(
-            allowed=True,
-            reason=f"{problem}; clinician override",
-            overridden=True,
-            override_reason=override_reason.strip(),
-        )
-    if override_reason is not None:
-        problem += "; an override needs a non-empty reason"
-    return GateDecision(allowed=False, reason=problem)
+    return _refused_unless_overridden(Rule.D3, problem, override_reason)
 
 
 def postmedication(

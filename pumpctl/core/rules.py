@@ -37,6 +37,8 @@ class Rule(StrEnum):
     A2 = "A2"
     A3 = "A3"
     A4 = "A4"
+    A5 = "A5"
+    A6 = "A6"
     D1 = "D1"
     D2 = "D2"
     D3 = "D3"

@@ -30,14 +30,16 @@ class NotFoundError(StoreError):
 
 
 class InfusionConflictError(StoreError):
-    """An infusion the rules forbid (the Clarifications, "Records and input"): a pump or course
-    that already has a live infusion, or an infusion number the course already holds.
+    """A record the rules forbid: a pump or course that already has a live infusion (A5), an
+    infusion number the course already holds, or a second patient under one MRN (L8).
 
-    `constraint` is the name of the database constraint that refused it."""
+    `rule` is the rule id it breaks; `constraint` names the database constraint that refused it,
+    for the log and the tests only: `str()` says the rule's words, never a storage name."""
 
-    def __init__(self, constraint: str, message: str) -> None:
+    def __init__(self, constraint: str, message: str, rule: str) -> None:
         self.constraint = constraint
-        super().__init__(f"{message} ({constraint})")
+        self.rule = rule
+        super().__init__(message)
 
 
 class LedgerError(StoreError):

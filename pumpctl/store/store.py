@@ -25,8 +25,16 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
+from pumpctl.core.course import Withdrawal
 from pumpctl.core.history import CourseState, InfusionRecord
-from pumpctl.core.machine.outputs import AuditEvent, PumpCommand, RaiseAlarm, SetRate, SetVtbi
+from pumpctl.core.machine.outputs import (
+    AuditEvent,
+    AuditType,
+    PumpCommand,
+    RaiseAlarm,
+    SetRate,
+    SetVtbi,
+)
 from pumpctl.core.machine.state import CommandOp, InfusionPhase, InfusionState, infusion_record
 from pumpctl.core.rules import Rule
 from pumpctl.store.engine import BEGIN_OPTION, make_engine
@@ -283,14 +291,16 @@ class Store:
     def _store_audit(
         self,
         session: Session,
-        kind: StoreAudit,
+        kind: StoreAudit | AuditType,
         *,
         at: datetime,
         actor: str | None,
-        rule: Rule | None = None,
+        rule: Rule,
         infusion_id: int | None = None,
         **data: object,
     ) -> None:
+        """One audit row for a change that is not a machine's decision; `rule` is the rule it
+        serves (every audit row names one)."""
         event = AuditEvent(type=kind, rule=rule, at=at, data=data)  # type: ignore[arg-type]
         self._audit(session, [event], infusion_id=infusion_id, actor=actor)
 
@@ -323,13 +333,21 @@ class Store:
                 patient = Patient(mrn=mrn, weight_kg=weight_kg, created_at=self._wall_clock())
                 patient_id = self._insert(session, patient)
                 self._store_audit(
-                    session, StoreAudit.PATIENT_CREATED, at=at, actor=actor, patient_id=patient_id
+                    session,
+                    StoreAudit.PATIENT_CREATED,
+                    at=at,
+                    actor=actor,
+                    rule=Rule.L8,  # the record the course's history is kept under
+                    patient_id=patient_id,
                 )
                 return patient_id
         except IntegrityError as exc:
             if constraint_of(exc) == "uq_patient_mrn":
                 raise InfusionConflictError(
-                    "uq_patient_mrn", f"a patient with mrn {mrn!r} exists"
+                    "uq_patient_mrn",
+                    "a patient with this MRN exists: one record per patient keeps the whole "
+                    "history together (L8)",
+                    Rule.L8,
                 ) from None
             raise
 
@@ -344,6 +362,7 @@ class Store:
                 StoreAudit.COURSE_CREATED,
                 at=at,
                 actor=actor,
+                rule=Rule.L8,  # the history L4, L5, I6 and D3 read; its protocol fixed
                 patient_id=patient_id,
                 course_id=course_id,
                 protocol=protocol,
@@ -370,17 +389,26 @@ class Store:
             )
 
     def enter_history(
-        self, course_id: int, record: InfusionRecord, *, actor: str, at: datetime
+        self,
+        course_id: int,
+        record: InfusionRecord,
+        *,
+        actor: str,
+        at: datetime,
+        judge: Callable[[CourseState], Withdrawal | None] | None = None,
     ) -> int:
         """L8: an infusion given elsewhere, entered by a clinician (audited); its entry id.
-        Refused when the course already holds that infusion number (and day)."""
+        Refused when the course already holds that infusion number (and day). `judge` reads
+        the course with the entry added: a withdrawal it names (I3, I6, I7) withdraws the
+        course in the same transaction (I8, audited), as a live report would."""
         with self._write() as session:
-            self._get(session, Course, course_id)
+            course = self._get(session, Course, course_id)
             history = self._history(session, course_id)
             try:
-                CourseState(infusions=(*history.infusions, record))
+                entered = CourseState(infusions=(*history.infusions, record))
             except ValueError as exc:
                 raise StoreError(f"course {course_id}: {exc}") from None
+            withdrawal = judge(entered) if judge is not None else None
             entry = HistoryEntry(
                 course_id=course_id,
                 infusion_number=record.infusion_number,
@@ -399,6 +427,20 @@ class Store:
                 course_id=course_id,
                 record=record,
             )
+            if withdrawal is not None and course.course_state != "withdrawn":
+                course.course_state = "withdrawn"
+                course.withdrawn_reason = withdrawal.course_reason
+                session.add(course)
+                self._store_audit(
+                    session,
+                    AuditType.COURSE_WITHDRAWN,
+                    at=at,
+                    actor=actor,
+                    rule=Rule.I8,
+                    course_id=course_id,
+                    cause=withdrawal.rule,
+                    reason=withdrawal.reason,
+                )
             return entry_id
 
     def course_history(self, course_id: int) -> CourseState:
@@ -483,6 +525,7 @@ class Store:
                     StoreAudit.INFUSION_CREATED,
                     at=at,
                     actor=actor,
+                    rule=Rule.L4,  # its row, bag and rates chosen from the course's history
                     infusion_id=infusion_id,
                     course_id=course_id,
                     pump_id=pump_id,
@@ -498,15 +541,19 @@ class Store:
         exc: IntegrityError, course_id: int, pump_id: str, state: InfusionState
     ) -> Exception:
         constraint = constraint_of(exc)
-        messages = {
-            "uq_infusion_live_pump": f"pump {pump_id!r} already has a live infusion",
-            "uq_infusion_live_course": f"course {course_id} already has a live infusion",
-        }
         number = f"course {course_id} already holds infusion {state.infusion_number}"
-        messages["uq_infusion_number"] = f"{number} (L8)"
-        messages["uq_infusion_number_day"] = f"{number}{_day(state.day)} (L8)"
-        if constraint in messages:
-            return InfusionConflictError(constraint, messages[constraint])
+        refusals = {
+            "uq_infusion_live_pump": (Rule.A5, f"pump {pump_id} already has a live infusion (A5)"),
+            "uq_infusion_live_course": (
+                Rule.A5,
+                f"course {course_id} already has a live infusion (A5)",
+            ),
+            "uq_infusion_number": (Rule.L8, f"{number} (L8)"),
+            "uq_infusion_number_day": (Rule.L8, f"{number}{_day(state.day)} (L8)"),
+        }
+        if constraint in refusals:
+            rule, message = refusals[constraint]
+            return InfusionConflictError(constraint, message, rule)
         return exc
 
     def save_infusion(
@@ -605,6 +652,7 @@ class Store:
                 StoreAudit.INFUSION_CANCELLED,
                 at=at,
                 actor=actor,
+                rule=Rule.L8,  # never given: its number is given back to the course
                 infusion_id=infusion_id,
                 reason=reason,
             )

@@ -65,6 +65,11 @@ class Ward:
     def advance(self, seconds: float) -> None:
         self.post("/sim/advance", "admin", {"seconds": seconds})
 
+    def week_later(self) -> None:
+        """A week of clinical time: the next infusion is due (D2, weekly in weeks 1-8)."""
+        for _day in range(7):
+            self.advance(24 * HOUR)
+
     def patient(self, mrn: str = "MRN-1", weight: float = 70) -> int:
         return int(
             self.post("/patients", "clinician", {"mrn": mrn, "weight_kg": weight}, 201)["id"]

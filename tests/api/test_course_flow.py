@@ -29,11 +29,13 @@ def test_first_infusion_walked_hour_by_hour_then_rows_from_history(ward: Ward) -
     done = ward.get(f"/infusions/{first}")
     assert done["volume_infused_ml"] >= 999
     assert ward.pump()["state"] == "stopped"
+    ward.week_later()  # D2
     second = ward.started(patient)
     view: dict[str, Any] = ward.get(f"/infusions/{second}")
     assert (view["infusion_number"], view["row"], view["bag_ml"]) == (2, "second", 500)
     assert ward.pump()["rate_ml_h"] == 50
     _complete(ward, second)
+    ward.week_later()  # D2
     third = ward.started(patient)
     view = ward.get(f"/infusions/{third}")
     assert (view["infusion_number"], view["row"]) == (3, "subsequent")
@@ -59,9 +61,10 @@ def test_the_start_is_refused_without_premedication_unless_a_clinician_overrides
     )
     ward.advance(1)
     assert ward.pump("pump-2")["state"] == "running"
-    gate = [e for e in ward.get(f"/infusions/{inf['id']}/events") if e["type"] == "start_gate"]
-    assert gate[0]["data"]["overridden"] is True
-    assert gate[0]["actor"] == "carl"
+    gates = [e for e in ward.get(f"/infusions/{inf['id']}/events") if e["type"] == "start_gate"]
+    gate = next(g for g in gates if g["rule"] == "D3")
+    assert gate["data"]["overridden"] is True
+    assert gate["actor"] == "carl"
 
 
 def test_grade_3_then_a_nurse_stop_is_still_withdrawn_after_2_hours(ward: Ward) -> None:
@@ -91,7 +94,7 @@ def test_a_third_grade_3_in_the_course_withdraws(ward: Ward) -> None:
             )
             ward.post(f"/infusions/{infusion}/resume", "nurse", {})
             ward.post(f"/infusions/{infusion}/stop", "nurse", {"reason": "end of the test day"})
-            ward.advance(1)
+            ward.week_later()  # D2: the next infusion is due a week later
         else:
             assert answer["state"] == "withdrawn"  # I6
     assert ward.get(f"/patients/{patient}")["course_state"] == "withdrawn"

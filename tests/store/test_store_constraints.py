@@ -53,11 +53,14 @@ def test_L8_a_split_first_dose_holds_each_day_once(store: Store) -> None:
     assert refused.value.constraint == "uq_infusion_number_day"
 
 
-def test_a_pump_has_at_most_one_live_infusion(store: Store) -> None:
+def test_a5_a_pump_has_at_most_one_live_infusion(store: Store) -> None:
+    """A5: the store's own index holds it; the error names the rule, its words no index."""
     store.create_infusion(course(store, "MRN-1"), "pump-1", planned(), at=T0)
-    with pytest.raises(InfusionConflictError, match="pump 'pump-1' already has a live") as refused:
+    with pytest.raises(InfusionConflictError, match="pump pump-1 already has a live") as refused:
         store.create_infusion(course(store, "MRN-2"), "pump-1", planned(), at=T0)
     assert refused.value.constraint == "uq_infusion_live_pump"
+    assert refused.value.rule == "A5"
+    assert "uq_" not in str(refused.value)
 
 
 def test_a_course_has_at_most_one_live_infusion(store: Store) -> None:
@@ -131,7 +134,10 @@ def test_the_protocol_is_fixed_for_the_course(store: Store) -> None:
         db.execute(text("UPDATE course SET protocol = 'daratumumab-label' WHERE id = :c"), {"c": c})
 
 
-def test_an_mrn_is_one_patient(store: Store) -> None:
+def test_l8_an_mrn_is_one_patient(store: Store) -> None:
+    """L8: one record per patient keeps the history together; the words name no MRN."""
     store.create_patient("MRN-1", 70.0, actor="clinician", at=T0)
-    with pytest.raises(InfusionConflictError, match="mrn 'MRN-1'"):
+    with pytest.raises(InfusionConflictError, match="a patient with this MRN exists") as refused:
         store.create_patient("MRN-1", 80.0, actor="clinician", at=T0)
+    assert (refused.value.rule, refused.value.constraint) == ("L8", "uq_patient_mrn")
+    assert "MRN-1" not in str(refused.value)

@@ -70,7 +70,7 @@ class Ctx:
         """Append commands to this decision."""
         self.commands.extend(commands)
 
-    def log(self, type_: AuditType, rule: Rule | None, at: datetime, **data: object) -> None:
+    def log(self, type_: AuditType, rule: Rule, at: datetime, **data: object) -> None:
         """Append an audit event."""
         self.audit.append(AuditEvent(type=type_, rule=rule, at=at, data=data))
 

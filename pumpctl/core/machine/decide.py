@@ -11,8 +11,9 @@ Running time (the table at the top of docs/clinical-rules.md) counts only while 
 read back infusing in phase `running` with no pump alarm (A1), the link up (A2) and the bag in
 date (L9); an outstanding command (A3) or a hold (L7) do not stop it. The L1 interval counter
 (`at_rate_min`) counts the same time, but only once every command's fate is known (A3); it is
-kept across alarms and link losses (A1) and zeroed by a resume after a reaction (I2) or a
-release (L7). The over-infusion bound grows over all clinical time (volumes).
+kept across pump alarms (A1) and zeroed by a resume after a reaction (I2), a release (L7) or
+a nurse's clear of communication loss (A2: escalation waits for that clear, then a full
+interval). The over-infusion bound grows over all clinical time (volumes).
 """
 
 from __future__ import annotations
@@ -107,11 +108,47 @@ def decide(state: InfusionState, event: Event | Mapping[str, object], now: datet
 
 _FATE_KINDS = frozenset({"command_confirmed", "command_denied", "command_unconfirmed"})
 
+#: The rule each kind of event serves: what an audit row of its refusal names when the refusal
+#: itself names none (invalid input; docs/clinical-rules.md, Clarifications "All").
+EVENT_RULES: Mapping[str, Rule] = {
+    "start": Rule.L3,
+    "reaction": Rule.I1,
+    "reassessed": Rule.I5,
+    "resolved": Rule.I4,
+    "resume": Rule.I9,
+    "hold": Rule.L7,
+    "release": Rule.L7,
+    "bag_replaced": Rule.L9,
+    "stop": Rule.A6,
+    "clear_alarm": Rule.A1,
+    "pump_running": Rule.A3,
+    "pump_stopped": Rule.A3,
+    "pump_completed": Rule.L3,
+    "power_reset": Rule.L3,
+    "alarm_raised": Rule.A1,
+    "alarm_cleared": Rule.A1,
+    "link_lost": Rule.A2,
+    "link_restored": Rule.A2,
+    "restarted": Rule.A4,
+    "command_confirmed": Rule.A3,
+    "command_denied": Rule.A3,
+    "command_unconfirmed": Rule.A3,
+    "safety_envelope": Rule.L3,
+    "time_passed": Rule.L1,
+}
+
+
+def _event_rule(event: object) -> Rule:
+    """The rule `event` serves; an event of no known kind is a fault of its sender (A3)."""
+    kind = event.get("kind") if isinstance(event, Mapping) else getattr(event, "kind", None)
+    return EVENT_RULES.get(kind, Rule.A3) if isinstance(kind, str) else Rule.A3
+
 
 def _decide(state: InfusionState, raw: object, now: datetime) -> Decision:
     time_error = _check_now(state, now)
     if time_error is not None:
-        audit = AuditEvent(AuditType.INVALID, None, state.last_event_at or EARLIEST, data={})
+        at = state.last_event_at or EARLIEST
+        audit = AuditEvent(AuditType.INVALID, _event_rule(raw), at, data={"field": "now"})
         return Decision(state, (), (audit,), Refusal("invalid", time_error, field="now"))
     parsed = parse_event(raw)
     if isinstance(parsed, InvalidEvent):
@@ -154,7 +191,7 @@ def _refuse(ctx: Ctx, refusal: Refusal, now: datetime, event: object) -> Decisio
     if refusal.field is not None:
         data["field"] = refusal.field
     type_ = AuditType.REFUSED if refusal.kind == "rule" else AuditType.INVALID
-    ctx.log(type_, refusal.rule, now, **data)
+    ctx.log(type_, refusal.rule or _event_rule(event), now, **data)
     return ctx.decision(refusal)
 
 
@@ -340,7 +377,7 @@ def _stop(ctx: Ctx, event: Stop, now: datetime) -> None:
     if reaction is not None and not (reaction.window_open or reaction.hold_open):
         close_reaction(ctx)
     ctx.set(phase=InfusionPhase.STOPPED, stop_reason=event.reason)
-    rule = None
+    rule = Rule.A6
     if reaction is not None and (reaction.window_open or reaction.hold_open):
         rule = Rule.I5 if reaction.window_open else Rule.I4
     ctx.log(AuditType.STOPPED, rule, now, actor=event.actor, reason=event.reason)

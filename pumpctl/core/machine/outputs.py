@@ -136,7 +136,7 @@ class AuditEvent:
     """One line of the audit trail: what happened, under which rule, when, with which facts."""
 
     type: AuditType
-    rule: Rule | None
+    rule: Rule  # every audit event names the rule it serves
     at: datetime
     data: Mapping[str, object] = field(default_factory=dict)
 

@@ -49,6 +49,7 @@ from pumpctl.core.machine.volumes import (
 from pumpctl.core.rules import Rule
 
 __all__ = [
+    "REFUSED_RUN_WORDS",
     "lost_program",
     "on_clear_alarm",
     "on_completed",
@@ -63,6 +64,8 @@ __all__ = [
 ]
 
 _MACHINE_ALARMS = frozenset(a.value for a in MachineAlarm)
+#: What the staff are told when the pump refuses to run (A1; docs/clinical-rules.md).
+REFUSED_RUN_WORDS = "the pump refused to run: clear the alarm at the pump, then resume"
 VTBI_TOLERANCE_ML = 0.5  # a VTBI read back within this of the programmed one is the same
 
 
@@ -264,6 +267,11 @@ def on_failed(ctx: Ctx, event: CommandDenied | CommandUnconfirmed, now: datetime
         stop_pump(ctx, first=True)  # never infuse without the programmed VTBI (L3)
     if denied and (s.alarms or (isinstance(event, CommandDenied) and event.dropped)):
         return  # the pump's own alarm explains the refusal (A1), or it was never sent
+    if denied and sent.op in {CommandOp.SET_RATE, CommandOp.RUN} and not s.pump_running:
+        # A1: a pump that refuses to run stands in an alarm of its own; a New Era pump cannot
+        # say when its alarm's cause is gone, so the nurse's clear may have come too soon.
+        ctx.alarm(MachineAlarm.COMMAND_DENIED, f"{REFUSED_RUN_WORDS} ({why})", now, Rule.A1)
+        return
     alarm = MachineAlarm.COMMAND_DENIED if denied else MachineAlarm.COMMAND_UNCONFIRMED
     ctx.alarm(alarm, f"the pump did not carry out {sent.op.value} ({why})", now)
 
@@ -292,7 +300,10 @@ def on_link_lost(ctx: Ctx, now: datetime) -> None:
 
 
 def on_reconnected(ctx: Ctx, event: LinkRestored | Restarted, now: datetime) -> None:
-    """A2/A4: the pump's real state after a link loss or a restart, through the one reconcile."""
+    """A2/A4: the pump's real state after a link loss or a restart, through the one reconcile.
+
+    A communication-loss alarm stays latched when the link is back: escalation waits for a
+    nurse to clear it."""
     rule = Rule.A4 if isinstance(event, Restarted) else Rule.A2
     ctx.set(link_lost=False)
     ctx.log(
@@ -369,7 +380,10 @@ def on_completed(ctx: Ctx, event: PumpCompleted, now: datetime) -> None:
 
 
 def on_clear_alarm(ctx: Ctx, event: ClearAlarm, now: datetime) -> None:
-    """A1: acknowledge a latched alarm when its cause is gone; never starts the pump."""
+    """A1: acknowledge a latched alarm when its cause is gone; never starts the pump.
+
+    Clearing communication loss (A2) lets escalation resume, a full interval from the clear.
+    """
     s = ctx.state
     name = event.alarm
     if name not in s.latched:
@@ -388,6 +402,10 @@ def on_clear_alarm(ctx: Ctx, event: ClearAlarm, now: datetime) -> None:
     if name == MachineAlarm.BAG_EXPIRED and s.bag_expired:
         raise Refused(Rule.L9, "the bag is still past its stability: replace it first")
     ctx.set(latched=s.latched - {name})
+    if name == MachineAlarm.COMM_LOSS:
+        # A2: escalation was held since the loss; the next step needs a full interval of
+        # running from this clear (time run before the loss or during the latch is not kept).
+        ctx.set(at_rate_min=0.0)
     rule = MachineAlarm(name).rule if name in _MACHINE_ALARMS else Rule.A1
     ctx.log(AuditType.ALARM_CLEARED, rule, now, alarm=name, actor=event.actor, role=event.role)
 
