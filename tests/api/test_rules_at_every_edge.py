@@ -9,11 +9,15 @@ pseudo-terminal, SQLite, a virtual clock)."""
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from conftest import AUTH, HOUR, Ward
+from conftest import AUTH, HOUR, Ward, settings
 from fastapi.testclient import TestClient
 
+from api.app import create_app
 from pumpctl.core.machine.pump import REFUSED_RUN_WORDS
 
 DAY = 24 * HOUR
@@ -314,3 +318,61 @@ def test_an_admin_reads_pumps_health_and_simulation_but_no_patient_data(
         "/events",
     ):
         assert client.get(f"/api/v1{path}", headers=admin).status_code == 403, path
+
+
+# -- the readings, through the service -------------------------------------------------------
+
+
+def test_i5_i10_two_reports_in_one_stop_the_window_counts_from_the_report_that_opened_it(
+    ward: Ward,
+) -> None:
+    """I5, I10: grade 2 at t0, then grade 3 reported at t0 + 30 min with its onset at
+    t0 + 20 min: the window opens at t0 + 20 (not at the first report's t0) and its end, at
+    t0 + 140 min, withdraws the course (I8); at t0 + 130 it is still open."""
+    patient = ward.patient()
+    infusion = ward.started(patient)
+    ward.post(f"/infusions/{infusion}/reactions", "nurse", {"grade": 2, "signs": ["other"]}, 201)
+    ward.advance(30 * 60)
+    body = {"grade": 3, "signs": ["other"], "onset_at": ward._ago(10)}
+    ward.post(f"/infusions/{infusion}/reactions", "nurse", body, 201)
+    ward.advance(100 * 60)  # t0 + 130 min
+    assert ward.get(f"/infusions/{infusion}")["state"] == "stopped_observation"
+    ward.advance(11 * 60)  # t0 + 141 min
+    assert ward.get(f"/infusions/{infusion}")["state"] == "withdrawn"
+    assert ward.get(f"/patients/{patient}")["course_state"] == "withdrawn"
+
+
+def test_a2_l1_a_link_back_alone_does_not_resume_the_ladder_until_a_nurse_clears_it(
+    tmp_path: Path,
+) -> None:
+    """A2, L1: a pump that stops answering loses its link; when it answers again the ladder
+    stays at 50 ml/h however long it runs, until a nurse clears the communication-loss alarm;
+    a full interval later it steps to 100 ml/h."""
+    with TestClient(
+        create_app(settings(tmp_path, link_timeout_s=1.0)), base_url="http://gateway"
+    ) as client:
+        ward = Ward(client)
+        infusion = ward.started(ward.patient())
+        ward.post("/sim/pumps/pump-1/faults", "admin", {"fault": "no_reply", "value": True})
+        _until(ward, infusion, lambda view: view["link_lost"])
+        client.delete("/api/v1/sim/pumps/pump-1/faults/no_reply", headers=AUTH["admin"])
+        _until(ward, infusion, lambda view: not view["link_lost"])
+        ward.advance(2 * HOUR)
+        assert ward.pump()["rate_ml_h"] == 50
+        assert "comm_loss" in ward.get(f"/infusions/{infusion}")["latched_alarms"]
+        ward.post(f"/infusions/{infusion}/alarms/comm_loss/clear", "nurse")
+        ward.advance(HOUR - 60)
+        assert ward.pump()["rate_ml_h"] == 50
+        ward.advance(120)
+        assert ward.pump()["rate_ml_h"] == 100
+
+
+def _until(ward: Ward, infusion: int, holds: Callable[[dict[str, Any]], bool]) -> None:
+    """Wait, bounded, until the infusion's view `holds` (the link's state follows wire time)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        view = ward.get(f"/infusions/{infusion}")
+        if holds(view):
+            return
+        ward.advance(0.1)  # returns once every pump's status at the new instant is processed
+    raise AssertionError(f"infusion {infusion} never reached the condition: {view}")
