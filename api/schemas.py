@@ -154,9 +154,9 @@ class Message(BaseModel):
 
 
 class Problem(BaseModel):
-    """A refusal: the rule and its words."""
+    """A refusal: the rule of docs/clinical-rules.md it names, and its words."""
 
-    rule: str | None
+    rule: Annotated[str, Field(pattern=r"^[LIAD]\d+$")]
     message: str
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, status
+from pydantic import ValidationError
 
 from api.auth import CLINICAL, User
 from api.deps import WardDep, require
@@ -83,8 +84,8 @@ async def add_history(
                 for r in body.reactions
             ),
         )
-    except ValueError as exc:
-        raise Invalid("reactions", str(exc)) from None
+    except ValidationError as exc:  # the record's own checks (max_grade >= grade); no input echoed
+        raise Invalid("reactions", exc.errors()[0]["msg"]) from None
     ward.enter_history(patient_id, record, actor=user.name)
     return _patient(ward, patient_id)
 

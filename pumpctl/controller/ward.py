@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from pumpctl.clock import Clock
 from pumpctl.controller.recording import StoreRecorder
 from pumpctl.controller.supervisor import PumpSupervisor
-from pumpctl.core.course import history_withdrawal
+from pumpctl.core.course import entry_withdrawal
 from pumpctl.core.dose import premedication_gate, schedule_gate
 from pumpctl.core.history import InfusionRecord, Sign
 from pumpctl.core.machine import (
@@ -237,7 +237,7 @@ class Ward:
                 record,
                 actor=actor,
                 at=self.clock.now(),
-                judge=lambda course: history_withdrawal(course, rules),
+                judge=lambda before, entry: entry_withdrawal(before, entry, rules),
             )
         except NotFoundError:
             raise
@@ -357,6 +357,9 @@ class Ward:
             raise Refused(Rule.A5, _busy(stored.pump_id, supervisor))
         now = self.clock.now()
         state = stored.state
+        course = self.store.course_history(stored.course_id)
+        if course.withdrawn:  # I8 first: no gate's override starts a withdrawn course
+            raise Refused(Rule.I8, f"the course is withdrawn (I8): {course.withdrawn_reason}")
         spacing = schedule_gate(
             state.protocol.schedule,
             state.infusion_number,
@@ -370,7 +373,6 @@ class Ward:
         gate = premedication_gate(state.protocol, stored.premedication_at, now, override_reason)
         if not gate.allowed:
             raise Refused(Rule.D3, gate.reason)
-        course = self.store.course_history(stored.course_id)
         event = _event(Start, actor=actor, course=course)
         _checked(decide(state, event, now))  # refused: nothing attached, nothing sent
         self.store.append_audit(
@@ -414,7 +416,11 @@ class Ward:
         except NotFoundError:
             raise
         except StoreError as exc:
-            raise Refused(Rule.A6, f"{exc}: stop it for good instead (A6)") from None
+            stored = self.store.load_infusion(infusion_id)
+            started = stored.phase not in {InfusionPhase.PLANNED.value, "cancelled"}
+            if started and not stored.state.terminal:
+                raise Refused(Rule.A6, f"{exc}: stop it for good instead (A6)") from None
+            raise Refused(Rule.L8, str(exc)) from None
         self.notify((infusion_id,))
 
     def _submit(self, infusion_id: int, event: Event) -> Decision:

@@ -1,6 +1,6 @@
 """I8: what withdraws a course from its history, and reinstating a withdrawn course.
 
-Pure decisions. `history_withdrawal` judges a course's recorded reactions as a live report is
+Pure decisions. `entry_withdrawal` judges a history entry's reactions as a live report is
 judged (I3, I6, and the label's I7): history a clinician enters (L8) withdraws the course at
 once, as the same reactions reported live would have. `reinstate` returns either a
 `Reinstated` (the new course state and the audit fact to record) or a `Refused` naming I8 and
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pumpctl.core.history import CourseState, Sign
+from pumpctl.core.history import CourseState, InfusionRecord, Sign
 from pumpctl.core.protocol import Grade4Policy, Reactions
 from pumpctl.core.rules import Rule
 
@@ -22,7 +22,7 @@ __all__ = [
     "Refused",
     "Reinstated",
     "Withdrawal",
-    "history_withdrawal",
+    "entry_withdrawal",
     "reinstate",
 ]
 
@@ -52,25 +52,32 @@ class Withdrawal:
         return f"{self.rule}: {self.reason}"
 
 
-def history_withdrawal(course: CourseState, rules: Reactions) -> Withdrawal | None:
-    """The withdrawal the course's recorded reactions demand, or None (I3, I6, I7; L8).
+def entry_withdrawal(
+    before: CourseState, entry: InfusionRecord, rules: Reactions
+) -> Withdrawal | None:
+    """The withdrawal a history entry brings, or None (I3, I6, I7; L8).
 
-    Entered history counts as a live report does: a reaction that reached grade >= 2 with
-    laryngeal edema among its signs (I3), the third reaction that reached grade >= 3 over the
-    course (I6), and, under the label's policy, a grade 4 (I7). A record holds a reaction's
-    highest grade and every sign recorded during it, so the highest grade is judged (the
-    safer reading). The stricter outcome wins in the order I3, I6, I7.
+    Entered history counts as a live report does, and like a report it is the entry that
+    withdraws: one of its reactions that reached grade >= 2 with laryngeal edema among its
+    signs (I3); one that reached grade >= 3 and makes the course's count of such reactions
+    three or more (I6); under the label's policy, one of grade 4 (I7). A record holds a
+    reaction's highest grade and every sign recorded during it, so the highest grade is judged
+    (the safer reading). The stricter outcome wins in the order I3, I6, I7. An entry that
+    brings none of these leaves a course as it is, also one a clinician reinstated (I8).
     """
-    reactions = [r for i in course.infusions for r in i.reactions]
+    reactions = entry.reactions
     for r in reactions:
         if r.max_grade >= rules.laryngeal_edema_withdraw_grade and Sign.LARYNGEAL_EDEMA in r.signs:
             return Withdrawal(
                 Rule.I3,
                 f"grade {r.max_grade} laryngeal edema in infusion {r.infusion_number}",
             )
-    count = course.severe_occurrences(rules.severe_grade)
-    if count >= rules.severe_occurrences_withdraw:
-        return Withdrawal(Rule.I6, f"occurrence {count} of grade >= {rules.severe_grade}")
+    if any(r.max_grade >= rules.severe_grade for r in reactions):
+        count = before.severe_occurrences(rules.severe_grade) + sum(
+            1 for r in reactions if r.max_grade >= rules.severe_grade
+        )
+        if count >= rules.severe_occurrences_withdraw:
+            return Withdrawal(Rule.I6, f"occurrence {count} of grade >= {rules.severe_grade}")
     if rules.grade4_policy is Grade4Policy.DISCONTINUE:
         for r in reactions:
             if r.max_grade == 4:

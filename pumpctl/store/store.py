@@ -395,20 +395,25 @@ class Store:
         *,
         actor: str,
         at: datetime,
-        judge: Callable[[CourseState], Withdrawal | None] | None = None,
+        judge: Callable[[CourseState, InfusionRecord], Withdrawal | None] | None = None,
     ) -> int:
         """L8: an infusion given elsewhere, entered by a clinician (audited); its entry id.
         Refused when the course already holds that infusion number (and day). `judge` reads
-        the course with the entry added: a withdrawal it names (I3, I6, I7) withdraws the
-        course in the same transaction (I8, audited), as a live report would."""
+        the course before the entry and the entry: a withdrawal it names (I3, I6, I7)
+        withdraws the course in the same transaction (I8, audited), as a live report would."""
         with self._write() as session:
             course = self._get(session, Course, course_id)
             history = self._history(session, course_id)
-            try:
-                entered = CourseState(infusions=(*history.infusions, record))
-            except ValueError as exc:
-                raise StoreError(f"course {course_id}: {exc}") from None
-            withdrawal = judge(entered) if judge is not None else None
+            taken = {(i.infusion_number, i.day) for i in history.infusions}
+            if (record.infusion_number, record.day) in taken or any(
+                i.infusion_number == record.infusion_number and None in (i.day, record.day)
+                for i in history.infusions
+            ):
+                raise StoreError(
+                    f"course {course_id} already holds infusion {record.infusion_number}"
+                    f"{_day(record.day)} (L8)"
+                )
+            withdrawal = judge(history, record) if judge is not None else None
             entry = HistoryEntry(
                 course_id=course_id,
                 infusion_number=record.infusion_number,

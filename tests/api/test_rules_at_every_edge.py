@@ -107,17 +107,12 @@ def test_i8_a_course_withdrawn_by_history_can_be_reinstated_and_planned_again(wa
     it with a reason, and the course's next infusion is planned."""
     patient = ward.patient()
     for number in (1, 2, 3):
-        ward.post(
-            f"/patients/{patient}/history",
-            "clinician",
-            _history(number, _reaction(3, "other")),
-            201,
-        )
+        _enter(ward, patient, _history(number, _reaction(3, "other")))
     ward.post(f"/patients/{patient}/reinstate", "clinician", {"reason": "board decision"})
-    planned = ward.post(
-        "/infusions", "clinician", {"patient_id": patient, "pump_id": "pump-1"}, 201
-    )
-    assert planned["infusion_number"] == 4
+    # an entry that brings no new grade >= 3 leaves the reinstated course as it is (I6)
+    assert _enter(ward, patient, _history(4))["course_state"] == "active"
+    planned = _plan(ward, patient)
+    assert planned["infusion_number"] == 5
 
 
 def test_l8_history_is_refused_while_an_infusion_of_the_course_is_under_way(ward: Ward) -> None:
@@ -244,6 +239,24 @@ def test_a1_a_new_era_pump_that_refuses_to_run_after_a_clear_says_clear_it_at_th
 
 
 # -- I11: a delayed reaction's answer -------------------------------------------------------
+
+
+def test_i11_a_delayed_reaction_after_completion_answers_no_pump_action(ward: Ward) -> None:
+    """I11: a reaction reported after the infusion completed is recorded against it with no
+    pump action: 201 with `stop` `no_pump_action` (never `already_stopped`), the pump left
+    stopped, and the reaction in the infusion's record."""
+    infusion = ward.started(ward.patient())
+    for _hour in range(8):
+        if ward.get(f"/infusions/{infusion}")["state"] == "completed":
+            break
+        ward.advance(HOUR)
+    assert ward.get(f"/infusions/{infusion}")["state"] == "completed"
+    answer = ward.post(
+        f"/infusions/{infusion}/reactions", "nurse", {"grade": 2, "signs": ["other"]}, 201
+    )
+    assert (answer["stop"], answer["stop_confirmed_ms"]) == ("no_pump_action", None)
+    assert ward.pump()["state"] == "stopped"
+    assert [r["grade"] for r in ward.get(f"/infusions/{infusion}")["reactions"]] == [2]
 
 
 def test_i11_a_reaction_after_the_end_answers_no_pump_action(ward: Ward) -> None:

@@ -258,17 +258,11 @@ def _put(body: Any, where: Where, value: Any) -> Any:
 
 
 #: The body's root (a body that is just NaN) and every number in it, for each operation with a
-#: body. The simulator's fault `value` takes any number today (api/sim/routes.py), and a fault
-#: for an unknown pump is 404 after the body is read: left out here, see
-#: tests/api/test_bad_input.py::test_all_a_non_finite_fault_value_is_422_naming_it.
+#: body (the simulator's fault `value` too: the body is checked before the pump is looked up).
 NUMBERS = {
-    (method.upper(), path): [
-        where
-        for where in dict.fromkeys(
-            [(), *_numbers(op["requestBody"]["content"]["application/json"]["schema"])]
-        )
-        if (path, where) != ("/api/v1/sim/pumps/{pump_id}/faults", ("value",))
-    ]
+    (method.upper(), path): list(
+        dict.fromkeys([(), *_numbers(op["requestBody"]["content"]["application/json"]["schema"])])
+    )
     for path, operations in OPENAPI["paths"].items()
     for method, op in operations.items()
     if "requestBody" in op

@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pumpctl.core.course import history_withdrawal
+from pumpctl.core.course import Withdrawal, entry_withdrawal
 from pumpctl.core.dose import SCHEDULE_MARGIN, earliest_start, schedule_gate
 from pumpctl.core.history import CourseState, InfusionRecord, ReactionRecord, Sign
 from pumpctl.core.machine import InfusionPhase, initial_state
 from pumpctl.core.machine.public import public_state
-from pumpctl.core.protocol import Grade4Policy
+from pumpctl.core.protocol import Grade4Policy, Reactions
 from pumpctl.core.rules import Rule
 from pumpctl.protocols import load_protocol
 
@@ -52,10 +52,28 @@ def _course(*grades: int) -> CourseState:
 # -- I3, I6, I7 --------------------------------------------------------------------------------
 
 
+def history_withdrawal(course: CourseState, rules: Reactions) -> Withdrawal | None:
+    """The withdrawal the course's last infusion brings, entered as history after the others."""
+    *before, entry = course.infusions
+    return entry_withdrawal(CourseState(infusions=tuple(before)), entry, rules)
+
+
+def test_i6_i8_after_a_reinstatement_only_an_entry_that_brings_a_grade_3_withdraws_again() -> None:
+    """I6, I8: a course reinstated after its third grade >= 3 is not withdrawn again by an
+    entry with no such reaction; an entry with a fourth is a new occurrence and withdraws."""
+    rules = PROTOCOL.reactions
+    assert history_withdrawal(_course(3, 3, 3, 0), rules) is None
+    assert history_withdrawal(_course(3, 3, 3, 2), rules) is None
+    fourth = history_withdrawal(_course(3, 3, 3, 3), rules)
+    assert fourth is not None
+    assert fourth.reason == "occurrence 4 of grade >= 3"
+
+
 def test_i6_the_third_grade_3_occurrence_in_history_withdraws_and_two_do_not() -> None:
     rules = PROTOCOL.reactions
     assert history_withdrawal(_course(3, 4), rules) is None
     assert history_withdrawal(_course(3, 2, 1, 3), rules) is None
+    assert history_withdrawal(_course(3, 3, 2), rules) is None  # the entry brings none
     third = history_withdrawal(_course(3, 2, 4, 3), rules)
     assert third is not None
     assert third.rule is Rule.I6
@@ -102,7 +120,7 @@ def test_i3_grade_2_laryngeal_edema_withdraws_grade_1_does_not_and_i3_wins_over_
         highest_rate_ml_h=100,
         reactions=(_reaction(4, 3, Sign.LARYNGEAL_EDEMA),),
     )
-    both = _course(3, 3, 3).record(edema)
+    both = _course(3, 3).record(edema)  # the entry is a third grade >= 3 and an edema
     found = history_withdrawal(both, rules)
     assert found is not None
     assert found.rule is Rule.I3  # the stricter outcome first: I3, I6, I7
@@ -120,8 +138,9 @@ def test_i7_grade_4_in_history_withdraws_only_under_the_label_policy() -> None:
 def test_i6_history_withdraws_exactly_when_three_reactions_reached_grade_3(
     grades: list[int],
 ) -> None:
-    found = history_withdrawal(_course(*grades), PROTOCOL.reactions)
-    severe = sum(1 for g in grades if g >= 3)
+    """I6: an entered grade 3 withdraws exactly when it is the third (or a later) occurrence."""
+    found = history_withdrawal(_course(*grades, 3), PROTOCOL.reactions)
+    severe = sum(1 for g in grades if g >= 3) + 1  # the entry is a grade 3
     assert (found is not None) == (severe >= 3)
     if found is not None:
         assert found.rule is Rule.I6
@@ -209,6 +228,11 @@ def _running(**changes: object) -> object:
         ({"latched": frozenset({"over_infusion"}), "pump_running": False}, "paused", Rule.L3),
         ({"latched": frozenset({"command_denied"}), "pump_running": False}, "paused", Rule.A1),
         ({"held": True}, "running", Rule.L7),
+        ({"alarms": frozenset({"low_battery"})}, "running", Rule.A1),
+        ({"latched": frozenset({"comm_loss"})}, "running", Rule.A2),
+        ({"phase": InfusionPhase.PAUSED, "stop_unconfirmed": True}, "paused", Rule.A3),
+        ({"phase": InfusionPhase.STOPPED, "stop_unconfirmed": True}, "stopped", Rule.A3),
+        ({"phase": InfusionPhase.WITHDRAWN, "stop_unconfirmed": True}, "withdrawn", Rule.A3),
         ({"phase": InfusionPhase.STOPPED, "stop_reason": "x"}, "stopped", Rule.A6),
         ({"phase": InfusionPhase.COMPLETED}, "completed", Rule.L3),
     ],
@@ -217,7 +241,8 @@ def test_a1_l9_a2_a4_the_state_shown_says_what_the_pump_does_and_why(
     changes: dict[str, object], shown: str, rule: Rule | None
 ) -> None:
     """A1, L9, A2, A3, A4, L7: `paused` while the pump stands stopped for a cause, with the
-    cause's rule; the phase and a reason where the pump may run."""
+    cause's rule; the phase and a reason where the pump may run; a stop not yet confirmed is
+    the reason in every phase (A3)."""
     public = public_state(_running(**changes))  # type: ignore[arg-type]
     assert (public.state, public.rule) == (shown, rule)
     assert (public.message is None) == (rule is None)

@@ -33,7 +33,10 @@ class PublicState:
 
 
 def public_state(s: InfusionState) -> PublicState:
-    """The state shown for `s`, and the rule that explains it."""
+    """The state shown for `s`, and the rule that explains it. A stop not yet confirmed is
+    the loudest reason in every phase (A3): the pump may still infuse."""
+    if s.stop_outstanding:
+        return PublicState(s.phase.value, Rule.A3, "a stop is not yet confirmed: clamp the line")
     if s.phase in _ACTIVE:
         return _active(s)
     return _settled(s)
@@ -42,8 +45,6 @@ def public_state(s: InfusionState) -> PublicState:
 def _active(s: InfusionState) -> PublicState:  # noqa: PLR0911 - one answer per cause, in order
     """Running or starting: what the pump is doing, the loudest cause first."""
     phase = s.phase.value
-    if s.stop_outstanding:
-        return PublicState(phase, Rule.A3, "a stop is not yet confirmed: clamp the line")
     clinician = sorted(a for a in CLINICIAN_ONLY if a.value in s.latched)
     if clinician:
         alarm = clinician[0]
@@ -53,7 +54,10 @@ def _active(s: InfusionState) -> PublicState:  # noqa: PLR0911 - one answer per 
     if s.bag_expired:
         return PublicState("paused", Rule.L9, "the bag is past its stability: a new bag is needed")
     if s.alarms:
-        return PublicState("paused", Rule.A1, f"pump alarm: {', '.join(sorted(s.alarms))}")
+        alarms = ", ".join(sorted(s.alarms))
+        if s.pump_running:  # an advisory the pump runs on with (a low battery)
+            return PublicState(phase, Rule.A1, f"pump alarm: {alarms} (the pump runs on)")
+        return PublicState("paused", Rule.A1, f"pump alarm: {alarms}")
     if s.link_lost:
         return PublicState(phase, Rule.A2, "no link to the pump: its state is unknown")
     if s.unexplained_stop:
@@ -66,6 +70,10 @@ def _active(s: InfusionState) -> PublicState:  # noqa: PLR0911 - one answer per 
         # confirmed stopped with no command on its way: a refused run (A1, A3) or the like
         shown = ", ".join(sorted(s.latched)) or "no alarm"
         return PublicState("paused", Rule.A1, f"the pump stands stopped ({shown}): a nurse acts")
+    if MachineAlarm.COMM_LOSS.value in s.latched:
+        return PublicState(
+            phase, Rule.A2, "the link is back: escalation waits for a nurse to clear comm_loss"
+        )
     if s.held:
         return PublicState(phase, Rule.L7, "escalation held by a clinician")
     return PublicState(phase)
