@@ -630,9 +630,11 @@ function facts(pump, infusion) {
   const reason = infusion.state_reason;
   out.push(...fact("Patient", `MRN ${infusion.patient_mrn} (patient ${infusion.patient_id})`));
   out.push(...fact("Infusion", `Infusion ${infusion.infusion_number}${infusion.day ? `, day ${infusion.day}` : ""}, row ${infusion.row}`));
-  // the reason names the loudest cause; the others the service reports are added after it
+  // the reason names the loudest cause; the others the service reports are added after it.
+  // A stop whose fate was "unconfirmed" is always said in these words too (A3, the loudest):
+  // the reason's A3 also covers a stop still on its way.
   const also = [
-    [infusion.stop_unconfirmed, "A3", "the stop is NOT confirmed (A3)"],
+    [infusion.stop_unconfirmed, "", "the stop is NOT confirmed (A3)"],
     [infusion.link_lost, "A2", "link lost (A2)"],
     [infusion.held && live, "L7", "escalation held (L7)"],
   ].filter(([on, rule]) => on && rule !== reason?.rule).map(([, , text]) => `; ${text}`);

@@ -163,7 +163,7 @@ def test_L8_course_history_is_the_stored_infusions_and_the_entered_ones(store: S
     )
     store.enter_history(c, elsewhere, actor="dr-a", at=T0)
     assert store.audit_since(0)[-1].rule == Rule.L8
-    with pytest.raises(StoreError, match="recorded twice"):
+    with pytest.raises(StoreError, match="already holds infusion 1"):
         store.enter_history(c, elsewhere, actor="dr-a", at=T0)
     history = store.course_history(c)
     second = store.create_infusion(c, "pump-1", planned(2, course=history), at=T0)
