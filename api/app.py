@@ -8,9 +8,12 @@ before it answers a request.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI
@@ -25,9 +28,10 @@ from api.publish import InfusionPublisher
 from api.pumps import open_pumps
 from api.routes import events, infusions, patients, system
 from drivers.base import Pump, PumpError
-from pumpctl.clock import VirtualClock, parse_clock
+from pumpctl.clock import Clock, RealClock, VirtualClock, WallStepWatch, parse_clock
 from pumpctl.controller import Controller, PumpSupervisor
 from pumpctl.controller.recording import recover
+from pumpctl.controller.wallclock import watch_wall_clock
 from pumpctl.controller.ward import Ward
 from pumpctl.protocols import load_protocol
 from pumpctl.settings import Settings
@@ -56,6 +60,43 @@ def _explained(app: FastAPI, prefix: str = "") -> Iterator[None]:
         raise
 
 
+def _after_the_record(clock: Clock, last: datetime | None) -> Clock:
+    """Clinical time never runs backwards across a restart (A4): a virtual clock goes on from
+    the store's last event; a real one too when the wall clock is now behind it (A7)."""
+    if last is None or last <= clock.now():
+        return clock
+    if isinstance(clock, VirtualClock):
+        return VirtualClock(start=last)
+    if isinstance(clock, RealClock):
+        _log.warning(
+            "clock rule=A7: the wall clock is %.1f s behind the store's last event; "
+            "clinical time goes on from the record",
+            (last - clock.now()).total_seconds(),
+        )
+        return RealClock(not_before=last)
+    return clock
+
+
+def _watched(clock: Clock, ward: Ward, stack: AsyncExitStack) -> WallStepWatch | None:
+    """A7: with the real clock, a task that sees each step of the wall clock and audits it."""
+    if not isinstance(clock, RealClock):
+        return None
+    wall = WallStepWatch(clock)
+
+    def stepped(step_s: float) -> None:
+        ward.wall_clock_stepped(step_s, wall_offset_s=wall.accepted_offset_s)
+
+    watcher = asyncio.create_task(watch_wall_clock(wall, stepped), name="wall clock watch")
+    stack.push_async_callback(_cancelled, watcher)
+    return wall
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The service for `settings` (built when it starts, in its lifespan)."""
 
@@ -70,11 +111,7 @@ def create_app(settings: Settings) -> FastAPI:
             with _explained(app):
                 store = Store.open(url)
             stack.callback(store.close)
-            last = store.latest_clinical_time()
-            if isinstance(clock, VirtualClock) and last is not None and last > clock.now():
-                # a virtual clock restarted on the same store goes on from its last event:
-                # clinical time never runs backwards across a restart (A4)
-                clock = VirtualClock(start=last)
+            clock = _after_the_record(clock, store.latest_clinical_time())
             pumps: dict[str, tuple[Pump, str]]
             if settings.simulate:
                 from api.sim import open_simulated  # noqa: PLC0415 - the simulator only when simulating
@@ -107,6 +144,7 @@ def create_app(settings: Settings) -> FastAPI:
             if taken:
                 _log.warning("recovered infusions %s from the store (A4)", ", ".join(taken))
             await stack.enter_async_context(Controller(clock, supervisors.values()))
+            app.state.wall = _watched(clock, ward, stack)
             if settings.broker:  # the infusions' public state, retained (interfaces.md, 2)
                 app.state.publisher = await stack.enter_async_context(
                     InfusionPublisher.for_settings(ward, settings)

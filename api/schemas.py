@@ -165,8 +165,14 @@ class ProblemOut(BaseModel):
 
 
 class Instant(BaseModel):
+    """Clinical time now; with the real clock, how the wall clock stands against it (A7)."""
+
     now: datetime
     mode: Literal["real", "scaled", "virtual"]
+    wall_offset_s: float | None = None  # the wall clock ahead (+) or behind (-) clinical time
+    wall_steps: int = 0  # steps of the wall clock seen since the start
+    last_wall_step_s: float | None = None
+    last_wall_step_at: datetime | None = None
 
 
 Json = dict[str, Any]

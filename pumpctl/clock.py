@@ -16,7 +16,16 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Clock", "RealClock", "ScaledClock", "VirtualClock", "parse_clock"]
+__all__ = [
+    "WALL_STEP_S",
+    "Clock",
+    "RealClock",
+    "ScaledClock",
+    "VirtualClock",
+    "WallStepWatch",
+    "independent_time",
+    "parse_clock",
+]
 
 #: Default start of a virtual clock: a fixed instant, so runs are reproducible.
 VIRTUAL_EPOCH = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
@@ -40,22 +49,97 @@ def _require_aware(instant: datetime) -> None:
         raise ValueError(f"clinical time must be timezone-aware, got naive {instant!r}")
 
 
+#: A7: a wall clock that moved this much against the monotonic clock has been stepped.
+WALL_STEP_S = 5.0
+
+
 class RealClock:
-    """Wall-clock time, for production."""
+    """Clinical time for production (A7): the wall clock's reading when the clock is made,
+    moved on by the monotonic clock. Every clinical interval (L1, I4, I5, L9, A2, the volume
+    bounds) is therefore measured on the monotonic clock: a wall clock stepped by NTP (or by
+    hand) is never taken as elapsed time. Instants stay close to wall time; `wall_offset_s`
+    says how far the wall clock has moved from them since.
+
+    `not_before` (the last clinical instant the store recorded) keeps clinical time from running
+    backwards across a restart when the wall clock is now behind it (A4: time while down stays
+    unknown). `wall` and `monotonic` are injectable for tests.
+    """
+
+    def __init__(
+        self,
+        *,
+        not_before: datetime | None = None,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._wall = wall
+        self._monotonic = monotonic
+        start = wall()
+        if not_before is not None:
+            _require_aware(not_before)
+            start = max(start, not_before.timestamp())
+        self._anchor = start
+        self._t0 = monotonic()
+
+    def _seconds(self) -> float:
+        return self._anchor + (self._monotonic() - self._t0)
 
     def now(self) -> datetime:
-        """Return the current UTC time."""
-        return datetime.now(UTC)
+        """Return the clinical instant: the anchor plus the monotonic time since (UTC)."""
+        return datetime.fromtimestamp(self._seconds(), UTC)
+
+    def wall_offset_s(self) -> float:
+        """How far the wall clock is ahead (+) or behind (-) clinical time now, in seconds."""
+        return self._wall() - self._seconds()
 
     async def sleep_until(self, deadline: datetime) -> None:
-        """Sleep on the event loop until the wall clock reaches `deadline`."""
+        """Sleep on the event loop (its clock is monotonic too) until `deadline`."""
         _require_aware(deadline)
-        # Re-check after each sleep: the wall clock may be stepped while we wait.
         while True:
             remaining = (deadline - self.now()).total_seconds()
             if remaining <= 0:
                 return
             await asyncio.sleep(remaining)
+
+
+class WallStepWatch:
+    """A7: notices the wall clock being stepped against a `RealClock` (more than `WALL_STEP_S`
+    since the offset last accepted). `check()` returns the step in seconds once per step."""
+
+    def __init__(self, clock: RealClock, threshold_s: float = WALL_STEP_S) -> None:
+        self.clock = clock
+        self.threshold_s = threshold_s
+        self.accepted_offset_s = clock.wall_offset_s()
+        self.steps = 0
+        self.last_step_s: float | None = None
+        self.last_step_at: datetime | None = None
+
+    def check(self) -> float | None:
+        """The step seen since the last check, or None."""
+        offset = self.clock.wall_offset_s()
+        step = offset - self.accepted_offset_s
+        if abs(step) <= self.threshold_s:
+            return None
+        self.accepted_offset_s = offset
+        self.steps += 1
+        self.last_step_s, self.last_step_at = step, self.clock.now()
+        return step
+
+
+def independent_time(clock: Clock) -> Callable[[], datetime]:
+    """A reader of clinical time with a time base of its own, for the safety envelope: for a
+    `RealClock`, the wall clock at this call moved on by the monotonic clock, read by code
+    that shares nothing with `RealClock` (a fault of one cannot move the other); for a virtual
+    or scaled clock (simulated pumps only), the clock itself."""
+    if not isinstance(clock, RealClock):
+        return clock.now
+    anchor = clock.now().timestamp()
+    t0 = time.monotonic()
+
+    def now() -> datetime:
+        return datetime.fromtimestamp(anchor + (time.monotonic() - t0), UTC)
+
+    return now
 
 
 class ScaledClock:

@@ -12,9 +12,12 @@ import pytest
 
 from pumpctl.clock import (
     VIRTUAL_EPOCH,
+    WALL_STEP_S,
     RealClock,
     ScaledClock,
     VirtualClock,
+    WallStepWatch,
+    independent_time,
     parse_clock,
 )
 
@@ -168,3 +171,74 @@ def test_scaled_clocks_on_a_shared_wall_epoch_agree_across_processes() -> None:
 def test_parse_clock_rejects_a_bad_wall_epoch(spec: str) -> None:
     with pytest.raises(ValueError, match="EPOCH"):
         parse_clock(spec)
+
+
+class _Times:
+    """A wall clock and a monotonic clock a test moves by hand."""
+
+    def __init__(self, wall: float = 1_767_600_000.0) -> None:
+        self.wall_s = wall
+        self.mono_s = 100.0
+
+    def wall(self) -> float:
+        return self.wall_s
+
+    def monotonic(self) -> float:
+        return self.mono_s
+
+    def run(self, seconds: float) -> None:
+        self.wall_s += seconds
+        self.mono_s += seconds
+
+
+def test_a7_a_stepped_wall_clock_moves_no_clinical_time() -> None:
+    """A7: clinical time is the wall clock at the start moved on by the monotonic clock; a
+    step of the wall clock (+1 h, -1 h, +1 day) is never taken as elapsed time, only said."""
+    times = _Times()
+    clock = RealClock(wall=times.wall, monotonic=times.monotonic)
+    start = clock.now()
+    assert abs(clock.wall_offset_s()) < 1e-6
+    times.run(4)
+    for step in (3600.0, -7200.0, 86_400.0):
+        times.wall_s += step
+        assert clock.now() == start + timedelta(seconds=4)
+    assert clock.wall_offset_s() == pytest.approx(3600 - 7200 + 86_400)
+
+
+def test_a7_the_watch_reports_each_step_once_and_ignores_drift() -> None:
+    """A7: more than WALL_STEP_S at once is a step, reported once; a slow drift is not."""
+    times = _Times()
+    clock = RealClock(wall=times.wall, monotonic=times.monotonic)
+    watch = WallStepWatch(clock)
+    times.wall_s += WALL_STEP_S / 2  # NTP slewing, or a small correction
+    assert watch.check() is None
+    times.wall_s += 3600
+    assert watch.check() == pytest.approx(3600, abs=WALL_STEP_S)
+    assert watch.check() is None  # the same step is said once
+    times.wall_s -= 7200
+    assert watch.check() == pytest.approx(-7200)
+    assert (watch.steps, watch.last_step_s) == (2, pytest.approx(-7200))
+
+
+def test_a4_a7_a_real_clock_never_starts_before_the_record() -> None:
+    """A4, A7: a wall clock behind the store's last event (stepped back while the service was
+    down) does not move clinical time backwards: the clock goes on from the record."""
+    times = _Times()
+    last = datetime.fromtimestamp(times.wall_s + 3600, UTC)
+    clock = RealClock(not_before=last, wall=times.wall, monotonic=times.monotonic)
+    assert clock.now() == last
+    times.run(10)
+    assert clock.now() == last + timedelta(seconds=10)
+    assert clock.wall_offset_s() == pytest.approx(-3600)
+
+
+def test_a7_the_envelopes_time_has_a_base_of_its_own() -> None:
+    """A7: `independent_time` of a real clock reads the monotonic clock itself, not the
+    clock's `now`: a fault of one cannot move the other; other clocks are read as they are."""
+    times = _Times()
+    clock = RealClock(wall=times.wall, monotonic=times.monotonic)
+    envelope_now = independent_time(clock)
+    times.run(3600)  # the clock's injected monotonic moves; the process's own does not
+    assert clock.now() - envelope_now() > timedelta(minutes=59)
+    virtual = VirtualClock()
+    assert independent_time(virtual) == virtual.now

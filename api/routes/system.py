@@ -11,10 +11,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from api.auth import User
-from api.deps import CurrentUser, WardDep, get_settings, require
+from api.deps import CurrentUser, WardDep, require
 from api.errors import responses
 from api.schemas import Instant
 from api.views import pump_view
+from pumpctl.clock import WallStepWatch
 from pumpctl.settings import Role, Settings
 
 router = APIRouter()
@@ -23,8 +24,8 @@ _PUMPS = require({Role.VIEWER, Role.NURSE, Role.CLINICIAN, Role.ADMIN})
 
 @router.get("/health", responses={503: {"description": "the store is down"}})
 async def health(request: Request, ward: WardDep) -> JSONResponse:
-    """No token. 503 only when the store is down; a lost pump link is reported, not a 503."""
-    del request
+    """No token. 503 only when the store is down; a lost pump link is reported, not a 503;
+    the clock says whether the wall clock was stepped (A7)."""
     store = "up"
     try:
         ward.store.ping()
@@ -40,8 +41,26 @@ async def health(request: Request, ward: WardDep) -> JSONResponse:
                 "last_contact_age_s": view["last_contact_age_s"],
             }
         )
-    body = {"status": "ok" if store == "up" else "store down", "store": store, "pumps": pumps}
+    body = {
+        "status": "ok" if store == "up" else "store down",
+        "store": store,
+        "pumps": pumps,
+        "clock": _clock(request, ward).model_dump(mode="json"),
+    }
     return JSONResponse(body, 200 if store == "up" else 503)
+
+
+def _clock(request: Request, ward: Any) -> Instant:
+    """Clinical time now and, with the real clock, the wall clock's offset and steps (A7)."""
+    settings: Settings = request.app.state.settings
+    instant = Instant(now=ward.clock.now(), mode=settings.clock_mode)
+    wall: WallStepWatch | None = getattr(request.app.state, "wall", None)
+    if wall is not None:
+        instant.wall_offset_s = round(wall.clock.wall_offset_s(), 3)
+        instant.wall_steps = wall.steps
+        instant.last_wall_step_s = None if wall.last_step_s is None else round(wall.last_step_s, 3)
+        instant.last_wall_step_at = wall.last_step_at
+    return instant
 
 
 @router.get("/me", responses=responses(401))
@@ -51,12 +70,10 @@ async def me(user: CurrentUser) -> dict[str, str]:
 
 
 @router.get("/clock", response_model=Instant, responses=responses(401))
-async def clock(
-    user: CurrentUser, ward: WardDep, settings: Annotated[Settings, Depends(get_settings)]
-) -> Instant:
-    """Clinical time now."""
+async def clock(user: CurrentUser, ward: WardDep, request: Request) -> Instant:
+    """Clinical time now; with the real clock, the wall clock's offset and steps (A7)."""
     del user
-    return Instant(now=ward.clock.now(), mode=settings.clock_mode)
+    return _clock(request, ward)
 
 
 @router.get("/pumps", responses=responses(401))

@@ -367,6 +367,14 @@ function setClock(body) {
   view.mode = body.mode;
   const clock = document.getElementById("clock");
   clock.textContent = `Clinical time ${clockTime(body.now)} (${body.mode} clock)`;
+  // A7: a stepped wall clock moved no clinical time, but the staff are told it happened
+  const note = document.getElementById("clock-note");
+  note.hidden = !(body.wall_steps > 0);
+  if (body.wall_steps > 0) {
+    const step = Math.round(body.last_wall_step_s ?? 0);
+    note.textContent = `The gateway's wall clock was stepped by ${step > 0 ? "+" : ""}${step} s (A7): `
+      + "clinical time did not move; tell the engineer on duty.";
+  }
 }
 
 async function tickClock() {

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from drivers.base import Alarm, Pump, PumpError, PumpState, PumpStatus
-from pumpctl.clock import Clock
+from pumpctl.clock import Clock, independent_time
 from pumpctl.controller.carry import (
     COMMAND_TIMEOUT_S,
     RATE_TOLERANCE_ML_H,
@@ -111,6 +111,8 @@ class PumpSupervisor:
     decisions: list[Decision] = field(default_factory=list)
     keep_decisions: bool = False  # tests read them; a long run must not keep every state
     decide_fn: Callable[[InfusionState, Event, datetime], Decision] = decide
+    # the safety envelope's clinical time, on a time base of its own (A7: `independent_time`)
+    envelope_time: Callable[[], datetime] | None = None
     envelope: SafetyEnvelope | None = None  # built from the protocol's numbers at attach
     _queue: deque[tuple[PumpCommand, int]] = field(default_factory=deque)  # (command, stop epoch)
     _stop_epoch: int = 0  # stops sent so far: a command decided before the latest is dropped
@@ -131,6 +133,12 @@ class PumpSupervisor:
 
     def __post_init__(self) -> None:
         self._idle.set()
+        if self.envelope_time is None:
+            self.envelope_time = independent_time(self.clock)
+
+    def _envelope_now(self) -> datetime:
+        assert self.envelope_time is not None  # set in __post_init__
+        return self.envelope_time()
 
     async def wait_until(self, predicate: Callable[[PumpSupervisor], bool]) -> None:
         """Return once `predicate(self)` holds, checked after every decision and status read
@@ -194,7 +202,7 @@ class PumpSupervisor:
             if isinstance(event, ReactionReported):
                 self.envelope.reaction_reported()
             elif isinstance(event, ResumeRequested):
-                self.envelope.resume_requested(now)
+                self.envelope.resume_requested(self._envelope_now())
         if self.keep_decisions:
             self.decisions.append(decision)
         self._records.append((self.infusion_id, event, decision))
@@ -360,7 +368,7 @@ class PumpSupervisor:
     async def _carry_one(self, command: PumpCommand, epoch: int, infusion_id: str) -> None:
         lid = ledger_id(infusion_id, command.id)
         if isinstance(command, SetRate) and self.envelope is not None:
-            trip = self.envelope.command(command.rate_ml_h, self.clock.now())
+            trip = self.envelope.command(command.rate_ml_h, self._envelope_now())
             if trip is not None:
                 self._in_flight = None
                 self._fate(
@@ -410,7 +418,7 @@ class PumpSupervisor:
         trip = self.envelope.read_back(
             running=status.state is PumpState.RUNNING,
             rate_ml_h=status.rate_ml_h,
-            at=self.clock.now(),
+            at=self._envelope_now(),
             wire=asyncio.get_running_loop().time(),
         )
         self._envelope_trip(trip)

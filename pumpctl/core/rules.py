@@ -39,6 +39,7 @@ class Rule(StrEnum):
     A4 = "A4"
     A5 = "A5"
     A6 = "A6"
+    A7 = "A7"
     D1 = "D1"
     D2 = "D2"
     D3 = "D3"

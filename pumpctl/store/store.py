@@ -85,14 +85,15 @@ _NEXT_FATES = {
 class StoreAudit(StrEnum):
     """Audit events the store writes for changes that are not the machine's decisions."""
 
-    PATIENT_CREATED = "patient_created"
-    COURSE_CREATED = "course_created"
+    PATIENT_CREATED = "patient_created"  # L8
+    COURSE_CREATED = "course_created"  # L8
     HISTORY_ENTERED = "history_entered"  # L8
     COURSE_REINSTATED = "course_reinstated"  # I8
-    INFUSION_CREATED = "infusion_created"
-    INFUSION_CANCELLED = "infusion_cancelled"
+    INFUSION_CREATED = "infusion_created"  # L4
+    INFUSION_CANCELLED = "infusion_cancelled"  # L8
     PREMEDICATION = "premedication"  # D3: premedication given, as recorded by a nurse
-    START_GATE = "start_gate"  # D3: the gate's decision at a start (allowed, or overridden)
+    START_GATE = "start_gate"  # D2, D3: a gate's decision at a start (allowed, or overridden)
+    CLOCK_STEP = "clock_step"  # A7: the wall clock stepped; clinical time took no step
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ class Service:
     data_dir: Path
     simulate: int = 2
     env: dict[str, str] = field(default_factory=dict)
+    clock: str = "virtual"
     process: asyncio.subprocess.Process | None = None
     http: httpx.AsyncClient | None = None
 
@@ -56,7 +57,7 @@ class Service:
             **self.env,
         }
         command = [sys.executable, "-m", "pumpctl", "serve", "--simulate", str(self.simulate)]
-        command += ["--clock", "virtual", "--port", str(self.port)]
+        command += ["--clock", self.clock, "--port", str(self.port)]
         with self.log.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
                 *command, stdout=log, stderr=log, env=env
