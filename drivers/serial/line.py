@@ -440,6 +440,7 @@ class SerialLine:
         expect: Callable[[Reply], bool] | None = None,
         command_id: str | None = None,
         quiet: bool = False,
+        within_s: float | None = None,
     ) -> Reply:
         """Send `command` when its turn comes, return the matching reply (retrying on failure).
 
@@ -448,11 +449,18 @@ class SerialLine:
         of a pump that does not answer: expected failures, which must not flood the log).
         Raises PumpTimeout (no valid reply), PumpProtocolError (reply failed its check) after
         the retries, PumpConnectionError if the line is closed or lost. Each try waits at most
-        `longest_exchange_s` once its turn has come.
+        `longest_exchange_s` once its turn has come. With `within_s`, tries go on after the
+        retries while less than `within_s` has passed since the first was queued (A3: a pump
+        answering late but within the command timeout is heard; its late reply to an earlier
+        try, the same command, answers the try then on the wire); the last try starts before
+        `within_s` has passed, or is the last of the retries.
         """
         loop = asyncio.get_running_loop()
+        started = loop.time()
         last: PumpError | None = None
-        for attempt in range(retries + 1):
+        for attempt in itertools.count():
+            if attempt > retries and (within_s is None or loop.time() - started >= within_s):
+                break
             future: asyncio.Future[Reply] = loop.create_future()
             request = _Request(command, pump_id, operation, expect, future, command_id)
             if not self.is_open:

@@ -59,7 +59,7 @@ from drivers.serial.line import (
 )
 from drivers.serial.status import ALARM_OF_CODE, ALARM_OF_STATUS, MOVING_STATUS, STATE_OF_STATUS
 
-__all__ = ["LINK_TIMEOUT_S", "RELINK_MAX_S", "SerialPump"]
+__all__ = ["COMMAND_TIMEOUT_S", "LINK_TIMEOUT_S", "RELINK_MAX_S", "SerialPump"]
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +74,15 @@ RELINK_MAX_S = 5.0
 #: reply timeout), so several lost feeds in a row still leave margin before the pump stops.
 WATCHDOG_RETRY_FRACTION = 1 / 10
 MAX_RATE_ML_H = MAX_VTBI_ML = MAX_NUMBER
+#: A3's command timeout (wire seconds, the controller's default): once a pump answered a stop,
+#: each exchange of the stop's read-back is tried for this long, not only the line's own tries.
+COMMAND_TIMEOUT_S = 2.0
 
 _RATE_REPLY = re.compile(rf"\d*\.?\d*({'|'.join(RATE_UNITS)})")
 _VOLUME_REPLY = re.compile(rf"\d*\.?\d*({'|'.join(VOLUME_UNITS)})")
 _DISPENSED_REPLY = re.compile(rf"I\d*\.?\d*W\d*\.?\d*({'|'.join(VOLUME_UNITS)})")
 #: The queries of a read-back and the shape of their replies.
 _READ_BACK = (("RAT", _RATE_REPLY), ("VOL", _VOLUME_REPLY), ("DIS", _DISPENSED_REPLY))
-#: Exchanges of one stop attempt: `STP`, then the read-back (`RAT`, `VOL`, `DIS`).
-STOP_EXCHANGES = 1 + len(_READ_BACK)
 _VERSION_REPLY = re.compile(r"[A-Z0-9.]+")
 _INTEGER_REPLY = re.compile(r"\d+")
 _EMPTY_REPLY = re.compile("")
@@ -108,6 +109,7 @@ class SerialPump(Pump):
     read and published (A2); `connected`, `last_contact` and `is_stale` tell the link's health.
     A pump not reachable at connect starts unlinked and is linked once it answers (`connect`);
     `relink_max_s` caps the backoff between attempts to link a pump that does not answer.
+    `command_timeout_s` (A3) bounds how long the read-back of a stop the pump answered is tried.
     """
 
     reports_alarm_clearance = False  # the protocol cannot say when a cause was cleared
@@ -122,12 +124,15 @@ class SerialPump(Pump):
         poll_interval_s: float | None = DEFAULT_POLL_INTERVAL_S,
         link_timeout_s: float = LINK_TIMEOUT_S,
         relink_max_s: float = RELINK_MAX_S,
+        command_timeout_s: float = COMMAND_TIMEOUT_S,
     ) -> None:
         super().__init__(pump_id or f"serial:{line.url}#{address}", link_timeout_s=link_timeout_s)
-        if not relink_max_s > 0:
-            raise PumpConfigError(
-                self.pump_id, "configure", f"relink_max_s must be > 0: {relink_max_s}"
-            )
+        for name, value in (
+            ("relink_max_s", relink_max_s),
+            ("command_timeout_s", command_timeout_s),
+        ):
+            if not value > 0:
+                raise PumpConfigError(self.pump_id, "configure", f"{name} must be > 0: {value}")
         if not 0 <= address <= 99:
             raise PumpConfigError(self.pump_id, "configure", f"address {address}: must be 0-99")
         if safe_mode_s is not None and not 0 <= safe_mode_s <= MAX_SAFE_MODE_S:
@@ -137,6 +142,7 @@ class SerialPump(Pump):
         self.line = line
         self.address = address
         self.relink_max_s = relink_max_s
+        self.command_timeout_s = command_timeout_s
         self.requested_safe_mode_s = safe_mode_s
         self._member = LineMember(address, self.pump_id, safe_mode_s, poll_interval_s)
         line.check(self._member)
@@ -436,9 +442,16 @@ class SerialPump(Pump):
         """`STP` ahead of any queued request; its reply carries the pump's state, so that one
         exchange confirms a stop (A3), and one more (`DIS`) reads the volume at the stop (rate
         and VTBI do not change with a stop). Only a reply still showing I, W or X costs the
-        full read-back (rate, VTBI, volume) to say what the pump is doing."""
+        full read-back (rate, VTBI, volume) to say what the pump is doing.
+
+        A3: once the pump answered the `STP`, each exchange of the read-back is tried until
+        `command_timeout_s` has passed, not only the line's own tries: a pump that stopped and
+        answers late, within the command timeout, confirms its stop. A `STP` with no valid
+        answer raises after the line's tries; the controller sends the stop again (A3: retry,
+        then alarm; pumpctl.controller.carry)."""
         self._not_linked_yet("stop", command_id)
         await self._command("STP", "", "stop", priority=Priority.STOP, command_id=command_id)
+        within = self.command_timeout_s
         last = self._broadcast.last
         if self._status_char not in MOVING_STATUS and last is not None:
             dis = await self._command(
@@ -448,6 +461,7 @@ class SerialPump(Pump):
                 expect=_DISPENSED_REPLY,
                 priority=Priority.STOP,
                 command_id=command_id,
+                within_s=within,
             )
             try:
                 infused, _withdrawn, unit = parse_dispensed(dis.data)
@@ -465,25 +479,29 @@ class SerialPump(Pump):
             )
             self._broadcast.publish(status)
             return status, None
-        status = await self._read("stop", Priority.STOP, command_id)
+        status = await self._read("stop", Priority.STOP, command_id, within_s=within)
         if self._status_char not in MOVING_STATUS:
             return status, None
         return status, f"the read-back still shows status {self._status_char!r}"
 
     @property
     def stop_worst_case_s(self) -> float:
-        """The longest a stop takes: (1 + STOP_ATTEMPTS x STOP_EXCHANGES x (EXCHANGE_RETRIES + 1))
-        x the line's longest exchange (its reply timeout plus the wire time of the longest
-        command and reply). That is the exchange already in flight when the stop is queued
-        (a stop jumps the queue and keeps its place through its retries and read-backs), then
-        every exchange of both attempts answered only at its last try. By default 25 x 0.547 s
-        = 13.7 s at 19200 baud; a pump that does not answer fails sooner, after the first
-        exchange's tries (about 4 x 0.547 s = 2.2 s). Stops of other pumps on the same line
-        queued ahead of this one come on top. Alarm and `?COM` replies make a command be sent
-        again; `stop()` cuts them off at this bound.
+        """The longest a stop takes: the exchange already in flight when the stop is queued (a
+        stop jumps the queue and keeps its place through its retries and read-backs), then for
+        each of STOP_ATTEMPTS attempts the `STP` answered only at its last try
+        ((EXCHANGE_RETRIES + 1) x the line's longest exchange, its reply timeout plus the wire
+        time of the longest command and reply) and the full read-back (3 exchanges), each
+        answered only at its last try, started just before `command_timeout_s` ran out
+        (`command_timeout_s` + the longest exchange, or its retries if longer). By default
+        0.547 + 2 x (3 x 0.547 + 3 x 2.547) = 19.1 s at 19200 baud; a pump that does not
+        answer fails sooner, after the `STP`'s tries (about 4 x 0.547 s = 2.2 s). Stops of other
+        pumps on the same line queued ahead of this one come on top. Alarm and `?COM` replies
+        make a command be sent again; `stop()` cuts them off at this bound.
         """
-        tries = 1 + STOP_ATTEMPTS * STOP_EXCHANGES * (EXCHANGE_RETRIES + 1)
-        return tries * self.line.longest_exchange_s
+        longest = self.line.longest_exchange_s
+        tries = (EXCHANGE_RETRIES + 1) * longest
+        read_back = max(tries, self.command_timeout_s + longest)
+        return longest + STOP_ATTEMPTS * (tries + len(_READ_BACK) * read_back)
 
     # -- internals --------------------------------------------------------------------------
 
@@ -505,11 +523,22 @@ class SerialPump(Pump):
         return text
 
     async def _read(
-        self, operation: str, priority: Priority, command_id: str | None = None
+        self,
+        operation: str,
+        priority: Priority,
+        command_id: str | None = None,
+        *,
+        within_s: float | None = None,
     ) -> PumpStatus:
         rat, vol, dis = [
             await self._command(
-                name, "", operation, expect=shape, priority=priority, command_id=command_id
+                name,
+                "",
+                operation,
+                expect=shape,
+                priority=priority,
+                command_id=command_id,
+                within_s=within_s,
             )
             for name, shape in _READ_BACK
         ]
@@ -546,8 +575,10 @@ class SerialPump(Pump):
         command_id: str | None = None,
         retries: int = EXCHANGE_RETRIES,
         quiet: bool = False,
+        within_s: float | None = None,
     ) -> Reply:
-        """Send one command in the framing in force; raise PumpCommandRejected on `?` replies."""
+        """Send one command in the framing in force; raise PumpCommandRejected on `?` replies.
+        `within_s`: the line's tries go on that long (SerialLine.exchange)."""
         framing = self._safe if safe is None else safe
         command = Command(self.address, name, data, safe=framing)
         for _attempt in range(EXCHANGE_RETRIES + 1):
@@ -559,6 +590,7 @@ class SerialPump(Pump):
                 expect=_expect(expect),
                 command_id=command_id,
                 quiet=quiet,
+                within_s=within_s,
             )
             if reply.error != "COM":
                 break
@@ -592,6 +624,7 @@ class SerialPump(Pump):
         expect: Callable[[Reply], bool] | None = None,
         command_id: str | None = None,
         quiet: bool = False,
+        within_s: float | None = None,
     ) -> Reply:
         """One exchange; an alarm reply is recorded and the command sent again (not executed)."""
         for _resend in range(ALARM_RESENDS + 1):
@@ -604,6 +637,7 @@ class SerialPump(Pump):
                 expect=expect,
                 command_id=command_id,
                 quiet=quiet,
+                within_s=within_s,
             )
             self._note(reply, acknowledged=True)
             if reply.alarm is None:

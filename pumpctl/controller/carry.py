@@ -6,7 +6,9 @@ refused; unconfirmed when neither came within the command timeout and one retry.
 other than a stop is ever carried out twice: after a timeout the pump's state is read first, and
 the command is sent again only if the read shows it was not carried out, and no stop was sent
 since (MQTT pumps also drop a repeated id); when the read fails too, the fate is unconfirmed.
-A stop goes through the driver's own confirmed stop (retried, bounded, "clamp the line").
+A stop goes through the driver's own confirmed stop (retried, bounded, "clamp the line"); one
+that got no valid answer is sent again within the command timeout and once after it, and is
+unconfirmed only then, or at once when the link is known lost or the pump answered otherwise.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from drivers.base import (
     Pump,
     PumpCommandRejected,
     PumpError,
+    PumpProtocolError,
     PumpState,
     PumpStatus,
+    PumpTimeout,
 )
 from pumpctl.core.machine import (
     ClearVolume,
@@ -108,12 +112,7 @@ async def carry(  # noqa: PLR0911 - one exit per fate and read-back
     sent again (a run retried after a reaction's stop would run the pump), and reported
     dropped unless the read shows it was carried out."""
     if isinstance(command, StopPump):
-        try:
-            status = await pump.stop(command_id=ledger_id)
-        except PumpError as error:
-            _log.error("pump %s: stop %s not confirmed: %s", pump.pump_id, ledger_id, error)
-            return CommandUnconfirmed(command_id=command.id), None
-        return confirmation(command.id, status), status
+        return await _stop(pump, command, ledger_id, timeout_s)
     for attempt in (1, 2):
         try:
             async with asyncio.timeout(timeout_s):
@@ -142,6 +141,50 @@ async def carry(  # noqa: PLR0911 - one exit per fate and read-back
             return confirmation(command.id, read), read
         return CommandUnconfirmed(command_id=command.id), read
     return CommandUnconfirmed(command_id=command.id), None
+
+
+async def _stop(pump: Pump, command: StopPump, ledger_id: str, timeout_s: float) -> Carried:
+    """A3 for a stop: not confirmed within the command timeout, retry, then alarm.
+
+    Each attempt is the driver's confirmed stop (its own tries, and its retry of a read-back
+    still showing the pump moving). One that got no valid answer (PumpTimeout,
+    PumpProtocolError) is sent again, under the same ledger id (the same stop: an MQTT pump
+    that executed it acknowledges it again), while the command timeout has not passed since
+    the first, and once more after it: the fate is unconfirmed only when a stop sent after
+    the timeout failed too. A late answer to any of them is the real confirmation. Any other
+    failure is final at once: the link known lost (nothing can be sent), the pump refusing,
+    or the driver's own "pump did not stop" (its read-backs showed the pump moving)."""
+    loop = asyncio.get_running_loop()
+    timed_out = loop.time() + timeout_s
+    attempt = 1
+    while True:
+        sent = loop.time()
+        try:
+            status = await pump.stop(command_id=ledger_id)
+        except (PumpTimeout, PumpProtocolError) as error:
+            if sent < timed_out:
+                _log.warning(
+                    "pump %s: stop %s attempt %d not answered: %s; sending it again (A3)",
+                    pump.pump_id,
+                    ledger_id,
+                    attempt,
+                    error,
+                )
+                attempt += 1
+                continue
+            _log.error(
+                "pump %s: stop %s not confirmed within the command timeout and a retry"
+                " (%d attempts): %s",
+                pump.pump_id,
+                ledger_id,
+                attempt,
+                error,
+            )
+            return CommandUnconfirmed(command_id=command.id), None
+        except PumpError as error:
+            _log.error("pump %s: stop %s not confirmed: %s", pump.pump_id, ledger_id, error)
+            return CommandUnconfirmed(command_id=command.id), None
+        return confirmation(command.id, status), status
 
 
 async def _read(pump: Pump, timeout_s: float) -> PumpStatus | None:
