@@ -36,6 +36,7 @@ async def open_pumps(settings: Settings, stack: AsyncExitStack) -> dict[str, tup
                 pump_id=link.id,
                 safe_mode_s=link.safe_mode_s,
                 link_timeout_s=settings.link_timeout_s,
+                command_timeout_s=settings.command_timeout_s,  # A3: the stop's read-back
             )
         else:
             username, password = settings.mqtt_credentials(link)

@@ -73,6 +73,7 @@ async def open_simulated(settings: Settings, clock: Clock, stack: AsyncExitStack
                     pump_id=model.pump_id,
                     safe_mode_s=None,  # an in-process simulator dies with the service
                     link_timeout_s=settings.link_timeout_s,
+                    command_timeout_s=settings.command_timeout_s,  # A3: the stop's read-back
                 )
                 sim.pumps[model.pump_id] = (await stack.enter_async_context(pump), "serial")
                 sim.models[model.pump_id] = model
