@@ -28,7 +28,14 @@ from api.publish import InfusionPublisher
 from api.pumps import open_pumps
 from api.routes import events, infusions, patients, system
 from drivers.base import Pump, PumpError
-from pumpctl.clock import Clock, RealClock, VirtualClock, WallStepWatch, parse_clock
+from pumpctl.clock import (
+    Clock,
+    RealClock,
+    ScaledClock,
+    VirtualClock,
+    WallStepWatch,
+    parse_clock,
+)
 from pumpctl.controller import Controller, PumpSupervisor
 from pumpctl.controller.recording import recover
 from pumpctl.controller.wallclock import watch_wall_clock
@@ -61,12 +68,17 @@ def _explained(app: FastAPI, prefix: str = "") -> Iterator[None]:
 
 
 def _after_the_record(clock: Clock, last: datetime | None) -> Clock:
-    """Clinical time never runs backwards across a restart (A4): a virtual clock goes on from
-    the store's last event; a real one too when the wall clock is now behind it (A7)."""
+    """Clinical time never runs backwards across a restart (A4): a virtual clock, or a bench's
+    scaled one, goes on from the store's last event; a real one too when the wall clock is now
+    behind it (A7)."""
     if last is None or last <= clock.now():
         return clock
     if isinstance(clock, VirtualClock):
         return VirtualClock(start=last)
+    if isinstance(clock, ScaledClock) and clock.wall_epoch is None:
+        # a bench's scaled clock started again would sit behind the record, and the core
+        # refuses every event before its last one, a reaction's stop too (I1)
+        return ScaledClock(clock.factor, start=last)
     if isinstance(clock, RealClock):
         _log.warning(
             "clock rule=A7: the wall clock is %.1f s behind the store's last event; "

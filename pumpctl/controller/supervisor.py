@@ -532,7 +532,9 @@ class PumpSupervisor:
         """A4: the controller came back; the pump's real state as first read.
 
         Commands the stored state still waits on are never sent again: the read-back decides
-        their fate (confirmed if it shows their effect, else unconfirmed, A3)."""
+        their fate (confirmed if it shows their effect, else unconfirmed, A3). A restart the
+        core refuses (clinical time still behind the stored record) is tried again at the next
+        status read."""
         running = status.state is PumpState.RUNNING
         self._recovering = False
         self.status = status
@@ -542,8 +544,9 @@ class PumpSupervisor:
         assert self.state is not None
         waiting = self.state.outstanding  # sent before the restart (not what it sends now)
         if lost_program(self.state, status.volume_infused_ml, status.vtbi_ml):
-            # the pump lost power too (its program and counter are gone): what it gave counts
-            # as given, and the restart then finds it stopped with no record why (A4)
+            # the pump lost power too (its program and counter are gone): the most it may have
+            # given since the last save counts as given (L3), and the restart then finds it
+            # stopped with no record why (A4)
             self.submit(PumpPowerReset(volume_infused_ml=status.volume_infused_ml))
         decision = self.submit(
             Restarted(
@@ -552,6 +555,13 @@ class PumpSupervisor:
                 volume_infused_ml=status.volume_infused_ml,
             )
         )
+        if decision.refusal is not None:
+            # Not taken (a clock behind the stored record: `now` before its last event): nothing
+            # was reconciled, so the next status read tries again, and until then the infusion
+            # stays a lost link (A4), never half recovered with its link lost for good.
+            self._recovering = True
+            self._watch(status)
+            return decision
         for sent in waiting:
             if _shows(sent, status, self.state.bag_volume_ml):
                 self.submit(confirmation(sent.id, status))
@@ -597,7 +607,9 @@ class PumpSupervisor:
         # over the second instead of arriving together (a stop landing in such a burst waits).
         await asyncio.sleep(random.uniform(0, self.poll_interval_s))  # noqa: S311 - not crypto
         while True:
-            if self._in_flight is None:
+            # no read while a command or a stop is carried: it would take the line between a
+            # stop and its retry (A3), and the stop's own read-back says what the pump does
+            if self._in_flight is None and not self._stops:
                 await self.poll_once()
             await asyncio.sleep(self.poll_interval_s)
 

@@ -43,6 +43,8 @@ from pumpctl.core.machine.state import CommandOp, InfusionPhase, InfusionState, 
 from pumpctl.core.machine.volumes import (
     COMPLETION_TOLERANCE_ML,
     goes_backwards,
+    keep_on_restart,
+    most_given,
     reset_baseline,
     take_volume,
 )
@@ -303,7 +305,8 @@ def on_reconnected(ctx: Ctx, event: LinkRestored | Restarted, now: datetime) -> 
     """A2/A4: the pump's real state after a link loss or a restart, through the one reconcile.
 
     A communication-loss alarm stays latched when the link is back: escalation waits for a
-    nurse to clear it."""
+    nurse to clear it. A restart keeps the volumes: what a pump that did only what it was
+    allowed to gave while the controller was down is taken as given (`keep_on_restart`)."""
     rule = Rule.A4 if isinstance(event, Restarted) else Rule.A2
     ctx.set(link_lost=False)
     ctx.log(
@@ -314,13 +317,30 @@ def on_reconnected(ctx: Ctx, event: LinkRestored | Restarted, now: datetime) -> 
         rate_ml_h=event.rate_ml_h,
         volume_infused_ml=event.volume_infused_ml,
     )
+    if rule is Rule.A4 and _ran_as_allowed(ctx, event.running, event.rate_ml_h):
+        keep_on_restart(ctx, event.volume_infused_ml, now)
     on_status(ctx, event.running, event.rate_ml_h, event.volume_infused_ml, now, rule=rule)
 
 
-def on_power_reset(ctx: Ctx, event: PumpPowerReset, now: datetime) -> None:
-    """The pump lost its program and its counter: what it gave moves to the earlier bags."""
+def _ran_as_allowed(ctx: Ctx, running: bool, rate: float) -> bool:
+    """A4: the pump read at a restart was free to run (no stop due, none outstanding) and, if
+    running, runs no faster than expected. A pump found faster, or running while it must be
+    stopped, has its volume judged against the bound as ever (L3)."""
     s = ctx.state
-    given = s.bag_infused_ml
+    if should_be_stopped(s) or s.stop_outstanding:
+        return False
+    return not running or rate <= _expected(ctx)[1] + tolerance(s)
+
+
+def on_power_reset(ctx: Ctx, event: PumpPowerReset, now: datetime) -> None:
+    """The pump lost its program and its counter: what it gave moves to the earlier bags.
+
+    L3, A4: the most it may have given counts as given (the last volume it read back plus the
+    highest rate it may have run at since, `most_given`), so the VTBI programmed again before a
+    resume never exceeds the bag less what the pump may have given: a counter not read since
+    the last save (a restart) or since the last poll is never given twice."""
+    s = ctx.state
+    given = most_given(s)
     ctx.set(
         delivered_before_bag_ml=min(5000.0, s.delivered_before_bag_ml + given),
         bag_volume_ml=max(0.0, s.bag_volume_ml - given),

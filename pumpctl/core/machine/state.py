@@ -193,6 +193,9 @@ class InfusionState(Value):
     volume_read_ml: Volume | None = None  # the last valid volume the pump read back
     volume_bound_ml: Annotated[float, Field(ge=0)] = 0.0  # over-infusion: the upper bound
     volume_expected_ml: Annotated[float, Field(ge=0)] = 0.0  # under-infusion: confirmed rates
+    # L3, A4: the most the pump may have given from the bag in use: the last volume read back
+    # plus the highest rate it may have run at since (None in a state stored before it was kept)
+    volume_most_ml: Annotated[float, Field(ge=0)] | None = None
     under_since_min: Minutes | None = None  # running time when the shortfall was first seen
     highest_rate_ml_h: Rate = 0.0  # highest rate the pump confirmed (L5 of later infusions)
     reaction: OpenReaction | None = None

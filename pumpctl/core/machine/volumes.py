@@ -11,6 +11,14 @@ The one module that holds these thresholds (docs/clinical-rules.md, Clarificatio
   15 min of running time: an alarm, no stop.
 - A volume that goes backwards without a reason is a bad read: not taken, nothing acted on.
 - The baseline resets after the machine's own clear-volume, a new VTBI, and a power reset.
+- A restart keeps the volumes (A4): the time the controller was down shows in clinical time
+  only as far as its clock saw it (a clock that went on from the record saw none of it), so the
+  pump's counter read at the restart is what was given, not over-infusion, when the pump did
+  only what it was allowed to (`keep_on_restart`): the bound and the expectation are carried
+  up to it, never down.
+- A power reset counts as given the most the pump may have given (`most_given`): the last
+  volume it read back plus the highest rate it may have run at since, so the VTBI programmed
+  again never exceeds the bag less what the pump may have given.
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ __all__ = [
     "UNDER_SPAN_MIN",
     "accrue",
     "goes_backwards",
+    "keep_on_restart",
+    "most_given",
     "possible_rate",
     "reset_baseline",
     "take_volume",
@@ -59,7 +69,10 @@ def possible_rate(s: InfusionState) -> float:
 def accrue(s: InfusionState, minutes: float, *, counting: bool) -> dict[str, object]:
     """The bound's and the expectation's growth over `minutes` of clinical time (changes)."""
     hours = minutes / 60
-    changes: dict[str, object] = {"volume_bound_ml": s.volume_bound_ml + possible_rate(s) * hours}
+    possible_ml = possible_rate(s) * hours
+    changes: dict[str, object] = {"volume_bound_ml": s.volume_bound_ml + possible_ml}
+    if s.volume_most_ml is not None:
+        changes["volume_most_ml"] = s.volume_most_ml + possible_ml
     if counting:
         changes["volume_expected_ml"] = s.volume_expected_ml + s.confirmed_rate_ml_h * hours
     return changes
@@ -73,9 +86,46 @@ def reset_baseline(ctx: Ctx, volume: float, at: datetime, why: str) -> None:
         bag_infused_ml=min(volume, s.bag_volume_ml),
         volume_bound_ml=volume,
         volume_expected_ml=volume,
+        volume_most_ml=volume,
         under_since_min=None,
     )
     ctx.log(AuditType.VOLUME_BASELINE, Rule.L3, at, volume_ml=volume, why=why)
+
+
+def most_given(s: InfusionState) -> float:
+    """L3, A4: the most the pump may have given from the bag in use (what a power reset counts
+    as given): the last volume it read back plus the highest rate it may have run at since,
+    never less than the running estimate, never more than the bag's VTBI (the pump stops there).
+    """
+    if s.volume_read_ml is None:
+        return s.bag_infused_ml  # nothing read from this bag yet: the estimate is all there is
+    # A state stored before the most was kept: the bound is an upper bound too (integrated from
+    # the baseline at the highest possible rate).
+    most = s.volume_most_ml if s.volume_most_ml is not None else s.volume_bound_ml
+    return min(s.bag_volume_ml, max(s.bag_infused_ml, most))
+
+
+def keep_on_restart(ctx: Ctx, volume: float, at: datetime) -> None:
+    """A4: a restart keeps the volumes. The pump's counter read at the restart is what it gave;
+    the time the controller was down counts in clinical time only as far as its clock saw it, so
+    the over-infusion bound and the under-infusion expectation are carried up to that counter
+    (never down). The caller has checked that the pump did only what it was allowed to (free to
+    run, and no faster than expected); a bad read (backwards) is left to `take_volume`."""
+    s = ctx.state
+    if s.vtbi_programmed_ml is None or goes_backwards(s, volume):
+        return
+    if volume > s.volume_expected_ml:
+        ctx.set(volume_expected_ml=volume)
+    if volume > s.volume_bound_ml:
+        ctx.set(volume_bound_ml=volume)
+        ctx.log(
+            AuditType.VOLUME_BASELINE,
+            Rule.A4,
+            at,
+            volume_ml=volume,
+            bound_ml=round(s.volume_bound_ml, 3),
+            why="restart: given while the controller was down",
+        )
 
 
 def goes_backwards(state: InfusionState, volume: float) -> bool:
@@ -94,7 +144,9 @@ def take_volume(ctx: Ctx, volume: float, at: datetime) -> bool:
     if goes_backwards(s, volume):
         ctx.log(AuditType.BAD_READ, Rule.A2, at, volume_ml=volume, last_ml=s.volume_read_ml)
         return False
-    ctx.set(volume_read_ml=volume, bag_infused_ml=min(volume, s.bag_volume_ml))
+    ctx.set(
+        volume_read_ml=volume, bag_infused_ml=min(volume, s.bag_volume_ml), volume_most_ml=volume
+    )
     limit = s.volume_bound_ml * (1 + OVER_FRACTION) + OVER_MARGIN_ML
     if volume > limit:
         if MachineAlarm.OVER_INFUSION.value not in s.latched:
