@@ -21,6 +21,16 @@ with no aiomqtt timeout (aiomqtt then awaits the acknowledgement directly, and a
 passes), and every call is bounded by its caller with `asyncio.timeout`: `bounded` for a call,
 `Session` for a connection's CONNECT and DISCONNECT (tests/drivers/test_mqtt_cancellation.py).
 
+A lost connection: aiomqtt's PUBLISH, SUBSCRIBE and UNSUBSCRIBE await their acknowledgement and
+nothing else, so a call in flight when the connection drops waits for an acknowledgement that
+can no longer come, until its caller's bound. A simulated pump's ack in flight when the broker
+was killed held its message loop for its whole 10 s bound: it noticed the outage, reconnected and
+subscribed its commands only then, and the command the controller sent once relinked was lost
+(issue 19). A `new_client` client is therefore a `LinkClient`, whose calls end with an `MqttError`
+as soon as their connection is lost: a relink never waits out a call of the connection before it
+(a command in flight fails at once, a subscription in flight is made again on the next
+connection; tests/drivers/test_mqtt_lost_link.py).
+
 Credentials: a bus given `username` (and `password`) sends them in its CONNECT (a broker with
 `allow_anonymous false`, config/mosquitto.conf). A broker that refuses them (CONNACK "not
 authorized" or "bad user name or password") is a connection that failed like any other: the
@@ -44,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.reasoncodes import ReasonCode
 
 from drivers.backoff import RECONNECT_MAX_S, RECONNECT_MIN_S, backoff_delay
 from drivers.base import LINK_TIMEOUT_S, PumpConfigError
@@ -55,6 +66,7 @@ __all__ = [
     "MAX_INFLIGHT",
     "SUBSCRIBE_BATCH",
     "TCP_NODELAY_OPTION",
+    "LinkClient",
     "MqttBus",
     "Session",
     "auth_refused",
@@ -79,12 +91,52 @@ SUBSCRIBE_BATCH = 200
 _T = TypeVar("_T")
 
 
-def new_client(host: str, port: int, **options: Any) -> aiomqtt.Client:
+class LinkClient(aiomqtt.Client):
+    """An aiomqtt client whose PUBLISH, SUBSCRIBE and UNSUBSCRIBE end with an `MqttError` as soon
+    as the connection they were sent on is lost (module docstring), instead of awaiting an
+    acknowledgement that can no longer come. A cancellation passes as before."""
+
+    async def publish(self, /, *args: Any, **kwargs: Any) -> None:
+        await self._until_lost(super().publish(*args, **kwargs), "publish")
+
+    async def subscribe(self, /, *args: Any, **kwargs: Any) -> tuple[int, ...] | list[ReasonCode]:
+        return await self._until_lost(super().subscribe(*args, **kwargs), "subscribe")
+
+    async def unsubscribe(self, /, *args: Any, **kwargs: Any) -> None:
+        await self._until_lost(super().unsubscribe(*args, **kwargs), "unsubscribe")
+
+    async def _until_lost(self, call: Awaitable[_T], what: str) -> _T:
+        """Await `call` in this task, ended (an `MqttError`) once the connection is lost."""
+        lost = self._disconnected  # this connection's: aiomqtt makes a new one per connection
+        scope = asyncio.timeout(None)  # expired by the loss: the call ends as a timeout would
+        watching = True
+
+        def expire(_: asyncio.Future[None]) -> None:
+            if watching and not scope.expired():  # not when already left (a scheduled call)
+                scope.reschedule(asyncio.get_running_loop().time())
+
+        try:
+            async with scope:
+                lost.add_done_callback(expire)  # already lost: called in the next iteration
+                try:
+                    return await call
+                finally:
+                    watching = False
+                    lost.remove_done_callback(expire)
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            cause = None if lost.cancelled() else lost.exception()
+            raise aiomqtt.MqttError(
+                f"{what}: connection lost before the broker acknowledged it"
+            ) from cause
+
+
+def new_client(host: str, port: int, **options: Any) -> LinkClient:
     """An aiomqtt client with TCP_NODELAY and no aiomqtt timeout (module docstring: its calls
-    must be bounded by the caller, with `bounded` and `Session`)."""
-    return aiomqtt.Client(
-        host, port, timeout=math.inf, socket_options=TCP_NODELAY_OPTION, **options
-    )
+    must be bounded by the caller, with `bounded` and `Session`) whose calls end when its
+    connection is lost (`LinkClient`)."""
+    return LinkClient(host, port, timeout=math.inf, socket_options=TCP_NODELAY_OPTION, **options)
 
 
 #: CONNACK codes of a refused login: MQTT 3.1.1's 4 and 5, MQTT 5's 0x86 and 0x87 (paho reports

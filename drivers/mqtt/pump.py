@@ -8,7 +8,9 @@ exponential backoff and jitter when the broker goes away. Commands are published
 controller's ledger id (a fresh one without it) and matched to their ack by id (`pending[id] =
 future`, removed in `finally`); they fail fast with `PumpConnectionError` while the link is down
 or the pump is offline (A2), and with `PumpTimeout` when no valid ack arrives within the command
-timeout (A3). Link health is the bus's connection plus the pump's own freshness and last will.
+timeout (A3); a command whose publish is in flight when the link drops fails at once with
+`PumpConnectionError` (the publish ends with the connection, bus.py `LinkClient`), never waits
+out its timeout. Link health is the bus's connection plus the pump's own freshness and last will.
 """
 
 from __future__ import annotations
@@ -360,7 +362,7 @@ class MqttPump(Pump):
                 self.pump_id, operation, exc.message, command_id=cmd_id
             ) from None
         finally:
-            self._pending.pop(cmd_id, None)
+            self._drop_pending(cmd_id)
         status = ack.status.to_status(self.pump_id, self._last_contact or 0.0)
         if not ack.ok:
             code = ack.error or "?"
@@ -372,6 +374,14 @@ class MqttPump(Pump):
                 command_id=cmd_id,
             )
         return status
+
+    def _drop_pending(self, cmd_id: str) -> None:
+        """Forget command `cmd_id`'s ack future. One the link's loss failed while the command's
+        publish was in flight was never awaited: its exception is taken, or asyncio would log it
+        as never retrieved (the publish's own `MqttError` says why the command failed)."""
+        future = self._pending.pop(cmd_id, None)
+        if future is not None and future.done() and not future.cancelled():
+            future.exception()
 
     async def read_status(self, *, command_id: str | None = None) -> PumpStatus:
         """Ask the pump for its state now (`status` command)."""

@@ -80,8 +80,8 @@ def logs() -> Iterator[LogWatch]:
 
 
 @asynccontextmanager
-async def simulated_pump(broker: AuthBroker, clock: VirtualClock) -> AsyncIterator[PumpModel]:
-    """Pump `pump-a`, logged in as itself, online on `broker`."""
+async def simulated_pump(broker: AuthBroker, clock: VirtualClock) -> AsyncIterator[MqttPumpServer]:
+    """Pump `pump-a` (`.model`), logged in as itself, online on `broker`."""
     model = PumpModel("pump-a", clock)
     server = MqttPumpServer(
         model, broker.host, broker.port, username="pump-a", password=PUMP_PASSWORD
@@ -89,7 +89,7 @@ async def simulated_pump(broker: AuthBroker, clock: VirtualClock) -> AsyncIterat
     async with server:
         async with asyncio.timeout(RELINK_BOUND_S):
             await server.online.wait()
-        yield model
+        yield server
 
 
 def assert_no_password(logs: LogWatch, *texts: str) -> None:
@@ -103,9 +103,9 @@ async def test_the_right_credentials_link_the_pump_and_its_status_flows(
     auth_broker: AuthBroker, clock: VirtualClock, logs: LogWatch
 ) -> None:
     async with (
-        simulated_pump(auth_broker, clock) as model,
+        simulated_pump(auth_broker, clock) as server,
         MqttPump(
-            model.pump_id,
+            server.model.pump_id,
             auth_broker.host,
             auth_broker.port,
             username=CONTROLLER,
@@ -136,9 +136,9 @@ async def test_a_refused_login_is_no_link_said_in_one_line_without_the_password(
 ) -> None:
     username, password, who = login
     broker = f"{auth_broker.host}:{auth_broker.port}"
-    async with simulated_pump(auth_broker, clock) as model:
+    async with simulated_pump(auth_broker, clock) as server:
         pump = MqttPump(
-            model.pump_id,
+            server.model.pump_id,
             auth_broker.host,
             auth_broker.port,
             username=username,
@@ -160,9 +160,13 @@ async def test_a_refused_login_is_retried_and_links_once_the_broker_accepts(
 ) -> None:
     """A linked pump whose broker comes back refusing its credentials is link-lost (A2): its
     commands fail at once, the bus says why once and retries; the broker's password file fixed
-    (SIGHUP), the pump links again by itself and its status flows."""
+    (SIGHUP), the pump links again by itself and its status flows.
+
+    The simulated pump reconnects on its own backoff: a command sent before it is back on the
+    restarted broker (no persistence: no subscriber, no retained status) is dropped by the broker
+    and unconfirmed after the command timeout (A3), so the test commands it once it is back."""
     broker = f"{auth_broker.host}:{auth_broker.port}"
-    async with simulated_pump(auth_broker, clock) as model:
+    async with simulated_pump(auth_broker, clock) as server:
         bus = MqttBus(
             auth_broker.host,
             auth_broker.port,
@@ -171,13 +175,15 @@ async def test_a_refused_login_is_retried_and_links_once_the_broker_accepts(
             reconnect_max_s=0.2,
         )
         # acks' timing is not under test here: a loaded machine may answer slowly
-        pump = MqttPump(model.pump_id, bus=bus, command_timeout_s=RELINK_BOUND_S)
+        pump = MqttPump(server.model.pump_id, bus=bus, command_timeout_s=RELINK_BOUND_S)
         async with bus, pump:
             assert (await pump.read_status()).state is PumpState.STOPPED
 
             # the broker restarts with another password for the controller
             auth_broker.stop()
-            await asyncio.wait_for(pump.wait_unlinked(), RELINK_BOUND_S)
+            async with asyncio.timeout(RELINK_BOUND_S):
+                await pump.wait_unlinked()
+                await server.offline.wait()
             auth_broker.set_password(CONTROLLER, WRONG)
             auth_broker.start()
             await logs.wait_for(f"broker {broker} refused authentication", CONTROLLER)
@@ -189,7 +195,9 @@ async def test_a_refused_login_is_retried_and_links_once_the_broker_accepts(
             # fixed on the broker: the bus, still retrying, links the pump again
             auth_broker.set_password(CONTROLLER, PASSWORD)
             auth_broker.reload()
-            await asyncio.wait_for(pump.wait_linked(), RELINK_BOUND_S)
+            async with asyncio.timeout(RELINK_BOUND_S):
+                await pump.wait_linked()
+                await server.online.wait()  # the simulated pump is back on its own backoff
             assert (await pump.read_status()).state is not PumpState.OFFLINE
             assert pump.reconnections == 1
             await logs.wait_for("broker link recovered")
