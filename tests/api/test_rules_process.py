@@ -10,19 +10,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from service_process import TOKENS, Service
-
-from tests.conftest import free_port
+from service_process import TOKENS, Service, serving
 
 
 @pytest.fixture
 async def service(tmp_path: Path) -> AsyncIterator[Service]:
-    served = Service(port=free_port(), data_dir=tmp_path)
-    await served.start()
-    try:
+    async with serving(tmp_path) as served:
         yield served
-    finally:
-        await served.stop()
 
 
 async def test_a4_after_a_sigkill_the_restarted_service_shows_paused_naming_a4(

@@ -12,12 +12,15 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+from needs import free_port
 
 TOKENS = {"viewer": "v-tok", "nurse": "n-tok", "clinician": "c-tok", "admin": "a-tok"}
 NAMES = {"viewer": "vera", "nurse": "nina", "clinician": "carl", "admin": "ada"}
@@ -142,3 +145,14 @@ class Service:
         if hours:
             await self.advance(hours * HOUR)
         return int(inf["id"])
+
+
+@asynccontextmanager
+async def serving(data_dir: Path, **options: Any) -> AsyncIterator[Service]:
+    """A started service on a free loopback port (`options` as `Service`'s), stopped after."""
+    served = Service(port=free_port(), data_dir=data_dir, **options)
+    await served.start()
+    try:
+        yield served
+    finally:
+        await served.stop()

@@ -7,20 +7,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from page_env import chromium_binary, free_port
+from page_env import chromium_binary
 from playwright.async_api import Browser, async_playwright
-from service_process import Service
+from service_process import Service, serving
 
 
 @pytest.fixture
 async def service(tmp_path: Path) -> AsyncIterator[Service]:
     """The real service on a free port, two simulated serial pumps, a virtual clock."""
-    served = Service(port=free_port(), data_dir=tmp_path)
-    await served.start()
-    try:
+    async with serving(tmp_path) as served:
         yield served
-    finally:
-        await served.stop()
 
 
 @pytest.fixture
