@@ -223,8 +223,7 @@ class Ward:
         machine read the course when it started, so history is entered between infusions."""
         course_id = self.course_id_of(patient_id)
         for stored in self.store.infusions(course_id=course_id):
-            started = stored.phase not in {InfusionPhase.PLANNED.value, "cancelled"}
-            if started and stored.state.supervised:
+            if _started(stored) and stored.state.supervised:
                 raise Refused(
                     Rule.L8,
                     f"infusion {stored.id} of this course is under way: enter history "
@@ -417,8 +416,7 @@ class Ward:
             raise
         except StoreError as exc:
             stored = self.store.load_infusion(infusion_id)
-            started = stored.phase not in {InfusionPhase.PLANNED.value, "cancelled"}
-            if started and not stored.state.terminal:
+            if _started(stored) and not stored.state.terminal:
                 raise Refused(Rule.A6, f"{exc}: stop it for good instead (A6)") from None
             raise Refused(Rule.L8, str(exc)) from None
         self.notify((infusion_id,))
@@ -610,11 +608,14 @@ def _busy(pump_id: str, supervisor: PumpSupervisor) -> str:
 def _rule_in(message: str, default: Rule) -> str:
     """The rule id a core or store message names, else `default`."""
     for rule in Rule:
-        if f"({rule.value})" in message or message.startswith(f"{rule.value}:"):
-            return rule.value
-        if f" {rule.value}:" in message:
+        if f"({rule})" in message or f" {rule}:" in f" {message}":
             return rule.value
     return default.value
+
+
+def _started(stored: StoredInfusion) -> bool:
+    """Given to the pump at some time: neither planned nor cancelled."""
+    return stored.phase not in {InfusionPhase.PLANNED.value, "cancelled"}
 
 
 def _next_number(protocol: Protocol, history: Any) -> tuple[int, int | None]:

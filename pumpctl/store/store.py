@@ -405,15 +405,13 @@ class Store:
         with self._write() as session:
             course = self._get(session, Course, course_id)
             history = self._history(session, course_id)
-            taken = {(i.infusion_number, i.day) for i in history.infusions}
-            if (record.infusion_number, record.day) in taken or any(
-                i.infusion_number == record.infusion_number and None in (i.day, record.day)
-                for i in history.infusions
-            ):
+            try:  # CourseState holds one record per infusion (or per day of a split dose)
+                CourseState(infusions=(*history.infusions, record))
+            except ValueError:  # its words carry the input: said here in the rule's words
                 raise StoreError(
                     f"course {course_id} already holds infusion {record.infusion_number}"
                     f"{_day(record.day)} (L8)"
-                )
+                ) from None
             withdrawal = judge(history, record) if judge is not None else None
             entry = HistoryEntry(
                 course_id=course_id,
