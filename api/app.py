@@ -95,8 +95,8 @@ def _watched(clock: Clock, ward: Ward, stack: AsyncExitStack) -> WallStepWatch |
         return None
     wall = WallStepWatch(clock)
 
-    def stepped(step_s: float) -> None:
-        ward.wall_clock_stepped(step_s, wall_offset_s=wall.accepted_offset_s)
+    async def stepped(step_s: float) -> None:
+        await ward.wall_clock_stepped(step_s, wall_offset_s=wall.accepted_offset_s)
 
     watcher = asyncio.create_task(watch_wall_clock(wall, stepped), name="wall clock watch")
     stack.push_async_callback(_cancelled, watcher)

@@ -564,16 +564,17 @@ class Ward:
             return _checked(supervisor.clear_alarm(alarm, actor=actor, role=role))
         return self._submit(infusion_id, _event(ClearAlarm, alarm=alarm, actor=actor, role=role))
 
-    def wall_clock_stepped(self, step_s: float, *, wall_offset_s: float) -> None:
+    async def wall_clock_stepped(self, step_s: float, *, wall_offset_s: float) -> None:
         """A7: the gateway's wall clock was stepped by `step_s` seconds: audited (no infusion's
-        clinical time moved), and the listeners told."""
+        clinical time moved) from a worker thread, so a store that does not answer holds no
+        stop on this event loop; then the listeners are told."""
         event = AuditEvent(
             type=StoreAudit.CLOCK_STEP,  # type: ignore[arg-type]
             rule=Rule.A7,
             at=self.clock.now(),
             data={"step_s": round(step_s, 3), "wall_offset_s": round(wall_offset_s, 3)},
         )
-        self.store.append_audit([event])
+        await asyncio.to_thread(self.store.append_audit, [event])
         self.notify(())
 
     # -- views -------------------------------------------------------------------------------
