@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import Response
@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import get_ward
 from api.errors import install_error_handlers
+from api.live import LiveHub
 from api.metrics import ServiceMetrics
 from api.page import mount_page
 from api.publish import InfusionPublisher
@@ -44,6 +45,7 @@ from pumpctl.protocols import load_protocol
 from pumpctl.settings import Settings
 from pumpctl.store import Store, StoreError, configured_database_url
 from pumpctl.store import migrate as migrations
+from pumpctl.store.writer import StoreReader, StoreWriter
 
 __all__ = ["API_PREFIX", "create_app"]
 
@@ -103,10 +105,85 @@ def _watched(clock: Clock, ward: Ward, stack: AsyncExitStack) -> WallStepWatch |
     return wall
 
 
+def _background(work: Coroutine[Any, Any, None], name: str, stack: AsyncExitStack) -> None:
+    """`work` as a task that ends (cancelled) when the service does."""
+    task = asyncio.create_task(work, name=name)
+    stack.push_async_callback(_cancelled, task)
+
+
 async def _cancelled(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _open(app: FastAPI, settings: Settings, stack: AsyncExitStack) -> None:
+    """The service's parts, opened in order (clock, store and its writer, pumps, supervisors,
+    ward, recovery, controller, publisher, live events); `stack` closes them in reverse."""
+    clock = parse_clock(settings.clock)
+    url = database_url(settings)
+    if settings.simulate:
+        migrations.upgrade(url)  # a simulation's store is its own; a gateway's is
+        # migrated by its engineer (`pumpctl db upgrade`), never behind their back
+    with _explained(app):
+        store = Store.open(url)
+    stack.callback(store.close)
+    # every write on the writer's thread, every read on reader threads: no database
+    # call on this loop, which every stop passes through (store/writer.py)
+    writer, reader = StoreWriter(store), StoreReader()
+    writer.start()
+    stack.callback(reader.close)
+    stack.callback(writer.close)  # after the controller: what it recorded is written
+    clock = _after_the_record(clock, store.latest_clinical_time())
+    pumps: dict[str, tuple[Pump, str]]
+    if settings.simulate:
+        from api.sim import open_simulated  # noqa: PLC0415 - the simulator only when simulating
+
+        sim = await open_simulated(settings, clock, stack)
+        app.state.sim = sim
+        pumps = sim.pumps
+    else:
+        with _explained(app, "a pump could not be opened: "):
+            pumps = await open_pumps(settings, stack)
+    supervisors = {
+        pid: PumpSupervisor(
+            pump,
+            clock,
+            poll_interval_s=settings.poll_interval_s,
+            command_timeout_s=settings.command_timeout_s,
+        )
+        for pid, (pump, _transport) in pumps.items()
+    }
+    ward = Ward(
+        store,
+        clock,
+        supervisors,
+        load_protocol,
+        transports={pid: transport for pid, (_p, transport) in pumps.items()},
+        writer=writer,
+        reader=reader,
+        default_protocol=settings.protocol,
+        stop_answer_s=settings.stop_answer_s,
+    )
+    taken = await recover(store, supervisors)
+    if taken:
+        _log.warning("recovered infusions %s from the store (A4)", ", ".join(taken))
+    await stack.enter_async_context(Controller(clock, supervisors.values()))
+    app.state.wall = _watched(clock, ward, stack)
+    if settings.broker:  # the infusions' public state, retained (interfaces.md, 2)
+        app.state.publisher = await stack.enter_async_context(
+            InfusionPublisher.for_settings(ward, settings)
+        )
+    app.state.ward = ward
+    app.state.metrics = ServiceMetrics(ward)
+    app.state.live = LiveHub(ward, replay=settings.events_replay)
+    _background(app.state.live.run(), "live events", stack)
+    _log.info(
+        "serving %d pump(s) on clock %s, store %s",
+        len(pumps),
+        settings.clock,
+        store.engine.url.render_as_string(hide_password=True),
+    )
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -115,60 +192,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            clock = parse_clock(settings.clock)
-            url = database_url(settings)
-            if settings.simulate:
-                migrations.upgrade(url)  # a simulation's store is its own; a gateway's is
-                # migrated by its engineer (`pumpctl db upgrade`), never behind their back
-            with _explained(app):
-                store = Store.open(url)
-            stack.callback(store.close)
-            clock = _after_the_record(clock, store.latest_clinical_time())
-            pumps: dict[str, tuple[Pump, str]]
-            if settings.simulate:
-                from api.sim import open_simulated  # noqa: PLC0415 - the simulator only when simulating
-
-                sim = await open_simulated(settings, clock, stack)
-                app.state.sim = sim
-                pumps = sim.pumps
-            else:
-                with _explained(app, "a pump could not be opened: "):
-                    pumps = await open_pumps(settings, stack)
-            supervisors = {
-                pid: PumpSupervisor(
-                    pump,
-                    clock,
-                    poll_interval_s=settings.poll_interval_s,
-                    command_timeout_s=settings.command_timeout_s,
-                )
-                for pid, (pump, _transport) in pumps.items()
-            }
-            ward = Ward(
-                store,
-                clock,
-                supervisors,
-                load_protocol,
-                transports={pid: transport for pid, (_p, transport) in pumps.items()},
-                default_protocol=settings.protocol,
-                stop_answer_s=settings.stop_answer_s,
-            )
-            taken = await recover(store, supervisors)
-            if taken:
-                _log.warning("recovered infusions %s from the store (A4)", ", ".join(taken))
-            await stack.enter_async_context(Controller(clock, supervisors.values()))
-            app.state.wall = _watched(clock, ward, stack)
-            if settings.broker:  # the infusions' public state, retained (interfaces.md, 2)
-                app.state.publisher = await stack.enter_async_context(
-                    InfusionPublisher.for_settings(ward, settings)
-                )
-            app.state.ward = ward
-            app.state.metrics = ServiceMetrics(ward)
-            _log.info(
-                "serving %d pump(s) on clock %s, store %s",
-                len(pumps),
-                settings.clock,
-                store.engine.url.render_as_string(hide_password=True),
-            )
+            await _open(app, settings, stack)
             yield
 
     app = FastAPI(

@@ -13,9 +13,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from api.schemas import Message, ProblemOut
+from api.schemas import Message, ProblemOut, StoreDownOut
 from pumpctl.controller.ward import Invalid, Refused
 from pumpctl.store import NotFoundError
+from pumpctl.store.writer import StoreUnavailable
 
 __all__ = ["install_error_handlers", "responses"]
 
@@ -25,6 +26,7 @@ _RESPONSES: dict[int, dict[str, Any]] = {
     403: {"model": Message, "description": "The token's role may not do this"},
     404: {"model": Message, "description": "Unknown id"},
     409: {"model": ProblemOut, "description": "Refused by a rule: its id and its words"},
+    503: {"model": StoreDownOut, "description": "The store does not answer: nothing was done"},
 }
 
 
@@ -57,7 +59,8 @@ def _named(error: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Map Refused, Invalid and NotFoundError to 409, 422 and 404; a body FastAPI cannot
+    """Map Refused, Invalid and NotFoundError to 409, 422 and 404, a store that does not
+    answer (StoreUnavailable) to 503 naming the store; a body FastAPI cannot
     parse (bytes that are not UTF-8 JSON text) to 422 naming the body, not an undeclared 400;
     a request the models refuse to 422 naming the fields, never echoing their values."""
 
@@ -85,6 +88,11 @@ def install_error_handlers(app: FastAPI) -> None:
         loc = ["body", *exc.field.split(".")]
         body = {"detail": [{"loc": loc, "msg": exc.message, "type": "value_error"}]}
         return JSONResponse(body, 422)
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_down(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        del request
+        return JSONResponse({"detail": {"store": "degraded", "message": str(exc)}}, 503)
 
     @app.exception_handler(NotFoundError)
     async def not_found(request: Request, exc: NotFoundError) -> JSONResponse:

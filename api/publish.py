@@ -36,6 +36,7 @@ from drivers.mqtt import DEFAULT_PREFIX, parse_broker
 from drivers.mqtt.bus import Session, auth_refused, bounded, cancel_and_wait, new_client
 from pumpctl.controller.ward import Ward
 from pumpctl.settings import Settings
+from pumpctl.store.writer import StoreUnavailable
 
 __all__ = ["CALL_BOUND_S", "InfusionPublisher", "infusion_topic"]
 
@@ -183,7 +184,14 @@ class InfusionPublisher:
         while True:
             await self._changed.wait()
             self._changed.clear()  # changes from here on make the next burst
-            live, changes = self._changes()
+            try:
+                live, changes = await self._changes()
+            except StoreUnavailable as error:  # the views wait for the store; try again soon
+                _log.warning("publish: views wait for the store: %s", error)
+                self._everything = True
+                await asyncio.sleep(1.0)
+                self._changed.set()
+                continue
             # an infusion no longer live is watched until its last view is acknowledged
             self._watched = live | {infusion_id for infusion_id, _view in changes}
             for infusion_id, view in changes:
@@ -199,12 +207,12 @@ class InfusionPublisher:
                 if infusion_id not in live:
                     self._watched.discard(infusion_id)
 
-    def _changes(self) -> tuple[set[int], list[tuple[int, dict[str, Any]]]]:
+    async def _changes(self) -> tuple[set[int], list[tuple[int, dict[str, Any]]]]:
         """The infusions the store supervises, and (id, view) of each infusion, of those and
         those watched, whose view differs from the one last published. Only the views of
         infusions the ward names as changed since the last burst are built again (and those
         never published on this connection): a burst costs what changed, not the room."""
-        live = self.ward.store.live_infusion_ids()
+        live = await self.ward.read(self.ward.store.live_infusion_ids, what="live infusions")
         self._seen, changed = self.ward.changes_since(self._seen)
         candidates = live | self._watched
         if not self._everything and changed is not None:
@@ -215,7 +223,9 @@ class InfusionPublisher:
         for infusion_id in sorted(candidates):
             self.views_built[infusion_id] += 1
             try:
-                view = infusion_view(self.ward, infusion_id)
+                view = await infusion_view(self.ward, infusion_id)
+            except StoreUnavailable:
+                raise
             except Exception:  # noqa: BLE001 - one bad infusion never stops the others' views
                 _log.exception("views: infusion %s: view not built", infusion_id)
                 self._published.pop(infusion_id, None)  # so the next burst tries it again

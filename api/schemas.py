@@ -145,6 +145,21 @@ class ReactionOut(BaseModel):
     state: str
     alarm: str | None = None
     message: str | None = None
+    recorded: bool = True
+    record_message: str | None = None
+
+
+class StoreDown(BaseModel):
+    """The store does not answer within its bound (or fails): what was not done, and why."""
+
+    store: Literal["degraded"]
+    message: str
+
+
+class StoreDownOut(BaseModel):
+    """503: the store is degraded (nothing of the action was done, or it says what was)."""
+
+    detail: StoreDown
 
 
 class Message(BaseModel):

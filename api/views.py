@@ -7,12 +7,12 @@ from datetime import datetime
 from typing import Any
 
 from pumpctl.controller.supervisor import PumpSupervisor
-from pumpctl.controller.ward import Ward
+from pumpctl.controller.ward import InfusionFacts, Ward
 from pumpctl.core.machine import InfusionState
 from pumpctl.core.machine.public import public_state
 from pumpctl.store.models import Audit
 
-__all__ = ["audit_view", "infusion_view", "pump_view"]
+__all__ = ["audit_view", "facts_view", "infusion_view", "pump_view"]
 
 
 def pump_view(ward: Ward, supervisor: PumpSupervisor) -> dict[str, Any]:
@@ -43,11 +43,17 @@ def _iso(value: Any) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def infusion_view(ward: Ward, infusion_id: int) -> dict[str, Any]:
-    """One infusion's public state (also what is published on MQTT)."""
-    stored, state = ward.state_of(infusion_id)
-    supervised = ward.live(infusion_id) is not None
-    patient = ward.store.patient(ward.store.course(stored.course_id).patient_id)
+async def infusion_view(ward: Ward, infusion_id: int) -> dict[str, Any]:
+    """One infusion's public state (also what is published on MQTT); the store is read on a
+    reader thread, bounded (503 when it does not answer)."""
+    return facts_view(ward, await ward.facts(infusion_id))
+
+
+def facts_view(ward: Ward, facts: InfusionFacts) -> dict[str, Any]:
+    """The public state of an infusion whose stored facts are read (no I/O here)."""
+    stored, patient = facts.stored, facts.patient
+    state = ward.newest(stored)
+    supervised = ward.live(stored.id) is not None
     reaction = state.reaction
     reactions: list[dict[str, Any]] = [
         {
@@ -75,7 +81,7 @@ def infusion_view(ward: Ward, infusion_id: int) -> dict[str, Any]:
         reactions.append(open_reaction)
     alarms = [
         {"kind": a.kind, "rule": a.rule, "message": a.message, "raised_at": _iso(a.raised_at)}
-        for a in ward.store.open_alarms(infusion_id=infusion_id)
+        for a in facts.alarms
         if a.kind in state.latched or a.kind in state.alarms
     ]
     steps, row = ward.plan_of(stored.id, state)

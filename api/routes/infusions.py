@@ -25,12 +25,14 @@ from api.schemas import (
     ResumeIn,
     StartIn,
 )
-from api.views import audit_view, infusion_view
-from pumpctl.controller.ward import A3_WORDS
+from api.views import audit_view, facts_view, infusion_view
+from pumpctl.controller.ward import A3_WORDS, Acted, Ward
 from pumpctl.core.machine import CLINICIAN_ONLY
+from pumpctl.core.machine.public import public_state
 from pumpctl.settings import Role
+from pumpctl.store.writer import StoreUnavailable
 
-router = APIRouter(prefix="/infusions", tags=["infusions"], responses=responses(401, 403))
+router = APIRouter(prefix="/infusions", tags=["infusions"], responses=responses(401, 403, 503))
 #: An action on one infusion: unknown id, or refused by a rule.
 ACTION = responses(404, 409)
 Reader = Annotated[User, Depends(require(CLINICAL))]
@@ -49,10 +51,30 @@ State = Literal[
 ]
 
 
+#: What an answer says while its record waits for the database (the store is degraded).
+RECORD_WAITS = (
+    "done, but not yet recorded: the database does not answer; the record waits in memory and "
+    "is written, in order, when it does"
+)
+
+
+async def _answer(ward: Ward, infusion_id: int, acted: Acted) -> Any:
+    """The infusion's view after an action: 200 once its record is written; 202 with
+    `recorded: false` while the record waits for a degraded store (the action is done)."""
+    try:
+        view = await infusion_view(ward, infusion_id)
+    except StoreUnavailable:  # the action is done; the store cannot be read for its view
+        shown = public_state(acted.decision.state)
+        view = {"id": infusion_id, "state": shown.state}
+    if acted.recorded:
+        return view
+    return JSONResponse({**view, "recorded": False, "message": RECORD_WAITS}, 202)
+
+
 @router.post("", status_code=status.HTTP_201_CREATED, responses=ACTION)
 async def create(body: InfusionIn, user: Clinician, ward: WardDep) -> dict[str, Any]:
     """The patient's next infusion, planned on a pump (row, bag, dose, steps)."""
-    infusion_id = ward.create_infusion(
+    infusion_id = await ward.create_infusion(
         body.patient_id,
         body.pump_id,
         actor=user.name,
@@ -60,7 +82,7 @@ async def create(body: InfusionIn, user: Clinician, ward: WardDep) -> dict[str, 
         premedication_at=body.premedication_at,
         bag_prepared_at=body.bag_prepared_at,
     )
-    view = infusion_view(ward, infusion_id)
+    view = await infusion_view(ward, infusion_id)
     return {
         **view,
         "initial_rate_ml_h": view["planned_steps"][0]["rate_ml_h"]
@@ -78,7 +100,7 @@ async def list_infusions(
 ) -> list[dict[str, Any]]:
     """Every infusion, newest first."""
     del user
-    views = [infusion_view(ward, s.id) for s in ward.store.infusions(pump_id=pump_id)]
+    views = [facts_view(ward, f) for f in await ward.all_facts(pump_id)]
     return [v for v in views if state is None or v["state"] == state]
 
 
@@ -86,7 +108,7 @@ async def list_infusions(
 async def get_infusion(infusion_id: InfusionId, user: Reader, ward: WardDep) -> dict[str, Any]:
     """One infusion's public state."""
     del user
-    return infusion_view(ward, infusion_id)
+    return await infusion_view(ward, infusion_id)
 
 
 @router.post("/{infusion_id}/premedication", responses=ACTION)
@@ -94,8 +116,8 @@ async def premedication(
     infusion_id: InfusionId, body: PremedicationIn, user: Nurse, ward: WardDep
 ) -> dict[str, Any]:
     """D3: premedication given."""
-    ward.record_premedication(infusion_id, body.given_at, actor=user.name)
-    return infusion_view(ward, infusion_id)
+    await ward.record_premedication(infusion_id, body.given_at, actor=user.name)
+    return await infusion_view(ward, infusion_id)
 
 
 @router.post("/{infusion_id}/start", responses=ACTION)
@@ -113,7 +135,7 @@ async def start(
         override_reason=body.override_reason if body is not None else None,
         schedule_override_reason=body.schedule_override_reason if body is not None else None,
     )
-    return infusion_view(ward, infusion_id)
+    return await infusion_view(ward, infusion_id)
 
 
 @router.post("/{infusion_id}/cancel", responses=ACTION)
@@ -121,8 +143,8 @@ async def cancel(
     infusion_id: InfusionId, body: ReasonIn, user: Clinician, ward: WardDep
 ) -> dict[str, Any]:
     """A planned infusion that never started."""
-    ward.cancel(infusion_id, body.reason, actor=user.name)
-    return infusion_view(ward, infusion_id)
+    await ward.cancel(infusion_id, body.reason, actor=user.name)
+    return await infusion_view(ward, infusion_id)
 
 
 @router.post(
@@ -155,6 +177,8 @@ async def report_reaction(
         stop=outcome.stop,
         stop_confirmed_ms=outcome.stop_confirmed_ms,
         state=outcome.state,
+        recorded=outcome.recorded,
+        record_message=None if outcome.recorded else RECORD_WAITS,
     )
     if outcome.stop == "unconfirmed":
         answer.alarm, answer.message = "A3", A3_WORDS
@@ -165,25 +189,27 @@ async def report_reaction(
 @router.post("/{infusion_id}/reactions/{reaction_id}/reassess", responses=ACTION)
 async def reassess(
     infusion_id: InfusionId, reaction_id: ReactionId, body: ReassessIn, user: Nurse, ward: WardDep
-) -> dict[str, Any]:
+) -> Any:
     """I5: a new grade for the reaction of this stop."""
-    ward.reassess(infusion_id, reaction_id, body.grade, list(body.signs), actor=user.name)
-    return infusion_view(ward, infusion_id)
+    acted = await ward.reassess(
+        infusion_id, reaction_id, body.grade, list(body.signs), actor=user.name
+    )
+    return await _answer(ward, infusion_id, acted)
 
 
 @router.post("/{infusion_id}/reactions/{reaction_id}/resolve", responses=ACTION)
 async def resolve(
     infusion_id: InfusionId, reaction_id: ReactionId, user: Nurse, ward: WardDep
-) -> dict[str, Any]:
+) -> Any:
     """I4: symptoms resolved."""
-    ward.resolve(infusion_id, reaction_id, actor=user.name)
-    return infusion_view(ward, infusion_id)
+    acted = await ward.resolve(infusion_id, reaction_id, actor=user.name)
+    return await _answer(ward, infusion_id, acted)
 
 
 @router.get("/{infusion_id}/resume", responses=responses(404))
 async def resume_preview(infusion_id: InfusionId, user: Reader, ward: WardDep) -> dict[str, Any]:
     """The rate a resume would give now, or the rule that refuses it."""
-    return ward.resume_preview(infusion_id, actor=user.name)
+    return await ward.resume_preview(infusion_id, actor=user.name)
 
 
 @router.post("/{infusion_id}/resume", responses=ACTION)
@@ -192,7 +218,7 @@ async def resume(
     user: Nurse,
     ward: WardDep,
     body: Annotated[ResumeIn | None, Body()] = None,
-) -> dict[str, Any]:
+) -> Any:
     """Resume at the rate the rules give (I2), or 409 naming the rule."""
     no_reaction = body is not None and body.reaction is False
     # (a bool is an int to Python: only a grade, never `false`, is sent to the reaction route)
@@ -202,57 +228,55 @@ async def resume(
             status.HTTP_409_CONFLICT,
             {"rule": "A4", "message": "report the reaction (POST .../reactions) instead"},
         )
-    ward.resume(infusion_id, actor=user.name, no_reaction=no_reaction)
-    return infusion_view(ward, infusion_id)
+    acted = await ward.resume(infusion_id, actor=user.name, no_reaction=no_reaction)
+    return await _answer(ward, infusion_id, acted)
 
 
 @router.post("/{infusion_id}/hold", responses=ACTION)
-async def hold(infusion_id: InfusionId, user: Clinician, ward: WardDep) -> dict[str, Any]:
+async def hold(infusion_id: InfusionId, user: Clinician, ward: WardDep) -> Any:
     """L7: hold escalation."""
-    ward.hold(infusion_id, actor=user.name)
-    return infusion_view(ward, infusion_id)
+    acted = await ward.hold(infusion_id, actor=user.name)
+    return await _answer(ward, infusion_id, acted)
 
 
 @router.post("/{infusion_id}/release", responses=ACTION)
-async def release(infusion_id: InfusionId, user: Clinician, ward: WardDep) -> dict[str, Any]:
+async def release(infusion_id: InfusionId, user: Clinician, ward: WardDep) -> Any:
     """L7: release the hold."""
-    ward.release(infusion_id, actor=user.name)
-    return infusion_view(ward, infusion_id)
+    acted = await ward.release(infusion_id, actor=user.name)
+    return await _answer(ward, infusion_id, acted)
 
 
 @router.post("/{infusion_id}/bag", responses=ACTION)
-async def new_bag(
-    infusion_id: InfusionId, body: BagIn, user: Nurse, ward: WardDep
-) -> dict[str, Any]:
+async def new_bag(infusion_id: InfusionId, body: BagIn, user: Nurse, ward: WardDep) -> Any:
     """L9: a new bag."""
-    ward.new_bag(infusion_id, body.prepared_at, actor=user.name)
-    return infusion_view(ward, infusion_id)
+    acted = await ward.new_bag(infusion_id, body.prepared_at, actor=user.name)
+    return await _answer(ward, infusion_id, acted)
 
 
 @router.post("/{infusion_id}/stop", responses=ACTION)
-async def stop(
-    infusion_id: InfusionId, body: ReasonIn, user: Nurse, ward: WardDep
-) -> dict[str, Any]:
+async def stop(infusion_id: InfusionId, body: ReasonIn, user: Nurse, ward: WardDep) -> Any:
     """Stop for good, with a reason."""
-    ward.stop(infusion_id, body.reason, actor=user.name)
-    return infusion_view(ward, infusion_id)
+    acted = await ward.stop(infusion_id, body.reason, actor=user.name)
+    return await _answer(ward, infusion_id, acted)
 
 
 @router.post("/{infusion_id}/alarms/{alarm}/clear", responses=ACTION)
-async def clear_alarm(
-    infusion_id: InfusionId, alarm: str, user: Nurse, ward: WardDep
-) -> dict[str, Any]:
+async def clear_alarm(infusion_id: InfusionId, alarm: str, user: Nurse, ward: WardDep) -> Any:
     """A1: acknowledge a latched alarm; never starts the pump."""
     if alarm in CLINICIAN_ONLY and user.role is not Role.CLINICIAN:
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"only a clinician clears {alarm} (A1)")
     role: Literal["nurse", "clinician"] = "clinician" if user.role is Role.CLINICIAN else "nurse"
-    ward.clear_alarm(infusion_id, alarm, actor=user.name, role=role)
-    return infusion_view(ward, infusion_id)
+    acted = await ward.clear_alarm(infusion_id, alarm, actor=user.name, role=role)
+    return await _answer(ward, infusion_id, acted)
 
 
 @router.get("/{infusion_id}/events", responses=responses(404))
 async def events(infusion_id: InfusionId, user: Reader, ward: WardDep) -> list[dict[str, Any]]:
     """The infusion's audit trail."""
     del user
-    ward.store.load_infusion(infusion_id)
-    return [audit_view(row) for row in ward.store.audit_of(infusion_id)]
+
+    def read() -> list[Any]:
+        ward.store.load_infusion(infusion_id)
+        return ward.store.audit_of(infusion_id)
+
+    return [audit_view(row) for row in await ward.read(read, what="the audit trail")]

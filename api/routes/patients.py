@@ -11,21 +11,19 @@ from api.auth import CLINICAL, User
 from api.deps import WardDep, require
 from api.errors import responses
 from api.schemas import HistoryIn, PatientId, PatientIn, ReasonIn
-from pumpctl.controller.ward import Invalid, Refused
+from pumpctl.controller.ward import Invalid, Refused, Ward
 from pumpctl.core.history import InfusionRecord, ReactionRecord, Sign
 from pumpctl.settings import Role
 from pumpctl.store import StoreError
 
-router = APIRouter(prefix="/patients", tags=["patients"], responses=responses(401, 403))
+router = APIRouter(prefix="/patients", tags=["patients"], responses=responses(401, 403, 503))
 Reader = Annotated[User, Depends(require(CLINICAL))]
 Clinician = Annotated[User, Depends(require({Role.CLINICIAN}))]
 
 
-def _patient(ward: Any, patient_id: int) -> dict[str, Any]:
-    patient = ward.store.patient(patient_id)
-    course_id = ward.course_id_of(patient_id)
-    course = ward.store.course(course_id)
-    history = ward.store.course_history(course_id)
+async def _patient(ward: Ward, patient_id: int) -> dict[str, Any]:
+    patient, course, history = await ward.patient_record(patient_id)
+    course_id = course.id
     return {
         "id": patient.id,
         "mrn": patient.mrn,
@@ -43,17 +41,17 @@ def _patient(ward: Any, patient_id: int) -> dict[str, Any]:
 @router.post("", status_code=status.HTTP_201_CREATED, responses=responses(409))
 async def create_patient(body: PatientIn, user: Clinician, ward: WardDep) -> dict[str, Any]:
     """A patient and their course; the protocol is fixed for the course."""
-    patient_id, _course = ward.create_patient(
+    patient_id, _course = await ward.create_patient(
         body.mrn, body.weight_kg, body.protocol, actor=user.name
     )
-    return _patient(ward, patient_id)
+    return await _patient(ward, patient_id)
 
 
 @router.get("/{patient_id}", responses=responses(404))
 async def get_patient(patient_id: PatientId, user: Reader, ward: WardDep) -> dict[str, Any]:
     """The patient, `course_state` and the history the rules read."""
     del user
-    return _patient(ward, patient_id)
+    return await _patient(ward, patient_id)
 
 
 @router.post(
@@ -64,7 +62,9 @@ async def add_history(
 ) -> dict[str, Any]:
     """L8: an infusion given elsewhere; it counts for I3 and I6 as a live report does (a history
     that demands it withdraws the course at once, I8)."""
-    ward.course_id_of(patient_id)  # 404 for a patient with no course, before the body's checks
+    await ward.course_id_of(
+        patient_id
+    )  # 404 for a patient with no course, before the body's checks
     try:
         record = InfusionRecord(
             infusion_number=body.infusion_number,
@@ -86,8 +86,8 @@ async def add_history(
         )
     except ValidationError as exc:  # the record's own checks (max_grade >= grade); no input echoed
         raise Invalid("reactions", exc.errors()[0]["msg"]) from None
-    ward.enter_history(patient_id, record, actor=user.name)
-    return _patient(ward, patient_id)
+    await ward.enter_history(patient_id, record, actor=user.name)
+    return await _patient(ward, patient_id)
 
 
 @router.post("/{patient_id}/reinstate", responses=responses(404, 409))
@@ -95,10 +95,9 @@ async def reinstate(
     patient_id: PatientId, body: ReasonIn, user: Clinician, ward: WardDep
 ) -> dict[str, Any]:
     """I8: a clinician reinstates a withdrawn course, with a reason."""
-    course_id = ward.course_id_of(patient_id)
+    course_id = await ward.course_id_of(patient_id)
     try:
-        ward.store.reinstate_course(course_id, body.reason, actor=user.name, at=ward.clock.now())
+        await ward.reinstate(course_id, body.reason, actor=user.name)
     except StoreError as exc:
         raise Refused("I8", str(exc)) from None
-    ward.notify()
-    return _patient(ward, patient_id)
+    return await _patient(ward, patient_id)

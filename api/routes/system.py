@@ -1,7 +1,8 @@
 """Health, who am I, the clinical clock, the pumps.
 
 Every route of the service is `async`: it runs on the event loop beside the controller (a
-supervisor is not thread-safe), and the store's short transactions run there too."""
+supervisor is not thread-safe); the store is never called on it, only through the store's
+writer thread and reader threads, each call bounded (pumpctl/store/writer.py)."""
 
 from __future__ import annotations
 
@@ -22,15 +23,12 @@ router = APIRouter()
 _PUMPS = require({Role.VIEWER, Role.NURSE, Role.CLINICIAN, Role.ADMIN})
 
 
-@router.get("/health", responses={503: {"description": "the store is down"}})
+@router.get("/health", responses={503: {"description": "the store is degraded"}})
 async def health(request: Request, ward: WardDep) -> JSONResponse:
-    """No token. 503 only when the store is down; a lost pump link is reported, not a 503;
-    the clock says whether the wall clock was stepped (A7)."""
-    store = "up"
-    try:
-        ward.store.ping()
-    except Exception:  # noqa: BLE001 - any failure of the database is "down"
-        store = "down"
+    """No token. A real write through the store's writer (within 1 s): 503 naming the store
+    while it is degraded (records wait for it); a lost pump link is reported, not a 503; the
+    clock says whether the wall clock was stepped (A7)."""
+    state = await ward.writer.probe()
     pumps = []
     for supervisor in ward.supervisors.values():
         view = pump_view(ward, supervisor)
@@ -41,13 +39,20 @@ async def health(request: Request, ward: WardDep) -> JSONResponse:
                 "last_contact_age_s": view["last_contact_age_s"],
             }
         )
+    store = "degraded" if state.degraded else "up"
     body = {
-        "status": "ok" if store == "up" else "store down",
+        "status": "ok" if not state.degraded else "store degraded",
         "store": store,
+        "store_detail": {
+            "reason": state.reason,
+            "degraded_for_s": state.since_s,
+            "records_waiting": state.waiting,
+            "records_lost": state.dropped,
+        },
         "pumps": pumps,
         "clock": _clock(request, ward).model_dump(mode="json"),
     }
-    return JSONResponse(body, 200 if store == "up" else 503)
+    return JSONResponse(body, 503 if state.degraded else 200)
 
 
 def _clock(request: Request, ward: Any) -> Instant:

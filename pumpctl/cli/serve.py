@@ -267,14 +267,14 @@ def demo(
     async def first_infusion(app: Any) -> None:
         ward: Ward = app.state.ward
         actor = "demo-clinician"
-        patient_id, _course = ward.create_patient("DEMO-0001", 70.0, None, actor=actor)
+        patient_id, _course = await ward.create_patient("DEMO-0001", 70.0, None, actor=actor)
         pump_id = next(iter(ward.supervisors))
-        infusion_id = ward.create_infusion(patient_id, pump_id, actor=actor)
+        infusion_id = await ward.create_infusion(patient_id, pump_id, actor=actor)
         window = ward.protocols(ward.default_protocol).premedication
         given = ward.clock.now() - timedelta(
             minutes=(window.window_min_min + window.window_max_min) / 2
         )
-        ward.record_premedication(infusion_id, given, actor="demo-nurse")
+        await ward.record_premedication(infusion_id, given, actor="demo-nurse")
         await ward.start(infusion_id, actor=actor)
         typer.echo(f"  infusion {infusion_id} started on {pump_id}: 50 ml/h, +50 every hour")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from drivers.base import PumpError
 from pumpctl.controller.supervisor import PumpSupervisor, ledger_id
@@ -27,7 +27,7 @@ from pumpctl.core.machine import (
     Event,
     RaiseAlarm,
 )
-from pumpctl.store import CommandFate, LedgerEntry, Store
+from pumpctl.store import CommandFate, LedgerEntry, Store, StoreError
 
 __all__ = ["QUIET_SAVE_S", "StoreRecorder", "recover"]
 
@@ -47,11 +47,27 @@ class StoreRecorder:
         self._last_save = 0.0
 
     def __call__(self, infusion_id: str, event: Event, decision: Decision) -> None:
-        """Record one decision (and, for a fate, the ledger row's fate)."""
-        quiet = not decision.audit and not decision.commands
+        """Record one decision now, on the caller's thread (a harness's recorder)."""
+        job = self.job(infusion_id, event, decision)
+        if job is not None:
+            job()
+
+    def quiet(self, event: Event, decision: Decision) -> bool:
+        """A decision that changed nothing but time: a newer one holds all of it."""
+        fate = isinstance(event, CommandConfirmed | CommandDenied | CommandUnconfirmed)
+        return not decision.audit and not decision.commands and not fate
+
+    def job(self, infusion_id: str, event: Event, decision: Decision) -> Callable[[], None] | None:
+        """The write that records one decision (and, for a fate, the ledger row's fate), to
+        run on the store's writer thread; None for a time-only decision saved too recently."""
         now = time.monotonic()
-        if quiet and now - self._last_save < self.quiet_save_s:
-            return
+        if (
+            not decision.audit
+            and not decision.commands
+            and now - self._last_save < self.quiet_save_s
+        ):
+            return None
+        self._last_save = now
         at = decision.state.last_event_at
         assert at is not None
         number = int(infusion_id)
@@ -67,17 +83,24 @@ class StoreRecorder:
         ]
         alarms = [c for c in decision.commands if isinstance(c, RaiseAlarm)]
         actor = getattr(event, "actor", None)
-        self.store.save_infusion(
-            number, decision.state, decision.audit, ledger, at=at, actor=actor, alarms=alarms
+        fate = (
+            (_FATES[type(event)], ledger_id(infusion_id, event.command_id))
+            if isinstance(event, CommandConfirmed | CommandDenied | CommandUnconfirmed)
+            else None
         )
-        self._last_save = now
-        if isinstance(event, CommandConfirmed | CommandDenied | CommandUnconfirmed):
-            fate = _FATES[type(event)]
-            command_id = event.command_id
-            try:
-                self.store.record_fate(ledger_id(infusion_id, command_id), fate, at=at)
-            except Exception as error:  # noqa: BLE001 - a fate of an unknown id is logged, not fatal
-                _log.warning("ledger: fate of %s not recorded: %s", command_id, error)
+        store = self.store
+
+        def write() -> None:
+            store.save_infusion(
+                number, decision.state, decision.audit, ledger, at=at, actor=actor, alarms=alarms
+            )
+            if fate is not None:
+                try:
+                    store.record_fate(fate[1], fate[0], at=at)
+                except StoreError as error:  # a fate of an unknown id is logged, not fatal
+                    _log.warning("ledger: fate of %s not recorded: %s", fate[1], error)
+
+        return write
 
 
 _FATES: Mapping[type, CommandFate] = {

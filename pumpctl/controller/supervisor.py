@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import random
@@ -87,8 +88,9 @@ def ledger_id(infusion_id: str, command_id: int) -> str:
     return f"{infusion_id}.{command_id}"
 
 
-Recorder = Callable[[str, Event, Decision], None]
-"""Called with (infusion id, event, decision) after every decision (the store commits it)."""
+Recorder = Callable[[str, Event, Decision], "asyncio.Future[bool] | None"]
+"""Called with (infusion id, event, decision) after every decision: it records it at once
+(None), or queues it for the store's writer thread and returns the future of its write."""
 
 
 def _no_record(infusion_id: str, event: Event, decision: Decision) -> None:
@@ -116,7 +118,11 @@ class PumpSupervisor:
     envelope: SafetyEnvelope | None = None  # built from the protocol's numbers at attach
     _queue: deque[tuple[PumpCommand, int]] = field(default_factory=deque)  # (command, stop epoch)
     _stop_epoch: int = 0  # stops sent so far: a command decided before the latest is dropped
-    _records: deque[tuple[str, Event, Decision]] = field(default_factory=deque)
+    _records: deque[tuple[str, Event, Decision, asyncio.Future[bool]]] = field(
+        default_factory=deque
+    )
+    _writing: set[asyncio.Future[bool]] = field(default_factory=set)  # records queued, unwritten
+    last_record: asyncio.Future[bool] | None = None  # the last decision's record: True once written
     _flush_scheduled: bool = False
     _recovering: bool = False  # rebuilt from the store, the pump not yet read (A4)
     _in_flight: asyncio.Task[None] | None = None
@@ -205,7 +211,9 @@ class PumpSupervisor:
                 self.envelope.resume_requested(self._envelope_now())
         if self.keep_decisions:
             self.decisions.append(decision)
-        self._records.append((self.infusion_id, event, decision))
+        record: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.last_record = record
+        self._records.append((self.infusion_id, event, decision, record))
         if any(isinstance(c, StopPump) for c in decision.commands):
             # A stop starts first and never waits for the disk; what else the decision commands
             # waits for the record (after this turn of the loop).
@@ -224,13 +232,15 @@ class PumpSupervisor:
         return decision
 
     def _flush(self) -> None:
-        """Record the decisions made so far, in order; a store failure is an error, not a stop
-        of supervision (the pump stays supervised from memory)."""
+        """Hand the decisions made so far to the recorder, in order (it queues them for the
+        store's writer thread: no disk on this loop); a store failure is an error, not a stop
+        of supervision (the pump stays supervised from memory). A command waits until every
+        record before it is written (write-ahead, A3/A4)."""
         self._flush_scheduled = False
         while self._records:
-            infusion_id, event, decision = self._records.popleft()
+            infusion_id, event, decision, record = self._records.popleft()
             try:
-                self.recorder(infusion_id, event, decision)
+                writing = self.recorder(infusion_id, event, decision)
             except Exception:  # noqa: BLE001 - logged loudly; supervision must go on
                 _log.exception(
                     "store pump=%s infusion=%s: decision on %s not recorded",
@@ -238,6 +248,20 @@ class PumpSupervisor:
                     infusion_id,
                     event.kind,
                 )
+                record.set_result(False)
+                continue
+            if writing is None:
+                record.set_result(True)
+                continue
+            self._writing.add(writing)
+            writing.add_done_callback(functools.partial(self._written, record=record))
+        self._pump_queue()
+
+    def _written(self, writing: asyncio.Future[bool], *, record: asyncio.Future[bool]) -> None:
+        """A record the writer thread wrote (or dropped): the commands it held may go."""
+        self._writing.discard(writing)
+        if not record.done():
+            record.set_result(not writing.cancelled() and writing.result())
         self._pump_queue()
 
     def clear_alarm(
@@ -339,7 +363,8 @@ class PumpSupervisor:
         self._check_idle()
 
     def _pump_queue(self) -> None:
-        if self._closing or self._in_flight is not None or not self._queue or self._records:
+        unwritten = self._records or self._writing
+        if self._closing or self._in_flight is not None or not self._queue or unwritten:
             self._check_idle()  # (a command waits while its decision is not yet recorded)
             return
         command, epoch = self._queue.popleft()
@@ -430,7 +455,13 @@ class PumpSupervisor:
     @property
     def idle(self) -> bool:
         """No command queued or in flight, and every decision recorded."""
-        return self._in_flight is None and not self._queue and not self._stops and not self._records
+        return (
+            self._in_flight is None
+            and not self._queue
+            and not self._stops
+            and not self._records
+            and not self._writing
+        )
 
     async def wait_idle(self) -> None:
         """Return once no command is queued or in flight (bound it with a timeout)."""

@@ -55,9 +55,11 @@ from pumpctl.core.planner import Plan, PlanningError, is_split_first_dose, plan
 from pumpctl.core.protocol import Protocol
 from pumpctl.core.rules import Rule
 from pumpctl.store import InfusionConflictError, NotFoundError, Store, StoredInfusion, StoreError
+from pumpctl.store.models import Alarm, Course, Patient
 from pumpctl.store.store import StoreAudit
+from pumpctl.store.writer import StoreReader, StoreUnavailable, StoreWriter
 
-__all__ = ["A3_WORDS", "Invalid", "ReactionOutcome", "Refused", "Ward"]
+__all__ = ["A3_WORDS", "Acted", "InfusionFacts", "Invalid", "ReactionOutcome", "Refused", "Ward"]
 
 #: What the staff are told when a stop is not confirmed (A3; interfaces.md, section 3).
 A3_WORDS = "Pump did not stop: clamp the line"
@@ -89,9 +91,43 @@ class ReactionOutcome:
     stop: Literal["confirmed", "unconfirmed", "already_stopped", "no_pump_action"]
     stop_confirmed_ms: float | None
     state: str
+    recorded: bool = True  # False: the record waits for the database (store degraded)
+
+
+@dataclass(frozen=True, slots=True)
+class InfusionFacts:
+    """What the store knows of one infusion, read in one go off the event loop."""
+
+    stored: StoredInfusion
+    patient: Patient
+    alarms: list[Alarm]
 
 
 Notify = Callable[[], None]
+
+#: Seconds an action's answer waits for its record once the action is done (the writer thread
+#: writes in milliseconds; longer, the store is degraded and the answer says `recorded: false`).
+RECORD_WAIT_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Acted:
+    """An action's decision, and whether its record is written (False: it waits for the
+    database, which is degraded; it is written, in order, when the database answers)."""
+
+    decision: Decision
+    recorded: bool
+
+
+async def _briefly(record: asyncio.Future[bool] | None, bound_s: float) -> bool:
+    """Whether `record` is written, waiting for it at most `bound_s` seconds."""
+    if record is None:
+        return True
+    if not record.done() and bound_s > 0:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(bound_s):
+                await asyncio.shield(record)
+    return record.done() and not record.cancelled() and record.result()
 
 
 def _event(factory: Callable[..., Event], **fields: Any) -> Event:
@@ -124,11 +160,15 @@ class Ward:
         supervisors: Mapping[str, PumpSupervisor],
         protocols: Callable[[str], Protocol],
         *,
+        writer: StoreWriter,
+        reader: StoreReader,
         transports: Mapping[str, str] | None = None,
         default_protocol: str = "daratumumab",
         stop_answer_s: float = 4.5,
     ) -> None:
         self.store = store
+        self.writer = writer  # every write, on the store's writer thread, in order
+        self.read = reader  # every read, on reader threads, bounded
         self.clock = clock
         self.supervisors = dict(supervisors)
         self.protocols = protocols
@@ -143,13 +183,36 @@ class Ward:
         for pump_id, supervisor in self.supervisors.items():
             supervisor.recorder = self._recorder(StoreRecorder(store, pump_id))
 
-    def _recorder(self, inner: StoreRecorder) -> Callable[[str, Event, Decision], None]:
-        def record(infusion_id: str, event: Event, decision: Decision) -> None:
-            inner(infusion_id, event, decision)
+    def _recorder(
+        self, inner: StoreRecorder
+    ) -> Callable[[str, Event, Decision], asyncio.Future[bool] | None]:
+        """A supervisor's recorder: each decision's write queued for the writer thread (never
+        on this loop); the listeners are told once an audited decision is written."""
+
+        def record(
+            infusion_id: str, event: Event, decision: Decision
+        ) -> asyncio.Future[bool] | None:
+            job = inner.job(infusion_id, event, decision)
+            if job is None:
+                return None
+            key = ("quiet", infusion_id) if inner.quiet(event, decision) else None
+            what = f"infusion {infusion_id}'s decision on {event.kind}"
+            written = self.writer.record(job, what=what, key=key)
             if decision.audit:
-                self.notify((int(infusion_id),))
+                written.add_done_callback(lambda _w: self.notify((int(infusion_id),)))
+            return written
 
         return record
+
+    def refuse_unrecorded(self, what: str) -> None:
+        """Write-ahead: an action that would have a pump run is refused while the store is
+        degraded (503): nothing runs unrecorded, and the pump stays at its rate."""
+        health = self.writer.health()
+        if health.degraded:
+            raise StoreUnavailable(
+                f"the store is degraded ({health.reason}): {what} is refused until the "
+                "database answers; stops and reactions work without it"
+            )
 
     def notify(self, infusions: Iterable[int] | None = None) -> None:
         """Tell the listeners (the live event stream, the MQTT publisher) something changed:
@@ -162,6 +225,11 @@ class Ward:
                 self._changed_at[infusion_id] = self._change_seq
         for listener in list(self.listeners):
             listener()
+
+    def add_listener(self, listener: Notify) -> Callable[[], None]:
+        """Call `listener` on every change (see `notify`); the way to stop it is returned."""
+        self.listeners.append(listener)
+        return lambda: self.listeners.remove(listener)
 
     def changes_since(self, seq: int) -> tuple[int, set[int] | None]:
         """(the change count now, the infusions changed after change `seq`, or None when
@@ -187,16 +255,48 @@ class Ward:
                 return supervisor
         return None
 
-    def state_of(self, infusion_id: int) -> tuple[StoredInfusion, InfusionState]:
+    async def state_of(self, infusion_id: int) -> tuple[StoredInfusion, InfusionState]:
         """The stored infusion and its newest state (the supervisor's when it holds it)."""
-        stored = self.store.load_infusion(infusion_id)
-        supervisor = self.live(infusion_id)
-        state = supervisor.state if supervisor is not None and supervisor.state else stored.state
-        return stored, state
+        stored = await self.read(lambda: self.store.load_infusion(infusion_id))
+        return stored, self.newest(stored)
+
+    def newest(self, stored: StoredInfusion) -> InfusionState:
+        """The newest state of `stored`: the supervisor's when it holds it."""
+        supervisor = self.live(stored.id)
+        return supervisor.state if supervisor is not None and supervisor.state else stored.state
+
+    async def facts(self, infusion_id: int) -> InfusionFacts:
+        """The stored infusion, its patient and its open alarms, in one read."""
+
+        def read() -> InfusionFacts:
+            stored = self.store.load_infusion(infusion_id)
+            patient = self.store.patient(self.store.course(stored.course_id).patient_id)
+            return InfusionFacts(stored, patient, self.store.open_alarms(infusion_id=infusion_id))
+
+        return await self.read(read, what=f"infusion {infusion_id}")
+
+    async def all_facts(self, pump_id: str | None = None) -> list[InfusionFacts]:
+        """`facts` of every infusion (of `pump_id`), newest first, in one read."""
+
+        def read() -> list[InfusionFacts]:
+            patients: dict[int, Patient] = {}
+            courses: dict[int, Course] = {}
+            out = []
+            for stored in self.store.infusions(pump_id=pump_id):
+                if stored.course_id not in courses:
+                    courses[stored.course_id] = self.store.course(stored.course_id)
+                pid = courses[stored.course_id].patient_id
+                if pid not in patients:
+                    patients[pid] = self.store.patient(pid)
+                alarms = self.store.open_alarms(infusion_id=stored.id)
+                out.append(InfusionFacts(stored, patients[pid], alarms))
+            return out
+
+        return await self.read(read, what="the infusions")
 
     # -- patients --------------------------------------------------------------------------
 
-    def create_patient(
+    async def create_patient(
         self, mrn: str, weight_kg: float, protocol: str | None, *, actor: str
     ) -> tuple[int, int]:
         """A patient and their course on `protocol`; (patient id, course id)."""
@@ -206,37 +306,51 @@ class Ward:
         except (ValueError, OSError, KeyError) as exc:
             raise Invalid("protocol", str(exc)) from None
         now = self.clock.now()
-        try:
+
+        def write() -> tuple[int, int]:
             patient_id = self.store.create_patient(mrn, weight_kg, actor=actor, at=now)
+            return patient_id, self.store.create_course(patient_id, name, actor=actor, at=now)
+
+        try:
+            created = await self.writer.call(write, what="the new patient")
         except InfusionConflictError as exc:
             raise Refused(exc.rule, str(exc)) from None
         except StoreError as exc:
             raise Invalid("mrn", str(exc)) from None
-        course_id = self.store.create_course(patient_id, name, actor=actor, at=now)
         self.notify(())  # a patient and a course: no infusion changed
-        return patient_id, course_id
+        return created
 
-    def enter_history(self, patient_id: int, record: InfusionRecord, *, actor: str) -> None:
+    async def enter_history(self, patient_id: int, record: InfusionRecord, *, actor: str) -> None:
         """L8: an infusion given elsewhere, entered by a clinician. It counts for I3 and I6 (and
         the label's I7) as a live report does: a history that demands it withdraws the course at
         once (I8, audited). Refused (L8) while an infusion of the course is under way: its
         machine read the course when it started, so history is entered between infusions."""
-        course_id = self.course_id_of(patient_id)
-        for stored in self.store.infusions(course_id=course_id):
-            if _started(stored) and stored.state.supervised:
+
+        def read() -> tuple[int, list[StoredInfusion], str]:
+            course_id = self._course_id_of(patient_id)
+            infusions = self.store.infusions(course_id=course_id)
+            return course_id, infusions, self.store.course(course_id).protocol
+
+        course_id, infusions, protocol = await self.read(read, what="the course")
+        for stored in infusions:
+            if _started(stored) and self.newest(stored).supervised:
                 raise Refused(
                     Rule.L8,
                     f"infusion {stored.id} of this course is under way: enter history "
                     "between infusions (L8)",
                 )
-        rules = self.protocols(self.store.course(course_id).protocol).reactions
+        rules = self.protocols(protocol).reactions
+        at = self.clock.now()
         try:
-            self.store.enter_history(
-                course_id,
-                record,
-                actor=actor,
-                at=self.clock.now(),
-                judge=lambda before, entry: entry_withdrawal(before, entry, rules),
+            await self.writer.call(
+                lambda: self.store.enter_history(
+                    course_id,
+                    record,
+                    actor=actor,
+                    at=at,
+                    judge=lambda before, entry: entry_withdrawal(before, entry, rules),
+                ),
+                what="the history entry",
             )
         except NotFoundError:
             raise
@@ -244,16 +358,38 @@ class Ward:
             raise Refused(Rule.L8, str(exc)) from None
         self.notify()
 
-    def course_id_of(self, patient_id: int) -> int:
+    async def course_id_of(self, patient_id: int) -> int:
         """The patient's current (latest) course."""
+        return await self.read(lambda: self._course_id_of(patient_id), what="the course")
+
+    def _course_id_of(self, patient_id: int) -> int:
         courses = self.store.courses_of(patient_id)
         if not courses or courses[-1].id is None:
             raise NotFoundError(f"patient {patient_id} has no course")
         return courses[-1].id
 
+    async def patient_record(self, patient_id: int) -> tuple[Patient, Course, Any]:
+        """A patient, their current course and its history (CourseState), in one read."""
+
+        def read() -> tuple[Patient, Course, Any]:
+            patient = self.store.patient(patient_id)
+            course_id = self._course_id_of(patient_id)
+            return patient, self.store.course(course_id), self.store.course_history(course_id)
+
+        return await self.read(read, what=f"patient {patient_id}")
+
+    async def reinstate(self, course_id: int, reason: str, *, actor: str) -> None:
+        """I8: a clinician reinstates a withdrawn course, with a reason."""
+        at = self.clock.now()
+        await self.writer.call(
+            lambda: self.store.reinstate_course(course_id, reason, actor=actor, at=at),
+            what="the reinstatement",
+        )
+        self.notify(())
+
     # -- infusions -------------------------------------------------------------------------
 
-    def create_infusion(
+    async def create_infusion(
         self,
         patient_id: int,
         pump_id: str,
@@ -265,10 +401,9 @@ class Ward:
     ) -> int:
         """The next infusion of the patient's course, planned on `pump_id` (L4-L8, D1)."""
         supervisor = self.supervisor(pump_id)
-        patient = self.store.patient(patient_id)
-        course_id = self.course_id_of(patient_id)
-        course = self.store.course(course_id)
-        history = self.store.course_history(course_id)
+        patient, course, history = await self.patient_record(patient_id)
+        assert course.id is not None
+        course_id = course.id
         if history.withdrawn:
             raise Refused(Rule.I8, f"the course is withdrawn (I8): {history.withdrawn_reason}")
         if supervisor.state is not None and supervisor.state.supervised:
@@ -293,15 +428,18 @@ class Ward:
                 "bag_prepared_at" if bag_prepared_at else "patient_id", str(exc)
             ) from None
         try:
-            infusion_id = self.store.create_infusion(
-                course_id,
-                pump_id,
-                state,
-                at=now,
-                actor=actor,
-                weight_kg=weight,
-                dose_mg=planned.dose_mg,
-                premedication_at=premedication_at,
+            infusion_id = await self.writer.call(
+                lambda: self.store.create_infusion(
+                    course_id,
+                    pump_id,
+                    state,
+                    at=now,
+                    actor=actor,
+                    weight_kg=weight,
+                    dose_mg=planned.dose_mg,
+                    premedication_at=premedication_at,
+                ),
+                what="the new infusion",
             )
         except InfusionConflictError as exc:
             raise Refused(exc.rule, str(exc)) from None
@@ -324,13 +462,18 @@ class Ward:
             self._plans[infusion_id] = _plan_view(planned)
         return self._plans[infusion_id]
 
-    def record_premedication(self, infusion_id: int, given_at: datetime, *, actor: str) -> None:
+    async def record_premedication(
+        self, infusion_id: int, given_at: datetime, *, actor: str
+    ) -> None:
         """D3: premedication given."""
         now = self.clock.now()
         if given_at > now:
             raise Invalid("given_at", "premedication cannot be given in the future")
         try:
-            self.store.record_premedication(infusion_id, given_at, actor=actor, at=now)
+            await self.writer.call(
+                lambda: self.store.record_premedication(infusion_id, given_at, actor=actor, at=now),
+                what="the premedication",
+            )
         except NotFoundError:
             raise
         except StoreError as exc:
@@ -347,8 +490,13 @@ class Ward:
     ) -> InfusionState:
         """Program and start the pump (L3), behind the schedule's gate (D2) and the
         premedication gate (D3), each passed by a clinician's override with a reason (the
-        caller checks the role)."""
-        stored = self.store.load_infusion(infusion_id)
+        caller checks the role). Write-ahead: refused while the store is degraded."""
+
+        def read() -> tuple[StoredInfusion, Any, datetime | None]:
+            stored = self.store.load_infusion(infusion_id)
+            return stored, self.store.course_history(stored.course_id), self._previous_start(stored)
+
+        stored, course, previous_start = await self.read(read, what=f"infusion {infusion_id}")
         if stored.phase != InfusionPhase.PLANNED.value:
             raise Refused(Rule.L3, f"infusion {infusion_id} is {stored.phase}, not planned")
         supervisor = self.supervisor(stored.pump_id)
@@ -356,14 +504,13 @@ class Ward:
             raise Refused(Rule.A5, _busy(stored.pump_id, supervisor))
         now = self.clock.now()
         state = stored.state
-        course = self.store.course_history(stored.course_id)
         if course.withdrawn:  # I8 first: no gate's override starts a withdrawn course
             raise Refused(Rule.I8, f"the course is withdrawn (I8): {course.withdrawn_reason}")
         spacing = schedule_gate(
             state.protocol.schedule,
             state.infusion_number,
             state.day,
-            previous_start=self._previous_start(stored),
+            previous_start=previous_start,
             start_at=now,
             override_reason=schedule_override_reason,
         )
@@ -374,14 +521,16 @@ class Ward:
             raise Refused(Rule.D3, gate.reason)
         event = _event(Start, actor=actor, course=course)
         _checked(decide(state, event, now))  # refused: nothing attached, nothing sent
-        self.store.append_audit(
-            [
-                AuditEvent(type=StoreAudit.START_GATE, rule=g.rule, at=now, data=g.audit())  # type: ignore[arg-type]
-                for g in (spacing, gate)
-            ],
-            infusion_id=infusion_id,
-            actor=actor,
+        gates = [
+            AuditEvent(type=StoreAudit.START_GATE, rule=g.rule, at=now, data=g.audit())  # type: ignore[arg-type]
+            for g in (spacing, gate)
+        ]
+        await self.writer.call(
+            lambda: self.store.append_audit(gates, infusion_id=infusion_id, actor=actor),
+            what="the start",
         )
+        if supervisor.state is not None and supervisor.state.supervised:  # taken meanwhile
+            raise Refused(Rule.A5, _busy(stored.pump_id, supervisor))
         supervisor.attach(str(infusion_id), state)
         decision = _checked(supervisor.submit(event))
         with contextlib.suppress(TimeoutError):
@@ -393,7 +542,8 @@ class Ward:
 
     def _previous_start(self, stored: StoredInfusion) -> datetime | None:
         """D2: when the infusion before `stored` started here (day 1 of infusion 1 before its
-        day 2), or None when it is not dated here (none, or entered from elsewhere, L8)."""
+        day 2), or None when it is not dated here (none, or entered from elsewhere, L8). On a
+        reader thread."""
         number, day = stored.state.infusion_number, stored.state.day
         wanted = (1, 1) if day == 2 else (number - 1, None)
         starts = [
@@ -406,42 +556,64 @@ class Ward:
         ]
         return min(starts, default=None)
 
-    def cancel(self, infusion_id: int, reason: str, *, actor: str) -> None:
+    async def cancel(self, infusion_id: int, reason: str, *, actor: str) -> None:
         """A planned infusion that never started."""
         if not reason.strip():
             raise Invalid("reason", "must not be blank")
+        at = self.clock.now()
         try:
-            self.store.cancel_infusion(infusion_id, reason, actor=actor, at=self.clock.now())
+            await self.writer.call(
+                lambda: self.store.cancel_infusion(infusion_id, reason, actor=actor, at=at),
+                what="the cancellation",
+            )
         except NotFoundError:
             raise
         except StoreError as exc:
-            stored = self.store.load_infusion(infusion_id)
+            stored = await self.read(lambda: self.store.load_infusion(infusion_id))
             if _started(stored) and not stored.state.terminal:
                 raise Refused(Rule.A6, f"{exc}: stop it for good instead (A6)") from None
             raise Refused(Rule.L8, str(exc)) from None
         self.notify((infusion_id,))
 
-    def _submit(self, infusion_id: int, event: Event) -> Decision:
+    async def _submit(
+        self, infusion_id: int, event: Event
+    ) -> tuple[Decision, asyncio.Future[bool] | None]:
         """Decide `event` for the infusion: through its supervisor, or (an infusion no longer
-        supervised) on its stored state, saved here."""
+        supervised) on its stored state, saved here. With the decision, the future of its record
+        (True once written), or None when it is written already.
+
+        While the store is degraded, an event whose decision would send a pump anything but a
+        stop is refused (503): nothing runs unrecorded (write-ahead)."""
         supervisor = self.live(infusion_id)
         if supervisor is not None:
-            return _checked(supervisor.submit(event))
-        stored = self.store.load_infusion(infusion_id)
+            assert supervisor.state is not None
+            if self.writer.health().degraded:
+                preview = decide(supervisor.state, event, self.clock.now())
+                if any(not isinstance(c, StopPump) for c in preview.pump_commands):
+                    self.refuse_unrecorded(f"{event.kind.replace('_', ' ')}")
+            decision = _checked(supervisor.submit(event))
+            return decision, supervisor.last_record
+        stored = await self.read(lambda: self.store.load_infusion(infusion_id))
         if stored.phase in {InfusionPhase.PLANNED.value, "cancelled"}:
             raise Refused(Rule.L3, f"infusion {infusion_id} is {stored.phase}")
         now = self.clock.now()
         decision = _checked(decide(stored.state, event, now))
         if decision.pump_commands:  # never expected of an ended infusion; the pump must act
+            self.refuse_unrecorded(f"{event.kind.replace('_', ' ')}")
             supervisor = self.supervisor(stored.pump_id)
             if supervisor.state is not None and supervisor.state.supervised:
                 raise Refused(Rule.A5, _busy(stored.pump_id, supervisor))
             supervisor.attach(str(infusion_id), stored.state)
-            return _checked(supervisor.submit(event))
+            return _checked(supervisor.submit(event)), supervisor.last_record
         actor = getattr(event, "actor", None)
-        self.store.save_infusion(infusion_id, decision.state, decision.audit, at=now, actor=actor)
+        await self.writer.call(
+            lambda: self.store.save_infusion(
+                infusion_id, decision.state, decision.audit, at=now, actor=actor
+            ),
+            what=f"infusion {infusion_id}'s {event.kind.replace('_', ' ')}",
+        )
         self.notify((infusion_id,))
-        return decision
+        return decision, None
 
     async def report_reaction(
         self,
@@ -453,7 +625,8 @@ class Ward:
         actor: str,
         received_at: float | None = None,
     ) -> ReactionOutcome:
-        """I1: stop first, record second, answer after both."""
+        """I1: stop first, record second, answer after both: the stop's fate, and whether the
+        record is written (`recorded`: False while it waits for a degraded store)."""
         loop = asyncio.get_running_loop()
         t0 = loop.time() if received_at is None else received_at
         event = _event(
@@ -464,15 +637,22 @@ class Ward:
             actor=actor,
         )
         supervisor = self.live(infusion_id)
-        decision = self._submit(infusion_id, event)
+        decision, record = await self._submit(infusion_id, event)
         state = decision.state
         rid = len(state.reactions) + (1 if state.reaction is not None else 0)
         stop = next((c for c in decision.pump_commands if isinstance(c, StopPump)), None)
+
+        def outcome(fate: Any, ms: float | None, phase: str) -> ReactionOutcome:
+            recorded = record is None or (record.done() and bool(record.result()))
+            return ReactionOutcome(rid, fate, ms, phase, recorded)
+
         if supervisor is None or supervisor.state is None or (state.terminal and stop is None):
             # I11: after the end (or on an infusion not supervised) nothing is sent to a pump
-            return ReactionOutcome(rid, "no_pump_action", None, state.phase.value)
+            await _briefly(record, self.stop_answer_s - (loop.time() - t0))
+            return outcome("no_pump_action", None, state.phase.value)
         if stop is None and not supervisor.state.stop_outstanding:
-            return ReactionOutcome(rid, "already_stopped", None, state.phase.value)
+            await _briefly(record, self.stop_answer_s - (loop.time() - t0))
+            return outcome("already_stopped", None, state.phase.value)
         if not supervisor.state.link_lost:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, self.stop_answer_s - (loop.time() - t0))):
@@ -480,36 +660,38 @@ class Ward:
         now_state = supervisor.state
         if now_state is not None and not now_state.stop_outstanding:
             elapsed = (loop.time() - t0) * 1000
-            return ReactionOutcome(rid, "confirmed", round(elapsed, 2), now_state.phase.value)
+            await _briefly(record, RECORD_WAIT_S)
+            return outcome("confirmed", round(elapsed, 2), now_state.phase.value)
         phase = now_state.phase.value if now_state is not None else state.phase.value
-        return ReactionOutcome(rid, "unconfirmed", None, phase)
+        await _briefly(record, RECORD_WAIT_S)
+        return outcome("unconfirmed", None, phase)
 
-    def _open_reaction(self, infusion_id: int, reaction_id: int) -> None:
-        _stored, state = self.state_of(infusion_id)
+    async def _open_reaction(self, infusion_id: int, reaction_id: int) -> None:
+        _stored, state = await self.state_of(infusion_id)
         open_id = len(state.reactions) + 1 if state.reaction is not None else None
         if reaction_id != open_id:
             if 1 <= reaction_id <= len(state.reactions):
                 raise Refused(Rule.I5, f"reaction {reaction_id} is closed")
             raise NotFoundError(f"no reaction {reaction_id} of infusion {infusion_id}")
 
-    def reassess(
+    async def reassess(
         self, infusion_id: int, reaction_id: int, grade: int, signs: list[str], *, actor: str
-    ) -> Decision:
+    ) -> Acted:
         """I5: a new grade for the open reaction."""
-        self._open_reaction(infusion_id, reaction_id)
+        await self._open_reaction(infusion_id, reaction_id)
         event = _event(Reassessed, grade=grade, signs=frozenset(_signs(signs)), actor=actor)
-        return self._submit(infusion_id, event)
+        return await self._acted(infusion_id, event)
 
-    def resolve(self, infusion_id: int, reaction_id: int, *, actor: str) -> Decision:
+    async def resolve(self, infusion_id: int, reaction_id: int, *, actor: str) -> Acted:
         """I4: symptoms resolved."""
-        self._open_reaction(infusion_id, reaction_id)
-        return self._submit(infusion_id, _event(Resolved, actor=actor))
+        await self._open_reaction(infusion_id, reaction_id)
+        return await self._acted(infusion_id, _event(Resolved, actor=actor))
 
-    def resume_preview(
+    async def resume_preview(
         self, infusion_id: int, *, actor: str, no_reaction: bool = False
     ) -> dict[str, Any]:
         """The rate a resume would give now, or the rule that refuses it (decided, not kept)."""
-        _stored, state = self.state_of(infusion_id)
+        _stored, state = await self.state_of(infusion_id)
         event = _event(ResumeRequested, actor=actor, no_reaction=no_reaction)
         decision = decide(state, event, self.clock.now())
         if decision.refusal is not None:
@@ -531,51 +713,60 @@ class Ward:
             "message": f"resume at {rate:g} ml/h",
         }
 
-    def resume(self, infusion_id: int, *, actor: str, no_reaction: bool = False) -> Decision:
+    async def resume(self, infusion_id: int, *, actor: str, no_reaction: bool = False) -> Acted:
         """I2/A1: resume at the rate the rules give."""
-        return self._submit(
-            infusion_id, _event(ResumeRequested, actor=actor, no_reaction=no_reaction)
-        )
+        event = _event(ResumeRequested, actor=actor, no_reaction=no_reaction)
+        return await self._acted(infusion_id, event)
 
-    def hold(self, infusion_id: int, *, actor: str) -> Decision:
+    async def hold(self, infusion_id: int, *, actor: str) -> Acted:
         """L7: hold escalation."""
-        return self._submit(infusion_id, _event(Hold, actor=actor))
+        return await self._acted(infusion_id, _event(Hold, actor=actor))
 
-    def release(self, infusion_id: int, *, actor: str) -> Decision:
+    async def release(self, infusion_id: int, *, actor: str) -> Acted:
         """L7: release the hold."""
-        return self._submit(infusion_id, _event(Release, actor=actor))
+        return await self._acted(infusion_id, _event(Release, actor=actor))
 
-    def new_bag(self, infusion_id: int, prepared_at: datetime, *, actor: str) -> Decision:
+    async def new_bag(self, infusion_id: int, prepared_at: datetime, *, actor: str) -> Acted:
         """L9: a new bag."""
         if prepared_at > self.clock.now():
             raise Invalid("prepared_at", "a bag cannot be prepared in the future")
-        return self._submit(infusion_id, _event(BagReplaced, prepared_at=prepared_at, actor=actor))
+        event = _event(BagReplaced, prepared_at=prepared_at, actor=actor)
+        return await self._acted(infusion_id, event)
 
-    def stop(self, infusion_id: int, reason: str, *, actor: str) -> Decision:
-        """Stop for good, with a reason."""
-        return self._submit(infusion_id, _event(Stop, reason=reason, actor=actor))
+    async def stop(self, infusion_id: int, reason: str, *, actor: str) -> Acted:
+        """Stop for good, with a reason (A6): never refused for the store's sake."""
+        return await self._acted(infusion_id, _event(Stop, reason=reason, actor=actor))
 
-    def clear_alarm(
+    async def clear_alarm(
         self, infusion_id: int, alarm: str, *, actor: str, role: Literal["nurse", "clinician"]
-    ) -> Decision:
+    ) -> Acted:
         """A1: acknowledge a latched alarm (never starts the pump)."""
         supervisor = self.live(infusion_id)
         if supervisor is not None:
-            return _checked(supervisor.clear_alarm(alarm, actor=actor, role=role))
-        return self._submit(infusion_id, _event(ClearAlarm, alarm=alarm, actor=actor, role=role))
+            decision = _checked(supervisor.clear_alarm(alarm, actor=actor, role=role))
+            return Acted(decision, await _briefly(supervisor.last_record, RECORD_WAIT_S))
+        event = _event(ClearAlarm, alarm=alarm, actor=actor, role=role)
+        return await self._acted(infusion_id, event)
+
+    async def _acted(self, infusion_id: int, event: Event) -> Acted:
+        """`_submit`, answered once its record is written or `RECORD_WAIT_S` has passed."""
+        decision, record = await self._submit(infusion_id, event)
+        return Acted(decision, await _briefly(record, RECORD_WAIT_S))
 
     async def wall_clock_stepped(self, step_s: float, *, wall_offset_s: float) -> None:
         """A7: the gateway's wall clock was stepped by `step_s` seconds: audited (no infusion's
-        clinical time moved) from a worker thread, so a store that does not answer holds no
-        stop on this event loop; then the listeners are told."""
+        clinical time moved) by the store's writer thread, so a store that does not answer
+        holds no stop on this event loop; the listeners are told once it is written."""
         event = AuditEvent(
             type=StoreAudit.CLOCK_STEP,  # type: ignore[arg-type]
             rule=Rule.A7,
             at=self.clock.now(),
             data={"step_s": round(step_s, 3), "wall_offset_s": round(wall_offset_s, 3)},
         )
-        await asyncio.to_thread(self.store.append_audit, [event])
-        self.notify(())
+        written = self.writer.record(
+            lambda: self.store.append_audit([event]), what="the wall clock's step (A7)"
+        )
+        written.add_done_callback(lambda _w: self.notify(()))
 
     # -- views -------------------------------------------------------------------------------
 

@@ -37,14 +37,17 @@ async def view_until(
     state: str,
     *,
     stopped: bool = False,
+    held: bool | None = None,
     bound_s: float = RELINK_BOUND_S,
 ) -> dict[str, Any]:
     """The first view of `infusion_id` published with `state` (with `stopped`, and the pump's
-    stop confirmed: rate 0), earlier ones skipped, bounded."""
+    stop confirmed: rate 0; with `held`, that hold), earlier ones skipped, bounded."""
     async with asyncio.timeout(bound_s):
         while True:
             view = await watcher.next_json(topic(infusion_id), bound_s)
-            if view["state"] == state and (not stopped or view["rate_ml_h"] == 0.0):
+            if view["state"] != state or (held is not None and view["held"] is not held):
+                continue
+            if not stopped or view["rate_ml_h"] == 0.0:
                 return view
 
 
@@ -153,6 +156,12 @@ async def test_a_change_builds_again_only_the_views_of_the_infusions_it_changed(
             other = ward.started(ward.patient("MRN-2"), pump="pump-2")
             await view_until(watcher, one, "running")
             await view_until(watcher, other, "running")
+            # the records are written by the store's writer thread, and the publisher told
+            # once they are: the health probe's write comes after every one of them, and the
+            # hold's view comes after every burst they caused
+            ward.get("/health")
+            ward.post(f"/infusions/{one}/hold", "clinician")
+            await view_until(watcher, one, "running", held=True)
             before = dict(publisher.views_built)
             answer = ward.post(
                 f"/infusions/{one}/reactions", "nurse", {"grade": 2, "signs": ["other"]}, 201
