@@ -134,6 +134,7 @@ async def _open(app: FastAPI, settings: Settings, stack: AsyncExitStack) -> None
     writer.start()
     stack.callback(reader.close)
     stack.callback(writer.close)  # after the controller: what it recorded is written
+    _background(writer.watch(), "store watch", stack)
     clock = _after_the_record(clock, store.latest_clinical_time())
     pumps: dict[str, tuple[Pump, str]]
     if settings.simulate:

@@ -207,6 +207,27 @@ class StoreWriter:
                 dropped=self._dropped,
             )
 
+    async def watch(self, every_s: float = 0.25) -> None:
+        """Until cancelled: a loud line when the store becomes degraded (a write failed, or
+        one has not been answered within its bound), and when it answers again."""
+        was: str | None = None
+        while True:
+            health = self.health()
+            if health.degraded and was is None:
+                _log.error(
+                    "store DEGRADED: %s; records wait in memory (%d) and are written when the "
+                    "database answers; stops and reactions go on, actions that need a record "
+                    "first are refused",
+                    health.reason,
+                    health.waiting,
+                )
+            elif was is not None and not health.degraded:
+                _log.warning(
+                    "store: the database answers again (%d record(s) to write)", health.waiting
+                )
+            was = health.reason if health.degraded else None
+            await asyncio.sleep(every_s)
+
     def record(
         self, run: Callable[[], object], *, what: str, key: Hashable | None = None
     ) -> asyncio.Future[bool]:
@@ -354,17 +375,9 @@ class StoreWriter:
                 assert error is not None
                 if self._failing is None:
                     self._failing_since = time.monotonic()
-                    _log.error(
-                        "store DEGRADED: %s; records wait in memory and are written when "
-                        "the database answers (stops and alarms go on)",
-                        _said(error),
-                    )
+                    _log.error("store: %s failed: %s (tried again)", job.what, _said(error))
                 self._failing = _said(error)
             elif self._failing is not None:
-                _log.warning(
-                    "store: the database answers again; %d record(s) waiting are written",
-                    sum(1 for j in self._jobs if j.record),
-                )
                 self._failing = self._failing_since = None
             retried = fault and job.record
             if not retried and self._jobs and self._jobs[0] is job:

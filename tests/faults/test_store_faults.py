@@ -1,0 +1,192 @@
+"""The store fails under the real service (`pumpctl serve --simulate 1`, a real process, its
+pump on a pseudo-terminal): write-locked by another process, on a full disk, its file deleted,
+and (tests/faults/test_postgres_frozen.py) a PostgreSQL server frozen.
+
+In every case the nurse's reaction still stops the pump at once (I1) and is answered with its
+stop's fate and `recorded: false`; `/health` answers 503 naming the store within its bound; an
+action that needs a record first is refused (503), nothing of it done; and once the database
+answers again the records that waited are written, in order: the legal record loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from needs import missing
+from service_process import Service, serving
+
+#: Seconds within which /health must answer (the probe's bound is 0.8 s; the rest is HTTP on a
+#: loaded CI machine).
+HEALTH_WITHIN_S = 1.5
+#: Seconds a condition of the service has to come true (the writer retries every 0.5 s).
+BOUND_S = 20.0
+
+
+async def health(service: Service) -> tuple[int, dict[str, Any]]:
+    """GET /health, which must answer within `HEALTH_WITHIN_S` whatever the store does."""
+    assert service.http is not None
+    answer = await service.http.get("/api/v1/health", timeout=HEALTH_WITHIN_S)
+    return answer.status_code, answer.json()
+
+
+async def until_health(service: Service, status: int) -> dict[str, Any]:
+    """/health until it answers `status` (200: with no record left waiting), bounded."""
+    async with asyncio.timeout(BOUND_S):
+        while True:
+            code, body = await health(service)
+            if code == status and (status != 200 or body["store_detail"]["records_waiting"] == 0):
+                return body
+            await asyncio.sleep(0.1)  # polling a condition with a deadline
+
+
+async def press(service: Service, infusion: int) -> dict[str, Any]:
+    """The nurse's reaction button, grade 2 (I1: the pump stops first)."""
+    assert service.http is not None
+    answer = await service.http.post(
+        f"/api/v1/infusions/{infusion}/reactions",
+        json={"grade": 2, "signs": ["other"]},
+        headers={"Authorization": "Bearer n-tok"},
+        timeout=10.0,
+    )
+    assert answer.status_code == 201, answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+async def assert_degraded_then_recovered(
+    service: Service, infusion: int, release: Any, reason_words: str
+) -> None:
+    """The common course of every store fault (module docstring); `release()` ends the fault."""
+    body = await until_health(service, 503)  # (a probe of the last 0.5 s may still say ok)
+    assert body["store"] == "degraded"
+    assert reason_words in body["store_detail"]["reason"], body
+    answer = await press(service, infusion)
+    assert answer["stop"] == "confirmed", answer  # I1: the stop did not wait for the disk
+    assert answer["recorded"] is False, answer
+    assert "not yet recorded" in answer["record_message"]
+    pump = await service.pump("pump-1")
+    assert pump["state"] == "stopped", pump  # (a stopped pump keeps its programmed rate)
+    # write-ahead: nothing that needs a record first is done while none can be written
+    refused = await service.api(
+        "POST", "/patients", "clinician", {"mrn": "MRN-NOT", "weight_kg": 60}, 503
+    )
+    assert refused["detail"]["store"] == "degraded"
+    assert "not recorded" in refused["detail"]["message"]
+    # an action that sends a pump nothing (L7's hold) is done, and says its record waits
+    held = await service.api("POST", f"/infusions/{infusion}/hold", "clinician", None, 202)
+    assert held["recorded"] is False, held
+    assert held["state"] == "paused", held
+    release()
+    body = await until_health(service, 200)
+    assert body["store_detail"]["records_lost"] == 0
+    events = await service.api("GET", f"/infusions/{infusion}/events", "nurse")
+    types = [e["type"] for e in events]
+    assert "reaction" in types
+    assert "paused" in types, types  # written once it answered
+    assert types.index("reaction") < types.index("paused")  # in order
+    patients = [p for p in ("MRN-NOT",) if p in service.log.read_text()]
+    assert patients == []  # a refused request's input is never logged
+    shown = await service.api("GET", f"/infusions/{infusion}", "nurse")
+    assert shown["state"] == "paused"
+    assert shown["reaction"]["grade"] == 2
+    assert shown["held"] is True, types
+    assert "hold" in types, types
+
+
+@pytest.fixture
+async def service(tmp_path: Path) -> AsyncIterator[Service]:
+    async with serving(tmp_path, simulate=1) as served:
+        yield served
+
+
+async def test_i1_a_write_locked_sqlite_file_stops_the_pump_at_once_and_loses_nothing(
+    service: Service,
+) -> None:
+    """Another process holds SQLite's write lock: the reaction stops the pump and is answered
+    at once (I1), recorded when the lock goes."""
+    infusion = await service.running("pump-1", "MRN-LOCK")
+    holder = sqlite3.connect(service.data_dir / "pumpctl.db", isolation_level=None, timeout=0)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        await assert_degraded_then_recovered(service, infusion, holder.rollback, "answer")
+    finally:
+        holder.close()
+    assert "store DEGRADED" in service.log.read_text()
+
+
+async def test_i1_a_deleted_database_file_is_a_loud_alarm_never_silence(service: Service) -> None:
+    """The SQLite file deleted under the running service: /health says so at once (503 naming
+    the file), the stop still leaves, and nothing is written into the unlinked file."""
+    infusion = await service.running("pump-1", "MRN-GONE")
+    database = service.data_dir / "pumpctl.db"
+    kept = service.data_dir / "kept.db"
+    os.link(database, kept)  # the engineer's "backup": the same file under another name
+    database.unlink()
+    body = await until_health(service, 503)
+    assert "was deleted" in body["store_detail"]["reason"], body
+    answer = await press(service, infusion)
+    assert answer["stop"] == "confirmed", answer
+    assert answer["recorded"] is False, answer
+    pump = await service.pump("pump-1")
+    assert pump["state"] == "stopped", pump
+    # the file put back where it was: the records that waited are written into it
+    os.link(kept, database)
+    await until_health(service, 200)
+    with sqlite3.connect(database) as db:
+        types = [
+            r[0] for r in db.execute("SELECT type FROM audit WHERE infusion_id = ?", (infusion,))
+        ]
+    assert "reaction" in types, types
+    assert "paused" in types, types
+    assert "the database file" in service.log.read_text()
+
+
+@contextlib.contextmanager
+def small_disk(where: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs at `where` (root only: a full disk the test can fill and empty)."""
+    if os.geteuid() != 0:
+        missing("a full disk needs a tmpfs of its own: run as root (CI does)")
+    where.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+async def test_i1_a_full_disk_stops_the_pump_at_once_and_writes_what_waited_once_freed(
+    tmp_path: Path,
+) -> None:
+    """The data directory's disk fills: the reaction is answered with its stop and
+    `recorded: false` (before, it was 201 and the record was lost for good), /health is 503,
+    and everything is written once space returns."""
+    with small_disk(tmp_path / "disk") as disk:
+        async with serving(disk, simulate=1) as service:
+            infusion = await service.running("pump-1", "MRN-FULL")
+            filler = disk / "filler"
+            with filler.open("wb") as out, contextlib.suppress(OSError):
+                while True:  # until ENOSPC
+                    out.write(b"\0" * 65536)
+                    out.flush()
+            # the next write fails: a record (the press's own) shows the disk is full
+            answer = await press(service, infusion)
+            assert answer["stop"] == "confirmed", answer
+            assert answer["recorded"] is False, answer
+            code, body = await health(service)
+            assert code == 503, body
+            assert "full" in body["store_detail"]["reason"], body
+            filler.unlink()
+            body = await until_health(service, 200)
+            assert body["store_detail"]["records_lost"] == 0
+            events = await service.api("GET", f"/infusions/{infusion}/events", "nurse")
+            types = [e["type"] for e in events]
+            assert "reaction" in types, types
+            assert "paused" in types, types
