@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from api.app import _after_the_record
+from api.gateway import _after_the_record
 from pumpctl.clock import Clock, RealClock, ScaledClock, VirtualClock
 
 
