@@ -57,6 +57,7 @@ def create_app(settings: Settings) -> FastAPI:
 
         api.include_router(sim_routes.router)
     app.include_router(api)
+    app.include_router(events.internal)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics(ward: Annotated[Ward, Depends(get_ward)]) -> Response:

@@ -23,7 +23,7 @@ import json
 import logging
 from collections import Counter, deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from api.views import audit_view, pump_view
 from pumpctl.controller.ward import Ward
@@ -34,6 +34,7 @@ __all__ = [
     "MAX_STREAMS",
     "MAX_STREAMS_PER_USER",
     "STATUS_EVERY_S",
+    "FanOut",
     "LiveHub",
     "TooManyStreams",
 ]
@@ -49,6 +50,8 @@ CLIENT_BUFFER = 256
 #: Live-event streams at once, in all and per token.
 MAX_STREAMS = 200
 MAX_STREAMS_PER_USER = 20
+#: Events that may wait for the web side's one feed of the kernel's events.
+FEED_BUFFER = 4096
 _PAGE = 500
 
 Event = dict[str, str]
@@ -61,32 +64,125 @@ class TooManyStreams(Exception):  # noqa: N818 - a limit reached, answered 503
 @dataclass(eq=False)
 class _Client:
     user: str
-    queue: asyncio.Queue[Event | None] = field(default_factory=lambda: asyncio.Queue(CLIENT_BUFFER))
+    queue: asyncio.Queue[Event | None]
     dropped: bool = False
 
 
-class LiveHub:
-    """Reads once, sends to every client; `run()` is its task, `stream()` a client's events."""
+class FanOut:
+    """The clients of one service's live events: the replay ring, each client's bounded buffer,
+    the limits. A feed (`LiveHub` in the kernel, `api.web.KernelFeed` on the web side) calls
+    `publish` for each event, and `status` for one that replaces the last of its kind."""
 
-    def __init__(self, ward: Ward, *, replay: int) -> None:
-        self.ward = ward
+    def __init__(self, *, replay: int) -> None:
         self.replay = replay
         self._ring: deque[tuple[int, Event]] = deque(maxlen=replay)  # (audit id, event)
-        self._cursor = 0  # the newest audit id read
+        self.cursor = 0  # the newest audit id seen
         self._clients: set[_Client] = set()
         self._per_user: Counter[str] = Counter()
-        self._statuses: dict[str, Event] = {}  # each pump's last status event
-        self._seen: dict[str, tuple[object, ...]] = {}
-        self._sent_at: dict[str, float] = {}
-        self._suffix = 0
-        self._changed = asyncio.Event()
-        self.reads = 0  # store reads made (the bench and the tests count them)
+        self._statuses: dict[str, Event] = {}  # the last event of each kind that replaces
         self.dropped = 0  # clients dropped for falling behind
 
     @property
     def clients(self) -> int:
         """Streams open now."""
         return len(self._clients)
+
+    def publish(self, event: Event, *, audit_id: int | None = None, send: bool = True) -> None:
+        """An audit row's event (`audit_id`: kept for replay), or another event."""
+        if audit_id is not None:
+            self.cursor = max(self.cursor, audit_id)
+            self._ring.append((audit_id, event))
+        if send:
+            for client in list(self._clients):
+                try:
+                    client.queue.put_nowait(event)
+                except asyncio.QueueFull:
+                    self._drop(client)
+
+    def status(self, key: str, event: Event) -> None:
+        """An event that replaces the last one of `key` (a pump's status): sent, and given to
+        every new client first."""
+        self._statuses[key] = event
+        self.publish(event)
+
+    def end_all(self) -> None:
+        """The service ends: every stream ends with it."""
+        for client in list(self._clients):
+            self._drop(client)
+
+    def _drop(self, client: _Client) -> None:
+        """A client that stopped reading: its buffer is emptied and its stream ends (it
+        reconnects with Last-Event-ID and is replayed from memory)."""
+        client.dropped = True
+        self.dropped += 1
+        while not client.queue.empty():
+            client.queue.get_nowait()
+        client.queue.put_nowait(None)
+        self._leave(client)
+
+    def _leave(self, client: _Client) -> None:
+        if client in self._clients:
+            self._clients.discard(client)
+            self._per_user[client.user] -= 1
+
+    def _replay(self, last_id: int | None, *, everything: bool = False) -> list[Event]:
+        """The events after `last_id` from memory, or a resync when they are not all held;
+        with `everything`, every event held (a feed of another process priming itself)."""
+        if everything:
+            return [event for _at, event in self._ring]
+        if last_id is None:
+            return []
+        newest = self.cursor
+        if newest - last_id > self.replay:
+            return [{"event": "resync", "id": str(newest), "data": json.dumps({"last_id": newest})}]
+        return [event for at, event in self._ring if at > last_id]
+
+    def stream(
+        self,
+        user: str,
+        last_id: int | None,
+        *,
+        everything: bool = False,
+        limited: bool = True,
+    ) -> AsyncIterator[Event]:
+        """One client's events: the replay after `last_id` (or `everything` held), the last
+        status of each kind, then live ones, until the client leaves or falls behind.
+        `TooManyStreams` at the limits (unless not `limited`: the web side's one feed)."""
+        if limited and len(self._clients) >= MAX_STREAMS:
+            raise TooManyStreams(f"the service serves {MAX_STREAMS} live-event streams already")
+        if limited and self._per_user[user] >= MAX_STREAMS_PER_USER:
+            raise TooManyStreams(f"this token has {MAX_STREAMS_PER_USER} live-event streams open")
+        client = _Client(user, queue=asyncio.Queue(CLIENT_BUFFER if limited else FEED_BUFFER))
+        self._clients.add(client)
+        self._per_user[user] += 1
+        first = [*self._replay(last_id, everything=everything), *self._statuses.values()]
+        return self._events(client, first)
+
+    async def _events(self, client: _Client, first: list[Event]) -> AsyncIterator[Event]:
+        try:
+            for event in first:
+                yield event
+            while True:
+                waiting = await client.queue.get()
+                if waiting is None:
+                    return
+                yield waiting
+        finally:
+            self._leave(client)
+
+
+class LiveHub(FanOut):
+    """The kernel's feed: reads the store once for every client; `run()` is its task."""
+
+    def __init__(self, ward: Ward, *, replay: int) -> None:
+        super().__init__(replay=replay)
+        self.ward = ward
+        self._seen: dict[str, tuple[object, ...]] = {}
+        self._sent_at: dict[str, float] = {}
+        self._suffix = 0
+        self._store: tuple[bool, str | None] = (False, None)
+        self._changed = asyncio.Event()
+        self.reads = 0  # store reads made (the bench and the tests count them)
 
     async def run(self) -> None:
         """Until cancelled: read what is new when told (or every tick), and send it."""
@@ -100,15 +196,14 @@ class LiveHub:
                         await self._changed.wait()
         finally:
             remove()
-            for client in list(self._clients):
-                self._drop(client)  # the service ends: every stream ends with it
+            self.end_all()
 
     async def _prime(self) -> None:
         """The last `replay` audit rows, so a client reconnecting after a restart is replayed."""
         while True:
             try:
                 newest = await self.ward.read(self.ward.store.latest_audit_id, what="events")
-                self._cursor = max(0, newest - self.replay)
+                self.cursor = max(0, newest - self.replay)
                 await self._read_new(send=False)
             except StoreUnavailable as error:
                 _log.warning("live events: the store does not answer yet: %s", error)
@@ -118,23 +213,24 @@ class LiveHub:
 
     async def _read_new(self, *, send: bool = True) -> None:
         while True:
-            cursor = self._cursor
+            cursor = self.cursor
             self.reads += 1
             rows = await self.ward.read(
                 functools.partial(self.ward.store.audit_since, cursor, limit=_PAGE), what="events"
             )
             for row in rows:
-                self._cursor = row.id or self._cursor
                 event = {
                     "event": row.type,
                     "id": str(row.id),
                     "data": json.dumps(audit_view(row), default=str),
                 }
-                self._ring.append((self._cursor, event))
-                if send:
-                    self._send(event)
+                self.publish(event, audit_id=row.id or cursor, send=send)
             if len(rows) < _PAGE:
                 return
+
+    def _next_id(self) -> str:
+        self._suffix += 1
+        return f"{self.cursor}.{self._suffix}"
 
     async def _tick(self) -> None:
         self._changed.clear()
@@ -142,6 +238,13 @@ class LiveHub:
             await self._read_new()
         except StoreUnavailable as error:  # statuses go on; the rows are read when it answers
             _log.debug("live events: audit rows wait: %s", error)
+        health = self.ward.writer.health()
+        store = (health.degraded, health.reason)
+        if store != self._store:
+            self._store = store
+            body = {"store": "degraded" if health.degraded else "up", "reason": health.reason}
+            event = {"event": "store_status", "id": self._next_id(), "data": json.dumps(body)}
+            self.status("store", event)
         loop = asyncio.get_running_loop()
         for supervisor in self.ward.supervisors.values():
             view = pump_view(self.ward, supervisor)
@@ -159,69 +262,8 @@ class LiveHub:
             stale = now - self._sent_at.get(pid, 0) >= STATUS_EVERY_S
             if self._seen.get(pid) != key and (major or stale):
                 self._seen[pid], self._sent_at[pid] = key, now
-                self._suffix += 1
-                event = {
-                    "event": "pump_status",
-                    "id": f"{self._cursor}.{self._suffix}",
-                    "data": json.dumps(view),
-                }
-                self._statuses[pid] = event
-                self._send(event)
-
-    def _send(self, event: Event) -> None:
-        for client in list(self._clients):
-            try:
-                client.queue.put_nowait(event)
-            except asyncio.QueueFull:
-                self._drop(client)
-
-    def _drop(self, client: _Client) -> None:
-        """A client that stopped reading: its buffer is emptied and its stream ends (it
-        reconnects with Last-Event-ID and is replayed from memory)."""
-        client.dropped = True
-        self.dropped += 1
-        while not client.queue.empty():
-            client.queue.get_nowait()
-        client.queue.put_nowait(None)
-        self._leave(client)
-
-    def _leave(self, client: _Client) -> None:
-        if client in self._clients:
-            self._clients.discard(client)
-            self._per_user[client.user] -= 1
-
-    def _replay(self, last_id: int | None) -> list[Event]:
-        """The events after `last_id` from memory, or a resync when they are not all held."""
-        if last_id is None:
-            return []
-        newest = self._cursor
-        if newest - last_id > self.replay:
-            return [{"event": "resync", "id": str(newest), "data": json.dumps({"last_id": newest})}]
-        return [event for at, event in self._ring if at > last_id]
-
-    async def stream(self, user: str, last_id: int | None) -> AsyncIterator[Event]:
-        """One client's events: the replay after `last_id`, every pump's status, then live
-        ones, until the client leaves or falls behind. `TooManyStreams` at the limits."""
-        if len(self._clients) >= MAX_STREAMS:
-            raise TooManyStreams(f"the service serves {MAX_STREAMS} live-event streams already")
-        if self._per_user[user] >= MAX_STREAMS_PER_USER:
-            raise TooManyStreams(f"this token has {MAX_STREAMS_PER_USER} live-event streams open")
-        client = _Client(user)
-        self._clients.add(client)
-        self._per_user[user] += 1
-        return self._events(client, [*self._replay(last_id), *self._statuses.values()])
-
-    async def _events(self, client: _Client, first: list[Event]) -> AsyncIterator[Event]:
-        try:
-            for event in first:
-                yield event
-            while True:
-                waiting = await client.queue.get()
-                if waiting is None:
-                    return
-                yield waiting
-        finally:
-            self._leave(client)
+                event = {"event": "pump_status", "id": self._next_id(), "data": json.dumps(view)}
+                self.status(pid, event)
 
 
 def event_stream_id(header: str | None, largest: int) -> int | None:

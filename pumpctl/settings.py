@@ -249,6 +249,9 @@ class Settings(BaseSettings):
     link_timeout_s: Annotated[float, Field(gt=0, le=600)] = 5.0
     stop_answer_s: Annotated[float, Field(gt=0, le=60)] = 4.5  # a reaction's answer waits this
     events_replay: Annotated[int, Field(ge=1, le=100_000)] = 10_000
+    # the kernel's Unix socket (the web side's only way in); default: $RUNTIME_DIRECTORY (systemd)
+    # or the data directory, kernel.sock
+    kernel_socket: Path | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
@@ -18,6 +18,8 @@ from api.live import LiveHub, TooManyStreams, event_stream_id
 from pumpctl.store import MAX_ROW_ID
 
 router = APIRouter(tags=["events"], responses=responses(401, 403))
+#: The kernel's own routes for the web side (`/kernel/v1`, never in the public schema).
+internal = APIRouter(prefix="/kernel/v1")
 Reader = Annotated[User, Depends(require(CLINICAL))]
 
 #: Seconds between two SSE pings while nothing else is sent: well inside the page's 10 s
@@ -42,7 +44,24 @@ async def events(
     (from the service's memory: one reader of the store for every client)."""
     hub: LiveHub = request.app.state.live
     try:
-        events = await hub.stream(user.name, event_stream_id(last_event_id, MAX_ROW_ID))
+        events = hub.stream(user.name, event_stream_id(last_event_id, MAX_ROW_ID))
     except TooManyStreams as exc:
         return JSONResponse({"detail": str(exc)}, 503, headers={"Retry-After": "10"})
     return EventSourceResponse(events, ping=PING_S, send_timeout=SEND_TIMEOUT_S)
+
+
+@internal.get("/events", include_in_schema=False)
+async def kernel_events(
+    request: Request,
+    everything: bool = False,
+    last_event_id: Annotated[str | None, Header(max_length=64)] = None,
+) -> Any:
+    """The kernel's live events for the web side (its one reader), on the kernel's Unix socket
+    only: no token (the socket's permissions admit only the service's own users); 404 to any
+    client that is not on a Unix socket. `everything`: every event the kernel holds first."""
+    if request.client is not None:  # uvicorn gives no peer address on a Unix socket
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "Not Found")
+    hub: LiveHub = request.app.state.live
+    last = event_stream_id(last_event_id, MAX_ROW_ID)
+    events = hub.stream("web side", last, everything=everything, limited=False)
+    return EventSourceResponse(events, ping=PING_S)

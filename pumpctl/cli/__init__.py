@@ -22,6 +22,7 @@ app.add_typer(pump.app, name="pump")
 app.add_typer(db.app, name="db")
 app.command("serve")(serve.serve)
 app.command("demo")(serve.demo)
+app.command("web")(serve.web)
 
 
 def main() -> None:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import secrets
 import socket
+import sys
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -24,16 +26,35 @@ import uvicorn
 from pydantic import ValidationError
 
 from api.app import API_PREFIX, create_app
+from api.gateway import kernel_socket_path
 from pumpctl import sdnotify
 from pumpctl.cli.configured import SettingsError, settings_for, validation_message
 from pumpctl.cli.progress import waiting
+from pumpctl.cli.webside import (
+    READY_LINE,
+    WebChild,
+    WebStartError,
+    end_with_parent,
+    serve_web,
+)
 from pumpctl.controller.ward import Ward
 from pumpctl.settings import DEFAULT_PORT, Role, Settings, TokenEntry
 from pumpctl.store import DataDirError, StoreError
 
-__all__ = ["demo", "serve"]
+__all__ = ["demo", "serve", "web"]
 
 _log = logging.getLogger("pumpctl.cli")
+
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", envvar="PUMPCTL_CONFIG", help="Settings file (TOML).")
+]
+HostOption = Annotated[str | None, typer.Option(help="Listen address (default 127.0.0.1).")]
+PortOption = Annotated[int | None, typer.Option(help="Listen port (default 8000).")]
+KernelSocketOption = Annotated[
+    Path | None,
+    typer.Option(help="The kernel's Unix socket (default: kernel.sock in the data directory)."),
+]
 
 
 def _fail(command: str, message: str) -> typer.Exit:
@@ -91,26 +112,55 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-async def _run(settings: Settings, on_ready: Any = None) -> None:
-    """Serve until SIGINT/SIGTERM; `on_ready(app)` once the service answers.
+def kernel_listener(path: Path) -> socket.socket:
+    """The kernel's Unix socket at `path`, for the service's own users only (0660; its
+    directory is the data or runtime directory, not world-writable); a stale one is replaced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_socket():
+            path.unlink()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o117)  # never a moment with wider permissions
+    try:
+        listener.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o660)
+    return listener
 
-    Under systemd (config/pumpctl.service) it sends READY=1 once the service answers, feeds the
-    watchdog from this event loop while it serves, and sends STOPPING=1 when it begins to stop.
+
+async def _run(settings: Settings, on_ready: Any = None, *, web: bool = True) -> None:
+    """The kernel until SIGINT/SIGTERM, its API on a Unix socket only, and (with `web`) the web
+    side as a child it supervises; `on_ready(app)` once both answer.
+
+    Under systemd (config/pumpctl*.service) it sends READY=1 once the service answers, feeds the
+    watchdog from the kernel's event loop while it serves, and sends STOPPING=1 when it begins
+    to stop.
     """
     app = create_app(settings)
     quiet = _StartupTraceback(app)
     logging.getLogger("uvicorn.error").addFilter(quiet)
-    config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_config=None, lifespan="on"
-    )
+    path = kernel_socket_path(settings)
+    listener = kernel_listener(path)
+    # no access log: the web side logs every request it passes (the kernel's would repeat it)
+    config = uvicorn.Config(app, uds=str(path), log_config=None, lifespan="on", access_log=False)
     server = _Server(config)
-    serving = asyncio.create_task(server.serve(), name="uvicorn")
+    serving = asyncio.create_task(server.serve(sockets=[listener]), name="kernel")
     watchdog: asyncio.Task[None] | None = None
+    child = WebChild(settings, path) if web else None
+    supervising: asyncio.Task[None] | None = None
     try:
         pumps = settings.simulate or len(settings.pumps)
         with waiting(f"pumpctl: starting the service ({pumps} pump(s), store, recovery)"):
             while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn has no event
                 await asyncio.sleep(0.05)
+            if server.started and child is not None:
+                try:
+                    await child.start()
+                except WebStartError as error:
+                    server.should_exit = True
+                    raise ServiceStartError(str(error)) from None
+                supervising = asyncio.create_task(child.supervise(), name="web side")
         if server.started:
             sdnotify.notify("READY=1")
             watchdog = sdnotify.start_watchdog()
@@ -119,10 +169,15 @@ async def _run(settings: Settings, on_ready: Any = None) -> None:
         await serving
     finally:
         server.announce_stopping()
-        if watchdog is not None:
-            watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watchdog
+        if child is not None:
+            await child.stop()
+        for task in (watchdog, supervising):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        with contextlib.suppress(OSError):
+            path.unlink()
     if not server.started:
         raise ServiceStartError(
             getattr(app.state, "startup_error", None)
@@ -131,12 +186,9 @@ async def _run(settings: Settings, on_ready: Any = None) -> None:
 
 
 def serve(  # noqa: PLR0917 - typer: one parameter per option
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", envvar="PUMPCTL_CONFIG", help="Settings file (TOML)."),
-    ] = None,
-    host: Annotated[str | None, typer.Option(help="Listen address (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="Listen port (default 8000).")] = None,
+    config: ConfigOption = None,
+    host: HostOption = None,
+    port: PortOption = None,
     database: Annotated[
         str | None,
         typer.Option(envvar="PUMPCTL_DATABASE_URL", help="sqlite:///PATH or postgresql://..."),
@@ -161,8 +213,18 @@ def serve(  # noqa: PLR0917 - typer: one parameter per option
     ] = None,
     link: Annotated[str | None, typer.Option(help="Simulated pumps over serial or mqtt.")] = None,
     broker: Annotated[str | None, typer.Option(help="MQTT broker HOST:PORT.")] = None,
+    kernel_socket: KernelSocketOption = None,
+    web: Annotated[
+        bool,
+        typer.Option(
+            "--web/--no-web",
+            help="Run the web side too (a child process); --no-web: the kernel alone, for "
+            "its own systemd unit beside `pumpctl web`.",
+        ),
+    ] = True,
 ) -> None:
-    """The gateway service: REST API, live events, the nurse station page."""
+    """The gateway service: the kernel (pumps, rules, store) and the web side (REST API, live
+    events, the nurse station page), each in a process of its own."""
     for entry in pump or ():
         if "=" not in entry:  # else pydantic's "pumps.0: Input should be a valid dictionary"
             raise _fail(
@@ -180,6 +242,7 @@ def serve(  # noqa: PLR0917 - typer: one parameter per option
             simulate=simulate,
             link=link,
             broker=broker,
+            kernel_socket=kernel_socket,
         )
     except SettingsError as exc:
         raise _fail("serve", str(exc)) from None
@@ -192,14 +255,54 @@ def serve(  # noqa: PLR0917 - typer: one parameter per option
     if not settings.pumps and not settings.simulate:
         _log.warning("no pumps configured (--pump ID=URL, [[pumps]], or --simulate N)")
     _logging(settings)
-    _serve_or_fail("serve", settings)
+    _serve_or_fail("serve", settings, web=web)
 
 
-def _serve_or_fail(command: str, settings: Settings, on_ready: Any = None) -> None:
+def _serve_or_fail(
+    command: str, settings: Settings, on_ready: Any = None, *, web: bool = True
+) -> None:
     try:
-        asyncio.run(_run(settings, on_ready))
+        asyncio.run(_run(settings, on_ready, web=web))
     except (DataDirError, StoreError, ServiceStartError) as exc:
         raise _fail(command, str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+
+
+def web(
+    config: ConfigOption = None,
+    host: HostOption = None,
+    port: PortOption = None,
+    kernel_socket: KernelSocketOption = None,
+    from_kernel: Annotated[int | None, typer.Option(hidden=True)] = None,
+) -> None:
+    """The web side alone (REST API, live events, the page), passing the API to a kernel
+    (`pumpctl serve --no-web`) on its Unix socket; for its own systemd unit."""
+    if from_kernel is not None:  # a child of `pumpctl serve`: its settings on stdin
+        end_with_parent(from_kernel)
+        try:
+            settings = Settings(**json.loads(sys.stdin.read()))
+        except (ValueError, ValidationError) as exc:
+            raise _fail("web", f"settings from the kernel: {exc}") from None
+    else:
+        try:
+            settings = settings_for(config, host=host, port=port)
+        except SettingsError as exc:
+            raise _fail("web", str(exc)) from None
+    if not settings.api_tokens:
+        raise _fail("web", "no API tokens: set PUMPCTL_API_TOKENS=token=name:role,...")
+    socket_path = kernel_socket or kernel_socket_path(settings)
+    _logging(settings)
+
+    def ready() -> None:
+        if from_kernel is not None:
+            sys.stdout.write(READY_LINE + "\n")
+            sys.stdout.flush()
+
+    try:
+        asyncio.run(serve_web(settings, socket_path, ready=ready))
+    except WebStartError as exc:
+        raise _fail("web", str(exc)) from None
     except KeyboardInterrupt:
         pass
 

@@ -17,6 +17,9 @@ from fastapi.testclient import TestClient
 from starlette.routing import BaseRoute
 
 PUBLIC = "public"  # no token needed
+#: The kernel's routes for the web side: on its Unix socket only (no token: the socket's
+#: permissions are the boundary); 404 to every other client, whatever it carries.
+SOCKET_ONLY = "kernel socket only"
 ROLES = ("viewer", "nurse", "clinician", "admin")
 ANY = frozenset(ROLES)
 READERS = frozenset({"viewer", "nurse", "clinician"})
@@ -62,6 +65,7 @@ ACCESS: dict[tuple[str, str], frozenset[str] | str] = {
     ("POST", "/api/v1/sim/advance"): ADMIN,
     ("POST", "/api/v1/sim/pumps/{pump_id}/faults"): ADMIN,
     ("DELETE", "/api/v1/sim/pumps/{pump_id}/faults/{name}"): ADMIN,
+    ("GET", "/kernel/v1/events"): SOCKET_ONLY,
 }
 #: An endless stream: its allowed roles are not opened here (its own tests do), only refused.
 STREAMS = {("GET", "/api/v1/events")}
@@ -108,7 +112,18 @@ def test_every_route_has_a_row_in_the_roles_table(client: TestClient) -> None:
 
 
 def _protected(client: TestClient) -> list[tuple[str, str]]:
-    return sorted(r for r in app_routes(client) if ACCESS[r] != PUBLIC)
+    return sorted(r for r in app_routes(client) if ACCESS[r] not in {PUBLIC, SOCKET_ONLY})
+
+
+@pytest.mark.parametrize("role", [*ROLES, "none"])
+def test_the_kernels_own_routes_answer_no_client_off_its_socket(
+    client: TestClient, role: str
+) -> None:
+    """The kernel's event feed for the web side: 404 to any client that is not on the kernel's
+    Unix socket, with or without a token (the socket's permissions admit only the service)."""
+    for method, path in sorted(r for r in app_routes(client) if ACCESS[r] == SOCKET_ONLY):
+        r = _call(client, method, path, AUTH.get(role, {}))
+        assert r.status_code == 404, (path, role, r.status_code)
 
 
 @pytest.mark.parametrize(
@@ -141,6 +156,8 @@ def test_every_route_admits_exactly_the_roles_of_the_table(client: TestClient, r
     wrong = {}
     for method, path in sorted(app_routes(client)):
         may = ACCESS[(method, path)]
+        if may == SOCKET_ONLY:
+            continue  # (its own test above)
         allowed = may == PUBLIC or role in may
         if (allowed and (method, path) in STREAMS) or (method, path) in BROKEN:
             continue

@@ -1,0 +1,113 @@
+"""The web side's listener, bounded (uvicorn's HTTP/1.1 protocol with what it lacks).
+
+uvicorn bounds an idle keep-alive connection (`timeout_keep_alive`) and the size of a request's
+head (`h11_max_incomplete_event_size`), but not the time a client may take to send that head,
+nor how many connections one client may hold: 1,100 half-sent requests held every connection
+and the nurse's press timed out. `EdgeProtocol` adds both:
+
+- a request's head must arrive within `HEAD_WITHIN_S` of its first byte (or of the connection);
+  a connection that has not sent it by then is closed;
+- at most `MAX_CONNECTIONS` connections in all and `MAX_PER_PEER` from one address; one more is
+  closed at once (the kernel is not reached by any of it; the process's `LimitNOFILE` is well
+  above the total).
+
+`uvicorn_options()` gives the options the web side runs uvicorn with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+__all__ = [
+    "HEAD_MAX_BYTES",
+    "HEAD_WITHIN_S",
+    "MAX_CONNECTIONS",
+    "MAX_PER_PEER",
+    "EdgeProtocol",
+    "uvicorn_options",
+]
+
+#: Seconds a client has to send a request's head (line and headers).
+HEAD_WITHIN_S = 10.0
+#: Bytes a request's head may have (uvicorn answers 431/400 beyond).
+HEAD_MAX_BYTES = 16 * 1024
+#: Connections at once, in all and from one address (a nurse station holds a few: the page's
+#: requests and its live events).
+MAX_CONNECTIONS = 1000
+MAX_PER_PEER = 64
+#: Seconds an idle keep-alive connection is kept.
+KEEP_ALIVE_S = 5
+
+_per_peer: Counter[str] = Counter()
+
+
+class EdgeProtocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline on a request's head and connection limits."""
+
+    _head_timer: asyncio.TimerHandle | None = None
+    _peer: str | None = None
+    _refused = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        peer = self.client[0] if self.client else ""
+        if len(self.connections) > MAX_CONNECTIONS or _per_peer[peer] >= MAX_PER_PEER:
+            self._refused = True
+            transport.abort()
+            return
+        self._peer = peer
+        _per_peer[peer] += 1
+        self._arm()
+
+    def _awaiting_head(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
+
+    def _arm(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(HEAD_WITHIN_S, self._head_late)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_late(self) -> None:
+        self._head_timer = None
+        if self._awaiting_head() and not self.transport.is_closing():
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if self._awaiting_head():
+            self._arm()  # (a keep-alive connection's next request: its head is timed too)
+        super().data_received(data)
+        if not self._awaiting_head():
+            self._disarm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._disarm()  # idle now: uvicorn's keep-alive timeout takes over
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        if self._peer is not None:
+            _per_peer[self._peer] -= 1
+            if _per_peer[self._peer] <= 0:
+                del _per_peer[self._peer]
+            self._peer = None
+        super().connection_lost(exc)
+
+
+def uvicorn_options() -> dict[str, Any]:
+    """The web side's uvicorn options: the bounded protocol and uvicorn's own limits."""
+    return {
+        "http": EdgeProtocol,
+        "timeout_keep_alive": KEEP_ALIVE_S,
+        "h11_max_incomplete_event_size": HEAD_MAX_BYTES,
+        "backlog": 512,
+    }

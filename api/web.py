@@ -1,0 +1,333 @@
+"""The web side: the service's only network listener, in a process of its own (issue 18).
+
+The kernel (`api.app.create_app`, opened by `api.gateway.open_kernel`) supervises the pumps and
+serves its API on a Unix socket only. This process faces the network: the nurse station page,
+`/docs` (Swagger UI from the package, nothing from the internet), the live events fanned out
+from memory, and every other `/api/v1` request passed to the kernel over its socket. A flood,
+a crash or a memory blow-up here never reaches the kernel's event loop: what crosses is
+bounded (architecture.md, "Two processes").
+
+- A request that needs a token and carries none that is valid is answered 401 here, before its
+  body is read; a body is read up to `MAX_BODY` bytes (413 beyond).
+- Two lanes to the kernel, each a bounded pool of connections: the nurse's stops (a reaction, a
+  stop for good) and `/health` on one, everything else on the other, so reads never queue in
+  front of a stop. A kernel that does not answer is 503 naming it.
+- One subscription to the kernel's events (`/kernel/v1/events`), fanned out to every client
+  from memory (`KernelFeed`, a `FanOut`): bounded buffers, send timeouts, limits per token and
+  in all, replay after `Last-Event-ID` from memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from sse_starlette.sse import EventSourceResponse
+
+from api.auth import CLINICAL, authenticate
+from api.live import FanOut, TooManyStreams, event_stream_id
+from api.page import mount_page
+from api.routes.events import PING_S, SEND_TIMEOUT_S
+from pumpctl.settings import Settings
+from pumpctl.store import MAX_ROW_ID
+
+__all__ = ["MAX_BODY", "KernelFeed", "create_web_app"]
+
+_log = logging.getLogger("pumpctl.web")
+
+#: Bytes a request body may have (the largest the API takes is a history entry: a few KiB).
+MAX_BODY = 64 * 1024
+#: Connections to the kernel, per lane.
+URGENT_CONNECTIONS = 8
+OTHER_CONNECTIONS = 16
+#: Seconds a request waits for a free connection to the kernel before it is 503.
+POOL_WAIT_S = 5.0
+#: Seconds the kernel may take to answer (a virtual clock's `/sim/advance` is the longest).
+KERNEL_ANSWER_S = 120.0
+#: Seconds between two tries of a kernel that does not answer, for the events' feed.
+RETRY_S = 0.5
+API = "/api/v1"
+#: The nurse's stops: never behind a read.
+_URGENT = re.compile(r"^/api/v1/(infusions/\d+/(reactions|stop)|health)$")
+_PUBLIC = {f"{API}/health"}
+_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+}
+_DOCS_ASSETS = "/docs-static"
+
+
+class KernelUnreachable(Exception):  # noqa: N818 - a state of the kernel, answered 503
+    """The kernel's socket does not answer."""
+
+
+class Kernel:
+    """The kernel's API over its Unix socket, in two bounded lanes."""
+
+    def __init__(self, socket: Path) -> None:
+        self.socket = socket
+
+        def client(connections: int, read_s: float | None) -> httpx.AsyncClient:
+            return httpx.AsyncClient(
+                transport=httpx.AsyncHTTPTransport(uds=str(socket)),
+                base_url="http://kernel",
+                timeout=httpx.Timeout(read_s, connect=2.0, pool=POOL_WAIT_S),
+                limits=httpx.Limits(
+                    max_connections=connections, max_keepalive_connections=connections
+                ),
+            )
+
+        self.urgent = client(URGENT_CONNECTIONS, KERNEL_ANSWER_S)
+        self.other = client(OTHER_CONNECTIONS, KERNEL_ANSWER_S)
+        self.feed = client(1, None)  # the events' stream: open as long as both live
+
+    async def aclose(self) -> None:
+        for c in (self.urgent, self.other, self.feed):
+            await c.aclose()
+
+    async def send(
+        self, method: str, path: str, *, query: str, headers: dict[str, str], body: bytes
+    ) -> httpx.Response:
+        """One request to the kernel, in its lane; `KernelUnreachable` when it cannot be."""
+        lane = self.urgent if _URGENT.match(path) else self.other
+        url = f"{path}?{query}" if query else path
+        try:
+            return await lane.request(method, url, headers=headers, content=body)
+        except httpx.PoolTimeout:
+            raise KernelUnreachable(
+                f"every connection to the kernel is busy (waited {POOL_WAIT_S:g} s)"
+            ) from None
+        except httpx.TransportError as error:
+            said = type(error).__name__
+            raise KernelUnreachable(f"the kernel does not answer ({said})") from None
+
+
+class KernelFeed(FanOut):
+    """The web side's live events: one stream from the kernel, fanned out from memory."""
+
+    def __init__(self, kernel: Kernel, *, replay: int) -> None:
+        super().__init__(replay=replay)
+        self.kernel = kernel
+        self.connected = asyncio.Event()
+        self.connections = 0  # streams opened to the kernel (the tests count them)
+
+    async def run(self) -> None:
+        """Until cancelled: read the kernel's events, and connect again when they stop."""
+        primed = False
+        try:
+            while True:
+                headers = {} if not primed else {"Last-Event-ID": str(self.cursor)}
+                params = {} if primed else {"everything": "true"}
+                try:
+                    async with self.kernel.feed.stream(
+                        "GET", "/kernel/v1/events", params=params, headers=headers
+                    ) as answer:
+                        if answer.status_code == 200:
+                            self.connections += 1
+                            self.connected.set()
+                            primed = True
+                            await self._read(answer)
+                        else:
+                            _log.warning("live events: the kernel answered %s", answer.status_code)
+                except httpx.TransportError as error:
+                    _log.warning("live events: the kernel's stream: %s", error)
+                self.connected.clear()
+                await asyncio.sleep(RETRY_S)
+        finally:
+            self.end_all()
+
+    async def _read(self, answer: httpx.Response) -> None:
+        fields: dict[str, str] = {}
+        async for line in answer.aiter_lines():
+            if not line:
+                if "data" in fields:
+                    self._take(fields)
+                fields = {}
+                continue
+            if line.startswith(":"):
+                continue  # a ping
+            name, _, value = line.partition(":")
+            fields[name] = value[1:] if value.startswith(" ") else value
+
+    def _take(self, fields: dict[str, str]) -> None:
+        event = {"event": fields.get("event", "message"), "id": fields.get("id", "")}
+        event["data"] = fields["data"]
+        head = event["id"]
+        if head.isdigit():  # an audit row: kept for replay, never twice
+            audit_id = int(head)
+            if audit_id > self.cursor or not self._ring:
+                self.publish(event, audit_id=audit_id)
+            return
+        if event["event"] == "resync":
+            self.publish(event)
+            return
+        key = event["event"]
+        if key == "pump_status":
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                key = f"pump {json.loads(event['data'])['id']}"
+        self.status(key, event)
+
+
+def _unauthorized(message: str) -> JSONResponse:
+    return JSONResponse({"detail": message}, 401, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _kernel_down(error: Exception) -> JSONResponse:
+    return JSONResponse({"detail": {"kernel": "unreachable", "message": str(error)}}, 503)
+
+
+async def _body(request: Request) -> bytes | Response:
+    """The request's body, read up to `MAX_BODY` bytes; a 413 answer beyond."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+        return JSONResponse({"detail": f"the body may have at most {MAX_BODY} bytes"}, 413)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            return JSONResponse({"detail": f"the body may have at most {MAX_BODY} bytes"}, 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_web_app(settings: Settings, socket: Path) -> FastAPI:
+    """The web side for `settings`, passing the API to the kernel on `socket`."""
+    kernel = Kernel(socket)
+    feed = KernelFeed(kernel, replay=settings.events_replay)
+    schema: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(feed.run(), name="kernel events")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await kernel.aclose()
+
+    app = FastAPI(
+        title="pumpctl",
+        lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.kernel = kernel
+    app.state.feed = feed
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi() -> Response:
+        if not schema:
+            try:
+                answer = await kernel.send("GET", "/openapi.json", query="", headers={}, body=b"")
+            except KernelUnreachable as error:
+                return _kernel_down(error)
+            schema.update(answer.json())
+        return JSONResponse(schema)
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="pumpctl API",
+            swagger_js_url=f"{_DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{_DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{_DOCS_ASSETS}/favicon-32x32.png",
+        )
+
+    app.mount(_DOCS_ASSETS, StaticFiles(directory=_swagger_assets()), name="docs-static")
+
+    @app.get(f"{API}/events", include_in_schema=False)
+    async def events(request: Request) -> Response:
+        user = _user(settings, request)
+        if isinstance(user, Response):
+            return user
+        name, role = user
+        if role not in {r.value for r in CLINICAL}:
+            return JSONResponse({"detail": f"role {role} may not read the live events"}, 403)
+        last = event_stream_id(request.headers.get("last-event-id"), MAX_ROW_ID)
+        try:
+            stream = feed.stream(name, last)
+        except TooManyStreams as exc:
+            return JSONResponse({"detail": str(exc)}, 503, headers={"Retry-After": "10"})
+        return EventSourceResponse(stream, ping=PING_S, send_timeout=SEND_TIMEOUT_S)
+
+    @app.api_route(
+        f"{API}/{{path:path}}",
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        include_in_schema=False,
+    )
+    async def passed(request: Request, path: str) -> Response:
+        full = f"{API}/{path}"
+        if full not in _PUBLIC:
+            user = _user(settings, request)
+            if isinstance(user, Response):
+                return user  # 401 before the body is read
+        return await _pass(kernel, request, full)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        return await _pass(kernel, request, "/metrics")
+
+    mount_page(app)
+    return app
+
+
+def _user(settings: Settings, request: Request) -> tuple[str, str] | Response:
+    """(name, role) of the request's bearer token, or its 401 answer."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return _unauthorized("a bearer token is required")
+    user = authenticate(settings.api_tokens, token.strip())
+    if user is None:
+        return _unauthorized("the token is not valid")
+    return user.name, user.role.value
+
+
+async def _pass(kernel: Kernel, request: Request, path: str) -> Response:
+    """`request` to the kernel, and its answer back (hop-by-hop headers left out)."""
+    body = await _body(request)
+    if isinstance(body, Response):
+        return body
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+    try:
+        answer = await kernel.send(
+            request.method, path, query=request.url.query, headers=headers, body=body
+        )
+    except KernelUnreachable as error:
+        return _kernel_down(error)
+    kept = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP}
+    kept.pop("content-encoding", None)  # httpx decoded it
+    return Response(answer.content, answer.status_code, headers=kept)
+
+
+def _swagger_assets() -> Path:
+    """Swagger UI's files, shipped by the swagger-ui-bundle package (no CDN: the gateway has no
+    internet, and the page where a token is typed loads nothing from elsewhere)."""
+    import swagger_ui_bundle  # type: ignore[import-untyped]  # noqa: PLC0415 - web side only
+
+    return Path(swagger_ui_bundle.swagger_ui_path)
