@@ -17,6 +17,8 @@ and the nurse's press timed out. `EdgeProtocol` adds both:
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections import Counter
 from typing import Any
 
@@ -43,6 +45,27 @@ MAX_PER_PEER = 64
 KEEP_ALIVE_S = 5
 
 _per_peer: Counter[str] = Counter()
+_log = logging.getLogger("pumpctl.web")
+#: Seconds between two log lines about refused connections (a flood must not fill the disk).
+_REFUSAL_LOG_EVERY_S = 10.0
+_refused = {"count": 0, "logged_at": -_REFUSAL_LOG_EVERY_S}
+
+
+def _refusal(total: int, from_peer: int) -> None:
+    """Count a refused connection; one line per `_REFUSAL_LOG_EVERY_S` at most."""
+    _refused["count"] += 1
+    now = time.monotonic()
+    if now - _refused["logged_at"] >= _REFUSAL_LOG_EVERY_S:
+        _refused["logged_at"] = now
+        _log.warning(
+            "connections refused so far: %d (open: %d in all, %d from that address; limits "
+            "%d and %d)",
+            _refused["count"],
+            total,
+            from_peer,
+            MAX_CONNECTIONS,
+            MAX_PER_PEER,
+        )
 
 
 class EdgeProtocol(H11Protocol):
@@ -57,6 +80,7 @@ class EdgeProtocol(H11Protocol):
         peer = self.client[0] if self.client else ""
         if len(self.connections) > MAX_CONNECTIONS or _per_peer[peer] >= MAX_PER_PEER:
             self._refused = True
+            _refusal(len(self.connections), _per_peer[peer])
             transport.abort()
             return
         self._peer = peer

@@ -73,6 +73,8 @@ _HOP = {
     "upgrade",
     "host",
     "content-length",
+    "date",  # the web side's server says its own
+    "server",
 }
 _DOCS_ASSETS = "/docs-static"
 

@@ -5,7 +5,7 @@ or an abstract name written with a leading `@`). Outside systemd the variable is
 `notify` returns False without doing anything, so the service runs the same from a shell.
 
 `feed_watchdog()` runs as an asyncio task: it sends `WATCHDOG=1` every half of
-`$WATCHDOG_USEC` (config/pumpctl.service: `WatchdogSec=`). It is fed *from the event loop* on
+`$WATCHDOG_USEC` (config/pumpctl-kernel.service: `WatchdogSec=`). It is fed *from the event loop* on
 purpose: a loop that is blocked (a synchronous call that hangs, a busy loop) supervises no pump
 and answers no reaction press, and then the watchdog goes hungry and systemd kills and restarts
 the service (`Restart=on-failure`).

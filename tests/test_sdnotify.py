@@ -1,5 +1,5 @@
 """pumpctl/sdnotify.py against real AF_UNIX datagram sockets, and a real `pumpctl serve` process
-under a notify socket of the test's own, as systemd runs it (config/pumpctl.service).
+under a notify socket of the test's own, as systemd runs it (config/pumpctl-kernel.service).
 
 The test's socket stands in for systemd's: it asks for the sender's credentials (SO_PASSCRED) as
 systemd does, so each datagram carries the pid that sent it (NotifyAccess=main accepts only the

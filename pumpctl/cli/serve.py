@@ -32,6 +32,7 @@ from pumpctl.cli.configured import SettingsError, settings_for, validation_messa
 from pumpctl.cli.progress import waiting
 from pumpctl.cli.webside import (
     READY_LINE,
+    Server,
     WebChild,
     WebStartError,
     end_with_parent,
@@ -89,8 +90,8 @@ class _StartupTraceback(logging.Filter):
         return not (explained and str(record.msg).startswith("Traceback"))
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server that tells systemd "STOPPING=1" as soon as it is asked to stop."""
+class _Server(Server):
+    """The kernel's server, which tells systemd "STOPPING=1" as soon as it is asked to stop."""
 
     stopping_sent = False
 
@@ -98,14 +99,6 @@ class _Server(uvicorn.Server):
         if not self.stopping_sent:
             self.stopping_sent = True
             sdnotify.notify("STOPPING=1")
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        """uvicorn's startup, but a failed application startup ends serve() instead of
-        raising SystemExit out of the event loop (the caller says why, in one line)."""
-        try:
-            await super().startup(sockets)
-        except SystemExit:
-            self.should_exit = True
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.announce_stopping()  # SIGTERM from `systemctl stop`: shutdown begins now
@@ -149,6 +142,7 @@ async def _run(settings: Settings, on_ready: Any = None, *, web: bool = True) ->
     watchdog: asyncio.Task[None] | None = None
     child = WebChild(settings, path) if web else None
     supervising: asyncio.Task[None] | None = None
+    web_failed: str | None = None
     try:
         pumps = settings.simulate or len(settings.pumps)
         with waiting(f"pumpctl: starting the service ({pumps} pump(s), store, recovery)"):
@@ -158,10 +152,11 @@ async def _run(settings: Settings, on_ready: Any = None, *, web: bool = True) ->
                 try:
                     await child.start()
                 except WebStartError as error:
-                    server.should_exit = True
-                    raise ServiceStartError(str(error)) from None
-                supervising = asyncio.create_task(child.supervise(), name="web side")
-        if server.started:
+                    web_failed = str(error)
+                    server.should_exit = True  # the kernel ends in order, its store closed
+                else:
+                    supervising = asyncio.create_task(child.supervise(), name="web side")
+        if server.started and web_failed is None:
             sdnotify.notify("READY=1")
             watchdog = sdnotify.start_watchdog()
             if on_ready is not None:
@@ -178,6 +173,8 @@ async def _run(settings: Settings, on_ready: Any = None, *, web: bool = True) ->
                     await task
         with contextlib.suppress(OSError):
             path.unlink()
+    if web_failed is not None:
+        raise ServiceStartError(web_failed)
     if not server.started:
         raise ServiceStartError(
             getattr(app.state, "startup_error", None)

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from api.edge import uvicorn_options
 from api.web import create_web_app
 from pumpctl.settings import Settings
 
-__all__ = ["READY_LINE", "WebChild", "serve_web"]
+__all__ = ["READY_LINE", "Server", "WebChild", "serve_web"]
 
 _log = logging.getLogger("pumpctl.cli")
 
@@ -131,6 +132,18 @@ class WebChild:
             await process.wait()
 
 
+class Server(uvicorn.Server):
+    """uvicorn's server whose failed startup (a port taken, an application that does not
+    start) ends `serve()` instead of raising SystemExit out of the event loop: the caller says
+    why, in one line."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().startup(sockets)
+        except SystemExit:
+            self.should_exit = True
+
+
 def end_with_parent(parent: int) -> None:
     """Linux: SIGTERM when the parent (the kernel) ends, even SIGKILLed; if it already has,
     end now."""
@@ -153,7 +166,7 @@ async def serve_web(settings: Settings, socket: Path, *, ready: Any = None) -> N
         lifespan="on",
         **uvicorn_options(),
     )
-    server = uvicorn.Server(config)
+    server = Server(config)
     serving = asyncio.create_task(server.serve(), name="web side")
     while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn has no event
         await asyncio.sleep(0.05)

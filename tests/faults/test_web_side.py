@@ -1,0 +1,207 @@
+"""The web side cannot reach the pumps' supervision: `pumpctl serve` as users run it (the
+kernel a process, the web side its child), tried with what the gateway's clients can do to it:
+the web side SIGKILLed, half-sent requests, 500 live-event readers, readers that stop reading,
+large bodies without a token. Each time the nurse's reaction still stops the pump and is
+answered (I1), and the kernel, which has no network listener, goes on.
+
+The hostile clients come from 127.0.0.2 and the nurse from 127.0.0.1 (both loopback): the web
+side's limits per address keep one client's flood from taking the others' connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from service_process import TOKENS, Service, serving
+from test_store_faults import press
+
+HOSTILE = "127.0.0.2"
+BOUND_S = 30.0
+
+
+def _ppid(pid: int) -> int | None:
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    return None
+
+
+def web_pid(service: Service) -> int:
+    """The web side: the child of the service's process running `pumpctl web`."""
+    assert service.process is not None
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _ppid(int(entry.name)) == service.process.pid:
+            with contextlib.suppress(OSError):
+                if b"web" in (entry / "cmdline").read_bytes().split(b"\0"):
+                    return int(entry.name)
+    raise AssertionError("no web side running")
+
+
+def listening_sockets(pid: int) -> set[int]:
+    """The inodes of the TCP sockets `pid` listens on."""
+    listening = set()
+    for table in ("tcp", "tcp6"):
+        for line in (Path("/proc/net") / table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                listening.add(int(fields[9]))
+    mine = set()
+    for fd in (Path("/proc") / str(pid) / "fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                mine.add(int(target[8:-1]))
+    return mine & listening
+
+
+@pytest.fixture
+async def service(tmp_path: Path) -> AsyncIterator[Service]:
+    async with serving(tmp_path, simulate=1) as served:
+        yield served
+
+
+async def test_the_kernel_listens_on_no_network_only_on_its_own_socket(service: Service) -> None:
+    """The kernel has no network listener; its Unix socket admits only the service's user and
+    group (0660); the web side listens on the service's port."""
+    assert service.process is not None
+    assert listening_sockets(service.process.pid) == set()
+    assert listening_sockets(web_pid(service)) != set()
+    kernel_socket = service.data_dir / "kernel.sock"
+    mode = kernel_socket.stat().st_mode
+    assert stat.S_ISSOCK(mode)
+    assert stat.S_IMODE(mode) == 0o660
+
+
+async def test_i1_a_killed_web_side_is_started_again_and_the_pump_never_noticed(
+    service: Service,
+) -> None:
+    """The web side SIGKILLed mid-infusion: the kernel starts it again, the pump ran on
+    supervised (no alarm, no lost link), and the reaction then stops it (I1)."""
+    infusion = await service.running("pump-1", "MRN-WEB")
+    killed = web_pid(service)
+    os.kill(killed, signal.SIGKILL)
+    assert service.http is not None
+    async with asyncio.timeout(BOUND_S):
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if (await service.http.get("/api/v1/health")).status_code == 200:
+                    break
+            await asyncio.sleep(0.1)  # polling a condition with a deadline
+    assert web_pid(service) != killed
+    shown = await service.api("GET", f"/infusions/{infusion}", "nurse")
+    assert shown["state"] == "running", shown
+    assert shown["alarms"] == []
+    assert shown["link_lost"] is False
+    answer = await press(service, infusion)
+    assert answer["stop"] == "confirmed", answer
+    assert "web side ended" in service.log.read_text()
+
+
+async def _half_sent(port: int, count: int) -> list[socket.socket]:
+    """`count` connections from HOSTILE, each with a request's head begun and never ended."""
+    held = []
+    for _ in range(count):
+        conn = socket.socket()
+        conn.setblocking(False)
+        conn.bind((HOSTILE, 0))
+        with contextlib.suppress(BlockingIOError):
+            conn.connect(("127.0.0.1", port))
+        await asyncio.sleep(0)
+        with contextlib.suppress(OSError):
+            conn.send(b"GET /api/v1/health HTTP/1.1\r\nHost: gateway\r\nX-Slow: ")
+        held.append(conn)
+    return held
+
+
+def _closed_by_server(conn: socket.socket) -> bool:
+    try:
+        return conn.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+async def test_i1_half_sent_requests_hold_no_press(service: Service) -> None:
+    """A client that opens 200 connections and sends each a request's head it never ends
+    holds 64 of them (the rest are closed at once); the nurse's press, from another address,
+    is answered and stops the pump (I1)."""
+    infusion = await service.running("pump-1", "MRN-SLOW")
+    held = await _half_sent(service.port, 200)
+    try:
+        async with asyncio.timeout(BOUND_S):
+            while sum(_closed_by_server(c) for c in held) < 200 - 64:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)  # polling a condition with a deadline
+        answer = await press(service, infusion)
+        assert answer["stop"] == "confirmed", answer
+    finally:
+        for conn in held:
+            conn.close()
+
+
+async def _reader(client: httpx.AsyncClient, opened: list[Any], refused: list[int]) -> None:
+    headers = {"Authorization": f"Bearer {TOKENS['viewer']}", "Last-Event-ID": "0"}
+    request = client.build_request("GET", "/api/v1/events", headers=headers)
+    answer = await client.send(request, stream=True)
+    if answer.status_code == 200:
+        opened.append(answer)  # held open, never read: a reader that stopped reading
+    else:
+        refused.append(answer.status_code)
+        await answer.aread()  # read: its connection serves the next attempt
+        await answer.aclose()
+
+
+def _hostile_client(service: Service, connections: int) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.AsyncHTTPTransport(local_address=HOSTILE),
+        base_url=service.url,
+        timeout=10.0,
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+    )
+
+
+async def test_i1_500_live_event_readers_are_bounded_and_the_press_goes_through(
+    service: Service,
+) -> None:
+    """500 readers of the live events with one token, none reading: 20 are served (the
+    token's limit), the others get 503 with Retry-After at once; the nurse's press is answered
+    and stops the pump (I1). (Two clients, 20 connections each: within the web side's 64 per
+    address, so every attempt is answered rather than refused at connection.)"""
+    infusion = await service.running("pump-1", "MRN-READERS")
+    opened: list[Any] = []
+    refused: list[int] = []
+    async with _hostile_client(service, 20) as streams, _hostile_client(service, 20) as others:
+        try:
+            await asyncio.gather(*(_reader(streams, opened, refused) for _ in range(20)))
+            for _batch in range(24):
+                await asyncio.gather(*(_reader(others, opened, refused) for _ in range(20)))
+            assert len(opened) == 20
+            assert refused == [503] * 480
+            answer = await press(service, infusion)
+            assert answer["stop"] == "confirmed", answer
+            shown = await service.api("GET", f"/infusions/{infusion}", "nurse")
+            assert shown["state"] == "paused"
+        finally:
+            for answer in opened:
+                await answer.aclose()
+
+
+async def test_a_large_body_is_refused_before_it_is_read(service: Service) -> None:
+    """A 20 MB body: 401 without a token before it is read, 413 with one (at most 64 KiB)."""
+    assert service.http is not None
+    body = b"{" + b" " * (20 * 1024 * 1024) + b"}"
+    anonymous = await service.http.post("/api/v1/patients", content=body)
+    assert anonymous.status_code == 401
+    headers = {"Authorization": f"Bearer {TOKENS['clinician']}"}
+    signed = await service.http.post("/api/v1/patients", content=body, headers=headers)
+    assert signed.status_code == 413
+    assert "65536 bytes" in signed.json()["detail"]
