@@ -60,8 +60,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(events.internal)
 
     @app.get("/metrics", include_in_schema=False)
-    def metrics(ward: Annotated[Ward, Depends(get_ward)]) -> Response:
+    async def metrics(ward: Annotated[Ward, Depends(get_ward)]) -> Response:
         del ward
+        await app.state.metrics.refresh()
         registry = app.state.metrics.registry
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 from collections import Counter, deque
@@ -202,7 +201,7 @@ class LiveHub(FanOut):
         """The last `replay` audit rows, so a client reconnecting after a restart is replayed."""
         while True:
             try:
-                newest = await self.ward.read(self.ward.store.latest_audit_id, what="events")
+                newest = await self.ward.latest_audit_id()
                 self.cursor = max(0, newest - self.replay)
                 await self._read_new(send=False)
             except StoreUnavailable as error:
@@ -215,9 +214,7 @@ class LiveHub(FanOut):
         while True:
             cursor = self.cursor
             self.reads += 1
-            rows = await self.ward.read(
-                functools.partial(self.ward.store.audit_since, cursor, limit=_PAGE), what="events"
-            )
+            rows = await self.ward.audit_since(cursor, _PAGE)
             for row in rows:
                 event = {
                     "event": row.type,

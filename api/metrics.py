@@ -1,9 +1,14 @@
 """`GET /metrics` (Prometheus text format, prometheus-client): stop latency, commands by fate,
-alarms active by kind, link state per pump. Each app has its own registry."""
+alarms active by kind, link state per pump, the store's state. Each app has its own registry.
+
+The counts come from the store through the ward's bounded reads before each scrape
+(`ServiceMetrics.refresh`, on the event loop, never a database call on it); a store that does
+not answer leaves the last counts and says so (`pumpctl_store_degraded`)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Histogram
@@ -11,18 +16,21 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from pumpctl.controller.ward import Ward
+from pumpctl.store.writer import StoreUnavailable
 
 __all__ = ["ServiceMetrics"]
 
 
 class _Live(Collector):
-    """Read at every scrape from the ward: nothing to keep in step. A scrape may run off the
-    event loop (a sync route runs in the threadpool), so the link's age is measured on the
-    clock of the loop the service runs on, taken when it was built."""
+    """Read at every scrape: the links from the supervisors, the store's state from its
+    writer, the counts from the last `refresh`. The link's age is measured on the clock of the
+    loop the service runs on, taken when it was built."""
 
     def __init__(self, ward: Ward) -> None:
         self.ward = ward
         self.loop = asyncio.get_running_loop()
+        self.alarms: dict[str, int] = {}
+        self.fates: dict[str, int] = {}
 
     def collect(self) -> Iterator[Metric]:
         link = GaugeMetricFamily(
@@ -35,15 +43,26 @@ class _Live(Collector):
         alarms = GaugeMetricFamily(
             "pumpctl_alarms_active", "Alarms raised and not yet cleared, by kind", labels=["kind"]
         )
-        for kind, count in sorted(self.ward.store.open_alarm_counts().items()):
+        for kind, count in sorted(self.alarms.items()):
             alarms.add_metric([kind], float(count))
         yield alarms
         fates = GaugeMetricFamily(
             "pumpctl_commands", "Commands of the ledger by fate (A3)", labels=["fate"]
         )
-        for fate, count in sorted(self.ward.store.command_fate_counts().items()):
+        for fate, count in sorted(self.fates.items()):
             fates.add_metric([fate], float(count))
         yield fates
+        health = self.ward.writer.health()
+        yield GaugeMetricFamily(
+            "pumpctl_store_degraded",
+            "1 while the store fails or does not answer within its bound",
+            value=1.0 if health.degraded else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "pumpctl_store_records_waiting",
+            "Records waiting for the store (written once it answers)",
+            value=float(health.waiting),
+        )
 
 
 class ServiceMetrics:
@@ -57,4 +76,11 @@ class ServiceMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=self.registry,
         )
-        self.registry.register(_Live(ward))
+        self._live = _Live(ward)
+        self.registry.register(self._live)
+
+    async def refresh(self) -> None:
+        """The store's counts, read off the loop and bounded; the last ones kept when the
+        store does not answer."""
+        with contextlib.suppress(StoreUnavailable):
+            self._live.alarms, self._live.fates = await self._live.ward.counts()

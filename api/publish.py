@@ -212,7 +212,7 @@ class InfusionPublisher:
         those watched, whose view differs from the one last published. Only the views of
         infusions the ward names as changed since the last burst are built again (and those
         never published on this connection): a burst costs what changed, not the room."""
-        live = await self.ward.read(self.ward.store.live_infusion_ids, what="live infusions")
+        live = await self.ward.live_infusion_ids()
         self._seen, changed = self.ward.changes_since(self._seen)
         candidates = live | self._watched
         if not self._everything and changed is not None:

@@ -275,8 +275,4 @@ async def events(infusion_id: InfusionId, user: Reader, ward: WardDep) -> list[d
     """The infusion's audit trail."""
     del user
 
-    def read() -> list[Any]:
-        ward.store.load_infusion(infusion_id)
-        return ward.store.audit_of(infusion_id)
-
-    return [audit_view(row) for row in await ward.read(read, what="the audit trail")]
+    return [audit_view(row) for row in await ward.audit_trail(infusion_id)]

@@ -368,6 +368,36 @@ class Ward:
             raise NotFoundError(f"patient {patient_id} has no course")
         return courses[-1].id
 
+    async def audit_trail(self, infusion_id: int) -> list[Any]:
+        """The infusion's audit rows, oldest first (NotFoundError for an unknown id)."""
+
+        def read() -> list[Any]:
+            self.store.load_infusion(infusion_id)
+            return self.store.audit_of(infusion_id)
+
+        return await self.read(read, what="the audit trail")
+
+    async def audit_since(self, audit_id: int, limit: int) -> list[Any]:
+        """At most `limit` audit rows after `audit_id`, oldest first."""
+        return await self.read(
+            lambda: self.store.audit_since(audit_id, limit=limit), what="the audit trail"
+        )
+
+    async def latest_audit_id(self) -> int:
+        """The newest audit row's id (0: none)."""
+        return await self.read(self.store.latest_audit_id, what="the audit trail")
+
+    async def live_infusion_ids(self) -> set[int]:
+        """The ids of the infusions the store supervises."""
+        return await self.read(self.store.live_infusion_ids, what="the live infusions")
+
+    async def counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Open alarms by kind, and the ledger's commands by fate (the metrics)."""
+        return await self.read(
+            lambda: (self.store.open_alarm_counts(), self.store.command_fate_counts()),
+            what="the counts",
+        )
+
     async def patient_record(self, patient_id: int) -> tuple[Patient, Course, Any]:
         """A patient, their current course and its history (CourseState), in one read."""
 
