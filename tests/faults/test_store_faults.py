@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import sqlite3
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -190,3 +191,57 @@ async def test_i1_a_full_disk_stops_the_pump_at_once_and_writes_what_waited_once
             types = [e["type"] for e in events]
             assert "reaction" in types, types
             assert "paused" in types, types
+
+
+@contextlib.contextmanager
+def ext4_disk(where: Path, image: Path) -> Iterator[str]:
+    """A 16 MiB ext4 file system on a loop device at `where`, mounted `errors=remount-ro`
+    (root only); its name under /sys/fs/ext4, whose `trigger_fs_error` makes the kernel take it
+    read-only at once, as it does on a real disk error."""
+    if os.geteuid() != 0 or shutil.which("mkfs.ext4") is None:
+        missing("a file system that goes read-only needs root and mkfs.ext4 (CI has both)")
+    subprocess.run(["truncate", "-s", "16M", str(image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", str(image)], check=True)
+    where.mkdir()
+    subprocess.run(["mount", "-o", "loop,errors=remount-ro", str(image), str(where)], check=True)
+    try:
+        device = subprocess.run(
+            ["findmnt", "-n", "-o", "SOURCE", str(where)],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()  # fmt: skip
+        yield Path(device).name
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+        subprocess.run(["losetup", "-d", device], check=False)
+
+
+def disk_error(device: str) -> None:
+    """An error of the ext4 file system on `device`: the kernel takes it read-only."""
+    Path(f"/sys/fs/ext4/{device}/trigger_fs_error").write_text("pumpctl test\n")
+
+
+async def test_i1_a_file_system_gone_read_only_stops_the_pump_and_acknowledges_no_record(
+    tmp_path: Path,
+) -> None:
+    """The data directory's file system goes read-only under the service (a disk error):
+    the reaction is answered with its stop and `recorded: false` (before, 201 as if written,
+    and lost at the restart), /health is 503, and the records wait in memory, none lost, none
+    acknowledged as written."""
+    with ext4_disk(tmp_path / "disk", tmp_path / "disk.img") as device:
+        async with serving(tmp_path / "disk", simulate=1) as service:
+            infusion = await service.running("pump-1", "MRN-RO")
+            disk_error(device)
+            answer = await press(service, infusion)
+            assert answer["stop"] == "confirmed", answer
+            assert answer["recorded"] is False, answer
+            body = await until_health(service, 503)
+            said = body["store_detail"]["reason"]  # (SQLite says EROFS as an I/O error)
+            assert any(w in said for w in ("read-only", "readonly", "I/O error")), body
+            assert body["store_detail"]["records_waiting"] >= 1
+            assert body["store_detail"]["records_lost"] == 0
+            refused = await service.api(
+                "POST", "/patients", "clinician", {"mrn": "MRN-RO-2", "weight_kg": 60}, 503
+            )
+            assert "not recorded" in refused["detail"]["message"]
+            pump = await service.pump("pump-1")
+            assert pump["state"] == "stopped", pump

@@ -205,3 +205,62 @@ async def test_a_large_body_is_refused_before_it_is_read(service: Service) -> No
     signed = await service.http.post("/api/v1/patients", content=body, headers=headers)
     assert signed.status_code == 413
     assert "65536 bytes" in signed.json()["detail"]
+
+
+def rss_mb(pid: int) -> float:
+    """The resident memory of `pid`, in MiB."""
+    for line in (Path("/proc") / str(pid) / "status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def _many_audit_rows(database: Path, count: int) -> None:
+    """`count` audit rows of about 1 KiB each, appended as the store would (its triggers refuse
+    only UPDATE and DELETE): a long history for readers to ask a replay of."""
+    import sqlite3  # noqa: PLC0415 - this test's only use
+
+    data = '{"note": "' + "x" * 1000 + '"}'
+    with sqlite3.connect(database) as db:
+        db.executemany(
+            "INSERT INTO audit (infusion_id, at, wall_at, type, actor, rule, data) "
+            "VALUES (NULL, '2026-01-01 00:00:00', '2026-01-01 00:00:00', 'clock_step', NULL, "
+            "'A7', ?)",
+            [(data,)] * count,
+        )
+
+
+async def test_i1_readers_that_stop_reading_after_asking_a_replay_cost_bounded_memory(
+    tmp_path: Path,
+) -> None:
+    """60 readers (three tokens, 20 each) ask a replay of 5,000 events of 1 KiB and never read:
+    the replay comes from the memory the web side already holds, so its memory grows by a
+    bounded amount (before, 40 such readers cost 527 MB, never returned), and the press is
+    answered and stops the pump (I1)."""
+    async with serving(tmp_path, simulate=1):
+        pass  # the store, migrated
+    await asyncio.to_thread(_many_audit_rows, tmp_path / "pumpctl.db", 5000)
+    async with serving(tmp_path, simulate=1) as service:
+        infusion = await service.running("pump-1", "MRN-STALL")
+        web = web_pid(service)
+        before = rss_mb(web)
+        opened: list[Any] = []
+        refused: list[int] = []
+        clients = [_hostile_client(service, 21) for _ in range(3)]
+        try:
+            for client, role in zip(clients, ("viewer", "nurse", "clinician"), strict=True):
+                for _ in range(20):
+                    headers = {"Authorization": f"Bearer {TOKENS[role]}", "Last-Event-ID": "0"}
+                    request = client.build_request("GET", "/api/v1/events", headers=headers)
+                    answer = await client.send(request, stream=True)
+                    (opened if answer.status_code == 200 else refused).append(answer)
+            assert len(opened) == 60, [a.status_code for a in refused]
+            answer = await press(service, infusion)
+            assert answer["stop"] == "confirmed", answer
+            grown = rss_mb(web) - before
+            assert grown < 64, f"the web side grew by {grown:.0f} MiB"
+        finally:
+            for answer in opened:
+                await answer.aclose()
+            for client in clients:
+                await client.aclose()
