@@ -192,6 +192,7 @@ async def open_kernel(app: FastAPI, settings: Settings, stack: AsyncExitStack) -
         )
     app.state.ward = ward
     app.state.metrics = ServiceMetrics(ward)
+    _background(app.state.metrics.watch_loop(), "loop lag", stack)
     app.state.live = LiveHub(ward, replay=settings.events_replay)
     _background(app.state.live.run(), "live events", stack)
     _log.info(

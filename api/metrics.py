@@ -18,7 +18,10 @@ from prometheus_client.registry import Collector
 from pumpctl.controller.ward import Ward
 from pumpctl.store.writer import StoreUnavailable
 
-__all__ = ["ServiceMetrics"]
+__all__ = ["LOOP_PROBE_S", "ServiceMetrics"]
+
+#: Seconds between two looks at the kernel loop's lag.
+LOOP_PROBE_S = 0.05
 
 
 class _Live(Collector):
@@ -76,8 +79,23 @@ class ServiceMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=self.registry,
         )
+        self.loop_lag = Histogram(
+            "pumpctl_kernel_loop_lag_seconds",
+            "How late the kernel's event loop ran a timer due every 50 ms (wire time)",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+            registry=self.registry,
+        )
         self._live = _Live(ward)
         self.registry.register(self._live)
+
+    async def watch_loop(self, every_s: float = LOOP_PROBE_S) -> None:
+        """Until cancelled: how late this loop runs a timer, observed every `every_s` (a loop
+        held by a blocking call shows here first)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + every_s
+            await asyncio.sleep(every_s)
+            self.loop_lag.observe(max(0.0, loop.time() - due))
 
     async def refresh(self) -> None:
         """The store's counts, read off the loop and bounded; the last ones kept when the

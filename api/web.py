@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import re
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -54,6 +55,9 @@ URGENT_CONNECTIONS = 8
 OTHER_CONNECTIONS = 16
 #: Seconds a request waits for a free connection to the kernel before it is 503.
 POOL_WAIT_S = 5.0
+#: Requests one address may have at the kernel at once in the other lane (a flood from one
+#: client takes at most these; the rest wait, bounded, for their turn).
+PER_PEER_REQUESTS = 2
 #: Seconds the kernel may take to answer (a virtual clock's `/sim/advance` is the longest).
 KERNEL_ANSWER_S = 120.0
 #: Seconds between two tries of a kernel that does not answer, for the events' feed.
@@ -84,10 +88,13 @@ class KernelUnreachable(Exception):  # noqa: N818 - a state of the kernel, answe
 
 
 class Kernel:
-    """The kernel's API over its Unix socket, in two bounded lanes."""
+    """The kernel's API over its Unix socket, in two bounded lanes; in the other lane at most
+    `PER_PEER_REQUESTS` at once per address."""
 
     def __init__(self, socket: Path) -> None:
         self.socket = socket
+        self._peers: dict[str, asyncio.Semaphore] = {}
+        self._peer_users: Counter[str] = Counter()
 
         def client(connections: int, read_s: float | None) -> httpx.AsyncClient:
             return httpx.AsyncClient(
@@ -108,11 +115,48 @@ class Kernel:
             await c.aclose()
 
     async def send(
-        self, method: str, path: str, *, query: str, headers: dict[str, str], body: bytes
+        self,
+        method: str,
+        path: str,
+        *,
+        query: str,
+        headers: dict[str, str],
+        body: bytes,
+        peer: str = "",
     ) -> httpx.Response:
         """One request to the kernel, in its lane; `KernelUnreachable` when it cannot be."""
-        lane = self.urgent if _URGENT.match(path) else self.other
         url = f"{path}?{query}" if query else path
+        if _URGENT.match(path):
+            return await self._send(self.urgent, method, url, headers, body)
+        turn = self._peers.setdefault(peer, asyncio.Semaphore(PER_PEER_REQUESTS))
+        self._peer_users[peer] += 1
+        try:
+            try:
+                async with asyncio.timeout(POOL_WAIT_S):
+                    await turn.acquire()
+            except TimeoutError:
+                raise KernelUnreachable(
+                    f"this address has {PER_PEER_REQUESTS} requests at the kernel already "
+                    f"(waited {POOL_WAIT_S:g} s)"
+                ) from None
+            try:
+                return await self._send(self.other, method, url, headers, body)
+            finally:
+                turn.release()
+        finally:
+            self._peer_users[peer] -= 1
+            if self._peer_users[peer] <= 0:
+                del self._peer_users[peer]
+                del self._peers[peer]
+
+    async def _send(
+        self,
+        lane: httpx.AsyncClient,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: bytes,
+    ) -> httpx.Response:
         try:
             return await lane.request(method, url, headers=headers, content=body)
         except httpx.PoolTimeout:
@@ -318,7 +362,12 @@ async def _pass(kernel: Kernel, request: Request, path: str) -> Response:
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
     try:
         answer = await kernel.send(
-            request.method, path, query=request.url.query, headers=headers, body=body
+            request.method,
+            path,
+            query=request.url.query,
+            headers=headers,
+            body=body,
+            peer=request.client.host if request.client else "",
         )
     except KernelUnreachable as error:
         return _kernel_down(error)

@@ -53,8 +53,8 @@ State = Literal[
 
 #: What an answer says while its record waits for the database (the store is degraded).
 RECORD_WAITS = (
-    "done, but not yet recorded: the database does not answer; the record waits in memory and "
-    "is written, in order, when it does"
+    "done, but not yet recorded: the database has not answered; the record waits in memory "
+    "and is written, in order, when it does"
 )
 
 

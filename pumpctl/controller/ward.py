@@ -106,8 +106,14 @@ class InfusionFacts:
 Notify = Callable[[], None]
 
 #: Seconds an action's answer waits for its record once the action is done (the writer thread
-#: writes in milliseconds; longer, the store is degraded and the answer says `recorded: false`).
+#: writes in milliseconds; longer, the database is slow or held, and the answer says
+#: `recorded: false`: the record is written when it answers). Not at all while the store is
+#: already degraded: nobody is kept waiting for what cannot come.
 RECORD_WAIT_S = 1.0
+#: The same for a reaction, once its stop's fate is known: the record was handed to the
+#: writer when the stop left, so it is written by then unless the database is held, and the
+#: nurse is told the stop's fate without waiting for the disk (I1).
+REACTION_RECORD_WAIT_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +287,9 @@ class Ward:
         def read() -> list[InfusionFacts]:
             patients: dict[int, Patient] = {}
             courses: dict[int, Course] = {}
+            alarms: dict[int | None, list[Alarm]] = {}
+            for alarm in self.store.open_alarms(pump_id=pump_id):  # one query for all of them
+                alarms.setdefault(alarm.infusion_id, []).append(alarm)
             out = []
             for stored in self.store.infusions(pump_id=pump_id):
                 if stored.course_id not in courses:
@@ -288,8 +297,7 @@ class Ward:
                 pid = courses[stored.course_id].patient_id
                 if pid not in patients:
                     patients[pid] = self.store.patient(pid)
-                alarms = self.store.open_alarms(infusion_id=stored.id)
-                out.append(InfusionFacts(stored, patients[pid], alarms))
+                out.append(InfusionFacts(stored, patients[pid], alarms.get(stored.id, [])))
             return out
 
         return await self.read(read, what="the infusions")
@@ -678,10 +686,10 @@ class Ward:
 
         if supervisor is None or supervisor.state is None or (state.terminal and stop is None):
             # I11: after the end (or on an infusion not supervised) nothing is sent to a pump
-            await _briefly(record, self.stop_answer_s - (loop.time() - t0))
+            await self._recorded(record, REACTION_RECORD_WAIT_S)
             return outcome("no_pump_action", None, state.phase.value)
         if stop is None and not supervisor.state.stop_outstanding:
-            await _briefly(record, self.stop_answer_s - (loop.time() - t0))
+            await self._recorded(record, REACTION_RECORD_WAIT_S)
             return outcome("already_stopped", None, state.phase.value)
         if not supervisor.state.link_lost:
             with contextlib.suppress(TimeoutError):
@@ -690,10 +698,10 @@ class Ward:
         now_state = supervisor.state
         if now_state is not None and not now_state.stop_outstanding:
             elapsed = (loop.time() - t0) * 1000
-            await _briefly(record, RECORD_WAIT_S)
+            await self._recorded(record, REACTION_RECORD_WAIT_S)
             return outcome("confirmed", round(elapsed, 2), now_state.phase.value)
         phase = now_state.phase.value if now_state is not None else state.phase.value
-        await _briefly(record, RECORD_WAIT_S)
+        await self._recorded(record, REACTION_RECORD_WAIT_S)
         return outcome("unconfirmed", None, phase)
 
     async def _open_reaction(self, infusion_id: int, reaction_id: int) -> None:
@@ -774,14 +782,21 @@ class Ward:
         supervisor = self.live(infusion_id)
         if supervisor is not None:
             decision = _checked(supervisor.clear_alarm(alarm, actor=actor, role=role))
-            return Acted(decision, await _briefly(supervisor.last_record, RECORD_WAIT_S))
+            return Acted(decision, await self._recorded(supervisor.last_record))
         event = _event(ClearAlarm, alarm=alarm, actor=actor, role=role)
         return await self._acted(infusion_id, event)
+
+    async def _recorded(
+        self, record: asyncio.Future[bool] | None, bound_s: float = RECORD_WAIT_S
+    ) -> bool:
+        """Whether `record` is written, waited for at most `bound_s` (not at all while the
+        store is degraded)."""
+        return await _briefly(record, 0.0 if self.writer.health().degraded else bound_s)
 
     async def _acted(self, infusion_id: int, event: Event) -> Acted:
         """`_submit`, answered once its record is written or `RECORD_WAIT_S` has passed."""
         decision, record = await self._submit(infusion_id, event)
-        return Acted(decision, await _briefly(record, RECORD_WAIT_S))
+        return Acted(decision, await self._recorded(record))
 
     async def wall_clock_stepped(self, step_s: float, *, wall_offset_s: float) -> None:
         """A7: the gateway's wall clock was stepped by `step_s` seconds: audited (no infusion's

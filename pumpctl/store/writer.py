@@ -18,8 +18,9 @@ a stop's path"):
   The store is *degraded* while a write fails, or while one write has taken longer than
   `WRITE_BOUND_S`; then records wait (at most `RECORD_BACKLOG`), the thread probes until the
   database answers again, and writes them in order.
-- `StoreReader`, a small pool of threads for reads, each bounded (`READ_BOUND_S`), at most
-  `READS_IN_FLIGHT` at once; a read of a database that does not answer is `StoreUnavailable`.
+- `StoreReader`, a small pool of threads for reads (`READ_THREADS`), each read bounded
+  (`READ_BOUND_S`, its wait for a thread included), at most `READS_WAITING` waiting at once; a
+  read of a database that does not answer is `StoreUnavailable`.
 
 With SQLite the writer also checks, before each write, that the database file is still the one
 it opened: a file deleted or replaced under a running service is a store fault, never a write
@@ -48,8 +49,9 @@ from pumpctl.store.store import Store
 
 __all__ = [
     "PROBE_BOUND_S",
-    "READS_IN_FLIGHT",
+    "READS_WAITING",
     "READ_BOUND_S",
+    "READ_THREADS",
     "RECORD_BACKLOG",
     "WRITE_BOUND_S",
     "StoreHealth",
@@ -71,8 +73,9 @@ PROBE_BOUND_S = 0.8
 PROBE_EVERY_S = 0.5
 #: Seconds a read may take before it is answered 503.
 READ_BOUND_S = 2.0
-#: Reads waiting for the database at once; more are refused at once (503).
-READS_IN_FLIGHT = 8
+#: Threads that read the store, and reads that may wait for one (more are refused: 503).
+READ_THREADS = 4
+READS_WAITING = 64
 #: Records that may wait for a degraded store; past it a record is dropped, loudly.
 RECORD_BACKLOG = 50_000
 #: Seconds between two tries of a degraded store.
@@ -401,15 +404,23 @@ class StoreWriter:
 
 
 class StoreReader:
-    """Reads of the store on a few threads of their own, each bounded."""
+    """Reads of the store on a few threads of their own, each bounded: a read waits for a
+    thread at most its bound, and at most `waiting` reads wait at once (more are refused)."""
 
-    def __init__(self, *, bound_s: float = READ_BOUND_S, in_flight: int = READS_IN_FLIGHT) -> None:
+    def __init__(
+        self,
+        *,
+        bound_s: float = READ_BOUND_S,
+        threads: int = READ_THREADS,
+        waiting: int = READS_WAITING,
+    ) -> None:
         self.bound_s = bound_s
-        self.limit = in_flight
+        self.limit = waiting
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=min(4, in_flight), thread_name_prefix="store read"
+            max_workers=threads, thread_name_prefix="store read"
         )
-        self._in_flight = 0
+        self._threads = asyncio.Semaphore(threads)
+        self._in_flight = 0  # reads waiting for a thread or on one
 
     async def __call__(self, read: Callable[[], T], *, what: str = "a read") -> T:
         """`read()` on a reader thread, answered within the bound or `StoreUnavailable`."""
@@ -417,13 +428,11 @@ class StoreReader:
             raise StoreUnavailable(
                 f"the database is not answering reads ({self._in_flight} wait): {what} failed"
             )
-        loop = asyncio.get_running_loop()
         self._in_flight += 1
-        done = self._pool.submit(read)
-        done.add_done_callback(lambda _d: _threadsafe(loop, self._finished))
         try:
             async with asyncio.timeout(self.bound_s):
-                return await asyncio.wrap_future(done)
+                async with self._threads:
+                    return await asyncio.wrap_future(self._pool.submit(read))
         except TimeoutError:
             raise StoreUnavailable(
                 f"the database did not answer within {self.bound_s:g} s: {what} failed"
@@ -432,18 +441,12 @@ class StoreReader:
             if isinstance(error, sa_exc.IntegrityError | sa_exc.DataError):
                 raise
             raise StoreUnavailable(f"the database failed ({_said(error)}): {what} failed") from None
-
-    def _finished(self) -> None:
-        self._in_flight -= 1
+        finally:
+            self._in_flight -= 1
 
     def close(self) -> None:
         """End the threads (a read stuck in a frozen database is left behind)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _threadsafe(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
-    with contextlib.suppress(RuntimeError):  # a loop already closed
-        loop.call_soon_threadsafe(callback)
 
 
 def _sqlite_file(store: Store) -> Path | None:
