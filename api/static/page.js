@@ -377,6 +377,17 @@ function setClock(body) {
   }
 }
 
+// The gateway's database not answering: stops and reactions work, records wait (issue 18)
+function showStore(body) {
+  const note = document.getElementById("store-note");
+  note.hidden = body.store !== "degraded";
+  if (body.store === "degraded") {
+    note.textContent = "The gateway's database is not answering: stops and reactions work and "
+      + "are recorded when it answers; starts, resumes and new records are refused until then. "
+      + "Tell the engineer on duty.";
+  }
+}
+
 async function tickClock() {
   if (!session.token) return;
   const before = view.nowIso;
@@ -470,6 +481,10 @@ function dispatch(event) {
   try {
     data = JSON.parse(event.data.join("\n"));
   } catch {
+    return;
+  }
+  if (event.type === "store_status") {
+    showStore(data);
     return;
   }
   if (event.type === "pump_status") {

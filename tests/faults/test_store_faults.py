@@ -245,3 +245,34 @@ async def test_i1_a_file_system_gone_read_only_stops_the_pump_and_acknowledges_n
             assert "not recorded" in refused["detail"]["message"]
             pump = await service.pump("pump-1")
             assert pump["state"] == "stopped", pump
+
+
+async def test_the_page_says_the_database_does_not_answer(service: Service) -> None:
+    """The nurse station page shows, as an alert, that the gateway's database does not answer
+    while it is held, that stops and reactions still work, and takes it back once it answers
+    (the kernel's `store_status` live event)."""
+    from page_env import chromium_binary, signed_in  # noqa: PLC0415 - the browser tests only
+    from playwright.async_api import async_playwright, expect  # noqa: PLC0415
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=chromium_binary())
+        try:
+            page = await signed_in(browser, service, "nurse")
+            note = page.locator("#store-note")
+            await expect(note).to_be_hidden()
+            holder = sqlite3.connect(
+                service.data_dir / "pumpctl.db", isolation_level=None, timeout=0
+            )
+            holder.execute("BEGIN IMMEDIATE")
+            try:
+                await until_health(service, 503)
+                await expect(note).to_contain_text("database is not answering")
+                await expect(note).to_contain_text("stops and reactions work")
+                await expect(note).to_have_attribute("role", "alert")
+            finally:
+                holder.rollback()
+                holder.close()
+            await until_health(service, 200)
+            await expect(note).to_be_hidden()
+        finally:
+            await browser.close()
