@@ -37,6 +37,7 @@ class Service:
     simulate: int = 2
     env: dict[str, str] = field(default_factory=dict)
     clock: str = "virtual"
+    args: list[str] = field(default_factory=list)  # more options (with simulate=0: --pump ...)
     process: asyncio.subprocess.Process | None = None
     http: httpx.AsyncClient | None = None
 
@@ -59,8 +60,10 @@ class Service:
             "PUMPCTL_STOP_ANSWER_S": "2",
             **self.env,
         }
-        command = [sys.executable, "-m", "pumpctl", "serve", "--simulate", str(self.simulate)]
-        command += ["--clock", self.clock, "--port", str(self.port)]
+        command = [sys.executable, "-m", "pumpctl", "serve"]
+        if self.simulate:
+            command += ["--simulate", str(self.simulate)]
+        command += ["--clock", self.clock, "--port", str(self.port), *self.args]
         with self.log.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
                 *command, stdout=log, stderr=log, env=env
