@@ -886,15 +886,18 @@ function drawChart(infusion) {
 
 // ---------------------------------------------------------------- actions
 
-function setNotice(pumpId, kind, text) {
-  notices.set(pumpId, { kind, text, after: loadStarts, infusionId: view.infusions.get(pumpId)?.id });
+// `infusionId`: the infusion the outcome is about, when the answer names it (a new plan: the
+// page may not have read it yet, and the notice must not be taken for another infusion's)
+function setNotice(pumpId, kind, text, infusionId = view.infusions.get(pumpId)?.id) {
+  notices.set(pumpId, { kind, text, after: loadStarts, infusionId });
   render();
 }
 
 // An action's outcome: the region's notice, the state read again, and the focus on the notice
 // (the re-rendered buttons would otherwise leave it on the page's body).
-async function settle(pumpId, kind, text) {
-  setNotice(pumpId, kind, text);
+async function settle(pumpId, kind, text, infusionId = undefined) {
+  if (infusionId === undefined) setNotice(pumpId, kind, text);
+  else setNotice(pumpId, kind, text, infusionId);
   await refresh();
   focusNotice(pumpId);
 }
@@ -1179,7 +1182,7 @@ async function submitInfusion(event) {
   if (answer.status !== 201) { document.getElementById("infusion-error").textContent = problem(answer); return; }
   dialog.close();
   const b = answer.body;
-  await settle(pumpId, "ok", `Infusion ${b.infusion_number} planned: row ${b.row}, ${ml(b.bag_ml)}, ${b.dose_mg} mg, first rate ${rate(b.initial_rate_ml_h)}`);
+  await settle(pumpId, "ok", `Infusion ${b.infusion_number} planned: row ${b.row}, ${ml(b.bag_ml)}, ${b.dose_mg} mg, first rate ${rate(b.initial_rate_ml_h)}`, b.id);
 }
 
 function openStart(pumpId) {

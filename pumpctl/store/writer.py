@@ -165,6 +165,8 @@ class StoreWriter:
         self._closing = False
         self._failing: str | None = None  # the last write's fault, until a write succeeds
         self._failing_since: float | None = None
+        # the write probe's fault (a schema gone): until a probe succeeds, whatever else does
+        self._probe_failing: str | None = None
         self._busy_since: float | None = None  # monotonic start of the write under way
         self._busy_what = ""
         self._dropped = 0
@@ -196,9 +198,9 @@ class StoreWriter:
         with self._lock:
             waiting = sum(1 for j in self._jobs if j.record)
             busy = self._busy_since
-            if self._failing is not None:
+            if self._failing is not None or self._probe_failing is not None:
                 since = self._failing_since
-                reason: str | None = self._failing
+                reason: str | None = self._failing or self._probe_failing
             elif busy is not None and now - busy > self.write_bound_s:
                 since, reason = (
                     busy,
@@ -349,7 +351,12 @@ class StoreWriter:
     def _work(self) -> None:
         while True:
             with self._lock:
-                while not self._jobs and not self._closing and self._failing is None:
+                while (
+                    not self._jobs
+                    and not self._closing
+                    and self._failing is None
+                    and self._probe_failing is None
+                ):
                     self._lock.wait()
                 if not self._jobs:
                     if self._closing:
@@ -374,18 +381,26 @@ class StoreWriter:
                     return
                 time.sleep(self.retry_s)  # a record waits for the database, in order
 
+    def _state_after(self, job: _Job, fault: BaseException | None, *, probe: bool) -> None:
+        """The store's state after `job` ended with `fault` (None: it worked, or failed for a
+        reason of its own). A probe's fault (a schema gone) lasts until a probe works, whatever
+        other writes do. Called with the lock held."""
+        said = None if fault is None else _said(fault)
+        if probe:
+            self._probe_failing = said
+        if said is not None and self._failing is None:
+            self._failing_since = time.monotonic()
+            _log.error("store: %s failed: %s (tried again)", job.what, said)
+        self._failing = said
+        if self._failing is None and self._probe_failing is None:
+            self._failing_since = None
+
     def _done(self, job: _Job, value: Any, error: BaseException | None) -> None:
         fault = error is not None and _store_fault(error)
+        probe = job.run == self._probe_write
         with self._lock:
             self._busy_since, self._current = None, None
-            if fault:
-                assert error is not None
-                if self._failing is None:
-                    self._failing_since = time.monotonic()
-                    _log.error("store: %s failed: %s (tried again)", job.what, _said(error))
-                self._failing = _said(error)
-            elif self._failing is not None:
-                self._failing = self._failing_since = None
+            self._state_after(job, error if fault else None, probe=probe)
             retried = fault and job.record
             if not retried and self._jobs and self._jobs[0] is job:
                 self._jobs.popleft()

@@ -48,6 +48,13 @@ async def until_health(service: Service, status: int) -> dict[str, Any]:
             await asyncio.sleep(0.1)  # polling a condition with a deadline
 
 
+async def until_logged(service: Service, words: str) -> None:
+    """The service's log says `words`, bounded (the store's watch looks every 0.25 s)."""
+    async with asyncio.timeout(BOUND_S):
+        while words not in service.log.read_text():  # noqa: ASYNC110
+            await asyncio.sleep(0.1)  # polling a condition with a deadline
+
+
 async def press(service: Service, infusion: int) -> dict[str, Any]:
     """The nurse's reaction button, grade 2 (I1: the pump stops first)."""
     assert service.http is not None
@@ -276,3 +283,20 @@ async def test_the_page_says_the_database_does_not_answer(service: Service) -> N
             await expect(note).to_be_hidden()
         finally:
             await browser.close()
+
+
+async def test_a_schema_dropped_under_the_service_is_a_loud_alarm(service: Service) -> None:
+    """The store's schema version dropped by another process (a restore gone wrong, a
+    migration run by hand): /health's write probe fails, 503 naming the missing table, and the
+    log says the store is degraded; the pump's supervision goes on and a reaction still stops
+    it (I1)."""
+    infusion = await service.running("pump-1", "MRN-SCHEMA")
+    with sqlite3.connect(service.data_dir / "pumpctl.db") as db:
+        db.execute("DROP TABLE alembic_version")
+    body = await until_health(service, 503)
+    assert "alembic_version" in body["store_detail"]["reason"], body
+    answer = await press(service, infusion)
+    assert answer["stop"] == "confirmed", answer
+    pump = await service.pump("pump-1")
+    assert pump["state"] == "stopped", pump
+    await until_logged(service, "store DEGRADED: no such table: alembic_version")
