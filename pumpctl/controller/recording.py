@@ -53,19 +53,16 @@ class StoreRecorder:
             job()
 
     def quiet(self, event: Event, decision: Decision) -> bool:
-        """A decision that changed nothing but time: a newer one holds all of it."""
+        """A decision that changed nothing but time and is no command's fate: a newer one
+        holds all of it (the writer may replace it while both wait)."""
         fate = isinstance(event, CommandConfirmed | CommandDenied | CommandUnconfirmed)
-        return not decision.audit and not decision.commands and not fate
+        return _time_only(decision) and not fate
 
     def job(self, infusion_id: str, event: Event, decision: Decision) -> Callable[[], None] | None:
         """The write that records one decision (and, for a fate, the ledger row's fate), to
         run on the store's writer thread; None for a time-only decision saved too recently."""
         now = time.monotonic()
-        if (
-            not decision.audit
-            and not decision.commands
-            and now - self._last_save < self.quiet_save_s
-        ):
+        if _time_only(decision) and now - self._last_save < self.quiet_save_s:
             return None
         self._last_save = now
         at = decision.state.last_event_at
@@ -101,6 +98,11 @@ class StoreRecorder:
                     _log.warning("ledger: fate of %s not recorded: %s", fate[1], error)
 
         return write
+
+
+def _time_only(decision: Decision) -> bool:
+    """A decision with no audit event and no command: it moved only time."""
+    return not decision.audit and not decision.commands
 
 
 _FATES: Mapping[type, CommandFate] = {

@@ -133,7 +133,10 @@ class _Job:
     futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = field(
         default_factory=list
     )
-    abandoned: bool = False  # an action whose caller stopped waiting before it began
+    # not to be run: an action whose caller stopped waiting before it began, or a time-only
+    # record a newer one of its key replaced
+    abandoned: bool = False
+    started: bool = False  # the thread took it
 
 
 def _resolve(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
@@ -161,6 +164,9 @@ class StoreWriter:
         self.backlog = backlog
         self.retry_s = retry_s
         self._jobs: deque[_Job] = deque()
+        self._records_waiting = 0  # records in `_jobs` not abandoned (kept, not counted each time)
+        self._quiet: dict[Hashable, _Job] = {}  # the waiting time-only record of each key
+        self._current: _Job | None = None  # the job the thread runs
         self._lock = threading.Condition()
         self._closing = False
         self._failing: str | None = None  # the last write's fault, until a write succeeds
@@ -188,7 +194,7 @@ class StoreWriter:
             self._closing = True
             self._lock.notify_all()
         self._thread.join(timeout_s)
-        left = len(self._jobs)
+        left = self._records_waiting
         if left:
             _log.error("store: %d record(s) not written at shutdown (the database fails)", left)
 
@@ -196,7 +202,7 @@ class StoreWriter:
         """Degraded or not, why, since when; how many records wait."""
         now = time.monotonic()
         with self._lock:
-            waiting = sum(1 for j in self._jobs if j.record)
+            waiting = self._records_waiting
             busy = self._busy_since
             if self._failing is not None or self._probe_failing is not None:
                 since = self._failing_since
@@ -247,27 +253,32 @@ class StoreWriter:
         with self._lock:
             if key is not None:
                 self._supersede(job)
-            if len(self._jobs) >= self.backlog:
+            if self._records_waiting >= self.backlog:
                 self._dropped += 1
                 _log.critical(
                     "store: %s NOT RECORDED: %d records already wait for the database",
                     what,
-                    len(self._jobs),
+                    self._records_waiting,
                 )
                 future.set_result(False)
                 return future
             self._jobs.append(job)
+            self._records_waiting += 1
+            if key is not None:
+                self._quiet[key] = job
             self._lock.notify_all()
         return future
 
     def _supersede(self, job: _Job) -> None:
         """A newer time-only record of the same infusion replaces one still waiting (it only
-        moved time; the newer state holds all of it). Called with the lock held."""
-        for waiting in self._jobs:
-            if waiting.key == job.key and waiting is not self._current:
-                self._jobs.remove(waiting)
-                job.futures.extend(waiting.futures)
-                return
+        moved time; the newer state holds all of it): it is marked, not searched for, and the
+        thread passes over it. Called with the lock held."""
+        waiting = self._quiet.get(job.key)
+        if waiting is not None and not waiting.started and not waiting.abandoned:
+            waiting.abandoned = True
+            self._records_waiting -= 1
+            job.futures.extend(waiting.futures)
+            waiting.futures = []
 
     async def call(self, run: Callable[[], T], *, what: str, bound_s: float = ACTION_BOUND_S) -> T:
         """An action's write, answered once written (its value or its error); refused at once
@@ -290,7 +301,7 @@ class StoreWriter:
         except TimeoutError:
             with self._lock:
                 job.abandoned = True
-                started = job not in self._jobs
+                started = job.started
             if started:
                 raise StoreUnavailable(
                     f"the database did not answer within {bound_s:g} s: {what} may still be "
@@ -333,8 +344,6 @@ class StoreWriter:
 
     # -- the thread --------------------------------------------------------------------------
 
-    _current: _Job | None = None
-
     def _probe_write(self) -> None:
         self._check_file()
         with self.store.engine.begin() as connection:
@@ -367,6 +376,7 @@ class StoreWriter:
                     if job.abandoned:
                         self._jobs.popleft()
                         continue
+                    job.started = True
                 self._current = job
                 self._busy_since, self._busy_what = time.monotonic(), job.what
             value, error = None, None
@@ -404,6 +414,10 @@ class StoreWriter:
             retried = fault and job.record
             if not retried and self._jobs and self._jobs[0] is job:
                 self._jobs.popleft()
+                if job.record:
+                    self._records_waiting -= 1
+                if job.key is not None and self._quiet.get(job.key) is job:
+                    del self._quiet[job.key]
         if retried:
             return
         if error is not None and job.record:
