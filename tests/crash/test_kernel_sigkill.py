@@ -5,8 +5,8 @@ store. The record cannot be written (another process holds SQLite's write lock),
 said `recorded: false`; the kernel then dies with the record in memory.
 
 On the restart the pump is found stopped with no record why: A4, never a pump that runs on,
-and nothing acknowledged as recorded is missing (tests/crash/test_sigkill_recovery.py tries the
-controller alone at seeded points, on a harness of its own).
+and nothing acknowledged as recorded is missing; the web side, its child, dies with it
+(tests/crash/test_sigkill_recovery.py tries the kernel alone, `--no-web`, at seeded points).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ async def test_a4_i1_sigkill_between_a_reactions_stop_and_its_record(tmp_path: P
             )
             await service.api("POST", f"{path}/start", "clinician", {})
             await _until(lambda: _running_rate(service))
-            holder = sqlite3.connect(tmp_path / "pumpctl.db", isolation_level=None, timeout=0)
+            holder = sqlite3.connect(tmp_path / "pumpctl.db", isolation_level=None, timeout=10)
             holder.execute("BEGIN IMMEDIATE")
             try:
                 answer = await service.api(

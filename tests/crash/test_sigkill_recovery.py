@@ -1,10 +1,14 @@
-"""A4 with real processes: the controller (tests/helpers/controller_process.py) against the serial
-simulator in another process, SIGKILLed at seeded points and restarted on the same SQLite store.
+"""A4 on the kernel as users run it: `pumpctl serve --no-web` (the kernel's own systemd unit,
+built by its one composition root, api/gateway.py) against `pumpctl simulate serial` in a
+process of its own on a pseudo-terminal, SIGKILLed at seeded points and started again on the
+same SQLite store.
 
 Both processes run on one scaled clinical clock (`scaled:F@EPOCH`, wall clock based), so a
-60 min step takes under a second. Each scenario runs ten times in a row (seeds 0-9); the seed picks
-where in its window the kill lands. The checks are invariants on what the pump really did (the
-simulator's history) and on the store (audit trail, command ledger), never exact timings:
+60 min step takes under a second. Each scenario runs with ten seeds; the seed picks where in its
+window the kill lands, named by a line of the kernel's own log. Where a record must not reach
+the disk, the database is held by another process (SQLite's write lock), as a real database
+holds it. The checks are invariants on what the pump really did (the simulator's history) and
+on the store (audit trail, command ledger), never exact timings:
 
 - every rate the pump ran at is a rung of the ladder, or a half-rate resume and its own rungs,
   never above 200 ml/h; a rise is one increment at most (L1, L2, I2);
@@ -24,11 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
 import random
-import re
-import sys
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kernel_process import KernelProcess
 from pumpctl_process import Served, simulate_serial
 from sqlalchemy import text
 from sqlmodel import Session, select
@@ -58,118 +60,56 @@ TOLERANCE = timedelta(minutes=1)
 MAX_RATE = 200.0
 INCREMENT = 50.0
 FIRST_RATE = 50.0
-#: Wall-second bounds: a line the harness must print, a state the pump must reach.
-LINE_BOUND_S = 20.0
+#: Wall-second bound for a state the pump must reach.
 PUMP_BOUND_S = 15.0
 #: SAF periods: one far longer than a restart (the pump runs on), one shorter (it stops itself).
 SAFE_LONG_S = 255
 SAFE_SHORT_S = 2
-HARNESS = Path(__file__).resolve().parents[1] / "helpers" / "controller_process.py"
-ROOT = Path(__file__).resolve().parents[2]
 SEEDS = range(10)
-HOLD_ENV = "PUMPCTL_HARNESS_HOLD_COMMIT"
-COMMAND_LINE = re.compile(r"^log: command pump=\S+ infusion=\S+ command=(\S+) op=(\S+)$")
+PUMP = "pump-1"
 #: The pump's history names a command's effect by the model's operation; the ledger by CommandOp.
 EFFECT_OF = {"set_rate": "set_rate", "set_vtbi": "set_vtbi", "start": "run"}
-
-
-@dataclass
-class Harness:
-    """One controller process: its output lines (logs) and its JSON answers."""
-
-    process: asyncio.subprocess.Process
-    lines: list[str] = field(default_factory=list)
-    cursor: int = 0
-
-    async def _read(self) -> str:
-        assert self.process.stdout is not None
-        raw = await self.process.stdout.readline()
-        if not raw:
-            raise AssertionError(f"the controller exited: {self.lines[-5:]}")
-        return raw.decode().rstrip("\n")
-
-    async def line(self, predicate: Callable[[str], bool], bound_s: float = LINE_BOUND_S) -> str:
-        """The next output line (after the last one matched) for which `predicate` holds."""
-        try:
-            async with asyncio.timeout(bound_s):
-                while True:
-                    while self.cursor < len(self.lines):
-                        found = self.lines[self.cursor]
-                        self.cursor += 1
-                        if predicate(found):
-                            return found
-                    self.lines.append(await self._read())
-        except TimeoutError:
-            shown = "\n".join(self.lines[-15:])
-            raise AssertionError(
-                f"no such line within {bound_s} s; the last ones:\n{shown}"
-            ) from None
-
-    async def ask(self, op: str, **fields: object) -> dict[str, Any]:
-        """Send one command; its JSON answer (log lines on the way are kept for `line`)."""
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps({"op": op, **fields}).encode() + b"\n")
-        await self.process.stdin.drain()
-        async with asyncio.timeout(LINE_BOUND_S):
-            while True:
-                found = await self._read()
-                if found.startswith("{"):
-                    answer: dict[str, Any] = json.loads(found)
-                    return answer
-                self.lines.append(found)
-
-    async def kill(self) -> None:
-        """SIGKILL: no clean stop of anything."""
-        if self.process.returncode is None:
-            self.process.kill()
-        async with asyncio.timeout(LINE_BOUND_S):
-            await self.process.wait()
-
-    def commands(self) -> list[tuple[str, str]]:
-        """(ledger id, op) of every command this process handed to the driver."""
-        return [(m[1], m[2]) for line in self.lines if (m := COMMAND_LINE.match(line)) is not None]
+#: An action's answers: 200 once recorded, 202 while its record waits (never here but held).
+DONE = {200, 202}
 
 
 @dataclass
 class Rig:
-    """A simulator process, a migrated SQLite store, and the controller processes of one run."""
+    """A simulator process, a migrated SQLite store, and the kernel processes of one run."""
 
     served: Served
-    url: str
+    data_dir: Path
     spec: str
     clock: ScaledClock
     safe_mode_s: int
-    harnesses: list[Harness] = field(default_factory=list)
+    kernels: list[KernelProcess] = field(default_factory=list)
     #: Controller bugs these tests found (since fixed): a run that meets one again fails.
     known_bugs: list[str] = field(default_factory=list)
-    #: Ledger ids the store held when the controller was killed.
+    #: Ledger ids the store held when the kernel was killed.
     ledger_at_crash: set[str] = field(default_factory=set)
+    infusion: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"sqlite:///{self.data_dir}/pumpctl.db"
 
     def finish(self) -> None:
         """End the run: it fails naming any bug it met, once every invariant was checked."""
         assert not self.known_bugs, "; ".join(sorted(set(self.known_bugs)))
 
-    async def controller(self, env: dict[str, str] | None = None) -> tuple[Harness, datetime]:
-        """Start a controller process; it and the clinical instant it was started at."""
+    async def kernel(self) -> tuple[KernelProcess, datetime]:
+        """Start a kernel (`pumpctl serve --no-web`); it and the clinical instant it was
+        started at."""
         spawned = self.clock.now()
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(HARNESS),
-            self.url,
-            self.served.path,
-            "0",
-            str(self.safe_mode_s),
-            self.spec,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            cwd=ROOT,
-            env={**os.environ, **(env or {})},
+        pump = f"{PUMP}=serial://{self.served.path}?address=0&safe={self.safe_mode_s}"
+        kernel = KernelProcess(
+            self.data_dir,
+            ["--pump", pump, "--bench", "--clock", self.spec],
+            env={"PUMPCTL_POLL_INTERVAL_S": "0.2"},
         )
-        harness = Harness(process)
-        self.harnesses.append(harness)
-        ready = await harness.line(lambda line: line.startswith('{"ready"'))
-        assert json.loads(ready)["ready"] is True
-        return harness, spawned
+        self.kernels.append(kernel)
+        await kernel.start()
+        return kernel, spawned
 
     async def pump(self) -> dict[str, Any]:
         """The simulated pump's real state and history (control interface)."""
@@ -199,7 +139,7 @@ class Rig:
 
     def audit(self) -> list[tuple[int | None, str, str | None, str]]:
         with Store.open(self.url) as store:
-            return [(a.id, a.type, a.rule, a.at.isoformat()) for a in store.audit_of(1)]
+            return [(a.id, a.type, a.rule, a.at.isoformat()) for a in store.audit_of(self.infusion)]
 
     def ledger(self) -> list[CommandLedger]:
         with Store.open(self.url) as store, Session(store.engine) as session:
@@ -208,24 +148,21 @@ class Rig:
 
 @asynccontextmanager
 async def rig(tmp_path: Path, safe_mode_s: int = SAFE_LONG_S) -> AsyncIterator[Rig]:
-    url = f"sqlite:///{tmp_path}/pumpctl.db"
-    migrate.upgrade(url)
+    migrate.upgrade(f"sqlite:///{tmp_path}/pumpctl.db")
     epoch = time.time()
     spec = f"scaled:{FACTOR}@{epoch!r}"
     clock = ScaledClock(FACTOR, wall_epoch=epoch)
     async with simulate_serial("--pumps", "1", "--clock", spec) as served:
-        built = Rig(served, url, spec, clock, safe_mode_s)
+        built = Rig(served, tmp_path, spec, clock, safe_mode_s)
         try:
             yield built
         except BaseException:
-            for n, harness in enumerate(built.harnesses):  # shown by pytest for a failure
-                print(f"--- controller process {n + 1}:", *harness.lines, sep="\n")  # noqa: T201
+            for n, kernel in enumerate(built.kernels):  # shown by pytest for a failure
+                print(f"--- kernel process {n + 1}:", *kernel.lines, sep="\n")  # noqa: T201
             raise
         finally:
-            for harness in built.harnesses:
-                if harness.process.stdin is not None:
-                    harness.process.stdin.close()
-                await harness.kill()
+            for kernel in built.kernels:
+                await kernel.kill()
 
 
 # -- the pump's history ---------------------------------------------------------------------------
@@ -314,8 +251,13 @@ def check_restart(
     spawned_at: datetime,
     restarted_at: datetime,
     half_rate_resume: bool,
+    recorded_rate: float | None = None,
 ) -> None:
-    """A4: no rise because it restarted, downtime is not running time, no ladder restart."""
+    """A4: no rise because it restarted, downtime is not running time, no ladder restart.
+
+    `recorded_rate`: the rate the store held confirmed running at the crash, when a step's
+    confirmation was lost with the store (Readings, A4): the ladder goes on from that rate, one
+    step below what the pump ran at, never above."""
     before, _ = rate_at(history, spawned_at)
     changed = last_rate_change(history, spawned_at)
     ran = max(timedelta(0), crash_at - changed)
@@ -328,29 +270,21 @@ def check_restart(
                 f"counted downtime as running time or stepped because it restarted"
             )
             break
-    floor = before / 2 if half_rate_resume else before
+    kept = before if recorded_rate is None else min(before, recorded_rate)
+    assert kept >= before - INCREMENT, f"{kept} ml/h kept where the pump ran at {before}"
+    floor = kept / 2 if half_rate_resume else kept
     for change in after:
         assert change.rate >= floor - 0.1, f"ladder restarted: {change.rate} < {floor}"
 
 
-#: Controller bug (reported, not fixed here; since d3bc5b3 decisions are written by a
-#: `call_soon` after the turn that made them): a non-stop command's task starts before its
-#: decision and ledger row are written, so a SIGKILL in between leaves a command carried out by
-#: the pump that the store never heard of; the restarted controller decides it again under the
-#: same ledger id and the pump carries it out twice.
-SENT_BEFORE_COMMIT_BUG = "a non-stop command left before its decision was written"
-
-
 def check_commands(rig_: Rig, history: list[Change]) -> None:
-    """A3/A4: no non-stop command carried out twice, across both processes."""
-    sent = Counter(lid for h in rig_.harnesses for lid, op in h.commands() if op != "stop")
-    first = {lid for lid, op in rig_.harnesses[0].commands() if op != "stop"}
-    uncommitted = first - rig_.ledger_at_crash
+    """A3/A4: no non-stop command carried out twice, across both processes (write-ahead: a
+    command leaves only once its decision and ledger row are written)."""
+    sent = Counter(lid for k in rig_.kernels for lid, op in k.commands() if op != "stop")
     twice = {lid for lid, n in sent.items() if n > 1}
-    if twice and twice <= uncommitted:
-        rig_.known_bugs.append(SENT_BEFORE_COMMIT_BUG)
-        return
     assert not twice, f"sent twice: {sent}"
+    first = {lid for lid, op in rig_.kernels[0].commands() if op != "stop"}
+    assert first <= rig_.ledger_at_crash, "a command left before its ledger row was written"
     ledger = rig_.ledger()
     assert len({(row.infusion_id, row.command_id) for row in ledger}) == len(ledger)
     held = Counter(EFFECT_OF[row.op] for row in ledger if row.op in EFFECT_OF)
@@ -368,7 +302,7 @@ def check_audit(rig_: Rig, at_crash: list[tuple[int | None, str, str | None, str
 
 @dataclass(frozen=True)
 class Crash:
-    """One crash: when the controller was killed, when the next one was started, and the audit
+    """One crash: when the kernel was killed, when the next one was started, and the audit
     trail as it stood in between."""
 
     at: datetime
@@ -376,7 +310,14 @@ class Crash:
     trail: list[tuple[int | None, str, str | None, str]]
 
 
-def check_all(rig_: Rig, history: list[Change], crash_: Crash, *, half_rate_resume: bool) -> None:
+def check_all(
+    rig_: Rig,
+    history: list[Change],
+    crash_: Crash,
+    *,
+    half_rate_resume: bool,
+    recorded_rate: float | None = None,
+) -> None:
     """Every invariant of the module docstring, for one crash and restart."""
     check_ladder(history)
     check_restart(
@@ -385,6 +326,7 @@ def check_all(rig_: Rig, history: list[Change], crash_: Crash, *, half_rate_resu
         spawned_at=crash_.spawned_at,
         restarted_at=restarted_at(rig_),
         half_rate_resume=half_rate_resume,
+        recorded_rate=recorded_rate,
     )
     check_commands(rig_, history)
     check_audit(rig_, crash_.trail)
@@ -392,64 +334,96 @@ def check_all(rig_: Rig, history: list[Change], crash_: Crash, *, half_rate_resu
 
 def restarted_at(rig_: Rig) -> datetime:
     with Store.open(rig_.url) as store:
-        return max(a.at for a in store.audit_of(1) if a.type == "restarted")
+        return max(a.at for a in store.audit_of(rig_.infusion) if a.type == "restarted")
 
 
-async def started(rig_: Rig, harness: Harness, steps: int) -> None:
-    """Plan and start infusion 1; return once `steps` rate steps are confirmed after the run
-    (xfail when the safety envelope stops the pump on one of them: ENVELOPE_BUG)."""
-    assert (await harness.ask("plan"))["ok"] is True
-    assert (await harness.ask("start"))["ok"] is True
-    await harness.line(lambda line: "type=confirmed_running" in line)
+# -- a nurse and a clinician at the kernel's API ---------------------------------------------------
+
+
+async def started(rig_: Rig, kernel: KernelProcess, steps: int) -> None:
+    """Plan and start the patient's first infusion (premedication an hour before, D3); return
+    once `steps` rate steps are confirmed after the run."""
+    patient = await kernel.api(
+        "POST", "/patients", "clinician", {"mrn": "MRN-CRASH", "weight_kg": 70}, 201
+    )
+    body = {"patient_id": patient["id"], "pump_id": PUMP}
+    rig_.infusion = (await kernel.api("POST", "/infusions", "clinician", body, 201))["id"]
+    now = datetime.fromisoformat((await kernel.api("GET", "/clock", "viewer"))["now"])
+    given = {"given_at": (now - timedelta(minutes=60)).isoformat()}
+    await kernel.api("POST", f"/infusions/{rig_.infusion}/premedication", "nurse", given)
+    await kernel.api("POST", f"/infusions/{rig_.infusion}/start", "clinician", {})
+    await kernel.line(lambda line: "type=confirmed_running" in line)
     for _ in range(steps):
-        if not await goes_on(harness):
+        if not await goes_on(kernel):
             rig_.known_bugs.append(ENVELOPE_BUG)
             rig_.finish()
 
 
-async def crash(rig_: Rig, harness: Harness) -> tuple[datetime, list[Any]]:
-    """SIGKILL the controller; the clinical instant and the audit trail right after."""
-    await harness.kill()
+async def act(kernel: KernelProcess, rig_: Rig, action: str, body: Any = None) -> dict[str, Any]:
+    """A nurse's action on the infusion: its answer, {"refused": rule} for a 409."""
+    answer = await kernel.request("POST", f"/infusions/{rig_.infusion}/{action}", "nurse", body)
+    if answer.status_code == 409:
+        return {"refused": answer.json()["detail"]["rule"]}
+    assert answer.status_code in DONE | {201}, (action, answer.status_code, answer.text)
+    shown: dict[str, Any] = answer.json()
+    return shown
+
+
+async def crash(rig_: Rig, kernel: KernelProcess) -> tuple[datetime, list[Any]]:
+    """SIGKILL the kernel; the clinical instant and the audit trail right after."""
+    await kernel.kill()
     at = rig_.clock.now()
     rig_.ledger_at_crash = {row.id for row in rig_.ledger()}
     return at, rig_.audit()
 
 
-async def acknowledge(harness: Harness) -> set[str]:
-    """A nurse acknowledges every alarm the restarted controller latched (A3: a command whose
-    fate the restart could not confirm); the alarms cleared."""
-    state = (await harness.ask("state"))["state"]
-    latched = set(state["latched"])
-    for alarm in sorted(latched):
-        cleared = await harness.ask("clear_alarm", alarm=alarm)
-        assert cleared["ok"] is True, cleared
-    return latched
+async def alarms_shown(kernel: KernelProcess, rig_: Rig) -> tuple[set[str], set[str]]:
+    """(latched alarms, pump alarms) the kernel shows for the infusion."""
+    view = await kernel.api("GET", f"/infusions/{rig_.infusion}", "viewer")
+    return set(view["latched_alarms"]), set(view["pump_alarms"])
 
 
-#: Controller bug (reported, not fixed here): the core counts a rate's interval from its
-#: confirmation, the safety envelope from the read-back it is shown a moment later (and after a
-#: restart from the first poll, `PumpSupervisor.restarted` never shows it its read-back). When
-#: the core's step, exactly one interval after its confirmation, reaches the envelope sooner
-#: than that moment, the envelope trips on a lawful step: the pump is stopped (safe) and a
-#: clinician must clear it. The invariants are still checked; the run then ends xfail.
+async def acknowledge(kernel: KernelProcess, rig_: Rig, alarms: set[str]) -> None:
+    """A clinician acknowledges each alarm (A1: it never starts the pump)."""
+    for alarm in sorted(alarms):
+        path = f"/infusions/{rig_.infusion}/alarms/{alarm}/clear"
+        answer = await kernel.request("POST", path, "clinician", {})
+        assert answer.status_code in DONE, (alarm, answer.status_code, answer.text)
+
+
+#: Controller bug (since fixed): the core counted a rate's interval from its confirmation, the
+#: safety envelope from the read-back shown a moment later, so the envelope could trip on a
+#: lawful step exactly one interval after the last. A run that meets it again fails naming it.
 ENVELOPE_BUG = "the safety envelope trips on a step exactly one interval after the last"
 
 
-async def kill_point(rig_: Rig, harness: Harness, kill_at: str) -> None:
-    """Return at the first line holding `kill_at` (xfail if the envelope trips first)."""
-    found = await harness.line(lambda line: kill_at in line or "kind=safety_envelope" in line)
+async def kill_point(rig_: Rig, kernel: KernelProcess, kill_at: str) -> None:
+    """Return at the first line holding `kill_at` (the run fails if the envelope trips first)."""
+    found = await kernel.line(lambda line: kill_at in line or "kind=safety_envelope" in line)
     if kill_at not in found:
         rig_.known_bugs.append(ENVELOPE_BUG)
         rig_.finish()
 
 
-async def goes_on(harness: Harness) -> bool:
-    """The restarted controller's ladder goes on: its next step is confirmed (bounded); False
-    when the safety envelope stopped the pump instead (ENVELOPE_BUG)."""
-    found = await harness.line(
+async def goes_on(kernel: KernelProcess) -> bool:
+    """The kernel's ladder goes on: its next step is confirmed (bounded); False when the safety
+    envelope stopped the pump instead (ENVELOPE_BUG)."""
+    found = await kernel.line(
         lambda line: "op=set_rate fate=command_confirmed" in line or "kind=safety_envelope" in line
     )
     return "kind=safety_envelope" not in found
+
+
+@contextlib.contextmanager
+def database_held(rig_: Rig) -> Any:
+    """Another process holds SQLite's write lock: nothing the kernel writes reaches the disk."""
+    holder = sqlite3.connect(rig_.data_dir / "pumpctl.db", isolation_level=None, timeout=10)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        holder.rollback()
+        holder.close()
 
 
 # -- the scenarios --------------------------------------------------------------------------------
@@ -462,13 +436,15 @@ async def test_A4_L1_sigkill_mid_step_goes_on_at_the_same_step(tmp_path: Path, s
     kill_at = rng.choice(["type=rate_step", "op=set_rate", "op=set_rate fate="])
     delay_s = rng.uniform(0, 0.03)
     async with rig(tmp_path) as r:
-        first, _ = await r.controller()
+        first, _ = await r.kernel()
         await started(r, first, steps)
         await kill_point(r, first, kill_at)
         await asyncio.sleep(delay_s)  # the seeded kill point, not a synchronisation
         crash_at, trail = await crash(r, first)
-        second, spawned = await r.controller()
-        assert await acknowledge(second) <= {"command_unconfirmed"}
+        second, spawned = await r.kernel()
+        latched, _ = await alarms_shown(second, r)
+        assert latched <= {"command_unconfirmed"}, latched
+        await acknowledge(second, r, latched)
         went_on = await goes_on(second)
         pump = await r.pump()
         history = changes(pump)
@@ -480,54 +456,69 @@ async def test_A4_L1_sigkill_mid_step_goes_on_at_the_same_step(tmp_path: Path, s
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-async def test_A4_I1_sigkill_between_a_reactions_stop_and_its_commit(
+async def test_A4_I1_sigkill_between_a_reactions_stop_and_its_record(
     tmp_path: Path, seed: int
 ) -> None:
-    """The stop reached the pump, the reaction never reached the store: the restarted
-    controller finds the pump stopped with no record why, and refuses to resume naming A4 until
-    the nurse says "reaction" (I2: half rate) or "no reaction" (A1: the same rate)."""
+    """The database held, the stop reached the pump and the nurse was told `recorded: false`;
+    the kernel is killed before the record reaches the store. The restarted kernel finds the
+    pump stopped with no record why, and refuses to resume naming A4 until the nurse says
+    "reaction" (I2: half rate) or "no reaction" (A1: the same rate)."""
     rng = random.Random(seed)
     steps = rng.choice([0, 1, 2])
-    kill_at = rng.choice(["stopped at the pump", "op=stop fate="])
+    kill_at = rng.choice(["op=stop fate=", "answered"])
+    delay_s = rng.uniform(0, 1.5)  # before and after the store is called degraded (1 s)
     answer = rng.choice(["reaction", "no reaction"])
-    fifo = tmp_path / "hold"
-    os.mkfifo(fifo)
     async with rig(tmp_path) as r:
-        first, _ = await r.controller({HOLD_ENV: str(fifo)})
+        first, _ = await r.kernel()
         await started(r, first, steps)
-        assert (await first.ask("reaction", grade=2))["ok"] is True
-        await first.line(lambda line: line == "about-to-commit")
-        if kill_at == "stopped at the pump":
-            await r.until_pump(lambda p: p["state"] != "running")
-        else:
-            await kill_point(r, first, kill_at)
-        crash_at, trail = await crash(r, first)
-        assert (await r.pump())["state"] != "running"  # the stop had left before the commit
+        with database_held(r):
+            pressed = asyncio.create_task(
+                act(first, r, "reactions", {"grade": 2, "signs": ["other"]})
+            )
+            if kill_at == "answered":
+                reply = await pressed
+                assert reply["stop"] == "confirmed", reply
+                assert reply["recorded"] is False, reply
+                await asyncio.sleep(delay_s)  # the seeded kill point, not a synchronisation
+            else:
+                await kill_point(r, first, kill_at)
+            await first.kill()
+            crash_at = r.clock.now()
+            with contextlib.suppress(Exception):  # its answer may have been cut off
+                await pressed
+        r.ledger_at_crash = {row.id for row in r.ledger()}  # once the database is let go
+        trail = r.audit()
+        assert (await r.pump())["state"] != "running"  # the stop had left before the record
         before = rate_before_stop(changes(await r.pump()))
         with Store.open(r.url) as store:
-            assert store.reactions(1) == []  # ... and the reaction was never committed
-            assert store.load_infusion(1).state.phase.value == "running"
-        second, spawned = await r.controller()
-        refused = await second.ask("resume")
-        assert refused["ok"] is False
-        assert refused["refusal"]["rule"] == "A4"
+            assert store.reactions(r.infusion) == []  # ... and the reaction was never written
+            stored = store.load_infusion(r.infusion).state
+        assert stored.phase.value in {"starting", "running"}, stored.phase
+        # a step the pump confirmed just before the press may have lost its confirmation with
+        # the store: the restart cannot tell it ran (Readings, A4), the ladder keeps the rate
+        # the store held confirmed running
+        recorded = stored.confirmed_rate_ml_h or stored.rate_ml_h
+        second, spawned = await r.kernel()
+        assert await act(second, r, "resume") == {"refused": "A4"}
         if answer == "reaction":
-            assert (await second.ask("reaction", grade=2))["ok"] is True
-            assert (await second.ask("idle"))["ok"] is True  # its stop confirmed (A3)
-            assert (await second.ask("resume"))["ok"] is True
-            expected = round(before / 2, 1)
+            await act(second, r, "reactions", {"grade": 2, "signs": ["other"]})
+            await act(second, r, "resume")
+            expected = round(min(before, recorded) / 2, 1)
         else:
-            assert (await second.ask("resume", no_reaction=True))["ok"] is True
-            expected = before
-        assert (await second.ask("idle"))["ok"] is True
+            await act(second, r, "resume", {"reaction": False})
+            expected = min(before, recorded)
         pump = await r.until_pump(lambda p: p["state"] == "running")
         assert pump["rate_ml_h"] == expected
         history = changes(pump)
         check_all(
-            r, history, Crash(crash_at, spawned, trail), half_rate_resume=answer == "reaction"
+            r,
+            history,
+            Crash(crash_at, spawned, trail),
+            half_rate_resume=answer == "reaction",
+            recorded_rate=recorded,
         )
         with Store.open(r.url) as store:
-            grades = [x.grade for x in store.reactions(1)]
+            grades = [x.grade for x in store.reactions(r.infusion)]
         assert grades == ([2] if answer == "reaction" else [])
     r.finish()
 
@@ -541,22 +532,24 @@ async def test_A4_I2_sigkill_mid_resume_never_resumes_above_half(tmp_path: Path,
     )
     delay_s = rng.uniform(0, 0.03)
     async with rig(tmp_path) as r:
-        first, _ = await r.controller()
+        first, _ = await r.kernel()
         await started(r, first, steps)
-        assert (await first.ask("reaction", grade=2))["ok"] is True
-        await first.line(lambda line: "op=stop fate=command_confirmed" in line)
+        reply = await act(first, r, "reactions", {"grade": 2, "signs": ["other"]})
+        assert reply["stop"] == "confirmed", reply
         before = rate_before_stop(changes(await r.pump()))
-        assert (await first.ask("resume"))["ok"] is True
+        resuming = asyncio.create_task(act(first, r, "resume"))
         await kill_point(r, first, kill_at)
         await asyncio.sleep(delay_s)  # the seeded kill point, not a synchronisation
         crash_at, trail = await crash(r, first)
-        second, spawned = await r.controller()
+        with contextlib.suppress(Exception):  # its answer may have been cut off
+            await resuming
+        second, spawned = await r.kernel()
         half = round(before / 2, 1)
         if (await r.pump())["state"] != "running":
-            resumed = await second.ask("resume")
-            if not resumed["ok"]:  # found stopped while the store says it resumed
-                assert resumed["refusal"]["rule"] == "A4"
-                assert (await second.ask("resume", no_reaction=True))["ok"] is True
+            resumed = await act(second, r, "resume")
+            if "refused" in resumed:  # found stopped while the store says it resumed
+                assert resumed == {"refused": "A4"}
+                await act(second, r, "resume", {"reaction": False})
         pump = await r.until_pump(lambda p: p["state"] == "running")
         assert pump["rate_ml_h"] == half  # I2, whatever the crash cut short
         went_on = await goes_on(second)
@@ -564,7 +557,7 @@ async def test_A4_I2_sigkill_mid_resume_never_resumes_above_half(tmp_path: Path,
         history = changes(pump)
         check_all(r, history, Crash(crash_at, spawned, trail), half_rate_resume=True)
         with Store.open(r.url) as store:
-            assert [x.grade for x in store.reactions(1)] == [2]
+            assert [x.grade for x in store.reactions(r.infusion)] == [2]
     if not went_on:
         r.known_bugs.append(ENVELOPE_BUG)
     r.finish()
@@ -576,40 +569,38 @@ async def test_A4_A1_safe_mode_pump_kept_running_or_stopped_itself(
 ) -> None:
     """Even seeds: SAF 255 outlives the restart, the pump runs on and the ladder goes on.
     Odd seeds: SAF 2 is shorter than the restart (the test waits for the pump's comm_timeout
-    before restarting): the restarted controller shows an alarm, the nurse clears the pump and
+    before restarting): the restarted kernel shows an alarm, the nurse clears the pump and
     acknowledges the alarm, resumes, and the pump runs at the rate it had, never higher."""
     rng = random.Random(seed)
     long_window = seed % 2 == 0
     steps = rng.choice([0, 1, 2])
     delay_s = rng.uniform(0, 0.5)
     async with rig(tmp_path, SAFE_LONG_S if long_window else SAFE_SHORT_S) as r:
-        first, _ = await r.controller()
+        first, _ = await r.kernel()
         await started(r, first, steps)
         await asyncio.sleep(delay_s)  # the seeded kill point, not a synchronisation
         crash_at, trail = await crash(r, first)
         before = rate_at(changes(await r.pump()), crash_at)[0]
         if not long_window:
             await r.until_pump(lambda p: "comm_timeout" in p["alarms"])
-        second, spawned = await r.controller()
-        state = (await second.ask("state"))["state"]
+        second, spawned = await r.kernel()
+        latched, pump_alarms = await alarms_shown(second, r)
         if long_window:
             pump = await r.pump()
             assert (pump["state"], pump["rate_ml_h"]) == ("running", before)
             assert "stop" not in [c.cause for c in changes(pump)]
-            assert state["latched"] == []
+            assert latched == set(), latched
             went_on = await goes_on(second)
         else:
-            shown = set(state["alarms"]) | set(state["latched"])
-            assert shown, "the restarted controller shows no alarm for a pump that stopped"
-            assert (await second.ask("resume"))["ok"] is False  # not before the nurse acts
+            shown = latched | pump_alarms
+            assert shown, "the restarted kernel shows no alarm for a pump that stopped"
+            assert "refused" in await act(second, r, "resume")  # not before the nurse acts
             await r.at_pump({"clear_alarm": "comm_timeout"})
-            for alarm in sorted(shown):
-                assert (await second.ask("clear_alarm", alarm=alarm))["ok"] is True
-            resumed = await second.ask("resume")
-            if not resumed["ok"]:  # A4: stopped with no record why; the nurse says why
-                assert resumed["refusal"]["rule"] == "A4"
-                assert (await second.ask("resume", no_reaction=True))["ok"] is True
-            assert (await second.ask("idle"))["ok"] is True
+            await acknowledge(second, r, shown)
+            resumed = await act(second, r, "resume")
+            if "refused" in resumed:  # A4: stopped with no record why; the nurse says why
+                assert resumed == {"refused": "A4"}
+                await act(second, r, "resume", {"reaction": False})
             pump = await r.until_pump(lambda p: p["state"] == "running")
             assert pump["rate_ml_h"] == before  # A1: the same rate, never higher
             went_on = True
@@ -630,5 +621,3 @@ def test_the_audit_trail_refuses_update_and_delete(tmp_path: Path) -> None:
         for statement in ("UPDATE audit SET type = 'x'", "DELETE FROM audit"):
             with pytest.raises(Exception, match=r"append-only|audit"), store.engine.begin() as c:
                 c.execute(text(statement))
-    with contextlib.suppress(OSError):
-        Path(tmp_path / "pumpctl.db").unlink()

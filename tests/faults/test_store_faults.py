@@ -121,7 +121,7 @@ async def test_i1_a_write_locked_sqlite_file_stops_the_pump_at_once_and_loses_no
     """Another process holds SQLite's write lock: the reaction stops the pump and is answered
     at once (I1), recorded when the lock goes."""
     infusion = await service.running("pump-1", "MRN-LOCK")
-    holder = sqlite3.connect(service.data_dir / "pumpctl.db", isolation_level=None, timeout=0)
+    holder = sqlite3.connect(service.data_dir / "pumpctl.db", isolation_level=None, timeout=10)
     holder.execute("BEGIN IMMEDIATE")
     try:
         await assert_degraded_then_recovered(service, infusion, holder.rollback, "answer")
@@ -268,7 +268,7 @@ async def test_the_page_says_the_database_does_not_answer(service: Service) -> N
             note = page.locator("#store-note")
             await expect(note).to_be_hidden()
             holder = sqlite3.connect(
-                service.data_dir / "pumpctl.db", isolation_level=None, timeout=0
+                service.data_dir / "pumpctl.db", isolation_level=None, timeout=10
             )
             holder.execute("BEGIN IMMEDIATE")
             try:

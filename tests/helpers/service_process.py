@@ -28,6 +28,30 @@ UP_WITHIN_S = 30.0  # a cold interpreter and a migrated SQLite on a loaded CI ma
 HOUR = 3600
 
 
+async def terminate(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM `process` and wait (bounded); SIGKILL it if it does not end."""
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(20):
+                await process.wait()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+def service_env(data_dir: Path, **settings: str) -> dict[str, str]:
+    """This process's environment with the four roles' tokens (`TOKENS`), `data_dir`, and
+    `settings` (`PUMPCTL_...` variables) over them."""
+    tokens = ",".join(f"{t}={NAMES[r]}:{r}" for r, t in TOKENS.items())
+    return {
+        **os.environ,
+        "PUMPCTL_API_TOKENS": tokens,
+        "PUMPCTL_DATA_DIR": str(data_dir),
+        **settings,
+    }
+
+
 @dataclass
 class Service:
     """One service process; `api()` speaks to it as a role."""
@@ -51,15 +75,13 @@ class Service:
 
     async def start(self) -> None:
         """Start the process and wait (bounded) until /health answers 200."""
-        env = {
-            **os.environ,
-            "PUMPCTL_API_TOKENS": ",".join(f"{t}={NAMES[r]}:{r}" for r, t in TOKENS.items()),
-            "PUMPCTL_DATA_DIR": str(self.data_dir),
-            "PUMPCTL_COMMAND_TIMEOUT_S": "0.5",
-            "PUMPCTL_POLL_INTERVAL_S": "0.2",
-            "PUMPCTL_STOP_ANSWER_S": "2",
+        env = service_env(
+            self.data_dir,
+            PUMPCTL_COMMAND_TIMEOUT_S="0.5",
+            PUMPCTL_POLL_INTERVAL_S="0.2",
+            PUMPCTL_STOP_ANSWER_S="2",
             **self.env,
-        }
+        )
         command = [sys.executable, "-m", "pumpctl", "serve"]
         if self.simulate:
             command += ["--simulate", str(self.simulate)]
@@ -91,14 +113,8 @@ class Service:
 
     async def stop(self) -> None:
         """SIGTERM and wait (bounded); SIGKILL if it does not end."""
-        if self.process is not None and self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(20):
-                    await self.process.wait()
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
+        if self.process is not None:
+            await terminate(self.process)
         if self.http is not None:
             await self.http.aclose()
             self.http = None
