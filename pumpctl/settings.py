@@ -252,6 +252,9 @@ class Settings(BaseSettings):
     # the kernel's Unix socket (the web side's only way in); default: $RUNTIME_DIRECTORY (systemd)
     # or the data directory, kernel.sock
     kernel_socket: Path | None = None
+    # the user a web side started as root becomes (default nobody; never root); started as
+    # another user it runs as that user (docs/architecture.md, "Two processes")
+    web_user: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
 

@@ -26,7 +26,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from api.app import API_PREFIX, create_app
-from api.gateway import kernel_socket_path
+from api.gateway import KERNEL_SOCKET_NAME, kernel_socket_path
 from pumpctl import sdnotify
 from pumpctl.cli.configured import SettingsError, settings_for, validation_message
 from pumpctl.cli.progress import waiting
@@ -38,6 +38,7 @@ from pumpctl.cli.webside import (
     end_with_parent,
     serve_web,
 )
+from pumpctl.cli.webuser import WebUser, WebUserError, socket_directory, web_user
 from pumpctl.controller.ward import Ward
 from pumpctl.settings import DEFAULT_PORT, Role, Settings, TokenEntry
 from pumpctl.store import DataDirError, StoreError
@@ -105,9 +106,10 @@ class _Server(Server):
         super().handle_exit(sig, frame)
 
 
-def kernel_listener(path: Path) -> socket.socket:
-    """The kernel's Unix socket at `path`, for the service's own users only (0660; its
-    directory is the data or runtime directory, not world-writable); a stale one is replaced."""
+def kernel_listener(path: Path, group: int | None = None) -> socket.socket:
+    """The kernel's Unix socket at `path`, for the service's own users only (0660, in `group`
+    when given; its directory is the data or runtime directory or one of its own, not
+    world-writable); a stale one is replaced."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         if path.is_socket():
@@ -118,8 +120,43 @@ def kernel_listener(path: Path) -> socket.socket:
         listener.bind(str(path))
     finally:
         os.umask(old)
+    if group is not None:
+        os.chown(path, -1, group)
     os.chmod(path, 0o660)
     return listener
+
+
+def _socket_place(settings: Settings, user: WebUser | None) -> tuple[Path, Path | None]:
+    """Where the kernel's socket goes, and the directory made for it (None: not one of its
+    own). A web side that becomes another user gets a directory of its own to reach it
+    through, never the data directory."""
+    own_directory = None
+    if user is not None and settings.kernel_socket is None:
+        own_directory = socket_directory(user)
+        path = own_directory / KERNEL_SOCKET_NAME
+    else:
+        path = kernel_socket_path(settings)
+    _log.info(
+        "kernel: serving the web side on %s%s",
+        path,
+        "" if user is None else f" (the web side runs as {user.name})",
+    )
+    return path, own_directory
+
+
+def _web_user(settings: Settings) -> WebUser | None:
+    try:
+        return web_user(settings)
+    except WebUserError as error:
+        raise ServiceStartError(str(error)) from None
+
+
+def _remove_socket(path: Path, own_directory: Path | None) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
+    if own_directory is not None:
+        with contextlib.suppress(OSError):
+            own_directory.rmdir()
 
 
 async def _run(settings: Settings, on_ready: Any = None, *, web: bool = True) -> None:
@@ -130,11 +167,12 @@ async def _run(settings: Settings, on_ready: Any = None, *, web: bool = True) ->
     watchdog from the kernel's event loop while it serves, and sends STOPPING=1 when it begins
     to stop.
     """
+    user = _web_user(settings) if web else None
     app = create_app(settings)
     quiet = _StartupTraceback(app)
     logging.getLogger("uvicorn.error").addFilter(quiet)
-    path = kernel_socket_path(settings)
-    listener = kernel_listener(path)
+    path, own_directory = _socket_place(settings, user)
+    listener = kernel_listener(path, None if user is None else user.gid)
     # no access log: the web side logs every request it passes (the kernel's would repeat it)
     config = uvicorn.Config(app, uds=str(path), log_config=None, lifespan="on", access_log=False)
     server = _Server(config)
@@ -171,8 +209,7 @@ async def _run(settings: Settings, on_ready: Any = None, *, web: bool = True) ->
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        with contextlib.suppress(OSError):
-            path.unlink()
+        _remove_socket(path, own_directory)
     if web_failed is not None:
         raise ServiceStartError(web_failed)
     if not server.started:
@@ -289,6 +326,10 @@ def web(
     if not settings.api_tokens:
         raise _fail("web", "no API tokens: set PUMPCTL_API_TOKENS=token=name:role,...")
     socket_path = kernel_socket or kernel_socket_path(settings)
+    try:
+        user = web_user(settings)
+    except WebUserError as exc:
+        raise _fail("web", str(exc)) from None
     _logging(settings)
 
     def ready() -> None:
@@ -297,7 +338,7 @@ def web(
             sys.stdout.flush()
 
     try:
-        asyncio.run(serve_web(settings, socket_path, ready=ready))
+        asyncio.run(serve_web(settings, socket_path, ready=ready, user=user, parent=from_kernel))
     except WebStartError as exc:
         raise _fail("web", str(exc)) from None
     except KeyboardInterrupt:

@@ -27,6 +27,7 @@ import uvicorn
 
 from api.edge import uvicorn_options
 from api.web import create_web_app
+from pumpctl.cli.webuser import WebUser, become
 from pumpctl.settings import Settings
 
 __all__ = ["READY_LINE", "Server", "WebChild", "serve_web"]
@@ -52,6 +53,7 @@ WEB_SETTINGS = frozenset(
         "clock",
         "bench",
         "link",
+        "web_user",
     }
 )
 _PR_SET_PDEATHSIG = 1
@@ -154,8 +156,17 @@ def end_with_parent(parent: int) -> None:
         raise SystemExit(0)
 
 
-async def serve_web(settings: Settings, socket: Path, *, ready: Any = None) -> None:
-    """The web side until SIGINT/SIGTERM; `ready()` once it listens."""
+async def serve_web(
+    settings: Settings,
+    socket: Path,
+    *,
+    ready: Any = None,
+    user: WebUser | None = None,
+    parent: int | None = None,
+) -> None:
+    """The web side until SIGINT/SIGTERM; `ready()` once it listens. With `user` (started as
+    root) it becomes that user once its code is loaded and before it listens; with `parent`
+    (the kernel's pid) it ends when the kernel does, also after that change of user."""
     logging.getLogger("httpx").setLevel(logging.WARNING)  # uvicorn's access log says it all
     app = create_web_app(settings, socket)
     config = uvicorn.Config(
@@ -166,6 +177,12 @@ async def serve_web(settings: Settings, socket: Path, *, ready: Any = None) -> N
         lifespan="on",
         **uvicorn_options(),
     )
+    config.load()  # every module it serves with, read while it may still read them
+    if user is not None:
+        become(user)
+        _log.info("web side: running as %s (uid %d)", user.name, user.uid)
+    if parent is not None:
+        end_with_parent(parent)  # a change of user clears the parent-death signal: set again
     server = Server(config)
     serving = asyncio.create_task(server.serve(), name="web side")
     while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn has no event

@@ -35,7 +35,7 @@ def data_dir(environ: Mapping[str, str] | None = None) -> Path:
 
 def _writable(directory: Path) -> None:
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # the service's alone
         # a real file, not os.access: root passes every access check, a read-only mount does not
         with tempfile.TemporaryFile(dir=directory):
             pass

@@ -27,11 +27,13 @@ TOKENS = "a-tok=ada:admin,c-tok=carl:clinician"
 
 
 async def _serve(
-    cwd: Path, *args: str, tokens: str | None = TOKENS
+    cwd: Path, *args: str, tokens: str | None = TOKENS, settings: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """`pumpctl serve ARGS` in `cwd` with no PUMPCTL_* from the caller's environment."""
+    """`pumpctl serve ARGS` in `cwd` with no PUMPCTL_* from the caller's environment but
+    `settings`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PUMPCTL_")}
     env["PUMPCTL_DATA_DIR"] = str(cwd / "data")
+    env.update(settings or {})
     if tokens is not None:
         env["PUMPCTL_API_TOKENS"] = tokens
     process = await asyncio.create_subprocess_exec(
@@ -59,6 +61,28 @@ async def test_serve_without_tokens_refuses_and_says_how_to_give_them(tmp_path: 
     line = _refused(await _serve(tmp_path, "--simulate", "1", "--clock", "virtual", tokens=None))
     assert "no API tokens" in line
     assert "PUMPCTL_API_TOKENS" in line
+
+
+@pytest.mark.parametrize(
+    ("user", "words"),
+    [
+        ("root", "web_user: 'root' is root's; the web side never runs as root"),
+        ("no-such-user-here", "web_user: no user 'no-such-user-here' on this machine"),
+    ],
+)
+async def test_a_web_user_that_cannot_be_is_refused_naming_the_setting(
+    tmp_path: Path, user: str, words: str
+) -> None:
+    """The web side never runs as root; a user the machine lacks is named (as root, the
+    service's web side becomes `web_user`; as another user, becoming root is refused too)."""
+    settings = {"PUMPCTL_WEB_USER": user}
+    line = _refused(
+        await _serve(tmp_path, "--simulate", "1", "--clock", "virtual", settings=settings)
+    )
+    if os.geteuid() == 0 or user != "root":
+        assert words in line
+    else:
+        assert "web_user: becoming 'root' needs the service started as root" in line
 
 
 async def test_serve_with_an_empty_token_list_refuses_too(tmp_path: Path) -> None:

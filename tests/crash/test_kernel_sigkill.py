@@ -43,18 +43,19 @@ async def _running_rate(service: Service) -> float:
     return float(pump["rate_ml_h"]) if pump["state"] == "running" else 0.0
 
 
-async def _none_left(socket_path: Path) -> bool:
-    return not _orphans(socket_path)
+async def _none_left(kernel: int) -> bool:
+    return not _orphans(kernel)
 
 
-def _orphans(socket_path: Path) -> list[int]:
-    """Web sides still running for `socket_path` (their kernel is gone: they must be too)."""
+def _orphans(kernel: int) -> list[int]:
+    """Web sides the kernel `kernel` started still running (it is gone: they must be too)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
                 argv = (entry / "cmdline").read_bytes().split(b"\0")
-                if b"web" in argv and str(socket_path).encode() in argv:
+                tail = argv[argv.index(b"--from-kernel") + 1 :] if b"--from-kernel" in argv else []
+                if b"web" in argv and tail[:1] == [str(kernel).encode()]:
                     found.append(int(entry.name))
     return found
 
@@ -101,12 +102,14 @@ async def test_a4_i1_sigkill_between_a_reactions_stop_and_its_record(tmp_path: P
                 assert answer["stop"] == "confirmed", answer
                 assert answer["recorded"] is False, answer
                 assert service.process is not None
+                kernel = service.process.pid
+                assert _orphans(kernel), "no web side to outlive the kernel"
                 service.process.send_signal(signal.SIGKILL)  # the kernel, the record in memory
                 await service.process.wait()
             finally:
                 holder.rollback()
                 holder.close()
-            await _until(lambda: _none_left(tmp_path / "kernel.sock"))
+            await _until(lambda: _none_left(kernel))
             await service.kill()
             await service.start()  # the same store, the same pump
             shown = await service.api("GET", path, "nurse")

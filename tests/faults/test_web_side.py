@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pwd
 import signal
 import socket
 import stat
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -69,16 +71,76 @@ async def service(tmp_path: Path) -> AsyncIterator[Service]:
         yield served
 
 
+def kernel_socket(service: Service) -> Path:
+    """The kernel's socket, as its log names it."""
+    for line in service.log.read_text().splitlines():
+        if "kernel: serving the web side on " in line:
+            return Path(line.split(" on ", 1)[1].split(" (", 1)[0])
+    raise AssertionError("the kernel named no socket")
+
+
+def identity(pid: int) -> tuple[int, int, list[int]]:
+    """(real uid, real gid, supplementary groups) of `pid`."""
+    fields = {}
+    for line in (Path("/proc") / str(pid) / "status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        fields[name] = value.split()
+    return int(fields["Uid"][0]), int(fields["Gid"][0]), [int(g) for g in fields["Groups"]]
+
+
 async def test_the_kernel_listens_on_no_network_only_on_its_own_socket(service: Service) -> None:
     """The kernel has no network listener; its Unix socket admits only the service's user and
-    group (0660); the web side listens on the service's port."""
+    the web side's group (0660); the web side listens on the service's port."""
     assert service.process is not None
     assert listening_sockets(service.process.pid) == set()
     assert listening_sockets(web_pid(service)) != set()
-    kernel_socket = service.data_dir / "kernel.sock"
-    mode = kernel_socket.stat().st_mode
+    mode = kernel_socket(service).stat().st_mode
     assert stat.S_ISSOCK(mode)
     assert stat.S_IMODE(mode) == 0o660
+
+
+def _can(uid: int, gid: int, test: str, path: Path) -> bool:
+    """Whether the user `uid` (group `gid`, no other) passes `test -r` / `-w` on `path`."""
+    done = subprocess.run(
+        ["/usr/bin/test", test, str(path)],
+        user=uid, group=gid, extra_groups=[], check=False, timeout=10,
+    )  # fmt: skip
+    return done.returncode == 0
+
+
+async def test_the_web_side_is_a_user_that_reaches_the_kernel_and_nothing_else(
+    service: Service,
+) -> None:
+    """Started as root, the service's web side runs as `nobody` (its group only): it reaches
+    the kernel's socket, not the data directory, the database or the pump's serial line. As
+    any other user nothing can change users: the web side is the service's own user."""
+    assert service.process is not None
+    kernel = service.process.pid
+    uid, gid, groups = identity(web_pid(service))
+    if os.geteuid() != 0:
+        assert (uid, gid) == identity(kernel)[:2]
+        return
+    nobody = pwd.getpwnam("nobody")
+    assert (uid, gid, groups) == (nobody.pw_uid, nobody.pw_gid, [])
+    socket_path = kernel_socket(service)
+    assert not socket_path.is_relative_to(service.data_dir)
+    assert socket_path.stat().st_gid == gid
+    assert _can(uid, gid, "-w", socket_path)  # it reaches the kernel ...
+    ptys = [
+        Path(os.readlink(fd))
+        for fd in (Path("/proc") / str(kernel) / "fd").iterdir()
+        if os.readlink(fd).startswith("/dev/pts/")
+    ]
+    assert ptys, "the kernel holds no pump line"
+    closed = [service.data_dir, service.data_dir / "pumpctl.db", *ptys]
+    for path in closed:  # ... and nothing else of the service
+        assert not _can(uid, gid, "-r", path), path
+        assert not _can(uid, gid, "-w", path), path
+    press = await service.running("pump-1", "MRN-USER")  # and the nurse's press goes through
+    answer = await service.api(
+        "POST", f"/infusions/{press}/reactions", "nurse", {"grade": 2, "signs": ["other"]}, 201
+    )
+    assert answer["stop"] == "confirmed"
 
 
 async def test_i1_a_killed_web_side_is_started_again_and_the_pump_never_noticed(
