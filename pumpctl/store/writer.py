@@ -34,6 +34,7 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import re
 import threading
 import time
 from collections import deque
@@ -115,13 +116,34 @@ def _store_fault(error: BaseException) -> bool:
 
 
 def _said(error: BaseException) -> str:
-    """One line naming a database fault (the driver's first line; no statement, no values)."""
+    """One line naming a database fault (the driver's first line; no statement, no values),
+    for the gateway's log."""
     if isinstance(error, sa_exc.DBAPIError) and error.orig is not None:
         words = str(error.orig)
     else:
         words = str(error)
     first = words.strip().splitlines()[0] if words.strip() else type(error).__name__
     return first[:200]
+
+
+#: Where the database is, in a driver's words: said in the log, never to a client.
+_WHERE = (
+    (
+        re.compile(
+            r'connection to server (?:at "[^"]*"(?: \([^)]*\))?, port \d+|on socket "[^"]*")'
+        ),
+        "connection to the database server",
+    ),
+    (re.compile(r"(?<![\w.])/[^\s:;,'\"]+"), "(path)"),
+)
+
+
+def public(line: str) -> str:
+    """`line` (a fault as `_said` gives it) without where the database is: what /health and a
+    503 say (docs/interfaces.md: a host, a port or a path reach only the log)."""
+    for where, instead in _WHERE:
+        line = where.sub(instead, line)
+    return line
 
 
 @dataclass(eq=False)
@@ -174,6 +196,10 @@ class StoreWriter:
         # the write probe's fault (a schema gone): until a probe succeeds, whatever else does
         self._probe_failing: str | None = None
         self._busy_since: float | None = None  # monotonic start of the write under way
+        # a write that took longer than its bound: degraded until every waiting record is
+        # written by writes within it (a steadily slow database never flaps)
+        self._slow: str | None = None
+        self._slow_since: float | None = None
         self._busy_what = ""
         self._dropped = 0
         self._probe: asyncio.Future[None] | None = None
@@ -207,6 +233,8 @@ class StoreWriter:
             if self._failing is not None or self._probe_failing is not None:
                 since = self._failing_since
                 reason: str | None = self._failing or self._probe_failing
+            elif self._slow is not None:
+                since, reason = self._slow_since, self._slow
             elif busy is not None and now - busy > self.write_bound_s:
                 since, reason = (
                     busy,
@@ -336,7 +364,7 @@ class StoreWriter:
         except TimeoutError:
             failed = f"the database did not answer a write within {PROBE_BOUND_S:g} s"
         except Exception as error:  # noqa: BLE001 - any failure of the probe is a degraded store
-            failed = _said(error)
+            failed = public(_said(error))
         health = self.health()
         if failed is None or health.degraded:
             return health
@@ -365,6 +393,7 @@ class StoreWriter:
                     and not self._closing
                     and self._failing is None
                     and self._probe_failing is None
+                    and self._slow is None
                 ):
                     self._lock.wait()
                 if not self._jobs:
@@ -386,21 +415,23 @@ class StoreWriter:
             except BaseException as exc:  # noqa: BLE001 - every fault is answered, none kills the thread
                 error = exc
             self._done(job, value, error)
-            if error is not None and _store_fault(error) and (job.record or not job.futures):
+            fault = error is not None and _store_fault(error)
+            tried = fault and (job.record or not job.futures)  # a record waits, in order
+            if tried or (not job.futures and not job.record and self._slow is not None):
                 if self._closing:
                     return
-                time.sleep(self.retry_s)  # a record waits for the database, in order
+                time.sleep(self.retry_s)  # the database is tried again, not hammered
 
     def _state_after(self, job: _Job, fault: BaseException | None, *, probe: bool) -> None:
         """The store's state after `job` ended with `fault` (None: it worked, or failed for a
         reason of its own). A probe's fault (a schema gone) lasts until a probe works, whatever
         other writes do. Called with the lock held."""
-        said = None if fault is None else _said(fault)
+        said = None if fault is None else public(_said(fault))
         if probe:
             self._probe_failing = said
-        if said is not None and self._failing is None:
+        if fault is not None and self._failing is None:
             self._failing_since = time.monotonic()
-            _log.error("store: %s failed: %s (tried again)", job.what, said)
+            _log.error("store: %s failed: %s (tried again)", job.what, _said(fault))
         self._failing = said
         if self._failing is None and self._probe_failing is None:
             self._failing_since = None
@@ -409,6 +440,7 @@ class StoreWriter:
         fault = error is not None and _store_fault(error)
         probe = job.run == self._probe_write
         with self._lock:
+            began = self._busy_since
             self._busy_since, self._current = None, None
             self._state_after(job, error if fault else None, probe=probe)
             retried = fault and job.record
@@ -418,6 +450,9 @@ class StoreWriter:
                     self._records_waiting -= 1
                 if job.key is not None and self._quiet.get(job.key) is job:
                     del self._quiet[job.key]
+            if not fault and began is not None:
+                self._timed(time.monotonic() - began, began)
+
         if retried:
             return
         if error is not None and job.record:
@@ -430,10 +465,23 @@ class StoreWriter:
                 result, failure = value, error
                 if fault:
                     failure = StoreUnavailable(
-                        f"the database failed ({_said(error)}): {job.what} is not recorded"  # type: ignore[arg-type]
+                        f"the database failed ({public(_said(error))}): {job.what} is not recorded"  # type: ignore[arg-type]
                     )
             with contextlib.suppress(RuntimeError):  # a loop already closed
                 loop.call_soon_threadsafe(_resolve, future, result, failure)
+
+    def _timed(self, took_s: float, began: float) -> None:
+        """A write that worked took `took_s`: past the bound the store is degraded (slow) until
+        the records waiting are written by writes within it. Called with the lock held."""
+        if took_s > self.write_bound_s:
+            if self._slow is None:
+                self._slow_since = began
+            self._slow = (
+                f"the database took {took_s:.1f} s to answer a write "
+                f"(bound {self.write_bound_s:g} s)"
+            )
+        elif self._slow is not None and self._records_waiting == 0:
+            self._slow, self._slow_since = None, None
 
 
 class StoreReader:
@@ -473,7 +521,9 @@ class StoreReader:
         except (sa_exc.DBAPIError, sa_exc.TimeoutError, OSError) as error:
             if isinstance(error, sa_exc.IntegrityError | sa_exc.DataError):
                 raise
-            raise StoreUnavailable(f"the database failed ({_said(error)}): {what} failed") from None
+            raise StoreUnavailable(
+                f"the database failed ({public(_said(error))}): {what} failed"
+            ) from None
         finally:
             self._in_flight -= 1
 
