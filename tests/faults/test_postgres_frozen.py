@@ -16,30 +16,16 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
-from postgres_env import PostgresServer, postgres_server
+from postgres_env import PostgresServer, postgres_server, server_processes
 from service_process import serving
 from test_store_faults import assert_degraded_then_recovered
-
-
-def _server_processes(server: PostgresServer) -> list[int]:
-    """The postmaster and every process it started (its backends, writer, checkpointer...)."""
-    main = int((server.data_dir / "postmaster.pid").read_text().splitlines()[0])
-    children = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == main:  # ppid
-                children.append(int(entry.name))
-    return [main, *children]
 
 
 @contextlib.contextmanager
 def frozen(server: PostgresServer) -> Iterator[list[int]]:
     """Every process of the server stopped (SIGSTOP); continued (SIGCONT) when the block
     ends, whatever happens in it."""
-    stopped = _server_processes(server)
+    stopped = server_processes(server)
     for pid in stopped:
         os.kill(pid, signal.SIGSTOP)
     try:

@@ -185,3 +185,17 @@ def postgres_server() -> Iterator[PostgresServer]:
             server.stop()
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def server_processes(server: PostgresServer) -> list[int]:
+    """The postmaster and every process it started (its backends, writer, checkpointer...)."""
+    main = int((server.data_dir / "postmaster.pid").read_text().splitlines()[0])
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == main:  # ppid
+                children.append(int(entry.name))
+    return [main, *children]

@@ -1,7 +1,8 @@
 """A TCP proxy on loopback that a test can cut and restore: a real network drop between a
 client (the browser) and a server that keeps running. It keeps the head of every request it
 carried, so a test can read the headers a client sent (e.g. `Last-Event-ID` on a reconnect),
-and it can go silent (`freeze`): a network that drops every packet and closes nothing."""
+and it can go silent (`freeze`): a network that drops every packet and closes nothing.
+`SlowProxy` delays what the server sends instead (a slow database or network)."""
 
 from __future__ import annotations
 
@@ -91,3 +92,84 @@ class TcpProxy:
                     self.heads.append(chunk.split(b"\r\n\r\n", 1)[0])
                 writer.write(chunk)
                 await writer.drain()
+
+
+@dataclass
+class SlowProxy:
+    """127.0.0.1:`port` -> 127.0.0.1:`target`; every chunk the server sends arrives `delay_s`
+    late (latency, not bandwidth: chunks keep their order, and a change of `delay_s` applies to
+    what arrives from then on). tests/helpers/tcp_proxy.py can cut or freeze, not delay."""
+
+    port: int
+    target: int
+    delay_s: float = 0.0
+    _server: asyncio.Server | None = None
+    _handlers: set[asyncio.Task[None]] = field(default_factory=set)
+    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
+
+    async def __aenter__(self) -> SlowProxy:
+        self._server = await asyncio.start_server(self._carry, "127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        handlers = list(self._handlers)
+        for handler in handlers:
+            handler.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+
+    async def _carry(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handler = asyncio.current_task()
+        assert handler is not None
+        self._handlers.add(handler)
+        try:
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+            except OSError:
+                writer.transport.abort()
+                return
+            self._writers |= {writer, up_writer}
+            pipes = {
+                asyncio.create_task(self._pipe(reader, up_writer, late=False)),
+                asyncio.create_task(self._pipe(up_reader, writer, late=True)),
+            }
+            try:
+                await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for pipe in pipes:
+                    pipe.cancel()
+                await asyncio.gather(*pipes, return_exceptions=True)
+                for w in (writer, up_writer):
+                    self._writers.discard(w)
+                    w.transport.abort()
+        finally:
+            self._handlers.discard(handler)
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, late: bool
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+
+        async def receive() -> None:
+            with contextlib.suppress(OSError):
+                while chunk := await reader.read(65536):
+                    chunks.put_nowait((loop.time() + (self.delay_s if late else 0.0), chunk))
+            chunks.put_nowait(None)
+
+        receiving = asyncio.create_task(receive())
+        try:
+            with contextlib.suppress(OSError):
+                while (item := await chunks.get()) is not None:
+                    due, chunk = item
+                    if (wait := due - loop.time()) > 0:
+                        await asyncio.sleep(wait)  # the fault itself: the answer comes late
+                    writer.write(chunk)
+                    await writer.drain()
+        finally:
+            receiving.cancel()
+            await asyncio.gather(receiving, return_exceptions=True)
