@@ -168,6 +168,53 @@ async def test_i1_a_killed_web_side_is_started_again_and_the_pump_never_noticed(
     assert "web side ended" in service.log.read_text()
 
 
+async def test_i1_a_press_whose_web_side_is_killed_midway_still_stops_the_pump(
+    service: Service,
+) -> None:
+    """The web side SIGKILLed while a press is in flight, the kernel already sending the stop
+    (the pump answering 0.3 s late, so the kill lands before the confirmation): the nurse's
+    request fails (never a false 201 from a dead process), but the kernel carries the stop
+    through: the pump is stopped and confirmed (A3), the reaction is in the record (I1), and the
+    web side comes back to show it."""
+    infusion = await service.running("pump-1", "MRN-MIDPRESS")
+    late = {"fault": "late_reply_s", "value": 0.3}
+    await service.api("POST", "/sim/pumps/pump-1/faults", "admin", late)
+    assert service.http is not None
+    log_at = service.log.stat().st_size
+    pressing = asyncio.create_task(
+        service.http.post(
+            f"/api/v1/infusions/{infusion}/reactions",
+            json={"grade": 2, "signs": ["other"]},
+            headers={"Authorization": f"Bearer {TOKENS['nurse']}"},
+        )
+    )
+    async with asyncio.timeout(BOUND_S):  # the kernel has sent the stop: kill the web side
+        while "op=stop" not in service.log.read_text()[log_at:]:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)  # polling a condition with a deadline
+    os.kill(web_pid(service), signal.SIGKILL)
+    try:
+        answered = await pressing
+    except httpx.TransportError:
+        answered = None
+    assert answered is None or answered.status_code >= 500, answered  # no 201 from the dead
+    async with asyncio.timeout(BOUND_S):
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if (await service.http.get("/api/v1/health")).status_code == 200:
+                    break
+            await asyncio.sleep(0.1)  # polling a condition with a deadline
+    shown = await service.api("GET", f"/infusions/{infusion}", "nurse")
+    assert shown["state"] == "paused", shown
+    assert shown["state_reason"]["rule"] == "I2", shown
+    assert [r["grade"] for r in shown["reactions"]] == [2]
+    assert shown["stop_pending"] is False, shown
+    assert shown["alarms"] == [], shown
+    events = [e["type"] for e in await service.api("GET", f"/infusions/{infusion}/events", "nurse")]
+    assert "confirmed_stopped" in events, events
+    pump = await service.pump("pump-1")
+    assert pump["state"] != "running", pump
+
+
 async def _half_sent(port: int, count: int) -> list[socket.socket]:
     """`count` connections from HOSTILE, each with a request's head begun and never ended."""
     held = []
