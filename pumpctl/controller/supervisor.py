@@ -434,7 +434,19 @@ class PumpSupervisor:
             self.status = read
         self._fate(fate, infusion_id)
         if read is not None:
+            self._read_back(read, infusion_id)
             self._watch(read)
+
+    def _read_back(self, status: PumpStatus, infusion_id: str) -> None:
+        """A2: a command's read-back is a valid status as a status read is (unless a bad
+        read): it keeps the link fresh, and it links a pump whose link was never lost (an
+        infusion started before the first status read). A lost link is restored only by a
+        status read (`on_status`), which tells the core."""
+        if self.state is None or infusion_id != self.infusion_id or self._bad_read(status):
+            return
+        self._valid_at = asyncio.get_running_loop().time()
+        if not self.state.link_lost:
+            self.link_up = True
 
     def _watch(self, status: PumpStatus) -> None:
         """Show a read-back to the envelope (unless it already tripped)."""

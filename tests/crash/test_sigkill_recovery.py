@@ -41,6 +41,17 @@ from typing import Any
 
 import pytest
 from kernel_process import KernelProcess
+from pump_history import (
+    INCREMENT,
+    INTERVAL,
+    TOLERANCE,
+    Change,
+    changes,
+    check_ladder,
+    last_rate_change,
+    rate_at,
+    rate_before_stop,
+)
 from pumpctl_process import Served, simulate_serial
 from sqlalchemy import text
 from sqlmodel import Session, select
@@ -54,12 +65,6 @@ pytestmark = pytest.mark.slow
 
 #: Clinical seconds per wall second: a 60 min step is 0.75 wall seconds, the 15 h bag 11 s.
 FACTOR = 4800.0
-INTERVAL = timedelta(minutes=60)
-#: Slack for the two processes reading the wall clock a moment apart (1 clinical min = 12 ms).
-TOLERANCE = timedelta(minutes=1)
-MAX_RATE = 200.0
-INCREMENT = 50.0
-FIRST_RATE = 50.0
 #: Wall-second bound for a state the pump must reach.
 PUMP_BOUND_S = 15.0
 #: SAF periods: one far longer than a restart (the pump runs on), one shorter (it stops itself).
@@ -163,85 +168,6 @@ async def rig(tmp_path: Path, safe_mode_s: int = SAFE_LONG_S) -> AsyncIterator[R
         finally:
             for kernel in built.kernels:
                 await kernel.kill()
-
-
-# -- the pump's history ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Change:
-    at: datetime
-    cause: str
-    state: str
-    rate: float
-
-
-def changes(pump: dict[str, Any]) -> list[Change]:
-    return [
-        Change(datetime.fromisoformat(c["at"]), c["cause"], c["state"], c["rate_ml_h"])
-        for c in pump["history"]
-    ]
-
-
-def rate_at(history: list[Change], at: datetime) -> tuple[float, bool]:
-    """(programmed rate, running) at `at`."""
-    rate, running = 0.0, False
-    for change in history:
-        if change.at > at:
-            break
-        rate, running = change.rate, change.state == "running"
-    return rate, running
-
-
-def rate_before_stop(history: list[Change]) -> float:
-    """The rate the pump ran at when it was first stopped (the reaction's stop)."""
-    rate = 0.0
-    for change in history:
-        if change.cause == "stop":
-            return rate
-        if change.state == "running":
-            rate = change.rate
-    raise AssertionError(f"the pump was never stopped: {history}")
-
-
-def last_rate_change(history: list[Change], before: datetime) -> datetime:
-    """When the programmed rate last took a new value at or before `before`."""
-    when, rate = history[0].at, None
-    for change in history:
-        if change.at > before:
-            break
-        if change.rate != rate:
-            when, rate = change.at, change.rate
-    return when
-
-
-def allowed_rates() -> set[float]:
-    """Rungs of the ladder, half-rate resumes, and the rungs above a half rate (I2)."""
-    rates = {FIRST_RATE}
-    for _ in range(4):
-        rungs = {min(MAX_RATE, r + INCREMENT * k) for r in rates for k in range(5)}
-        rates = rungs | {round(r / 2, 1) for r in rungs}
-    return rates
-
-
-def check_ladder(history: list[Change]) -> None:
-    """L1, L2, I2: rates are rungs or half-rate resumes; a rise is one increment, a full
-    interval after the previous change of rate."""
-    allowed = allowed_rates()
-    rate, changed_at = 0.0, None
-    for change in history:
-        if change.state == "running":
-            assert change.rate in allowed, f"{change.rate} ml/h is no rung: {history}"
-            assert change.rate <= MAX_RATE
-        if change.rate == rate:
-            continue
-        if change.rate > rate > 0:
-            assert change.rate - rate <= INCREMENT, f"a jump {rate} -> {change.rate}"
-            assert changed_at is not None
-            assert change.at - changed_at >= INTERVAL - TOLERANCE, (
-                f"rise to {change.rate} ml/h only {change.at - changed_at} after the last change"
-            )
-        rate, changed_at = change.rate, change.at
 
 
 def check_restart(
