@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from simulator.serial_server import SerialSimulator
 
 _log = logging.getLogger("pumpctl.api")
 LINK_AT_START_S = 15.0  # what a simulated pump gets to link at the start, however loaded
+#: Seconds the simulated MQTT pumps get to subscribe before the kernel first reads them.
+SIMULATOR_ONLINE_S = 10.0
 
 __all__ = ["SimulatedPumps", "line_groups", "open_simulated"]
 
@@ -83,7 +86,7 @@ async def open_simulated(settings: Settings, clock: Clock, stack: AsyncExitStack
         host, port = parse_broker(settings.broker)
         username, password = settings.mqtt_credentials()
         models = [PumpModel(pid, clock) for pid in ids]
-        await stack.enter_async_context(
+        on_broker = await stack.enter_async_context(
             MqttSimulator(
                 models,
                 host,
@@ -94,6 +97,12 @@ async def open_simulated(settings: Settings, clock: Clock, stack: AsyncExitStack
                 password=password,
             )
         )
+        # The simulated pumps subscribe before the first status read: else the broker drops
+        # that read and each pump starts with its link lost (A2) for a command timeout.
+        # Bounded: a broker slow to answer leaves them to link later, as a real pump would.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SIMULATOR_ONLINE_S):
+                await on_broker.wait_online()
         bus = await stack.enter_async_context(
             MqttBus(host, port, username=username, password=password)
         )
