@@ -15,9 +15,11 @@ a stop's path"):
     awaited for at most its bound: an action is answered only once it is recorded.
   - `probe()`: a real write (`UPDATE alembic_version`: it commits, and it fails when the schema
     is gone) through the same queue, answered within `PROBE_BOUND_S`.
-  The store is *degraded* while a write fails, or while one write has taken longer than
-  `WRITE_BOUND_S`; then records wait (at most `RECORD_BACKLOG`), the thread probes until the
-  database answers again, and writes them in order.
+  The store is *degraded* while a write fails, or once one write has taken longer than
+  `WRITE_BOUND_S` or a probe went unanswered for `PROBE_BOUND_S`, until the records waiting
+  are written by writes within the bound (a slow database never flaps); then records wait (at
+  most `RECORD_BACKLOG`), the thread probes until the database answers again, and writes them
+  in order.
 - `StoreReader`, a small pool of threads for reads (`READ_THREADS`), each read bounded
   (`READ_BOUND_S`, its wait for a thread included), at most `READS_WAITING` waiting at once; a
   read of a database that does not answer is `StoreUnavailable`.
@@ -200,6 +202,10 @@ class StoreWriter:
         # written by writes within it (a steadily slow database never flaps)
         self._slow: str | None = None
         self._slow_since: float | None = None
+        # every time the store became degraded, and why: a short episode between two looks of
+        # `watch` is still logged
+        self._episodes = 0
+        self._episode_reason = ""
         self._busy_what = ""
         self._dropped = 0
         self._probe: asyncio.Future[None] | None = None
@@ -252,10 +258,15 @@ class StoreWriter:
 
     async def watch(self, every_s: float = 0.25) -> None:
         """Until cancelled: a loud line when the store becomes degraded (a write failed, or
-        one has not been answered within its bound), and when it answers again."""
+        one has not been answered within its bound), and when it answers again; an episode
+        that began and ended between two looks is logged too, with both lines."""
         was: str | None = None
+        episodes = 0
         while True:
             health = self.health()
+            with self._lock:
+                began, why = self._episodes - episodes, self._episode_reason
+                episodes = self._episodes
             if health.degraded and was is None:
                 _log.error(
                     "store DEGRADED: %s; records wait in memory (%d) and are written when the "
@@ -265,6 +276,11 @@ class StoreWriter:
                     health.waiting,
                 )
             elif was is not None and not health.degraded:
+                _log.warning(
+                    "store: the database answers again (%d record(s) to write)", health.waiting
+                )
+            elif was is None and began:  # degraded and back between two looks
+                _log.error("store DEGRADED: %s (for less than %g s)", why, every_s)
                 _log.warning(
                     "store: the database answers again (%d record(s) to write)", health.waiting
                 )
@@ -363,6 +379,10 @@ class StoreWriter:
                 await asyncio.shield(self._probe)
         except TimeoutError:
             failed = f"the database did not answer a write within {PROBE_BOUND_S:g} s"
+            with self._lock:  # the store is degraded from now on, not only on /health
+                if self._slow is None:
+                    self._slow, self._slow_since = failed, time.monotonic()
+                    self._episode(failed)
         except Exception as error:  # noqa: BLE001 - any failure of the probe is a degraded store
             failed = public(_said(error))
         health = self.health()
@@ -431,6 +451,7 @@ class StoreWriter:
             self._probe_failing = said
         if fault is not None and self._failing is None:
             self._failing_since = time.monotonic()
+            self._episode(said or "")
             _log.error("store: %s failed: %s (tried again)", job.what, _said(fault))
         self._failing = said
         if self._failing is None and self._probe_failing is None:
@@ -470,12 +491,18 @@ class StoreWriter:
             with contextlib.suppress(RuntimeError):  # a loop already closed
                 loop.call_soon_threadsafe(_resolve, future, result, failure)
 
+    def _episode(self, reason: str) -> None:
+        """The store has just become degraded (lock held): counted for `watch`."""
+        self._episodes += 1
+        self._episode_reason = reason
+
     def _timed(self, took_s: float, began: float) -> None:
         """A write that worked took `took_s`: past the bound the store is degraded (slow) until
         the records waiting are written by writes within it. Called with the lock held."""
         if took_s > self.write_bound_s:
             if self._slow is None:
                 self._slow_since = began
+                self._episode(f"the database took {took_s:.1f} s to answer a write")
             self._slow = (
                 f"the database took {took_s:.1f} s to answer a write "
                 f"(bound {self.write_bound_s:g} s)"

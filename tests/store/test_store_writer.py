@@ -199,3 +199,37 @@ def test_a_fault_said_to_clients_names_the_fault_never_where_the_database_is(
     said: str, shown: str
 ) -> None:
     assert public(said) == shown
+
+
+async def test_a_probe_not_answered_makes_the_store_degraded_for_everything(
+    tmp_path: Path,
+) -> None:
+    """/health's probe unanswered within its bound is a degraded store for the whole service
+    at once (actions refused, the log), not only a 503 on /health while a write's longer bound
+    runs: the two never disagree."""
+    url = f"sqlite:///{tmp_path / 'pumpctl.db'}"
+    migrate.upgrade(url)
+    store = Store.open(url)
+    writer = StoreWriter(store, write_bound_s=30.0, retry_s=0.05)  # far past the probe's bound
+    writer.start()
+    holder = sqlite3.connect(tmp_path / "pumpctl.db", isolation_level=None, timeout=10)
+    holder.execute("BEGIN IMMEDIATE")
+    ran: list[str] = []
+    try:
+        async with asyncio.timeout(BOUND_S):
+            said = await writer.probe()
+        assert said.degraded
+        assert writer.health().degraded, "the probe's 503 and the store's state disagree"
+        with pytest.raises(StoreUnavailable, match="degraded"):
+            await writer.call(_write(writer, ran, "action"), what="an action")
+        holder.rollback()
+        async with asyncio.timeout(BOUND_S):
+            while writer.health().degraded:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)  # polling a condition with a deadline
+    finally:
+        if holder.in_transaction:
+            holder.rollback()
+        holder.close()
+        writer.close()
+        store.close()
+    assert ran == []
