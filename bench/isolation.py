@@ -38,7 +38,7 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -190,6 +190,19 @@ LOADS: dict[str, Callable[[str], Any]] = {
 }
 
 
+@contextlib.contextmanager
+def write_locked(database: Path) -> Iterator[None]:
+    """Another process (this one) holds SQLite's write lock on `database` through the block."""
+    holder = sqlite3.connect(database, isolation_level=None, timeout=0)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        yield
+    finally:
+        if holder.in_transaction:
+            holder.rollback()
+        holder.close()
+
+
 async def press(client: httpx.AsyncClient, infusion: int) -> tuple[float, dict[str, Any], int]:
     s = time.perf_counter()
     r = await client.post(
@@ -220,16 +233,9 @@ async def case(
         for i in range(presses):
             pump = pumps[i % len(pumps)]
             infusion = running[pump]
-            holder: sqlite3.Connection | None = None
-            if name == "sqlite-locked":
-                holder = sqlite3.connect(database, isolation_level=None, timeout=0)
-                holder.execute("BEGIN IMMEDIATE")
-            try:
+            locked = write_locked(database) if name == "sqlite-locked" else contextlib.nullcontext()
+            with locked:
                 ms, body, status = await press(client, infusion)
-            finally:
-                if holder is not None:
-                    holder.rollback()
-                    holder.close()
             press_ms.append(ms)
             if status != 201 or body.get("stop") != "confirmed":
                 odd.append(f"{status} {body}")

@@ -40,7 +40,7 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -84,16 +84,37 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def service(n: int, link: str, broker_port: int | None) -> AsyncIterator[httpx.AsyncClient]:
-    """`pumpctl serve` in a process of its own; yields a keep-alive client on it."""
+async def service(
+    n: int,
+    link: str,
+    broker_port: int | None,
+    *,
+    directory: Path | None = None,
+    database: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """`pumpctl serve` in a process of its own; yields a keep-alive client on it. Its log
+    (`serve-PORT.log`) and SQLite file (`pumpctl-PORT.db`) go to `directory`, else to a
+    temporary one; `database` (a URL) replaces that file; `env` is added to its environment."""
+    if directory is not None:
+        async with _started(n, link, broker_port, str(directory), database=database, env=env) as c:
+            yield c
+        return
     with tempfile.TemporaryDirectory() as tmp:
-        async with _started(n, link, broker_port, tmp) as client:
+        async with _started(n, link, broker_port, tmp, database=database, env=env) as client:
             yield client
 
 
 @asynccontextmanager
 async def _started(
-    n: int, link: str, broker_port: int | None, tmp: str, attempts: int = 3
+    n: int,
+    link: str,
+    broker_port: int | None,
+    tmp: str,
+    attempts: int = 3,
+    *,
+    database: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """One attempt at the service (another on a new port when it exits before it is up: the
     free port found here may be taken by then)."""
@@ -101,14 +122,16 @@ async def _started(
     args = [
         str(ROOT / ".venv" / "bin" / "pumpctl"), "serve",
         "--simulate", str(n), "--clock", "virtual", "--link", link,
-        "--host", HOST, "--port", str(port), "--database", f"sqlite:///{tmp}/pumpctl-{port}.db",
+        "--host", HOST, "--port", str(port),
+        "--database", database or f"sqlite:///{tmp}/pumpctl-{port}.db",
     ]  # fmt: skip
     if broker_port is not None:
         args += ["--broker", f"{HOST}:{broker_port}"]
-    env = {**os.environ, "PUMPCTL_API_TOKENS": TOKENS, "PUMPCTL_SIM_WIRE_TIME": "true"}
+    environ = {**os.environ, "PUMPCTL_API_TOKENS": TOKENS, "PUMPCTL_SIM_WIRE_TIME": "true"}
+    environ.update(env or {})
     log = (Path(tmp) / f"serve-{port}.log").open("wb")
     proc = await asyncio.create_subprocess_exec(
-        *args, env=env, stdout=log, stderr=asyncio.subprocess.STDOUT, cwd=tmp
+        *args, env=environ, stdout=log, stderr=asyncio.subprocess.STDOUT, cwd=tmp
     )
     try:
         async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=30) as client:
@@ -143,7 +166,9 @@ async def _started(
                 proc.kill()
                 await proc.wait()
         log.close()
-    async with _started(n, link, broker_port, tmp, attempts - 1) as client:
+    async with _started(
+        n, link, broker_port, tmp, attempts - 1, database=database, env=env
+    ) as client:
         yield client
 
 

@@ -103,6 +103,7 @@ class SlowProxy:
     port: int
     target: int
     delay_s: float = 0.0
+    both_ways: bool = False  # what the client sends comes late too
     _server: asyncio.Server | None = None
     _handlers: set[asyncio.Task[None]] = field(default_factory=set)
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
@@ -134,7 +135,7 @@ class SlowProxy:
                 return
             self._writers |= {writer, up_writer}
             pipes = {
-                asyncio.create_task(self._pipe(reader, up_writer, late=False)),
+                asyncio.create_task(self._pipe(reader, up_writer, late=self.both_ways)),
                 asyncio.create_task(self._pipe(up_reader, writer, late=True)),
             }
             try:
