@@ -1,12 +1,12 @@
 """The kernel's composition root: its parts opened in one fixed order and closed in reverse.
 
-`open_kernel(app, settings, stack)` opens the clock, the store and its writer and readers, the
-pumps (real drivers, or simulated ones), their supervisors, the ward, the recovery of every
-infusion the store still supervises (A4), the controller, the wall clock's watch (A7), the MQTT
-publisher and the live events, and puts on `app.state` what the kernel's routes use; `stack`
-closes them in reverse order. `api.app.create_app` calls it in its lifespan; so does every
-process that runs a kernel (`pumpctl serve`, `pumpctl kernel`, `pumpctl demo`, the tests and
-the benches through them).
+`open_kernel(app, settings, stack)` opens the clock, the store and its writer and readers (and
+the audit chain's watch), the pumps (real drivers, or simulated ones), their supervisors, the
+ward, the recovery of every infusion the store still supervises (A4), the controller, the wall
+clock's watch (A7), the MQTT publisher and the live events, and puts on `app.state` what the
+kernel's routes use; `stack` closes them in reverse order. `api.app.create_app` calls it in
+its lifespan; so does every process that runs a kernel (`pumpctl serve`, `pumpctl kernel`,
+`pumpctl demo`, the tests and the benches through them).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from pumpctl.protocols import load_protocol
 from pumpctl.settings import Settings
 from pumpctl.store import Store, StoreError, configured_database_url
 from pumpctl.store import migrate as migrations
+from pumpctl.store.auditwatch import AuditWatch
 from pumpctl.store.location import DATA_DIR_ENV, data_dir
 from pumpctl.store.writer import StoreReader, StoreWriter
 
@@ -146,10 +147,21 @@ async def open_kernel(app: FastAPI, settings: Settings, stack: AsyncExitStack) -
     # every write on the writer's thread, every read on reader threads: no database
     # call on this loop, which every stop passes through (store/writer.py)
     writer, reader = StoreWriter(store), StoreReader()
+    audit = AuditWatch(
+        store,
+        reader,
+        verify_every_s=settings.audit_verify_s,
+        full_every_s=settings.audit_full_verify_s,
+        head_every_s=settings.audit_head_log_s,
+    )
+    stack.callback(audit.at_stop)  # the chain's head, once the writer wrote what waited
     writer.start()
     stack.callback(reader.close)
     stack.callback(writer.close)  # after the controller: what it recorded is written
     _background(writer.watch(), "store watch", stack)
+    # the audit chain verified and its head logged, on reader threads (store/auditwatch.py)
+    _background(audit.run(), "audit chain", stack)
+    app.state.audit = audit
     clock = _after_the_record(clock, store.latest_clinical_time())
     pumps: dict[str, tuple[Pump, str]]
     if settings.simulate:

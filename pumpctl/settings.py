@@ -249,6 +249,12 @@ class Settings(BaseSettings):
     link_timeout_s: Annotated[float, Field(gt=0, le=600)] = 5.0
     stop_answer_s: Annotated[float, Field(gt=0, le=60)] = 4.5  # a reaction's answer waits this
     events_replay: Annotated[int, Field(ge=1, le=100_000)] = 10_000
+    # the audit trail's hash chain (docs/architecture.md): verified from the row verified last
+    # every audit_verify_s, whole every audit_full_verify_s; its head logged every
+    # audit_head_log_s (and at start and stop)
+    audit_verify_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    audit_full_verify_s: Annotated[float, Field(gt=0, le=7 * 86_400)] = 3600.0
+    audit_head_log_s: Annotated[float, Field(gt=0, le=86_400)] = 600.0
     # the kernel's Unix socket (the web side's only way in); default: $RUNTIME_DIRECTORY (systemd)
     # or the data directory, kernel.sock
     kernel_socket: Path | None = None

@@ -18,6 +18,7 @@ from api.schemas import Instant
 from api.views import pump_view
 from pumpctl.clock import WallStepWatch
 from pumpctl.settings import Role, Settings
+from pumpctl.store.auditwatch import AuditWatch
 
 router = APIRouter()
 _PUMPS = require({Role.VIEWER, Role.NURSE, Role.CLINICIAN, Role.ADMIN})
@@ -27,7 +28,8 @@ _PUMPS = require({Role.VIEWER, Role.NURSE, Role.CLINICIAN, Role.ADMIN})
 async def health(request: Request, ward: WardDep) -> JSONResponse:
     """No token. A real write through the store's writer (within 1 s): 503 naming the store
     while it is degraded (records wait for it); a lost pump link is reported, not a 503; the
-    clock says whether the wall clock was stepped (A7)."""
+    clock says whether the wall clock was stepped (A7); `audit`, the audit chain's last
+    verification (a broken chain is reported, not a 503)."""
     state = await ward.writer.probe()
     pumps = []
     for supervisor in ward.supervisors.values():
@@ -40,8 +42,13 @@ async def health(request: Request, ward: WardDep) -> JSONResponse:
             }
         )
     store = "degraded" if state.degraded else "up"
+    audit = _audit(request)
+    if state.degraded:
+        said = "store degraded"
+    else:
+        said = "audit trail broken" if audit is not None and audit["ok"] is False else "ok"
     body = {
-        "status": "ok" if not state.degraded else "store degraded",
+        "status": said,
         "store": store,
         "store_detail": {
             "reason": state.reason,
@@ -51,8 +58,18 @@ async def health(request: Request, ward: WardDep) -> JSONResponse:
         },
         "pumps": pumps,
         "clock": _clock(request, ward).model_dump(mode="json"),
+        "audit": audit,
     }
     return JSONResponse(body, 503 if state.degraded else 200)
+
+
+def _audit(request: Request) -> dict[str, Any] | None:
+    """The audit chain's last verification (store/auditwatch.py). A broken chain is said here
+    and in the log, and is not a 503: the store works, and a service taken out of rotation
+    for its past would supervise no pump (docs/architecture.md, "The audit trail's hash
+    chain")."""
+    watch: AuditWatch | None = getattr(request.app.state, "audit", None)
+    return None if watch is None else watch.status().as_json()
 
 
 def _clock(request: Request, ward: Any) -> Instant:

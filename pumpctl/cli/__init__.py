@@ -7,7 +7,7 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
-from pumpctl.cli import db, plan, pump, serve, simulate
+from pumpctl.cli import audit, db, plan, pump, serve, simulate
 
 app = typer.Typer(
     name="pumpctl",
@@ -20,6 +20,7 @@ app.command("plan")(plan.plan)
 app.add_typer(simulate.app, name="simulate")
 app.add_typer(pump.app, name="pump")
 app.add_typer(db.app, name="db")
+app.add_typer(audit.app, name="audit")
 app.command("serve")(serve.serve)
 app.command("demo")(serve.demo)
 app.command("web")(serve.web)

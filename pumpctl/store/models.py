@@ -8,7 +8,9 @@ are the database's own, so no code path can get round them:
   the Clarifications "Records and input"); a course and a pump each have at most one live
   infusion (partial unique indexes over the phases that are not over). A cancelled infusion
   (never started) gives its number back: numbering counts infusions given (L4, L5).
-- `audit`: append-only (A4, the audit trail of every rule): triggers refuse UPDATE and DELETE.
+- `audit`: append-only (A4, the audit trail of every rule): triggers refuse UPDATE and DELETE;
+  each row hash-chained to the one before it, so tampering that gets round the triggers shows
+  (`chain`, `pumpctl audit verify`).
 - `course.protocol`: fixed for the course (Clarifications, "Records and input"): a trigger
   refuses a change.
 
@@ -231,7 +233,9 @@ class CommandLedger(StoreTable, table=True):
 
 
 class Audit(StoreTable, table=True):
-    """The audit trail: append-only (triggers of the first migration refuse UPDATE, DELETE)."""
+    """The audit trail: append-only (triggers of the first migration refuse UPDATE, DELETE) and
+    hash-chained (migration 0003; `chain`): `hash` is the SHA-256 of the row's content and
+    `prev_hash`, the hash of the row before it (`chain.GENESIS` for the first)."""
 
     __tablename__ = "audit"
     __table_args__ = {"sqlite_autoincrement": True}  # ids never reused (Last-Event-ID)
@@ -244,3 +248,5 @@ class Audit(StoreTable, table=True):
     actor: str | None = Field(default=None, max_length=100)
     rule: str | None = Field(default=None, max_length=8)
     data: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)

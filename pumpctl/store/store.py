@@ -37,6 +37,7 @@ from pumpctl.core.machine.outputs import (
 )
 from pumpctl.core.machine.state import CommandOp, InfusionPhase, InfusionState, infusion_record
 from pumpctl.core.rules import Rule
+from pumpctl.store.chain import GENESIS, ChainHead, append_ids, row_hash
 from pumpctl.store.engine import BEGIN_OPTION, make_engine
 from pumpctl.store.errors import InfusionConflictError, LedgerError, NotFoundError, StoreError
 from pumpctl.store.location import default_database_url
@@ -153,6 +154,8 @@ class LedgerEntry:
 
 
 _Row = TypeVar("_Row", Patient, Course, Infusion, Alarm, CommandLedger)
+#: `Session.info` key: the audit row a write transaction appended last (`Store.appended_head`).
+_APPENDED = "pumpctl_audit_appended"
 
 
 def _utc_now() -> datetime:
@@ -214,6 +217,7 @@ class Store:
         self.engine = engine
         self._writer = engine.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
         self._wall_clock = wall_clock
+        self._appended: ChainHead | None = None
 
     @classmethod
     def open(
@@ -256,8 +260,18 @@ class Store:
     @contextmanager
     def _write(self) -> Iterator[Session]:
         """One write transaction (SQLite: BEGIN IMMEDIATE); committed when the block ends."""
-        with Session(self._writer, expire_on_commit=False) as session, session.begin():
-            yield session
+        with Session(self._writer, expire_on_commit=False) as session:
+            with session.begin():
+                yield session
+            appended = session.info.pop(_APPENDED, None)
+            if appended is not None:  # committed: the chain's end as this store wrote it
+                self._appended = appended
+
+    @property
+    def appended_head(self) -> ChainHead | None:
+        """The last audit row this store wrote and committed, and its hash (None: none yet):
+        what the kernel itself wrote, whatever the database says later."""
+        return self._appended
 
     @contextmanager
     def _read(self) -> Iterator[Session]:
@@ -272,22 +286,44 @@ class Store:
         infusion_id: int | None,
         actor: str | None,
     ) -> tuple[int, ...]:
+        """The one place audit rows are inserted: each chained to the row before it, in this
+        transaction (`chain.append_ids` holds the chain's end until it commits)."""
         wall_at = self._wall_clock()
-        rows = [
-            Audit(
+        given = [(event, _json_data(event.data)) for event in events]  # refused before anything
+        if not given:
+            return ()
+        tail, ids = append_ids(session.connection(), len(given))
+        prev = GENESIS if tail is None else tail.hash
+        rows = []
+        for audit_id, (event, data) in zip(ids, given, strict=True):
+            row = Audit(
+                id=audit_id,
                 infusion_id=infusion_id,
                 at=event.at,
                 wall_at=wall_at,
                 type=str(event.type),
                 actor=_actor(event, actor),
                 rule=_rule(event.rule),
-                data=_json_data(event.data),
+                data=data,
+                prev_hash=prev,
+                hash="",
             )
-            for event in events
-        ]
+            row.hash = prev = row_hash(
+                id=audit_id,
+                infusion_id=row.infusion_id,
+                at=row.at,
+                wall_at=row.wall_at,
+                type=row.type,
+                actor=row.actor,
+                rule=row.rule,
+                data=row.data,
+                prev_hash=row.prev_hash,
+            )
+            rows.append(row)
         session.add_all(rows)
         session.flush()
-        return tuple(row.id for row in rows if row.id is not None)
+        session.info[_APPENDED] = ChainHead(ids[-1], prev)
+        return tuple(ids)
 
     def _store_audit(
         self,

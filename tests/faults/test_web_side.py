@@ -19,6 +19,7 @@ import socket
 import stat
 import subprocess
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,11 @@ import httpx
 import pytest
 from service_process import TOKENS, Service, serving
 from test_store_faults import press
+
+from pumpctl.core.machine.outputs import AuditEvent
+from pumpctl.core.rules import Rule
+from pumpctl.store import Store
+from pumpctl.store.store import StoreAudit
 
 HOSTILE = "127.0.0.2"
 BOUND_S = 30.0
@@ -325,18 +331,18 @@ def rss_mb(pid: int) -> float:
 
 
 def _many_audit_rows(database: Path, count: int) -> None:
-    """`count` audit rows of about 1 KiB each, appended as the store would (its triggers refuse
-    only UPDATE and DELETE): a long history for readers to ask a replay of."""
-    import sqlite3  # noqa: PLC0415 - this test's only use
-
-    data = '{"note": "' + "x" * 1000 + '"}'
-    with sqlite3.connect(database) as db:
-        db.executemany(
-            "INSERT INTO audit (infusion_id, at, wall_at, type, actor, rule, data) "
-            "VALUES (NULL, '2026-01-01 00:00:00', '2026-01-01 00:00:00', 'clock_step', NULL, "
-            "'A7', ?)",
-            [(data,)] * count,
-        )
+    """`count` audit rows of about 1 KiB each, appended by the store itself (hash-chained as
+    every row is): a long history for readers to ask a replay of."""
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    note = "x" * 1000
+    with Store.open(f"sqlite:///{database}") as store:
+        for start in range(0, count, 500):
+            store.append_audit(
+                [
+                    AuditEvent(type=StoreAudit.CLOCK_STEP, rule=Rule.A7, at=at, data={"note": note})  # type: ignore[arg-type]
+                    for _ in range(min(500, count - start))
+                ]
+            )
 
 
 async def test_i1_readers_that_stop_reading_after_asking_a_replay_cost_bounded_memory(
