@@ -72,7 +72,7 @@ from pumpctl.core.machine import (
 )
 from pumpctl.core.rules import Rule
 
-__all__ = ["POLL_INTERVAL_S", "PumpSupervisor", "Recorder", "ledger_id"]
+__all__ = ["POLL_INTERVAL_S", "WRITE_AHEAD_S", "PumpSupervisor", "Recorder", "ledger_id"]
 
 _log = logging.getLogger("pumpctl.controller")
 
@@ -81,6 +81,9 @@ _log = logging.getLogger("pumpctl.controller")
 POLL_INTERVAL_S = 1.0
 #: Command ids skipped after a restart (only stops can have left unrecorded).
 RECOVERY_ID_GAP = 100
+#: Seconds a command other than a stop waits for its decision's record (write-ahead) before it
+#: is denied, never sent: an action answered while the store hung never runs a pump later.
+WRITE_AHEAD_S = 2.0
 
 
 def ledger_id(infusion_id: str, command_id: int) -> str:
@@ -116,7 +119,8 @@ class PumpSupervisor:
     # the safety envelope's clinical time, on a time base of its own (A7: `independent_time`)
     envelope_time: Callable[[], datetime] | None = None
     envelope: SafetyEnvelope | None = None  # built from the protocol's numbers at attach
-    _queue: deque[tuple[PumpCommand, int]] = field(default_factory=deque)  # (command, stop epoch)
+    # (command, stop epoch, loop time it was queued at)
+    _queue: deque[tuple[PumpCommand, int, float]] = field(default_factory=deque)
     _stop_epoch: int = 0  # stops sent so far: a command decided before the latest is dropped
     _records: deque[tuple[str, Event, Decision, asyncio.Future[bool]]] = field(
         default_factory=deque
@@ -318,7 +322,9 @@ class PumpSupervisor:
                     command.message,
                 )
             else:
-                self._queue.append((command, self._stop_epoch))
+                loop = asyncio.get_running_loop()
+                self._queue.append((command, self._stop_epoch, loop.time()))
+                loop.call_later(WRITE_AHEAD_S, self._pump_queue)  # its bound, looked at then
                 self._idle.clear()
         if send:
             self._pump_queue()
@@ -327,7 +333,7 @@ class PumpSupervisor:
         self._stop_epoch += 1
         if self.envelope is not None:
             self.envelope.stop_sent()
-        dropped = [queued for queued, _epoch in self._queue]
+        dropped = [queued for queued, _epoch, _at in self._queue]
         self._queue.clear()
         for queued in dropped:  # escalations decided before the stop are never sent
             self._fate_later(
@@ -364,10 +370,12 @@ class PumpSupervisor:
 
     def _pump_queue(self) -> None:
         unwritten = self._records or self._writing
+        if unwritten and not self._closing:
+            self._unsent_past_bound()
         if self._closing or self._in_flight is not None or not self._queue or unwritten:
             self._check_idle()  # (a command waits while its decision is not yet recorded)
             return
-        command, epoch = self._queue.popleft()
+        command, epoch, _at = self._queue.popleft()
         state = self.state
         if epoch < self._stop_epoch or (state is not None and state.terminal):
             # Decided under an older state (before a stop, or before the end): dropped.
@@ -379,6 +387,22 @@ class PumpSupervisor:
         self._in_flight = asyncio.create_task(
             self._carry(command, epoch), name=f"command {self.pump.pump_id} {command.op}"
         )
+
+    def _unsent_past_bound(self) -> None:
+        """Write-ahead, bounded: a command whose decision's record is still not written
+        `WRITE_AHEAD_S` after it was queued is never sent (A3: denied, with an alarm), so an
+        action answered while the store hung never runs the pump later on its own."""
+        now = asyncio.get_running_loop().time()
+        while self._queue and now - self._queue[0][2] >= WRITE_AHEAD_S:
+            command, _epoch, _at = self._queue.popleft()
+            self._fate_later(
+                CommandDenied(
+                    command_id=command.id,
+                    reason=f"not sent: its record was not written within {WRITE_AHEAD_S:g} s "
+                    "(write-ahead); nothing reached the pump",
+                    unsent=True,
+                )
+            )
 
     async def _carry(self, command: PumpCommand, epoch: int) -> None:
         infusion_id = self.infusion_id

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from pumpctl.clock import Clock
 from pumpctl.controller.recording import StoreRecorder
-from pumpctl.controller.supervisor import PumpSupervisor
+from pumpctl.controller.supervisor import WRITE_AHEAD_S, PumpSupervisor
 from pumpctl.core.course import entry_withdrawal
 from pumpctl.core.dose import premedication_gate, schedule_gate
 from pumpctl.core.history import InfusionRecord, Sign
@@ -115,6 +115,9 @@ RECORD_WAIT_S = 1.0
 #: nurse is told the stop's fate without waiting for the disk (I1).
 REACTION_RECORD_WAIT_S = 0.1
 
+#: Seconds past `WRITE_AHEAD_S` an action's answer waits for its commands' fate to be sure
+#: (the supervisor denies them at that bound, then the answer says so).
+WRITE_AHEAD_MARGIN_S = 0.25
 
 @dataclass(frozen=True, slots=True)
 class Acted:
@@ -794,9 +797,21 @@ class Ward:
         return await _briefly(record, 0.0 if self.writer.health().degraded else bound_s)
 
     async def _acted(self, infusion_id: int, event: Event) -> Acted:
-        """`_submit`, answered once its record is written or `RECORD_WAIT_S` has passed."""
+        """`_submit`, answered once its record is written or `RECORD_WAIT_S` has passed. An
+        action that sends a pump anything but a stop waits for its record as long as its
+        commands do (`WRITE_AHEAD_S`): not written by then, they are never sent, and the
+        answer is 503 saying so, never a "done" that would run the pump later on its own."""
         decision, record = await self._submit(infusion_id, event)
-        return Acted(decision, await self._recorded(record))
+        runs = any(not isinstance(c, StopPump) for c in decision.pump_commands)
+        if not runs or record is None:
+            return Acted(decision, await self._recorded(record))
+        if not await _briefly(record, WRITE_AHEAD_S + WRITE_AHEAD_MARGIN_S):
+            raise StoreUnavailable(
+                f"the store did not record the {event.kind.replace('_', ' ')} within "
+                f"{WRITE_AHEAD_S:g} s: nothing was sent to the pump, which stays as it was "
+                "(write-ahead, A3); try again once /health says the store is up"
+            )
+        return Acted(decision, True)
 
     async def wall_clock_stepped(self, step_s: float, *, wall_offset_s: float) -> None:
         """A7: the gateway's wall clock was stepped by `step_s` seconds: audited (no infusion's

@@ -278,6 +278,29 @@ def test_A3_a_pump_read_at_150_while_75_is_pending_is_set_back_down() -> None:
     assert MachineAlarm.RATE_TOO_HIGH in [a.kind for a in scenario.alarms()]
 
 
+def test_A3_a_run_never_sent_for_want_of_its_record_is_an_alarm_that_says_so() -> None:
+    """Write-ahead, bounded (the supervisor): a resume's run whose record was not written in
+    time is denied `unsent`: the step stays the rate last confirmed, and the alarm says the run
+    was not sent, never that the pump refused it (which would send the nurse to the pump)."""
+    scenario = at_150()
+    scenario.send(ReactionReported(grade=2, signs=OTHER, actor="nurse"))
+    scenario.auto_confirm = False
+    scenario.send(ResumeRequested(actor="nurse"))
+    before = len(scenario.alarms())
+    for sent in scenario.state.outstanding:
+        scenario.send(
+            CommandDenied(command_id=sent.id, reason="not sent: no record in 2 s", unsent=True)
+        )
+    raised = scenario.alarms()[before:]
+    assert raised, "no alarm for a run never sent"
+    for alarm in raised:  # one per command of the resume, one latched alarm
+        assert (alarm.kind, alarm.rule) == (MachineAlarm.COMMAND_DENIED, "A3")
+        assert "was not sent: no record in 2 s" in alarm.message
+        assert "refused to run" not in alarm.message
+    assert "command_denied" in scenario.state.latched
+    assert scenario.state.outstanding == ()
+
+
 # --- I10, I2: onsets -----------------------------------------------------------------------------
 
 

@@ -130,6 +130,46 @@ async def test_i1_a_write_locked_sqlite_file_stops_the_pump_at_once_and_loses_no
     assert "store DEGRADED" in service.log.read_text()
 
 
+async def test_a3_a_resume_met_by_a_hung_store_is_refused_and_never_runs_the_pump_later(
+    service: Service,
+) -> None:
+    """Write-ahead, bounded: the store hangs just before a nurse's resume, before the kernel
+    knows it degraded. The resume waits for its record at most 2 s, then is answered 503
+    "nothing was sent"; the pump stays stopped, and stays so once the database answers again
+    and every record is written (never a pump that starts on its own later); an alarm (A3)
+    says the run was not sent, and a resume after that runs it (I2)."""
+    infusion = await service.running("pump-1", "MRN-HUNG")
+    await service.api(
+        "POST", f"/infusions/{infusion}/reactions", "nurse", {"grade": 2, "signs": ["other"]}, 201
+    )
+    await until_health(service, 200)  # every record written
+    holder = sqlite3.connect(service.data_dir / "pumpctl.db", isolation_level=None, timeout=10)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        refused = await service.api("POST", f"/infusions/{infusion}/resume", "nurse", {}, 503)
+        assert refused["detail"]["store"] == "degraded", refused
+        assert "nothing was sent to the pump" in refused["detail"]["message"], refused
+        assert (await service.pump("pump-1"))["state"] != "running"
+    finally:
+        holder.rollback()
+        holder.close()
+    body = await until_health(service, 200)  # the database answers; what waited is written
+    assert body["store_detail"]["records_lost"] == 0
+    assert (await service.pump("pump-1"))["state"] != "running"  # never run on its own
+    shown = await service.api("GET", f"/infusions/{infusion}", "nurse")
+    denied = [a for a in shown["alarms"] if a["kind"] == "command_denied"]
+    assert denied, shown["alarms"]
+    assert "not sent" in denied[0]["message"]
+    events = await service.api("GET", f"/infusions/{infusion}/events", "nurse")
+    assert "command_denied" in [e["type"] for e in events]
+    await service.api("POST", f"/infusions/{infusion}/alarms/command_denied/clear", "nurse", {})
+    await service.api("POST", f"/infusions/{infusion}/resume", "nurse", {})
+    async with asyncio.timeout(30):
+        while (await service.pump("pump-1"))["state"] != "running":  # noqa: ASYNC110
+            await asyncio.sleep(0.1)  # polling a condition with a deadline
+    assert (await service.pump("pump-1"))["rate_ml_h"] == 25.0  # I2: half of 50 ml/h
+
+
 async def test_i1_a_deleted_database_file_is_a_loud_alarm_never_silence(service: Service) -> None:
     """The SQLite file deleted under the running service: /health says so at once (503 naming
     the file), the stop still leaves, and nothing is written into the unlinked file."""

@@ -236,12 +236,14 @@ class CommandConfirmed(EventBase):
 
 class CommandDenied(EventBase):
     """A3: the pump refused command `command_id` (or, `dropped`, the controller never sent it:
-    an escalation decided under an older state, cancelled by a stop)."""
+    an escalation decided under an older state, cancelled by a stop; or, `unsent`, the
+    controller never sent it because its decision's record was not written in time)."""
 
     kind: Literal["command_denied"] = "command_denied"
     command_id: CommandId
     reason: Reason
     dropped: Flag = False
+    unsent: Flag = False
 
 
 class CommandUnconfirmed(EventBase):

@@ -269,7 +269,11 @@ def on_failed(ctx: Ctx, event: CommandDenied | CommandUnconfirmed, now: datetime
         stop_pump(ctx, first=True)  # never infuse without the programmed VTBI (L3)
     if denied and (s.alarms or (isinstance(event, CommandDenied) and event.dropped)):
         return  # the pump's own alarm explains the refusal (A1), or it was never sent
+    unsent = isinstance(event, CommandDenied) and event.unsent  # the pump never saw it
     if denied and sent.op in {CommandOp.SET_RATE, CommandOp.RUN} and not s.pump_running:
+        if unsent:
+            ctx.alarm(MachineAlarm.COMMAND_DENIED, f"{sent.op.value} was {why}", now)
+            return
         # A1: a pump that refuses to run stands in an alarm of its own; a New Era pump cannot
         # say when its alarm's cause is gone, so the nurse's clear may have come too soon.
         ctx.alarm(MachineAlarm.COMMAND_DENIED, f"{REFUSED_RUN_WORDS} ({why})", now, Rule.A1)
