@@ -119,13 +119,13 @@ class PumpSupervisor:
     # the safety envelope's clinical time, on a time base of its own (A7: `independent_time`)
     envelope_time: Callable[[], datetime] | None = None
     envelope: SafetyEnvelope | None = None  # built from the protocol's numbers at attach
-    # (command, stop epoch, loop time it was queued at)
-    _queue: deque[tuple[PumpCommand, int, float]] = field(default_factory=deque)
+    _queue: deque[tuple[PumpCommand, int]] = field(default_factory=deque)  # (command, stop epoch)
     _stop_epoch: int = 0  # stops sent so far: a command decided before the latest is dropped
     _records: deque[tuple[str, Event, Decision, asyncio.Future[bool]]] = field(
         default_factory=deque
     )
-    _writing: set[asyncio.Future[bool]] = field(default_factory=set)  # records queued, unwritten
+    # records handed to the writer and not yet written, with the loop time they were handed at
+    _writing: dict[asyncio.Future[bool], float] = field(default_factory=dict)
     last_record: asyncio.Future[bool] | None = None  # the last decision's record: True once written
     _flush_scheduled: bool = False
     _recovering: bool = False  # rebuilt from the store, the pump not yet read (A4)
@@ -257,13 +257,15 @@ class PumpSupervisor:
             if writing is None:
                 record.set_result(True)
                 continue
-            self._writing.add(writing)
+            loop = asyncio.get_running_loop()
+            self._writing[writing] = loop.time()
+            loop.call_later(WRITE_AHEAD_S, self._pump_queue)  # its bound, looked at then
             writing.add_done_callback(functools.partial(self._written, record=record))
         self._pump_queue()
 
     def _written(self, writing: asyncio.Future[bool], *, record: asyncio.Future[bool]) -> None:
         """A record the writer thread wrote (or dropped): the commands it held may go."""
-        self._writing.discard(writing)
+        self._writing.pop(writing, None)
         if not record.done():
             record.set_result(not writing.cancelled() and writing.result())
         self._pump_queue()
@@ -322,9 +324,7 @@ class PumpSupervisor:
                     command.message,
                 )
             else:
-                loop = asyncio.get_running_loop()
-                self._queue.append((command, self._stop_epoch, loop.time()))
-                loop.call_later(WRITE_AHEAD_S, self._pump_queue)  # its bound, looked at then
+                self._queue.append((command, self._stop_epoch))
                 self._idle.clear()
         if send:
             self._pump_queue()
@@ -333,7 +333,7 @@ class PumpSupervisor:
         self._stop_epoch += 1
         if self.envelope is not None:
             self.envelope.stop_sent()
-        dropped = [queued for queued, _epoch, _at in self._queue]
+        dropped = [queued for queued, _epoch in self._queue]
         self._queue.clear()
         for queued in dropped:  # escalations decided before the stop are never sent
             self._fate_later(
@@ -375,7 +375,7 @@ class PumpSupervisor:
         if self._closing or self._in_flight is not None or not self._queue or unwritten:
             self._check_idle()  # (a command waits while its decision is not yet recorded)
             return
-        command, epoch, _at = self._queue.popleft()
+        command, epoch = self._queue.popleft()
         state = self.state
         if epoch < self._stop_epoch or (state is not None and state.terminal):
             # Decided under an older state (before a stop, or before the end): dropped.
@@ -389,12 +389,16 @@ class PumpSupervisor:
         )
 
     def _unsent_past_bound(self) -> None:
-        """Write-ahead, bounded: a command whose decision's record is still not written
-        `WRITE_AHEAD_S` after it was queued is never sent (A3: denied, with an alarm), so an
-        action answered while the store hung never runs the pump later on its own."""
+        """Write-ahead, bounded: once a record has waited `WRITE_AHEAD_S` for the store, the
+        commands waiting behind it are never sent (A3: denied, with an alarm), so an action
+        answered while the store hung never runs the pump later on its own. (A command that
+        waits for a slow line, its records written, is not touched.)"""
         now = asyncio.get_running_loop().time()
-        while self._queue and now - self._queue[0][2] >= WRITE_AHEAD_S:
-            command, _epoch, _at = self._queue.popleft()
+        oldest = next(iter(self._writing.values()), None)  # dicts keep the handing order
+        if oldest is None or now - oldest < WRITE_AHEAD_S:
+            return
+        while self._queue:
+            command, _epoch = self._queue.popleft()
             self._fate_later(
                 CommandDenied(
                     command_id=command.id,
