@@ -1,7 +1,9 @@
 """A4 on the kernel as users run it: `pumpctl serve --no-web` (the kernel's own systemd unit,
-built by its one composition root, api/gateway.py) against `pumpctl simulate serial` in a
-process of its own on a pseudo-terminal, SIGKILLed at seeded points and started again on the
-same SQLite store.
+built by its one composition root, api/gateway.py) against a pump simulated in a process of
+its own (`pumpctl simulate serial` on a pseudo-terminal, or `pumpctl simulate mqtt` through a
+Mosquitto of the test's own), SIGKILLed at seeded points and started again on the same SQLite
+store. The scenarios that apply to both links run their ten seeds over both (even seeds
+serial, odd seeds MQTT); the safe-mode watchdog (SAF) is the serial pump's own.
 
 Both processes run on one scaled clinical clock (`scaled:F@EPOCH`, wall clock based), so a
 60 min step takes under a second. Each scenario runs with ten seeds; the seed picks where in its
@@ -41,6 +43,7 @@ from typing import Any
 
 import pytest
 from kernel_process import KernelProcess
+from mosquitto_env import Broker
 from pump_history import (
     INCREMENT,
     INTERVAL,
@@ -52,7 +55,7 @@ from pump_history import (
     rate_at,
     rate_before_stop,
 )
-from pumpctl_process import Served, simulate_serial
+from pumpctl_process import PumpSimulator, mqtt_pumps, simulate_serial
 from sqlalchemy import text
 from sqlmodel import Session, select
 
@@ -71,6 +74,16 @@ PUMP_BOUND_S = 15.0
 SAFE_LONG_S = 255
 SAFE_SHORT_S = 2
 SEEDS = range(10)
+#: Each scenario that applies to both links runs its ten seeds over both: even seeds on a
+#: serial pump, odd ones on an MQTT pump (the safe-mode watchdog is the serial pump's own).
+LINKED = [
+    pytest.param(
+        seed,
+        "serial" if seed % 2 == 0 else "mqtt",
+        id=f"{seed}-{'serial' if seed % 2 == 0 else 'mqtt'}",
+    )
+    for seed in SEEDS
+]
 PUMP = "pump-1"
 #: The pump's history names a command's effect by the model's operation; the ledger by CommandOp.
 EFFECT_OF = {"set_rate": "set_rate", "set_vtbi": "set_vtbi", "start": "run"}
@@ -82,11 +95,11 @@ DONE = {200, 202}
 class Rig:
     """A simulator process, a migrated SQLite store, and the kernel processes of one run."""
 
-    served: Served
+    simulator: PumpSimulator
+    pump_url: str  # how the kernel reaches the pump (serial with its SAF, or MQTT)
     data_dir: Path
     spec: str
     clock: ScaledClock
-    safe_mode_s: int
     kernels: list[KernelProcess] = field(default_factory=list)
     #: Controller bugs these tests found (since fixed): a run that meets one again fails.
     known_bugs: list[str] = field(default_factory=list)
@@ -106,10 +119,9 @@ class Rig:
         """Start a kernel (`pumpctl serve --no-web`); it and the clinical instant it was
         started at."""
         spawned = self.clock.now()
-        pump = f"{PUMP}=serial://{self.served.path}?address=0&safe={self.safe_mode_s}"
         kernel = KernelProcess(
             self.data_dir,
-            ["--pump", pump, "--bench", "--clock", self.spec],
+            ["--pump", f"{PUMP}={self.pump_url}", "--bench", "--clock", self.spec],
             env={"PUMPCTL_POLL_INTERVAL_S": "0.2"},
         )
         self.kernels.append(kernel)
@@ -118,13 +130,7 @@ class Rig:
 
     async def pump(self) -> dict[str, Any]:
         """The simulated pump's real state and history (control interface)."""
-        answer = await control_request(
-            "127.0.0.1", self.served.control_port, {"pump": 0, "history": True}
-        )
-        assert answer["ok"] is True, answer
-        pump = answer["pump"]
-        assert isinstance(pump, dict)
-        return pump
+        return await self.simulator.report()
 
     async def until_pump(self, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
         """The pump's state once `predicate` holds for it (asked again and again, bounded)."""
@@ -138,7 +144,7 @@ class Rig:
     async def at_pump(self, request: dict[str, object]) -> None:
         """A nurse at the pump (control interface)."""
         answer = await control_request(
-            "127.0.0.1", self.served.control_port, {"pump": 0, **request}
+            "127.0.0.1", self.simulator.control_port, {"pump": self.simulator.pump, **request}
         )
         assert answer["ok"] is True, answer
 
@@ -152,13 +158,27 @@ class Rig:
 
 
 @asynccontextmanager
-async def rig(tmp_path: Path, safe_mode_s: int = SAFE_LONG_S) -> AsyncIterator[Rig]:
+async def rig(
+    tmp_path: Path, safe_mode_s: int = SAFE_LONG_S, broker: Broker | None = None
+) -> AsyncIterator[Rig]:
+    """A run on a serial pump (its SAF `safe_mode_s`), or with `broker` an MQTT pump."""
     migrate.upgrade(f"sqlite:///{tmp_path}/pumpctl.db")
     epoch = time.time()
     spec = f"scaled:{FACTOR}@{epoch!r}"
     clock = ScaledClock(FACTOR, wall_epoch=epoch)
-    async with simulate_serial("--pumps", "1", "--clock", spec) as served:
-        built = Rig(served, tmp_path, spec, clock, safe_mode_s)
+    async with contextlib.AsyncExitStack() as stack:
+        if broker is None:
+            served = await stack.enter_async_context(
+                simulate_serial("--pumps", "1", "--clock", spec)
+            )
+            simulator = PumpSimulator(served.control_port, 0)
+            url = f"serial://{served.path}?address=0&safe={safe_mode_s}"
+        else:
+            simulator = await stack.enter_async_context(
+                mqtt_pumps(broker, tmp_path, "--clock", spec)
+            )
+            url = f"mqtt://{broker.address}/{simulator.pump}"
+        built = Rig(simulator, url, tmp_path, spec, clock)
         try:
             yield built
         except BaseException:
@@ -355,13 +375,16 @@ def database_held(rig_: Rig) -> Any:
 # -- the scenarios --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("seed", SEEDS)
-async def test_A4_L1_sigkill_mid_step_goes_on_at_the_same_step(tmp_path: Path, seed: int) -> None:
+@pytest.mark.parametrize(("seed", "link"), LINKED)
+async def test_A4_L1_sigkill_mid_step_goes_on_at_the_same_step(
+    tmp_path: Path, seed: int, link: str, request: pytest.FixtureRequest
+) -> None:
     rng = random.Random(seed)
     steps = rng.choice([0, 1])
     kill_at = rng.choice(["type=rate_step", "op=set_rate", "op=set_rate fate="])
     delay_s = rng.uniform(0, 0.03)
-    async with rig(tmp_path) as r:
+    broker = request.getfixturevalue("broker") if link == "mqtt" else None
+    async with rig(tmp_path, broker=broker) as r:
         first, _ = await r.kernel()
         await started(r, first, steps)
         await kill_point(r, first, kill_at)
@@ -381,9 +404,9 @@ async def test_A4_L1_sigkill_mid_step_goes_on_at_the_same_step(tmp_path: Path, s
     r.finish()
 
 
-@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize(("seed", "link"), LINKED)
 async def test_A4_I1_sigkill_between_a_reactions_stop_and_its_record(
-    tmp_path: Path, seed: int
+    tmp_path: Path, seed: int, link: str, request: pytest.FixtureRequest
 ) -> None:
     """The database held, the stop reached the pump and the nurse was told `recorded: false`;
     the kernel is killed before the record reaches the store. The restarted kernel finds the
@@ -394,7 +417,8 @@ async def test_A4_I1_sigkill_between_a_reactions_stop_and_its_record(
     kill_at = rng.choice(["op=stop fate=", "answered"])
     delay_s = rng.uniform(0, 1.5)  # before and after the store is called degraded (1 s)
     answer = rng.choice(["reaction", "no reaction"])
-    async with rig(tmp_path) as r:
+    broker = request.getfixturevalue("broker") if link == "mqtt" else None
+    async with rig(tmp_path, broker=broker) as r:
         first, _ = await r.kernel()
         await started(r, first, steps)
         with database_held(r):
@@ -449,15 +473,18 @@ async def test_A4_I1_sigkill_between_a_reactions_stop_and_its_record(
     r.finish()
 
 
-@pytest.mark.parametrize("seed", SEEDS)
-async def test_A4_I2_sigkill_mid_resume_never_resumes_above_half(tmp_path: Path, seed: int) -> None:
+@pytest.mark.parametrize(("seed", "link"), LINKED)
+async def test_A4_I2_sigkill_mid_resume_never_resumes_above_half(
+    tmp_path: Path, seed: int, link: str, request: pytest.FixtureRequest
+) -> None:
     rng = random.Random(seed)
     steps = rng.choice([0, 1])
     kill_at = rng.choice(
         ["type=resumed", "op=set_rate", "op=set_rate fate=", "op=start", "op=start fate="]
     )
     delay_s = rng.uniform(0, 0.03)
-    async with rig(tmp_path) as r:
+    broker = request.getfixturevalue("broker") if link == "mqtt" else None
+    async with rig(tmp_path, broker=broker) as r:
         first, _ = await r.kernel()
         await started(r, first, steps)
         reply = await act(first, r, "reactions", {"grade": 2, "signs": ["other"]})

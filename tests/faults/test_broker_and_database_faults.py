@@ -34,14 +34,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import socket
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -56,12 +54,10 @@ from postgres_env import (
     postgres_server,
     server_processes,
 )
-from pumpctl_process import PUMPCTL, run_pumpctl, simulate_serial
-from service_process import TOKENS, Service, serving, terminate
+from pumpctl_process import PumpSimulator, mqtt_pumps, run_pumpctl, simulate_serial
+from service_process import TOKENS, Service, serving
 from tcp_proxy import SlowProxy
 from test_store_faults import health, press, until_health, until_logged
-
-from simulator.control import control_request
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -82,58 +78,6 @@ A3_WORDS = "Pump did not stop: clamp the line"
 
 
 # -- the pump, in a process of its own ---------------------------------------------------------
-
-
-@dataclass
-class PumpSimulator:
-    """A running `pumpctl simulate ...` and its control interface (simulator/control.py)."""
-
-    control_port: int
-    pump: str | int  # the simulated pump's id or address on the control interface
-
-    async def report(self) -> dict[str, Any]:
-        """The pump's real state and its history of changes, oldest first (bounded)."""
-        async with asyncio.timeout(10):
-            answer = await control_request(
-                "127.0.0.1", self.control_port, {"pump": self.pump, "history": True}
-            )
-        assert answer["ok"] is True, answer
-        pump: dict[str, Any] = answer["pump"]  # type: ignore[assignment]
-        return pump
-
-    async def until(
-        self, holds: Callable[[dict[str, Any]], bool], bound_s: float = BOUND_S
-    ) -> dict[str, Any]:
-        """The pump's report once `holds` is true of it, bounded."""
-        async with asyncio.timeout(bound_s):
-            while True:
-                report = await self.report()
-                if holds(report):
-                    return report
-                await asyncio.sleep(0.1)  # polling a condition with a deadline
-
-
-@asynccontextmanager
-async def mqtt_pumps(broker: Broker, workdir: Path) -> AsyncIterator[PumpSimulator]:
-    """`pumpctl simulate mqtt` serving `pump-1` on `broker`, in a process of its own; its first
-    line (JSON) names its control port. Its output goes to files (a pipe nobody reads would
-    block it while it logs the broker's absence)."""
-    out, err = workdir / "simulator.out", workdir / "simulator.log"
-    with out.open("wb") as stdout, err.open("wb") as stderr:
-        process = await asyncio.create_subprocess_exec(
-            *PUMPCTL, "simulate", "mqtt", "--broker", broker.address, "--pumps", "1",
-            stdout=stdout, stderr=stderr,
-        )  # fmt: skip
-    try:
-        async with asyncio.timeout(BOUND_S):
-            while not (first := out.read_text()).endswith("\n"):
-                assert process.returncode is None, err.read_text()
-                await asyncio.sleep(0.05)  # polling a condition with a deadline
-        announced = json.loads(first.splitlines()[0])
-        control = int(announced["control"].rpartition(":")[2])
-        yield PumpSimulator(control_port=control, pump="pump-1")
-    finally:
-        await terminate(process)
 
 
 @asynccontextmanager

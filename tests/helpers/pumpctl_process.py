@@ -7,13 +7,21 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from mosquitto_env import Broker
+from service_process import terminate
+
+from simulator.control import control_request
 
 PUMPCTL = [sys.executable, "-m", "pumpctl"]
 BOUND_S = 20.0  # a cold interpreter start on a loaded CI machine
+#: Seconds a simulated pump may take to reach a state a test waits for.
+PUMP_BOUND_S = 30.0
 
 
 async def run_pumpctl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -83,3 +91,55 @@ def plan_first_infusion(command: list[str], cwd: Path, env: dict[str, str] | Non
         50,
         390,
     )
+
+
+@dataclass
+class PumpSimulator:
+    """A running `pumpctl simulate ...` and its control interface (simulator/control.py)."""
+
+    control_port: int
+    pump: str | int  # the simulated pump's id or address on the control interface
+
+    async def report(self) -> dict[str, Any]:
+        """The pump's real state and its history of changes, oldest first (bounded)."""
+        async with asyncio.timeout(10):
+            answer = await control_request(
+                "127.0.0.1", self.control_port, {"pump": self.pump, "history": True}
+            )
+        assert answer["ok"] is True, answer
+        pump: dict[str, Any] = answer["pump"]  # type: ignore[assignment]
+        return pump
+
+    async def until(
+        self, holds: Callable[[dict[str, Any]], bool], bound_s: float = PUMP_BOUND_S
+    ) -> dict[str, Any]:
+        """The pump's report once `holds` is true of it, bounded."""
+        async with asyncio.timeout(bound_s):
+            while True:
+                report = await self.report()
+                if holds(report):
+                    return report
+                await asyncio.sleep(0.1)  # polling a condition with a deadline
+
+
+@asynccontextmanager
+async def mqtt_pumps(broker: Broker, workdir: Path, *args: str) -> AsyncIterator[PumpSimulator]:
+    """`pumpctl simulate mqtt ARGS` serving `pump-1` on `broker`, in a process of its own; its
+    first line (JSON) names its control port. Its output goes to files (a pipe nobody reads
+    would block it while it logs the broker's absence)."""
+    out, err = workdir / "simulator.out", workdir / "simulator.log"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        process = await asyncio.create_subprocess_exec(
+            *PUMPCTL, "simulate", "mqtt", "--broker", broker.address, "--pumps", "1", *args,
+            stdout=stdout, stderr=stderr,
+        )  # fmt: skip
+    try:
+        async with asyncio.timeout(BOUND_S):
+            while not (first := out.read_text()).endswith("\n"):
+                assert process.returncode is None, err.read_text()
+                await asyncio.sleep(0.05)  # polling a condition with a deadline
+        announced = json.loads(first.splitlines()[0])
+        control = int(announced["control"].rpartition(":")[2])
+        yield PumpSimulator(control_port=control, pump="pump-1")
+    finally:
+        await terminate(process)
