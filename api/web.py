@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 from fastapi import FastAPI, Request
@@ -60,6 +61,13 @@ POOL_WAIT_S = 5.0
 PER_PEER_REQUESTS = 2
 #: Seconds the kernel may take to answer (a virtual clock's `/sim/advance` is the longest).
 KERNEL_ANSWER_S = 120.0
+#: Seconds past the reaction's own answer bound (`stop_answer_s`) the web side waits for a
+#: stop or /health in the urgent lane before it answers 504 itself: a hung kernel never holds
+#: the nurse's press for longer (the stop, once it reached the kernel, goes on there).
+URGENT_MARGIN_S = 5.0
+#: Seconds a request's body may take to arrive once its head has (a trickled body is a held
+#: connection that costs its sender nothing).
+BODY_WITHIN_S = 10.0
 #: Seconds between two tries of a kernel that does not answer, for the events' feed.
 RETRY_S = 0.5
 API = "/api/v1"
@@ -87,26 +95,31 @@ class KernelUnreachable(Exception):  # noqa: N818 - a state of the kernel, answe
     """The kernel's socket does not answer."""
 
 
+class KernelSilent(KernelUnreachable):
+    """The kernel took the request and did not answer within the lane's bound (504)."""
+
+
 class Kernel:
     """The kernel's API over its Unix socket, in two bounded lanes; in the other lane at most
     `PER_PEER_REQUESTS` at once per address."""
 
-    def __init__(self, socket: Path) -> None:
+    def __init__(self, socket: Path, *, urgent_answer_s: float = KERNEL_ANSWER_S) -> None:
         self.socket = socket
         self._peers: dict[str, asyncio.Semaphore] = {}
         self._peer_users: Counter[str] = Counter()
 
         def client(connections: int, read_s: float | None) -> httpx.AsyncClient:
+            # the limits go to the transport: a client given a transport ignores its own
+            limits = httpx.Limits(
+                max_connections=connections, max_keepalive_connections=connections
+            )
             return httpx.AsyncClient(
-                transport=httpx.AsyncHTTPTransport(uds=str(socket)),
+                transport=httpx.AsyncHTTPTransport(uds=str(socket), limits=limits),
                 base_url="http://kernel",
                 timeout=httpx.Timeout(read_s, connect=2.0, pool=POOL_WAIT_S),
-                limits=httpx.Limits(
-                    max_connections=connections, max_keepalive_connections=connections
-                ),
             )
 
-        self.urgent = client(URGENT_CONNECTIONS, KERNEL_ANSWER_S)
+        self.urgent = client(URGENT_CONNECTIONS, urgent_answer_s)
         self.other = client(OTHER_CONNECTIONS, KERNEL_ANSWER_S)
         self.feed = client(1, None)  # the events' stream: open as long as both live
 
@@ -162,6 +175,11 @@ class Kernel:
         except httpx.PoolTimeout:
             raise KernelUnreachable(
                 f"every connection to the kernel is busy (waited {POOL_WAIT_S:g} s)"
+            ) from None
+        except httpx.ReadTimeout:
+            raise KernelSilent(
+                "the kernel did not answer in time; a stop that reached it goes on there: "
+                "check the pump"
             ) from None
         except httpx.TransportError as error:
             said = type(error).__name__
@@ -239,6 +257,8 @@ def _unauthorized(message: str) -> JSONResponse:
 
 
 def _kernel_down(error: Exception) -> JSONResponse:
+    if isinstance(error, KernelSilent):
+        return JSONResponse({"detail": {"kernel": "silent", "message": str(error)}}, 504)
     return JSONResponse({"detail": {"kernel": "unreachable", "message": str(error)}}, 503)
 
 
@@ -249,17 +269,27 @@ async def _body(request: Request) -> bytes | Response:
         return JSONResponse({"detail": f"the body may have at most {MAX_BODY} bytes"}, 413)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            return JSONResponse({"detail": f"the body may have at most {MAX_BODY} bytes"}, 413)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(BODY_WITHIN_S):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BODY:
+                    return JSONResponse(
+                        {"detail": f"the body may have at most {MAX_BODY} bytes"}, 413
+                    )
+                chunks.append(chunk)
+    except TimeoutError:
+        return JSONResponse(
+            {"detail": f"the body did not arrive within {BODY_WITHIN_S:g} s"},
+            408,
+            headers={"Connection": "close"},
+        )
     return b"".join(chunks)
 
 
 def create_web_app(settings: Settings, socket: Path) -> FastAPI:
     """The web side for `settings`, passing the API to the kernel on `socket`."""
-    kernel = Kernel(socket)
+    kernel = Kernel(socket, urgent_answer_s=settings.stop_answer_s + URGENT_MARGIN_S)
     feed = KernelFeed(kernel, replay=settings.events_replay)
     schema: dict[str, Any] = {}
 
@@ -329,6 +359,8 @@ def create_web_app(settings: Settings, socket: Path) -> FastAPI:
     )
     async def passed(request: Request, path: str) -> Response:
         full = f"{API}/{path}"
+        if not _plain(request.url.path):  # never a way out of /api/v1 (to /kernel/v1/...)
+            return JSONResponse({"detail": "Not Found"}, 404)
         if full not in _PUBLIC:
             user = _user(settings, request)
             if isinstance(user, Response):
@@ -341,6 +373,14 @@ def create_web_app(settings: Settings, socket: Path) -> FastAPI:
 
     mount_page(app)
     return app
+
+
+def _plain(raw_path: str) -> bool:
+    """A path with no dot segment (`.` or `..`, also percent-encoded) and no empty one: the
+    kernel and httpx would resolve those, and `/api/v1/../../kernel/v1/events` would reach
+    the kernel's own routes (socket only) from the network."""
+    segments = unquote(raw_path).split("/")[1:]
+    return all(s not in {"", ".", ".."} for s in segments)
 
 
 def _user(settings: Settings, request: Request) -> tuple[str, str] | Response:

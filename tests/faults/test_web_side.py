@@ -263,6 +263,84 @@ async def test_i1_half_sent_requests_hold_no_press(service: Service) -> None:
             conn.close()
 
 
+async def _raw(port: int, request: bytes, bound_s: float = BOUND_S) -> bytes:
+    """`request` sent as it is (no client normalising its path) and the first line of the
+    answer (bounded)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        async with asyncio.timeout(bound_s):
+            return await reader.readline()
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/../../kernel/v1/events",
+        "/api/v1/%2e%2e/%2E%2E/kernel/v1/events",
+        "/api/v1/./events",
+        "/api/v1//infusions",
+    ],
+)
+async def test_no_path_leads_out_of_the_api_to_the_kernels_own_routes(
+    service: Service, path: str
+) -> None:
+    """The kernel's own routes (`/kernel/v1/...`, socket only) are never reached through the
+    web side by dot segments, encoded or not: 404, even with a valid token."""
+    token = TOKENS["admin"]
+    request = f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+    first = await _raw(service.port, request.encode())
+    assert first.startswith(b"HTTP/1.1 404"), first
+
+
+async def test_a_body_that_trickles_is_cut_off_and_the_press_goes_through(
+    service: Service,
+) -> None:
+    """A complete head, then a body that never arrives: 408 once the body's 10 s are over
+    (not a connection held for nothing), and meanwhile the nurse's press is answered (I1)."""
+    infusion = await service.running("pump-1", "MRN-TRICKLE")
+    token = TOKENS["nurse"]
+    head = (
+        f"POST /api/v1/patients HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+    )
+    trickled = asyncio.create_task(_raw(service.port, head.encode(), bound_s=20.0))
+    answer = await press(service, infusion)
+    assert answer["stop"] == "confirmed", answer
+    assert (await trickled).startswith(b"HTTP/1.1 408")
+
+
+async def test_a3_a_kernel_that_does_not_answer_never_holds_the_press_past_its_bound(
+    service: Service,
+) -> None:
+    """The kernel frozen (SIGSTOP) under a press: the web side answers 504 naming the kernel
+    within the reaction's own bound plus its margin (2 s + 5 s here), never the 120 s a read
+    may take, and tells the nurse to check the pump."""
+    infusion = await service.running("pump-1", "MRN-FROZEN-KERNEL")
+    assert service.process is not None
+    assert service.http is not None
+    os.kill(service.process.pid, signal.SIGSTOP)
+    try:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        answer = await service.http.post(
+            f"/api/v1/infusions/{infusion}/reactions",
+            json={"grade": 2, "signs": ["other"]},
+            headers={"Authorization": f"Bearer {TOKENS['nurse']}"},
+            timeout=30.0,
+        )
+        took = loop.time() - began
+    finally:
+        os.kill(service.process.pid, signal.SIGCONT)
+    assert answer.status_code == 504, answer.text
+    assert answer.json()["detail"]["kernel"] == "silent"
+    assert "check the pump" in answer.json()["detail"]["message"]
+    assert took < 2 + 5 + 3, took  # stop_answer_s (Service: 2) + the margin, and slack
+
+
 async def _reader(client: httpx.AsyncClient, opened: list[Any], refused: list[int]) -> None:
     headers = {"Authorization": f"Bearer {TOKENS['viewer']}", "Last-Event-ID": "0"}
     request = client.build_request("GET", "/api/v1/events", headers=headers)
