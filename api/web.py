@@ -3,9 +3,11 @@
 The kernel (`api.app.create_app`, opened by `api.gateway.open_kernel`) supervises the pumps and
 serves its API on a Unix socket only. This process faces the network: the nurse station page,
 `/docs` (Swagger UI from the package, nothing from the internet), the live events fanned out
-from memory, and every other `/api/v1` request passed to the kernel over its socket. A flood,
-a crash or a memory blow-up here never reaches the kernel's event loop: what crosses is
-bounded (architecture.md, "Two processes").
+from memory, and every other `/api/v1` request passed to the kernel over its socket. A crash
+or a memory blow-up here never reaches the kernel; what crosses to it is bounded (two lanes of
+8 and 16 connections, 2 requests at a time per address besides the stops), though a flood of
+authorised reads still costs the kernel their routes and reads (architecture.md, "Two
+processes").
 
 - A request that needs a token and carries none that is valid is answered 401 here, before its
   body is read; a body is read up to `MAX_BODY` bytes (413 beyond).
