@@ -358,8 +358,34 @@ class Settings(BaseSettings):
         return kind  # type: ignore[return-value]
 
 
-def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Settings from defaults < `config_file` (TOML) < `PUMPCTL_*` < `overrides` (None ignored)."""
+class _Only(PydanticBaseSettingsSource):
+    """A source's values for the settings named in `keep` alone (the others left unread)."""
+
+    def __init__(
+        self,
+        settings_cls: type[BaseSettings],
+        inner: PydanticBaseSettingsSource,
+        keep: frozenset[str],
+    ) -> None:
+        super().__init__(settings_cls)
+        self.inner = inner
+        self.keep = keep
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.inner().items() if k in self.keep}
+
+
+def load_settings(
+    config_file: Path | None = None, *, only: frozenset[str] | None = None, **overrides: Any
+) -> Settings:
+    """Settings from defaults < `config_file` (TOML) < `PUMPCTL_*` < `overrides` (None ignored).
+
+    `only`: the settings a process needs (the web side's): the others in the file and the
+    environment are neither read nor checked (a kernel's MQTT password file the web side's
+    user may not read is none of its business)."""
     if config_file is not None and not config_file.is_file():
         raise ValueError(f"config: {config_file} is not a file")
 
@@ -377,6 +403,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
             if config_file is not None:
                 sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+            if only is not None:
+                sources = [_Only(settings_cls, source, only) for source in sources]
             return tuple(sources)
 
     given = {k: v for k, v in overrides.items() if v is not None}

@@ -28,10 +28,13 @@ def validation_message(exc: ValidationError) -> str:
     return f"{where}: {error['msg'].removeprefix('Value error, ')}"
 
 
-def settings_for(config: Path | None, **overrides: Any) -> Settings:
-    """`load_settings(config, **overrides)`; a bad value is a `SettingsError` naming it."""
+def settings_for(
+    config: Path | None, *, only: frozenset[str] | None = None, **overrides: Any
+) -> Settings:
+    """`load_settings(config, only=only, **overrides)`; a bad value is a `SettingsError`
+    naming it."""
     try:
-        return load_settings(config, **overrides)
+        return load_settings(config, only=only, **overrides)
     except ValidationError as exc:
         raise SettingsError(validation_message(exc)) from None
     except ValueError as exc:

@@ -32,6 +32,7 @@ from pumpctl.cli.configured import SettingsError, settings_for, validation_messa
 from pumpctl.cli.progress import waiting
 from pumpctl.cli.webside import (
     READY_LINE,
+    WEB_SETTINGS,
     Server,
     WebChild,
     WebStartError,
@@ -320,7 +321,11 @@ def web(
             raise _fail("web", f"settings from the kernel: {exc}") from None
     else:
         try:
-            settings = settings_for(config, host=host, port=port)
+            # the web side's settings alone: the kernel's (its database, pumps, MQTT password
+            # file) are neither read nor checked by a user that may not read them
+            settings = settings_for(
+                config, only=WEB_SETTINGS | {"kernel_socket"}, host=host, port=port
+            )
         except SettingsError as exc:
             raise _fail("web", str(exc)) from None
     if not settings.api_tokens:

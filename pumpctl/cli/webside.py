@@ -30,7 +30,7 @@ from api.web import create_web_app
 from pumpctl.cli.webuser import WebUser, become
 from pumpctl.settings import Settings
 
-__all__ = ["READY_LINE", "Server", "WebChild", "serve_web"]
+__all__ = ["READY_LINE", "WEB_SETTINGS", "Server", "WebChild", "serve_web"]
 
 _log = logging.getLogger("pumpctl.cli")
 

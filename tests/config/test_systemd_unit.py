@@ -139,7 +139,11 @@ def test_unit_keeps_the_safety_relevant_directives() -> None:
     assert one("NoNewPrivileges") == "yes"
     assert one("StateDirectory") == "pumpctl"
     assert "PUMPCTL_DATA_DIR=/var/lib/pumpctl" in unit[("Service", "Environment")]
-    assert one("EnvironmentFile") == "-/etc/pumpctl/tokens.env"
+    # the tokens (both units), and the kernel's own secrets (a database URL), in its unit alone
+    assert unit[("Service", "EnvironmentFile")] == [
+        "-/etc/pumpctl/tokens.env",
+        "-/etc/pumpctl/kernel.env",
+    ]
     assert "dialout" in one("SupplementaryGroups").split()
     assert unit.get(("Service", "PrivateDevices"), ["no"]) == ["no"]
     assert one("DevicePolicy") == "auto"
@@ -172,6 +176,7 @@ def test_the_web_unit_reaches_nothing_but_the_kernels_socket() -> None:
     assert int(one("TasksMax")) > 0
     assert "PUMPCTL_KERNEL_SOCKET=/run/pumpctl/kernel.sock" in unit[("Service", "Environment")]
     assert ("Service", "StateDirectory") not in unit
+    assert one("EnvironmentFile") == "-/etc/pumpctl/tokens.env"  # never the kernel's kernel.env
 
 
 @pytest.mark.parametrize(
