@@ -114,10 +114,10 @@ RECORD_WAIT_S = 1.0
 #: writer when the stop left, so it is written by then unless the database is held, and the
 #: nurse is told the stop's fate without waiting for the disk (I1).
 REACTION_RECORD_WAIT_S = 0.1
-
 #: Seconds past `WRITE_AHEAD_S` an action's answer waits for its commands' fate to be sure
 #: (the supervisor denies them at that bound, then the answer says so).
 WRITE_AHEAD_MARGIN_S = 0.25
+
 
 @dataclass(frozen=True, slots=True)
 class Acted:
