@@ -4,8 +4,8 @@ No build step and no CDN: the page is plain HTML, CSS and JavaScript shipped in 
 (`api/static/`), because the gateway has no internet. The page holds no data: everything it
 shows it reads from the API with the token the nurse typed, and the API is the only way it
 changes anything. What the page must know of the rules (who may do what, which alarms only a
-clinician clears, the A3 words, the signs) is written into it here from the one definition the
-service itself uses, so the page cannot drift from the service.
+clinician clears, the A3 words, the signs, every alarm's priority, A8) is written into it here
+from the one definition the service itself uses, so the page cannot drift from the service.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from api.auth import CLINICAL, NURSE_UP
 from api.routes.events import PING_S
 from pumpctl.controller.ward import A3_WORDS
 from pumpctl.core.history import Sign
-from pumpctl.core.machine import CLINICIAN_ONLY
+from pumpctl.core.machine import CLINICIAN_ONLY, PRIORITY, PUMP_ALARMS, Priority
 from pumpctl.settings import Role
 
 __all__ = ["STATIC_DIR", "mount_page", "page_config"]
@@ -39,6 +39,10 @@ def page_config() -> dict[str, object]:
         "nurse_roles": sorted(r.value for r in NURSE_UP),
         "clinician_roles": [Role.CLINICIAN.value],
         "clinician_only_alarms": sorted(a.value for a in CLINICIAN_ONLY),
+        # A8: every alarm kind's priority, highest first (the API serves it with each alarm too)
+        "priorities": [p.value for p in Priority],
+        "alarm_priorities": {kind: PRIORITY[kind].value for kind in sorted(PRIORITY)},
+        "pump_alarms": list(PUMP_ALARMS),  # the pumps' own alarms (interfaces.md, section 2)
         "a3_words": A3_WORDS,
         "signs": [s.value for s in Sign],
         "events_ping_s": PING_S,

@@ -20,9 +20,11 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from pumpctl.core.machine import PRIORITY
 from pumpctl.store import MAX_ROW_ID
 
 __all__ = [
+    "AlarmKind",
     "BagIn",
     "HistoryIn",
     "InfusionId",
@@ -44,6 +46,14 @@ __all__ = [
 InfusionId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="an infusion's id")]
 PatientId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="a patient's id")]
 ReactionId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="a reaction's number")]
+#: An alarm kind of docs/clinical-rules.md's A8 table (any other: 422 naming the parameter).
+AlarmKind = Annotated[
+    str,
+    Path(
+        pattern=f"^({'|'.join(sorted(PRIORITY))})$",
+        description="an alarm kind (docs/clinical-rules.md, A8)",
+    ),
+]
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
 Grade = Annotated[StrictInt, Field(ge=1, le=4, description="CTCAE grade 1-4")]

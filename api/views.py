@@ -8,7 +8,7 @@ from typing import Any
 
 from pumpctl.controller.supervisor import PumpSupervisor
 from pumpctl.controller.ward import InfusionFacts, Ward
-from pumpctl.core.machine import InfusionState
+from pumpctl.core.machine import PRIORITY, InfusionState, MachineAlarm, alarm_rule, priority_of
 from pumpctl.core.machine.public import public_state
 from pumpctl.store.models import Audit
 
@@ -35,6 +35,10 @@ def pump_view(ward: Ward, supervisor: PumpSupervisor) -> dict[str, Any]:
         "volume_infused_ml": status.volume_infused_ml if status is not None else 0.0,
         "vtbi_ml": status.vtbi_ml if status is not None else 0.0,
         "alarms": sorted(a.value for a in status.alarms) if status is not None else [],
+        # A8: each of the pump's own alarms' priority
+        "alarm_priority": {a.value: priority_of(a.value).value for a in status.alarms}
+        if status is not None
+        else {},
         "infusion_id": infusion_id,
     }
 
@@ -79,11 +83,7 @@ def facts_view(ward: Ward, facts: InfusionFacts) -> dict[str, Any]:
             "running_min": reaction.running_min,
         }
         reactions.append(open_reaction)
-    alarms = [
-        {"kind": a.kind, "rule": a.rule, "message": a.message, "raised_at": _iso(a.raised_at)}
-        for a in facts.alarms
-        if a.kind in state.latched or a.kind in state.alarms
-    ]
+    alarms = _alarms_view(state, facts)
     steps, row = ward.plan_of(stored.id, state)
     next_step = ward.next_escalation_at(state)
     shown = public_state(state)
@@ -131,6 +131,49 @@ def facts_view(ward: Ward, facts: InfusionFacts) -> dict[str, Any]:
         "started_at": _iso(state.started_at),
         "stop_reason": state.stop_reason,
     }
+
+
+def _alarms_view(state: InfusionState, facts: InfusionFacts) -> list[dict[str, Any]]:
+    """Every alarm raised and not yet cleared, the pump's own included (A1), once each: its
+    rule, priority (A8), words, when it was raised and who acknowledged it (A8); highest
+    priority first, then oldest."""
+    rows = {row.kind: row for row in facts.alarms}  # oldest first: the newest of a kind wins
+    marks = {mark.kind: mark for mark in state.alarm_marks}
+    out: list[tuple[int, str, int, dict[str, Any]]] = []
+    for kind in state.latched | state.alarms:
+        row, mark = rows.get(kind), marks.get(kind)
+        machine = kind in _MACHINE_ALARMS
+        message = row.message if row is not None else None
+        if message is None:
+            message = _words(kind) if machine else f"pump alarm: {_words(kind)}"
+        raised = mark.raised_at if mark is not None else row.raised_at if row is not None else None
+        rule = mark.rule if mark is not None else row.rule if row is not None else None
+        when = _iso(raised)
+        out.append(
+            (
+                priority_of(kind).rank,
+                when or "",
+                _TABLE_ORDER.get(kind, -1),  # the same instant: the table's order (A3 first)
+                {
+                    "kind": kind,
+                    "rule": str(rule or alarm_rule(kind)),
+                    "priority": priority_of(kind).value,
+                    "message": message,
+                    "raised_at": when,
+                    "acknowledged_by": mark.acknowledged_by if mark is not None else None,
+                    "acknowledged_at": _iso(mark.acknowledged_at) if mark is not None else None,
+                },
+            )
+        )
+    return [view for *_key, view in sorted(out, key=lambda o: (*o[:3], o[3]["kind"]))]
+
+
+_MACHINE_ALARMS = frozenset(a.value for a in MachineAlarm)
+_TABLE_ORDER = {kind: n for n, kind in enumerate(PRIORITY)}
+
+
+def _words(kind: str) -> str:
+    return kind.replace("_", " ")
 
 
 def _time_left(

@@ -13,6 +13,7 @@ from api.auth import CLINICAL, NURSE_UP, User
 from api.deps import MetricsDep, WardDep, require
 from api.errors import responses
 from api.schemas import (
+    AlarmKind,
     BagIn,
     InfusionId,
     InfusionIn,
@@ -267,6 +268,16 @@ async def clear_alarm(infusion_id: InfusionId, alarm: str, user: Nurse, ward: Wa
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"only a clinician clears {alarm} (A1)")
     role: Literal["nurse", "clinician"] = "clinician" if user.role is Role.CLINICIAN else "nurse"
     acted = await ward.clear_alarm(infusion_id, alarm, actor=user.name, role=role)
+    return await _answer(ward, infusion_id, acted)
+
+
+@router.post("/{infusion_id}/alarms/{alarm}/acknowledge", responses=ACTION)
+async def acknowledge_alarm(
+    infusion_id: InfusionId, alarm: AlarmKind, user: Nurse, ward: WardDep
+) -> Any:
+    """A8: acknowledge an alarm: its sound stops; its visual signal stays until it is cleared
+    (A1); 409 A8 when it is not raised or already acknowledged."""
+    acted = await ward.acknowledge_alarm(infusion_id, alarm, actor=user.name)
     return await _answer(ward, infusion_id, acted)
 
 

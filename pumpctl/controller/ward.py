@@ -29,6 +29,7 @@ from pumpctl.core.course import entry_withdrawal
 from pumpctl.core.dose import premedication_gate, schedule_gate
 from pumpctl.core.history import InfusionRecord, Sign
 from pumpctl.core.machine import (
+    AcknowledgeAlarm,
     BagReplaced,
     ClearAlarm,
     DeadlineKind,
@@ -788,6 +789,11 @@ class Ward:
             return Acted(decision, await self._recorded(supervisor.last_record))
         event = _event(ClearAlarm, alarm=alarm, actor=actor, role=role)
         return await self._acted(infusion_id, event)
+
+    async def acknowledge_alarm(self, infusion_id: int, alarm: str, *, actor: str) -> Acted:
+        """A8: a nurse or clinician acknowledges an alarm of the infusion: its sound stops on
+        every page; the latch (A1), its visual signal and the pump are untouched."""
+        return await self._acted(infusion_id, _event(AcknowledgeAlarm, alarm=alarm, actor=actor))
 
     async def _recorded(
         self, record: asyncio.Future[bool] | None, bound_s: float = RECORD_WAIT_S

@@ -40,6 +40,7 @@ class Rule(StrEnum):
     A5 = "A5"
     A6 = "A6"
     A7 = "A7"
+    A8 = "A8"
     D1 = "D1"
     D2 = "D2"
     D3 = "D3"

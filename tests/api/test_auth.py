@@ -59,6 +59,7 @@ ACCESS: dict[tuple[str, str], frozenset[str] | str] = {
     ("POST", "/api/v1/infusions/{infusion_id}/bag"): NURSE,
     ("POST", "/api/v1/infusions/{infusion_id}/stop"): NURSE,
     ("POST", "/api/v1/infusions/{infusion_id}/alarms/{alarm}/clear"): NURSE,
+    ("POST", "/api/v1/infusions/{infusion_id}/alarms/{alarm}/acknowledge"): NURSE,  # A8
     ("GET", "/api/v1/infusions/{infusion_id}/events"): READERS,
     ("GET", "/api/v1/events"): READERS,
     ("GET", "/api/v1/sim/clock"): ADMIN,

@@ -58,6 +58,7 @@ from machine_scenario import LABEL, REVIEW, T0, FakePump, clean_course, planned
 from pumpctl.core.history import CourseState, InfusionRecord, ReactionRecord, Sign
 from pumpctl.core.limits import round_down
 from pumpctl.core.machine import (
+    AcknowledgeAlarm,
     AuditType,
     BagReplaced,
     ClearAlarm,
@@ -434,6 +435,16 @@ class InfusionSequences(RuleBasedStateMachine):
         assert InfusionState.from_json(self.state.to_json()) == self.state
         assert self.state.rate_ml_h <= self.state.protocol.ladder.max_rate_ml_h + EPS
 
+    @invariant()
+    def one_mark_per_alarm(self) -> None:
+        """A8: one mark for every alarm latched or reported, none for another."""
+        kinds = [m.kind for m in self.state.alarm_marks]
+        assert sorted(kinds) == sorted(self.state.latched | self.state.alarms), kinds
+        assert all(
+            (m.acknowledged_by is None) == (m.acknowledged_at is None)
+            for m in self.state.alarm_marks
+        )
+
     # --- the infusion ---------------------------------------------------------------------
 
     @initialize(
@@ -577,6 +588,22 @@ class InfusionSequences(RuleBasedStateMachine):
         names = st.sampled_from(latched) if latched else ALARM_NAMES
         name = data.draw(st.one_of(names, ALARM_NAMES) if latched else names)
         self.act(ClearAlarm(alarm=name, actor="nurse", role=role))  # type: ignore[arg-type]
+
+    @rule(data=st.data())
+    def acknowledge_alarm(self, data: st.DataObject) -> None:
+        """A8: an acknowledgement stops nothing but the sound: no pump command, the latch as
+        it was; refused naming A8 when the alarm is not raised or already acknowledged."""
+        raised = sorted(self.state.latched | self.state.alarms)
+        name = data.draw(st.one_of(st.sampled_from(raised), ALARM_NAMES) if raised else ALARM_NAMES)
+        before = self.state
+        decision = self.act(AcknowledgeAlarm(alarm=name, actor="nurse"))
+        if decision.refusal is not None:
+            assert decision.refusal.rule == "A8", decision.refusal
+            return
+        assert decision.pump_commands == ()
+        assert decision.state.latched == before.latched
+        mark = next(m for m in decision.state.alarm_marks if m.kind == name)
+        assert mark.acknowledged_by == "nurse"
 
     @rule(prepared=st.sampled_from(["now", "now", "14h", "16h", "future"]))
     def new_bag(self, prepared: str) -> None:

@@ -19,15 +19,26 @@ One module per concern (the rule families they hold in brackets):
 - `pump`: pump facts: statuses and the one reconcile, command fates, pump alarms, the link,
   restarts, power resets, completion, clearing alarms (A1-A4, L3).
 - `volumes`: over- and under-infusion, bad reads, baselines (L3, A1, A2, A4).
-- `alarms`: the alarms the machine raises, which suspend escalation, who clears them (A1).
+- `alarms`: the alarms the machine raises, which suspend escalation, who clears them (A1),
+  every alarm's priority (A8).
 - `bag`: a new bag (L9).
 - `context`: the per-call accumulator and the primitives shared by the handlers (A3 ids).
 """
 
-from pumpctl.core.machine.alarms import CLINICIAN_ONLY, SUSPENDING, MachineAlarm
+from pumpctl.core.machine.alarms import (
+    CLINICIAN_ONLY,
+    PRIORITY,
+    PUMP_ALARMS,
+    SUSPENDING,
+    MachineAlarm,
+    Priority,
+    alarm_rule,
+    priority_of,
+)
 from pumpctl.core.machine.deadlines import Deadline, DeadlineKind, deadlines, next_deadline
 from pumpctl.core.machine.decide import decide
 from pumpctl.core.machine.events import (
+    AcknowledgeAlarm,
     BagReplaced,
     ClearAlarm,
     CommandConfirmed,
@@ -71,6 +82,7 @@ from pumpctl.core.machine.outputs import (
 from pumpctl.core.machine.pump import lost_program
 from pumpctl.core.machine.state import (
     TERMINAL_PHASES,
+    AlarmMark,
     CommandOp,
     InfusionPhase,
     InfusionState,
@@ -85,8 +97,12 @@ from pumpctl.core.machine.volumes import COMPLETION_TOLERANCE_ML, goes_backwards
 __all__ = [
     "CLINICIAN_ONLY",
     "COMPLETION_TOLERANCE_ML",
+    "PRIORITY",
+    "PUMP_ALARMS",
     "SUSPENDING",
     "TERMINAL_PHASES",
+    "AcknowledgeAlarm",
+    "AlarmMark",
     "AuditEvent",
     "AuditType",
     "BagReplaced",
@@ -108,6 +124,7 @@ __all__ = [
     "LinkRestored",
     "MachineAlarm",
     "OpenReaction",
+    "Priority",
     "PumpAlarmCleared",
     "PumpAlarmRaised",
     "PumpCommand",
@@ -133,6 +150,7 @@ __all__ = [
     "Stop",
     "StopPump",
     "TimePassed",
+    "alarm_rule",
     "deadlines",
     "decide",
     "goes_backwards",
@@ -140,4 +158,5 @@ __all__ = [
     "initial_state",
     "lost_program",
     "next_deadline",
+    "priority_of",
 ]

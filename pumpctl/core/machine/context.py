@@ -4,7 +4,8 @@
 events. `Refused` (a rule forbids it) and `Invalid` (the input is wrong) carry a refusal out of
 a handler to `decide()`, which never lets them escape. `send` is the only place a pump command
 gets its id and enters the outstanding list (A3); `stop_pump` and `command_rate` are the only
-places a stop or a rate is commanded.
+places a stop or a rate is commanded. Every decision keeps one `AlarmMark` per alarm raised and
+not yet cleared (A8: since when, who acknowledged it, whether its cause has ended).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from pumpctl.core.limits import RateDecision
-from pumpctl.core.machine.alarms import CLINICIAN_ONLY, MachineAlarm
+from pumpctl.core.machine.alarms import CLINICIAN_ONLY, MachineAlarm, alarm_rule
 from pumpctl.core.machine.outputs import (
     AuditEvent,
     AuditType,
@@ -27,8 +28,10 @@ from pumpctl.core.machine.outputs import (
     StopPump,
 )
 from pumpctl.core.machine.state import (
+    EARLIEST,
     REACTION_PHASES,
     TERMINAL_PHASES,
+    AlarmMark,
     CommandOp,
     InfusionPhase,
     InfusionState,
@@ -42,6 +45,7 @@ __all__ = [
     "Ctx",
     "Invalid",
     "Refused",
+    "cause_stands",
     "command_rate",
     "pump_may_run",
     "record_confirmed_rate",
@@ -81,11 +85,53 @@ class Ctx:
         rule = rule or kind.rule
         self.emit(RaiseAlarm(kind, message, rule))
         self.set(latched=self.state.latched | {kind.value})
+        self.mark_raised(kind.value, rule, at)
         self.log(AuditType.ALARM, rule, at, kind=kind.value, message=message)
 
+    def mark_raised(self, kind: str, rule: Rule, at: datetime) -> None:
+        """A8: `kind` raised at `at`: a new alarm (unacknowledged, raised now) unless the same
+        alarm is still marked with its cause standing (a stop sent again, still unconfirmed)."""
+        marks = self.state.alarm_marks
+        current = next((m for m in marks if m.kind == kind), None)
+        if current is not None and not current.ended:
+            return
+        fresh = AlarmMark(kind=kind, rule=rule, raised_at=at)
+        self.set(alarm_marks=(*(m for m in marks if m.kind != kind), fresh))
+
+    def unlatch(self, kinds: frozenset[str]) -> None:
+        """A1: `kinds` cleared: off the latch, and their marks gone (A8: a later raise is new)."""
+        self.set(
+            latched=self.state.latched - kinds,
+            alarm_marks=tuple(m for m in self.state.alarm_marks if m.kind not in kinds),
+        )
+
     def decision(self, refusal: Refusal | None = None) -> Decision:
-        """The decision made so far."""
+        """The decision made so far (its alarm marks kept in step with the alarms, A8)."""
+        self.keep_marks()
         return Decision(self.state, tuple(self.commands), tuple(self.audit), refusal)
+
+    def keep_marks(self) -> None:
+        """A8: one mark per alarm latched or reported; a cause that ended stays ended."""
+        s = self.state
+        active = s.latched | s.alarms
+        marks: list[AlarmMark] = []
+        changed = False
+        for kept in s.alarm_marks:
+            if kept.kind not in active:
+                changed = True  # cleared (A1): a later raise is a new alarm
+                continue
+            if not kept.ended and not cause_stands(s, kept.kind):
+                kept = kept.model_copy(update={"ended": True})  # noqa: PLW2901
+                changed = True
+            marks.append(kept)
+        for kind in sorted(active - {m.kind for m in marks}):
+            # an alarm of a state kept before its marks were: raised no later than now
+            at = s.last_event_at or EARLIEST
+            ended = not cause_stands(s, kind)
+            marks.append(AlarmMark(kind=kind, rule=alarm_rule(kind), raised_at=at, ended=ended))
+            changed = True
+        if changed:
+            self.set(alarm_marks=tuple(marks))
 
 
 class Refused(Exception):  # noqa: N818 - control flow inside decide(), never escapes it
@@ -105,6 +151,25 @@ class Invalid(Exception):  # noqa: N818 - control flow inside decide(), never es
         self.field = field
         self.reason = reason
         self.rule = rule
+
+
+def cause_stands(s: InfusionState, kind: str) -> bool:
+    """A8: whether the cause of alarm `kind` still stands, as far as the machine can tell
+    (docs/clinical-rules.md, Clarifications, A8)."""
+    if kind == MachineAlarm.COMM_LOSS:
+        return s.link_lost
+    if kind == MachineAlarm.PUMP_NOT_STOPPED:
+        return s.stop_outstanding
+    if kind == MachineAlarm.BAG_EXPIRED:
+        return s.bag_expired
+    if kind in {MachineAlarm.COMMAND_UNCONFIRMED, MachineAlarm.COMMAND_DENIED}:
+        return False  # one command's fate: the next one is a new alarm
+    if kind in _MACHINE_KINDS:
+        return True  # an event latched until cleared (A1)
+    return kind in s.alarms  # the pump's own alarm, while the pump reports it
+
+
+_MACHINE_KINDS = frozenset(a.value for a in MachineAlarm)
 
 
 def tolerance(s: InfusionState) -> float:

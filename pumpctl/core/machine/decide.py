@@ -26,6 +26,7 @@ from pumpctl.core.machine.bag import on_bag_replaced
 from pumpctl.core.machine.context import Ctx, Invalid, Refused, pump_may_run, stop_pump
 from pumpctl.core.machine.deadlines import Deadline, DeadlineKind, deadlines
 from pumpctl.core.machine.events import (
+    AcknowledgeAlarm,
     BagReplaced,
     ClearAlarm,
     CommandConfirmed,
@@ -64,6 +65,7 @@ from pumpctl.core.machine.outputs import (
     StopPump,
 )
 from pumpctl.core.machine.pump import (
+    on_acknowledge_alarm,
     on_clear_alarm,
     on_completed,
     on_confirmed,
@@ -121,6 +123,7 @@ EVENT_RULES: Mapping[str, Rule] = {
     "bag_replaced": Rule.L9,
     "stop": Rule.A6,
     "clear_alarm": Rule.A1,
+    "acknowledge_alarm": Rule.A8,
     "pump_running": Rule.A3,
     "pump_stopped": Rule.A3,
     "pump_completed": Rule.L3,
@@ -334,10 +337,18 @@ def _handle(ctx: Ctx, event: Event, now: datetime) -> None:
             on_hold(ctx, event, now)
         case BagReplaced():
             on_bag_replaced(ctx, event, now)
-        case ClearAlarm():
-            on_clear_alarm(ctx, event, now)
+        case ClearAlarm() | AcknowledgeAlarm():
+            _staff_on_alarm(ctx, event, now)
         case Stop():
             _stop(ctx, event, now)
+
+
+def _staff_on_alarm(ctx: Ctx, event: ClearAlarm | AcknowledgeAlarm, now: datetime) -> None:
+    """A1's clear or A8's acknowledgement, in any phase (an ended infusion's alarms too)."""
+    if isinstance(event, ClearAlarm):
+        on_clear_alarm(ctx, event, now)
+    else:
+        on_acknowledge_alarm(ctx, event, now)
 
 
 def _pump_fact(ctx: Ctx, event: Event, now: datetime) -> bool:
@@ -395,8 +406,8 @@ def _handle_terminal(ctx: Ctx, event: Event, now: datetime) -> None:
             on_terminal_reassessed(ctx, event, now)
         case Resolved() if s.reaction is not None:
             on_resolved(ctx, event, now)
-        case ClearAlarm():
-            on_clear_alarm(ctx, event, now)
+        case ClearAlarm() | AcknowledgeAlarm():
+            _staff_on_alarm(ctx, event, now)
         case _:
             rule = {
                 InfusionPhase.WITHDRAWN: Rule.I8,

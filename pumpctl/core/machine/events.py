@@ -19,6 +19,7 @@ from pumpctl.core.machine.state import Instant, Rate, Value, Volume
 from pumpctl.core.rules import Rule
 
 __all__ = [
+    "AcknowledgeAlarm",
     "Actor",
     "BagReplaced",
     "ClearAlarm",
@@ -150,6 +151,14 @@ class ClearAlarm(EventBase):
     role: Literal["nurse", "clinician"]
 
 
+class AcknowledgeAlarm(EventBase):
+    """A8: a nurse or clinician acknowledges an alarm: its sound stops; nothing else changes."""
+
+    kind: Literal["acknowledge_alarm"] = "acknowledge_alarm"
+    alarm: AlarmName
+    actor: Actor
+
+
 # --- pump facts ------------------------------------------------------------------------------
 
 
@@ -278,6 +287,7 @@ Event = Annotated[
     | BagReplaced
     | Stop
     | ClearAlarm
+    | AcknowledgeAlarm
     | PumpConfirmedRunning
     | PumpConfirmedStopped
     | PumpCompleted

@@ -107,6 +107,7 @@ class AuditType(StrEnum):
     PUMP_ALARM_CLEARED = "pump_alarm_cleared"
     ALARM = "alarm"
     ALARM_CLEARED = "alarm_cleared"
+    ALARM_ACKNOWLEDGED = "alarm_acknowledged"  # A8
     LINK_RESTORED = "link_restored"
     RESTARTED = "restarted"
     POWER_RESET = "power_reset"

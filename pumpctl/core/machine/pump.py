@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from pumpctl.core.limits import Limit, constrain, protocol_max
-from pumpctl.core.machine.alarms import CLINICIAN_ONLY, MachineAlarm
+from pumpctl.core.machine.alarms import CLINICIAN_ONLY, MachineAlarm, priority_of
 from pumpctl.core.machine.context import (
     Ctx,
     Refused,
@@ -26,6 +26,7 @@ from pumpctl.core.machine.context import (
     tolerance,
 )
 from pumpctl.core.machine.events import (
+    AcknowledgeAlarm,
     ClearAlarm,
     CommandConfirmed,
     CommandDenied,
@@ -53,6 +54,7 @@ from pumpctl.core.rules import Rule
 __all__ = [
     "REFUSED_RUN_WORDS",
     "lost_program",
+    "on_acknowledge_alarm",
     "on_clear_alarm",
     "on_completed",
     "on_confirmed",
@@ -288,6 +290,7 @@ def on_pump_alarm(ctx: Ctx, event: PumpAlarmRaised | PumpAlarmCleared, now: date
     if isinstance(event, PumpAlarmRaised):
         if event.alarm not in s.alarms:
             ctx.set(alarms=s.alarms | {event.alarm}, latched=s.latched | {event.alarm})
+            ctx.mark_raised(event.alarm, Rule.A1, now)
             ctx.log(
                 AuditType.PUMP_ALARM, Rule.A1, now, alarm=event.alarm, running_min=s.running_min
             )
@@ -425,13 +428,38 @@ def on_clear_alarm(ctx: Ctx, event: ClearAlarm, now: datetime) -> None:
         raise Refused(Rule.A3, "a command's fate is not yet known")
     if name == MachineAlarm.BAG_EXPIRED and s.bag_expired:
         raise Refused(Rule.L9, "the bag is still past its stability: replace it first")
-    ctx.set(latched=s.latched - {name})
+    ctx.unlatch(frozenset({name}))
     if name == MachineAlarm.COMM_LOSS:
         # A2: escalation was held since the loss; the next step needs a full interval of
         # running from this clear (time run before the loss or during the latch is not kept).
         ctx.set(at_rate_min=0.0)
     rule = MachineAlarm(name).rule if name in _MACHINE_ALARMS else Rule.A1
     ctx.log(AuditType.ALARM_CLEARED, rule, now, alarm=name, actor=event.actor, role=event.role)
+
+
+def on_acknowledge_alarm(ctx: Ctx, event: AcknowledgeAlarm, now: datetime) -> None:
+    """A8: a nurse or clinician acknowledges an alarm raised and not yet cleared: its sound
+    stops; its latch (A1), its visual signal and the pump are untouched. Audited under the
+    alarm's own rule, with the person."""
+    s = ctx.state
+    name = event.alarm
+    if name not in s.latched and name not in s.alarms:
+        raise Refused(Rule.A8, f"no alarm {name!r} is raised")
+    ctx.keep_marks()  # a state kept before its marks were gets them now
+    marks = ctx.state.alarm_marks
+    mark = next(m for m in marks if m.kind == name)
+    if mark.acknowledged_by is not None:
+        raise Refused(Rule.A8, f"{name} was already acknowledged by {mark.acknowledged_by}")
+    acknowledged = mark.model_copy(update={"acknowledged_by": event.actor, "acknowledged_at": now})
+    ctx.set(alarm_marks=tuple(acknowledged if m.kind == name else m for m in marks))
+    ctx.log(
+        AuditType.ALARM_ACKNOWLEDGED,
+        mark.rule,
+        now,
+        alarm=name,
+        priority=priority_of(name).value,
+        actor=event.actor,
+    )
 
 
 def on_envelope(ctx: Ctx, event: SafetyEnvelopeTripped, now: datetime) -> None:

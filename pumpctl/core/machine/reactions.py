@@ -325,7 +325,8 @@ def on_resume(ctx: Ctx, event: ResumeRequested, now: datetime) -> None:
         raise refusal
     reaction = s.reaction
     acknowledged = s.latched & ACKNOWLEDGED_BY_RESUME
-    ctx.set(unexplained_stop=False, period_started_at=now, latched=s.latched - acknowledged)
+    ctx.set(unexplained_stop=False, period_started_at=now)
+    ctx.unlatch(acknowledged)
     for alarm in sorted(acknowledged):
         ctx.log(AuditType.ALARM_CLEARED, Rule.A1, now, alarm=alarm, actor=event.actor, by="resume")
     if reaction is None:

@@ -2,9 +2,10 @@
 
 Phases (interfaces.md's `state` of an infusion, plus `starting`), the open reaction of the
 current stop (I5, I10), the commands sent whose fate is not yet known (A3), the confirmed rate
-history (I10, I2), the volume bounds (L3, A1, A2), latched alarms (A1) and the flags that stop
-running time (A1 alarms, A2 link, L9 bag). `initial_state` builds a planned infusion from the
-course (L4, L5, L6, L8); `infusion_record` is what the course keeps of it (L4, L5, I6, D3).
+history (I10, I2), the volume bounds (L3, A1, A2), latched alarms (A1) with when each was raised
+and who acknowledged it (A8), and the flags that stop running time (A1 alarms, A2 link, L9
+bag). `initial_state` builds a planned infusion from the course (L4, L5, L6, L8);
+`infusion_record` is what the course keeps of it (L4, L5, I6, D3).
 
 Every change goes through `updated`, which validates each changed field against its declared
 type and bounds: a rate of -5 or a misspelt field name is an error, never a silent copy.
@@ -25,10 +26,12 @@ from pumpctl.core.history import CourseState, Grade, InfusionRecord, ReactionRec
 from pumpctl.core.machine.alarms import SUSPENDING, MachineAlarm
 from pumpctl.core.planner import select_row
 from pumpctl.core.protocol import Protocol
+from pumpctl.core.rules import Rule
 
 __all__ = [
     "REACTION_PHASES",
     "TERMINAL_PHASES",
+    "AlarmMark",
     "CommandOp",
     "InfusionPhase",
     "InfusionState",
@@ -113,6 +116,19 @@ class RatePoint(Value):
     rate_ml_h: Rate
 
 
+class AlarmMark(Value):
+    """A8: one alarm raised and not yet cleared (latched, or reported by the pump): since when,
+    under which rule, who acknowledged it, and whether its cause has ended (a raise after that
+    is a new alarm)."""
+
+    kind: Annotated[str, Field(min_length=1, max_length=64)]
+    rule: Rule
+    raised_at: Instant
+    acknowledged_by: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    acknowledged_at: Instant | None = None
+    ended: bool = False  # its cause no longer stands (A8's clarification)
+
+
 class OpenReaction(Value):
     """The reaction of the current stop (I5: every grade change in one stop is a reassessment)."""
 
@@ -181,6 +197,8 @@ class InfusionState(Value):
     held: bool = False  # L7
     alarms: frozenset[str] = frozenset()  # A1: pump alarms the pump reports now
     latched: frozenset[str] = frozenset()  # A1: alarms raised and not yet cleared
+    # A8: one mark per alarm in `latched` or `alarms`, oldest first (kept by `Ctx.decision`)
+    alarm_marks: tuple[AlarmMark, ...] = ()
     link_lost: bool = False  # A2
     unexplained_stop: bool = False  # A4: found stopped on restart with no record of why
     ladder_settled: bool = False  # L6 bound a step (or nothing is left): no more steps
