@@ -1,8 +1,9 @@
-// ESLint for the nurse station page (api/static, docs/interfaces.md section 4), run by
-// scripts/test. The page is one ES module (index.html loads it with type="module") run by the
-// browser as it is, so a name it never declares is an error here: in the browser it would
-// resolve to whatever the window holds under that name, as `live` once resolved to the
-// <p id="live"> element (issue 17).
+// ESLint for the nurse station page (api/static, docs/interfaces.md section 4) and the node
+// tests of its pure modules (tests/js), run by scripts/test. The page is ES modules (index.html
+// loads page.js with type="module", which imports the others; api/static/package.json says
+// "module" to Node.js) run by the browser as they are, so a name a module never declares or
+// imports is an error here: in the browser it would resolve to whatever the window holds under
+// that name, as `live` once resolved to the <p id="live"> element (issue 17).
 
 "use strict";
 
@@ -39,6 +40,23 @@ module.exports = [
       "no-undef": "error",
       "no-unused-vars": ["error", { caughtErrors: "all" }],
       "no-restricted-globals": ["error", ...CONFUSING],
+    },
+  },
+  {
+    files: ["tests/js/**/*.mjs"],
+    ...js.configs.recommended,
+  },
+  {
+    files: ["tests/js/**/*.mjs"],
+    languageOptions: {
+      ecmaVersion: "latest",
+      sourceType: "module",
+      globals: { ...globals.node },
+    },
+    linterOptions: { reportUnusedDisableDirectives: "error" },
+    rules: {
+      "no-undef": "error",
+      "no-unused-vars": ["error", { caughtErrors: "all" }],
     },
   },
 ];

@@ -44,7 +44,9 @@ async def test_the_demo_prints_the_page_first_and_a_nurse_sees_pump_1_infusing(
         await page.goto(first.group(1))
         await page.get_by_label("Access token").fill(token)
         await page.get_by_role("button", name="Sign in").click()
-        pump = page.get_by_role("region", name="pump-1")
+        await expect(page.locator('#overview .tile[data-pump="pump-1"]')).to_contain_text("Running")
+        await page.locator('#overview .tile[data-pump="pump-1"]').click()  # its detail
+        pump = page.get_by_role("region", name="pump-1", exact=True)
         await expect(pump).to_contain_text("Running")
         await expect(pump.get_by_role("button", name="Report reaction")).to_be_visible()
         # 600x: a step every 6 s of wall time; the page follows without a reload

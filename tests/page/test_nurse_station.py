@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
-from page_env import free_port, screenshot, signed_in
+from page_env import free_port, opened, screenshot, signed_in, tile
 from playwright.async_api import Browser, Locator, Page, expect
 from service_process import HOUR, TOKENS, Service
 from tcp_proxy import TcpProxy
@@ -21,7 +21,8 @@ pytestmark = pytest.mark.timeout(180)
 
 
 def region(page: Page, pump_id: str) -> Locator:
-    return page.get_by_role("region", name=pump_id)
+    """The pump's detail region (open it first: `opened`)."""
+    return page.get_by_role("region", name=pump_id, exact=True)
 
 
 @asynccontextmanager
@@ -32,6 +33,7 @@ async def through_proxy(service: Service, browser: Browser) -> AsyncIterator[Pro
     await proxy.open()
     try:
         page = await signed_in(browser, service, "nurse", url=f"http://127.0.0.1:{proxy.port}")
+        await opened(page, "pump-1")
         loads: list[int] = []
         page.on("load", lambda _: loads.append(1))
         live = page.locator("#live")
@@ -50,7 +52,7 @@ class Proxied:
 
 
 async def report_reaction(page: Page, pump_id: str, grade: int, *signs: str) -> None:
-    await region(page, pump_id).get_by_role("button", name="Report reaction").click()
+    await (await opened(page, pump_id)).get_by_role("button", name="Report reaction").click()
     dialog = page.get_by_role("dialog", name=f"Report reaction on {pump_id}")
     await expect(dialog).to_be_visible()
     await dialog.get_by_role("radio", name=f"Grade {grade}", exact=True).check()
@@ -67,7 +69,7 @@ async def test_i1_i2_nurse_reports_grade_2_at_150_then_resumes_at_75(
     infusion = await service.running("pump-1", "MRN-0001", hours=2)
     assert (await service.pump("pump-1"))["rate_ml_h"] == 150  # L1: 50, 100, 150
     page = await signed_in(browser, service, "nurse")
-    pump = region(page, "pump-1")
+    pump = await opened(page, "pump-1")
     await expect(pump).to_contain_text("150 ml/h")
     await expect(pump).to_contain_text("Running")
     await screenshot(page, "room-running")
@@ -110,7 +112,7 @@ async def test_a_resume_the_rules_refuse_shows_the_rule_and_its_words(
     await service.running("pump-1", "MRN-0002", hours=1)
     page = await signed_in(browser, service, "nurse")
     await report_reaction(page, "pump-1", 3, "Other")
-    pump = region(page, "pump-1")
+    pump = await opened(page, "pump-1")
     await expect(pump.get_by_role("status")).to_have_text(re.compile(r"Stop confirmed in \d+ ms"))
     await expect(pump).to_contain_text("observation")
     await pump.get_by_role("button", name="Resume").click()
@@ -123,13 +125,17 @@ async def test_a_resume_the_rules_refuse_shows_the_rule_and_its_words(
 
 async def test_a_viewer_sees_the_room_but_no_action(service: Service, browser: Browser) -> None:
     """Roles (interfaces.md, section 3): a viewer reads; nothing a viewer may not do is
-    offered."""
+    offered (the room's tiles and "Back to the room" only open and close a pump's detail)."""
     await service.running("pump-1", "MRN-0003", hours=1)
     page = await signed_in(browser, service, "viewer")
-    pump = region(page, "pump-1")
+    pump = await opened(page, "pump-1")
     await expect(pump).to_contain_text("100 ml/h")
     await expect(pump.get_by_role("img")).to_be_visible()
-    await expect(page.get_by_role("main").get_by_role("button")).to_have_count(0)
+    await expect(pump.get_by_role("button")).to_have_count(0)
+    main_buttons = page.get_by_role("main").get_by_role("button")
+    await expect(main_buttons).to_have_count(3)  # two tiles and "Back to the room"
+    await expect(main_buttons.filter(has_text="Back to the room")).to_have_count(1)
+    await expect(page.locator("#overview .tile")).to_have_count(2)
     await expect(page.get_by_role("button", name="New patient")).to_be_hidden()
     await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
 
@@ -142,15 +148,15 @@ async def test_a_nurse_is_not_offered_what_only_a_clinician_may_do(
     infusion = await service.running("pump-1", "MRN-0004", hours=1)
     nurse = await signed_in(browser, service, "nurse")
     await expect(
-        region(nurse, "pump-1").get_by_role("button", name="Report reaction")
+        (await opened(nurse, "pump-1")).get_by_role("button", name="Report reaction")
     ).to_be_visible()
     for name in ("Hold escalation", "New infusion", "New patient", "Start"):
         await expect(nurse.get_by_role("button", name=name, exact=True)).to_have_count(0)
     clinician = await signed_in(browser, service, "clinician")
     await expect(
-        region(clinician, "pump-2").get_by_role("button", name="New infusion")
+        (await opened(clinician, "pump-2")).get_by_role("button", name="New infusion")
     ).to_be_visible()
-    pump = region(clinician, "pump-1")
+    pump = await opened(clinician, "pump-1")
     await pump.get_by_role("button", name="Hold escalation").click()
     await expect(pump.get_by_role("status")).to_have_text("Escalation held (L7)")
     await expect(pump).to_contain_text("escalation held (L7)")
@@ -175,7 +181,7 @@ async def test_a_clinician_plans_and_starts_an_infusion_from_the_page(
     await expect(page.get_by_role("main").get_by_role("status").first).to_contain_text(
         "Patient 1 created (MRN MRN-0005)"
     )
-    pump = region(page, "pump-2")
+    pump = await opened(page, "pump-2")
     await pump.get_by_role("button", name="New infusion").click()
     dialog = page.get_by_role("dialog", name="New infusion on pump-2")
     await dialog.get_by_label("Patient id").fill("1")
@@ -202,7 +208,7 @@ async def test_a_change_made_through_the_api_appears_without_a_reload(
     await service.running("pump-1", "MRN-0006", hours=1)
     other = await service.running("pump-2", "MRN-0007", hours=0)
     page = await signed_in(browser, service, "nurse")
-    pump2 = region(page, "pump-2")
+    pump2 = await opened(page, "pump-2")
     await expect(pump2).to_contain_text("Running")
     loads = []
     page.on("load", lambda _: loads.append(1))
@@ -213,9 +219,12 @@ async def test_a_change_made_through_the_api_appears_without_a_reload(
     await expect(pump2).to_contain_text("Paused")
     await expect(pump2.locator("svg .reaction-mark")).to_have_count(1)
     await expect(pump2.get_by_role("button", name="Resume")).to_be_visible()
-    await expect(region(page, "pump-1")).to_contain_text("Running")
+    # the other pump, on its tile in the room, beside the open detail
+    await expect(tile(page, "pump-1")).to_contain_text("Running")
     await service.advance(HOUR)  # the clinical clock moves: the page follows the service's
-    await expect(region(page, "pump-1")).to_contain_text("150 ml/h")
+    await expect(tile(page, "pump-1")).to_contain_text("150 ml/h")
+    pump1 = await opened(page, "pump-1")
+    await expect(pump1).to_contain_text("150 ml/h")
     assert loads == []
 
 
@@ -230,7 +239,7 @@ async def test_a3_the_page_shows_a_stop_that_was_not_confirmed(
         "POST", "/sim/pumps/pump-1/faults", "admin", {"fault": "no_reply", "value": True}
     )
     await report_reaction(page, "pump-1", 2, "Bronchospasm")
-    alert = region(page, "pump-1").get_by_role("alert").filter(has_text="clamp the line")
+    alert = (await opened(page, "pump-1")).get_by_role("alert").filter(has_text="clamp the line")
     await expect(alert).to_have_text("⚠ A3: Pump did not stop: clamp the line")
     # the page says what the pump last reported, not what the infusion's state suggests
     await expect(region(page, "pump-1")).to_contain_text("the stop is NOT confirmed (A3)")
@@ -249,7 +258,7 @@ async def test_a3_the_page_shows_a_stop_that_was_not_confirmed(
     # the stop is sent again on the next contact and confirmed: the alert goes, the latched
     # alarm stays until a nurse clears it (A1), and clearing it never starts the pump
     await service.advance(1)
-    pump = region(page, "pump-1")
+    pump = await opened(page, "pump-1")
     await expect(pump.get_by_role("alert").filter(has_text="clamp the line")).to_have_count(0)
     await expect(pump.get_by_role("status")).to_have_text(
         "The pump has now confirmed the stop (A3)"
@@ -265,14 +274,16 @@ async def test_a3_the_page_shows_a_stop_that_was_not_confirmed(
 
 
 async def test_keyboard_alone_reports_a_reaction(service: Service, browser: Browser) -> None:
-    """Every action by Tab and Enter: sign in, open the dialog, choose grade and sign, stop."""
+    """Every action by Tab and Enter: sign in, open the pump's detail from its tile (Escape
+    closes it and gives the focus back to the tile), open the dialog, choose grade and sign,
+    stop."""
     await service.running("pump-1", "MRN-0009", hours=1)
     page = await browser.new_page(viewport={"width": 1280, "height": 900})
     await page.goto(service.url + "/")
     await expect(page.get_by_label("Access token")).to_be_focused()
     await page.keyboard.type(TOKENS["nurse"])
     await page.keyboard.press("Enter")
-    await expect(region(page, "pump-1")).to_be_visible()
+    await expect(tile(page, "pump-1")).to_be_visible()
 
     async def tab_to(target: Locator) -> None:
         for _ in range(60):
@@ -283,6 +294,13 @@ async def test_keyboard_alone_reports_a_reaction(service: Service, browser: Brow
                 return
         raise AssertionError(f"Tab never reached {target}")
 
+    await tab_to(tile(page, "pump-1"))
+    await page.keyboard.press("Enter")
+    await expect(region(page, "pump-1").get_by_role("heading", name="pump-1")).to_be_focused()
+    await page.keyboard.press("Escape")
+    await expect(region(page, "pump-1")).to_have_count(0)
+    await expect(tile(page, "pump-1")).to_be_focused()
+    await page.keyboard.press("Enter")
     await tab_to(region(page, "pump-1").get_by_role("button", name="Report reaction"))
     await page.keyboard.press("Enter")
     dialog = page.get_by_role("dialog", name="Report reaction on pump-1")
@@ -304,13 +322,20 @@ async def test_at_768_px_nothing_scrolls_sideways_and_text_is_16_px_or_more(
 ) -> None:
     await service.running("pump-1", "MRN-0010", hours=1)
     page = await signed_in(browser, service, "clinician", width=768)
-    await expect(region(page, "pump-1")).to_contain_text("100 ml/h")
-    await expect(region(page, "pump-2")).to_be_visible()
+    await expect(tile(page, "pump-1")).to_contain_text("100 ml/h")
+    await expect(tile(page, "pump-2")).to_be_visible()
     widths = await page.evaluate(
         "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
     )
     assert widths[0] <= widths[1], widths
-    await region(page, "pump-1").get_by_role("button", name="Report reaction").click()
+    pump = await opened(page, "pump-1")  # over the tiles at this width
+    await expect(pump).to_contain_text("100 ml/h")
+    await expect(tile(page, "pump-2")).to_be_hidden()
+    widths = await page.evaluate(
+        "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
+    assert widths[0] <= widths[1], widths
+    await pump.get_by_role("button", name="Report reaction").click()
     await expect(page.get_by_role("dialog")).to_be_visible()
     dialog_box = await page.get_by_role("dialog").bounding_box()
     assert dialog_box is not None
@@ -330,7 +355,7 @@ async def test_aria_snapshot_pins_one_pumps_controls(service: Service, browser: 
     of the interface (interfaces.md, section 4)."""
     await service.running("pump-1", "MRN-0011", hours=2)
     page = await signed_in(browser, service, "nurse")
-    await expect(region(page, "pump-1")).to_match_aria_snapshot(
+    await expect(await opened(page, "pump-1")).to_match_aria_snapshot(
         r"""
         - region "pump-1":
           - heading "pump-1" [level=2]
@@ -465,7 +490,7 @@ async def test_i4_bronchospasm_needs_symptoms_resolved_before_the_resume(
     await service.running("pump-1", "MRN-0013", hours=1)
     page = await signed_in(browser, service, "nurse")
     await report_reaction(page, "pump-1", 2, "Bronchospasm")
-    pump = region(page, "pump-1")
+    pump = await opened(page, "pump-1")
     await expect(pump.get_by_role("status")).to_have_text(re.compile(r"Stop confirmed in \d+ ms"))
     await pump.get_by_role("button", name="Resume").click()
     dialog = page.get_by_role("dialog", name="Resume on pump-1")
@@ -484,7 +509,7 @@ async def test_i5_a_reassessment_to_grade_3_stops_for_observation(
     infusion = await service.running("pump-1", "MRN-0014", hours=1)
     page = await signed_in(browser, service, "nurse")
     await report_reaction(page, "pump-1", 2, "Other")
-    pump = region(page, "pump-1")
+    pump = await opened(page, "pump-1")
     await expect(pump.get_by_role("status")).to_have_text(re.compile(r"Stop confirmed in \d+ ms"))
     await pump.get_by_role("button", name="Reassess").click()
     dialog = page.get_by_role("dialog", name="Reassess reaction on pump-1")
@@ -502,7 +527,7 @@ async def test_stop_infusion_asks_for_a_reason_and_stops_for_good(
 ) -> None:
     infusion = await service.running("pump-1", "MRN-0015", hours=1)
     page = await signed_in(browser, service, "nurse")
-    pump = region(page, "pump-1")
+    pump = await opened(page, "pump-1")
     await pump.get_by_role("button", name="Stop infusion").click()
     dialog = page.get_by_role("dialog", name="Stop infusion on pump-1")
     await dialog.get_by_role("button", name="Stop for good").click()  # no reason: not sent
@@ -541,7 +566,7 @@ async def test_l9_an_expired_bag_stops_the_pump_and_a_new_bag_goes_on_at_the_sam
     await service.api("POST", f"/infusions/{infusion['id']}/start", "clinician", {})
     await service.advance(1)
     page = await signed_in(browser, service, "nurse")
-    pump = region(page, "pump-1")
+    pump = await opened(page, "pump-1")
     expires = pump.get_by_role("definition").filter(has_text="(in ")
     await expect(expires).to_have_text(re.compile(r"\(in (29|30) min\)"))
     await expect(pump.get_by_role("button", name="New bag")).to_have_count(0)  # pump running
@@ -585,12 +610,12 @@ async def test_a_clinician_cancels_a_planned_infusion_with_a_reason(
         "POST", "/infusions", "clinician", {"patient_id": patient["id"], "pump_id": "pump-2"}, 201
     )
     nurse = await signed_in(browser, service, "nurse")
-    await expect(region(nurse, "pump-2")).to_contain_text("Planned, not started")
+    await expect(await opened(nurse, "pump-2")).to_contain_text("Planned, not started")
     await expect(
         region(nurse, "pump-2").get_by_role("button", name="Cancel infusion")
     ).to_have_count(0)
     page = await signed_in(browser, service, "clinician")
-    pump = region(page, "pump-2")
+    pump = await opened(page, "pump-2")
     await pump.get_by_role("button", name="Cancel infusion").click()
     dialog = page.get_by_role("dialog", name="Cancel infusion on pump-2")
     await dialog.get_by_role("button", name="Cancel the infusion").click()  # no reason: not sent
@@ -616,7 +641,7 @@ async def test_a1_a_pump_alarm_is_shown_once_and_the_nurse_resumes_at_the_same_r
     and the resume runs at the rate before the alarm (no halving, no step)."""
     await service.running("pump-1", "MRN-0019", hours=1)
     page = await signed_in(browser, service, "nurse")
-    pump = region(page, "pump-1")
+    pump = await opened(page, "pump-1")
     await expect(pump).to_contain_text("100 ml/h, pump running")
     await service.api("POST", "/sim/pumps/pump-1/faults", "admin", {"alarm": "occlusion"})
     await service.advance(1)
@@ -658,7 +683,7 @@ async def test_a4_after_a_restart_the_nurse_says_whether_the_stop_was_a_reaction
     view = await service.api("GET", f"/infusions/{infusion}", "viewer")
     assert any(a["kind"] == "pump_stopped_unexpectedly" for a in view["alarms"]), view["alarms"]
     page = await signed_in(browser, service, "nurse")
-    pump = region(page, "pump-1")
+    pump = await opened(page, "pump-1")
     await pump.get_by_role("button", name="Resume").click()
     dialog = page.get_by_role("dialog", name="Resume on pump-1")
     await expect(dialog).to_contain_text("with no record why (A4): was it a reaction?")
@@ -685,7 +710,7 @@ async def test_i11_a_reaction_after_completion_is_reported_and_moves_no_pump(
     infusion = await service.running("pump-1", "MRN-0021", hours=7)
     assert (await service.api("GET", f"/infusions/{infusion}", "viewer"))["state"] == "completed"
     page = await signed_in(browser, service, "nurse")
-    pump = region(page, "pump-1")
+    pump = await opened(page, "pump-1")
     await expect(pump).to_contain_text("Completed")
     await report_reaction(page, "pump-1", 1, "Other")
     await expect(pump.get_by_role("status")).to_have_text(
@@ -707,7 +732,7 @@ async def test_d3_a_clinician_starts_without_premedication_giving_a_reason(
         "POST", "/infusions", "clinician", {"patient_id": patient["id"], "pump_id": "pump-2"}, 201
     )
     page = await signed_in(browser, service, "clinician")
-    pump = region(page, "pump-2")
+    pump = await opened(page, "pump-2")
     await pump.get_by_role("button", name="Start").click()
     dialog = page.get_by_role("dialog", name="Start infusion on pump-2")
     await dialog.get_by_label(re.compile("^Override reason")).fill("premedication given on ward")
@@ -724,7 +749,7 @@ async def test_an_outcome_shown_is_old_news_once_somebody_else_acts(
     once another person acts on it (here a clinician holds the escalation through the API)."""
     infusion = await service.running("pump-1", "MRN-0023", hours=1)
     page = await signed_in(browser, service, "nurse")
-    pump = region(page, "pump-1")
+    pump = await opened(page, "pump-1")
     await report_reaction(page, "pump-1", 1, "Other")
     await expect(pump.get_by_role("status")).to_contain_text("Stop confirmed in")
     await service.api("POST", f"/infusions/{infusion}/hold", "clinician")
@@ -743,12 +768,12 @@ async def test_l7_l9_an_ended_infusion_shows_no_bag_expiry_and_no_hold(
     infusion = await service.running("pump-1", "MRN-0025", hours=1)
     await service.api("POST", f"/infusions/{infusion}/hold", "clinician")
     page = await signed_in(browser, service, "nurse")
-    pump = region(page, "pump-1")
+    pump = await opened(page, "pump-1")
     bag_expires = pump.get_by_role("term").filter(has_text="Bag expires")
     await expect(bag_expires).to_have_count(1)
     await expect(pump).to_contain_text("escalation held (L7)")
 
-    ended = region(page, "pump-2")
+    ended = await opened(page, "pump-2")
     await expect(ended).to_contain_text("Completed")
     await expect(ended.get_by_role("term").filter(has_text="Next step")).to_have_count(1)
     await expect(ended.get_by_role("term").filter(has_text="Bag expires")).to_have_count(0)
@@ -758,6 +783,8 @@ async def test_l7_l9_an_ended_infusion_shows_no_bag_expiry_and_no_hold(
     await service.api(
         "POST", f"/infusions/{infusion}/stop", "nurse", {"reason": "patient asked to stop"}
     )
+    await expect(tile(page, "pump-1")).to_contain_text("Stopped")
+    pump = await opened(page, "pump-1")
     await expect(pump).to_contain_text("Stopped for good")
     await expect(bag_expires).to_have_count(0)
     await expect(pump).not_to_contain_text("held (L7)")
@@ -784,7 +811,7 @@ async def test_a1_an_occlusion_pauses_the_infusion_naming_the_rule_and_a_reactio
     Reassess in place of "Report reaction"."""
     infusion = await service.running("pump-1", "MRN-0026", hours=1)
     page = await signed_in(browser, service, "nurse")
-    pump = region(page, "pump-1")
+    pump = await opened(page, "pump-1")
     await expect(state_of(pump)).to_have_text("Running")
     await service.api("POST", "/sim/pumps/pump-1/faults", "admin", {"alarm": "occlusion"})
     await service.advance(1)
@@ -829,7 +856,7 @@ async def test_d2_a_start_sooner_than_the_schedule_allows_needs_a_clinicians_rea
         201,
     )
     page = await signed_in(browser, service, "clinician")
-    pump = region(page, "pump-1")
+    pump = await opened(page, "pump-1")
     await expect(state_of(pump)).to_have_text("Planned, not started")
     await pump.get_by_role("button", name="Start").click()
     dialog = page.get_by_role("dialog", name="Start infusion on pump-1")

@@ -40,7 +40,10 @@ def test_the_page_and_its_files_are_public_and_load_nothing_from_elsewhere(
         assert facts["a3_words"] == A3_WORDS
         assert set(facts["clinician_only_alarms"]) == {a.value for a in CLINICIAN_ONLY}
         assert "n-tok" not in index.text  # the page holds no token and no data
-        for name in ("page.js", "page.css"):
+        assert set(facts["alarm_priorities"]) >= {"pump_not_stopped", "occlusion"}  # A8
+        modules = [p.name for p in STATIC_DIR.glob("*.js")]
+        assert len(modules) > 1  # the page in ES modules (issue 23)
+        for name in ("page.css", *modules):
             served = client.get(f"/static/{name}")
             assert served.status_code == 200
             assert served.text == (STATIC_DIR / name).read_text(encoding="utf-8")

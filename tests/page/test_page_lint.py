@@ -1,6 +1,7 @@
 """The page's JavaScript under the project's ESLint (eslint.config.js, run by scripts/test): the
-page passes as it is, and a copy of it that reads a name it never declares fails, naming the
-rule and the name. In the browser such a name resolves to whatever the window holds under it,
+page's modules pass as they are, every one of them checked, and a copy of the detail module
+(detail.js, which holds facts()) that reads a name it never declares fails, naming the rule
+and the name. In the browser such a name resolves to whatever the window holds under it,
 as `live` in facts() once resolved to the <p id="live"> element (issue 17).
 
 With CI=true a missing Node.js or ESLint fails the run; it never skips (scripts/test installs
@@ -20,6 +21,7 @@ from needs import missing
 ROOT = Path(__file__).resolve().parents[2]
 ESLINT = ROOT / "node_modules" / ".bin" / "eslint"
 STATIC = Path("api") / "static"
+FACTS_MODULE = "detail.js"  # the module of facts(), split out of page.js (issue 23)
 LIVE_DECLARED = "  const live = LIVE_STATES.has(infusion.state);\n"
 FACTS_OPENS = "function facts(pump, infusion) {\n"
 
@@ -53,23 +55,26 @@ def problems(report: list[dict[str, Any]]) -> list[tuple[str, str | None, str]]:
 
 
 def test_the_pages_javascript_passes_eslint_with_every_file_checked() -> None:
-    """`eslint api/static` exits 0 and has checked page.js (not ignored it) with no finding."""
+    """`eslint api/static` exits 0 and has checked every module of the page (none ignored)
+    with no finding."""
     code, report = eslint(ROOT)
     assert problems(report) == []
     assert code == 0
-    assert [Path(result["filePath"]).name for result in report] == ["page.js"]
+    modules = sorted(path.name for path in (ROOT / STATIC).glob("*.js"))
+    assert {"page.js", FACTS_MODULE, "signals.js"} <= set(modules)
+    assert sorted(Path(result["filePath"]).name for result in report) == modules
 
 
 def copy_with(tmp_path: Path, change: tuple[str, str]) -> Path:
-    """The repository's eslint.config.js and api/static in `tmp_path`, page.js changed, beside
-    the repository's node_modules."""
+    """The repository's eslint.config.js and api/static in `tmp_path`, the facts() module
+    changed, beside the repository's node_modules."""
     shutil.copy(ROOT / "eslint.config.js", tmp_path / "eslint.config.js")
     shutil.copytree(ROOT / STATIC, tmp_path / STATIC)
     (tmp_path / "node_modules").symlink_to(ROOT / "node_modules", target_is_directory=True)
-    page = tmp_path / STATIC / "page.js"
+    page = tmp_path / STATIC / FACTS_MODULE
     text = page.read_text(encoding="utf-8")
     old, new = change
-    assert text.count(old) == 1, f"page.js no longer has {old!r} once"
+    assert text.count(old) == 1, f"{FACTS_MODULE} no longer has {old!r} once"
     page.write_text(text.replace(old, new), encoding="utf-8")
     return tmp_path
 
@@ -95,12 +100,12 @@ def copy_with(tmp_path: Path, change: tuple[str, str]) -> Path:
 def test_a_name_the_page_never_declares_fails_eslint_naming_the_rule_and_the_name(
     tmp_path: Path, change: tuple[str, str], rule: str, name: str
 ) -> None:
-    """A copy of page.js reading an undeclared name (the issue 17 fault itself: facts() without
-    its own `live`) makes eslint exit 1 with a finding of `rule` that names `name` in page.js;
+    """A copy of the page reading an undeclared name (the issue 17 fault itself: facts() without
+    its own `live`) makes eslint exit 1 with a finding of `rule` that names `name` in its module;
     a window property such as `status` is a browser global, so no-undef lets it through and
     no-restricted-globals catches it."""
     code, report = eslint(copy_with(tmp_path, change))
     assert code == 1
     found = problems(report)
     assert [p for p in found if p[1] == rule and f"'{name}'" in p[2]], found
-    assert {p[0] for p in found} == {"page.js"}
+    assert {p[0] for p in found} == {FACTS_MODULE}
