@@ -2,41 +2,57 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.auth import User, authenticate
+from api.listing import InfusionList
 from api.metrics import ServiceMetrics
 from pumpctl.controller.ward import Ward
 from pumpctl.settings import Role, Settings
 
-__all__ = ["CurrentUser", "MetricsDep", "WardDep", "require"]
+__all__ = ["CurrentUser", "ListingDep", "MetricsDep", "WardDep", "require"]
 
 _bearer = HTTPBearer(auto_error=False, description="A token of the configured roles")
 
 
-def get_settings(request: Request) -> Settings:
-    """The settings the app was built from."""
+# Every dependency here is `async def`: FastAPI runs a plain `def` dependency on a worker
+# thread (anyio's pool, 40 at most), so on the nurse's press each would be a thread hop, and
+# behind a flood of reads a wait for a free thread. These only read memory.
+
+
+def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_ward(request: Request) -> Ward:
+async def get_settings(request: Request) -> Settings:
+    """The settings the app was built from."""
+    return _settings(request)
+
+
+async def get_ward(request: Request) -> Ward:
     """The ward (controller and store) built in the app's lifespan."""
     ward: Ward = request.app.state.ward
     return ward
 
 
-def get_metrics(request: Request) -> ServiceMetrics:
+async def get_listing(request: Request) -> InfusionList:
+    """GET /infusions' list, kept in memory (api/listing.py), built with the ward."""
+    listing: InfusionList = request.app.state.infusion_list
+    return listing
+
+
+async def get_metrics(request: Request) -> ServiceMetrics:
     """The app's Prometheus instruments (GET /metrics), built with the ward."""
     metrics: ServiceMetrics = request.app.state.metrics
     return metrics
 
 
-def current_user(
+async def current_user(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
@@ -47,7 +63,7 @@ def current_user(
             "a bearer token is required",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    user = authenticate(get_settings(request).api_tokens, credentials.credentials)
+    user = authenticate(_settings(request).api_tokens, credentials.credentials)
     if user is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -60,13 +76,14 @@ def current_user(
 CurrentUser = Annotated[User, Depends(current_user)]
 WardDep = Annotated[Ward, Depends(get_ward)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
+ListingDep = Annotated[InfusionList, Depends(get_listing)]
 
 
-def require(roles: Iterable[Role]) -> Callable[[User], User]:
+def require(roles: Iterable[Role]) -> Callable[[User], Awaitable[User]]:
     """A dependency admitting only `roles` (403 for the others)."""
     allowed = frozenset(roles)
 
-    def check(user: CurrentUser) -> User:
+    async def check(user: CurrentUser) -> User:
         if user.role not in allowed:
             names = ", ".join(sorted(r.value for r in allowed))
             raise HTTPException(

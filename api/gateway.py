@@ -23,6 +23,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from api.listing import InfusionList
 from api.live import LiveHub
 from api.metrics import ServiceMetrics
 from api.publish import InfusionPublisher
@@ -203,6 +204,7 @@ async def open_kernel(app: FastAPI, settings: Settings, stack: AsyncExitStack) -
             InfusionPublisher.for_settings(ward, settings)
         )
     app.state.ward = ward
+    app.state.infusion_list = InfusionList(ward)  # GET /infusions, from memory (api/listing.py)
     app.state.metrics = ServiceMetrics(ward)
     _background(app.state.metrics.watch_loop(), "loop lag", stack)
     app.state.live = LiveHub(ward, replay=settings.events_replay)

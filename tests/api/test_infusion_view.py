@@ -31,3 +31,23 @@ def test_the_reaction_is_shown_open_then_closed(ward: Ward) -> None:
     ward.post(f"/infusions/{infusion}/resume", "nurse", {})
     ward.advance(1)
     assert ward.get(f"/infusions/{infusion}")["state"] == "running"
+
+
+def test_the_list_is_kept_only_until_something_changes_or_the_clock_moves(ward: Ward) -> None:
+    """GET /infusions is served from memory (api/listing.py, issue 18) but never older than a
+    change: a reaction press shows at once in the next list (I1: the nurse station must not
+    show `running` for a stopped pump), and the clinical clock moving shows in the running
+    minutes and time left even when nothing else changed."""
+    infusion = ward.started(ward.patient())
+    [first] = ward.get("/infusions")
+    assert first["state"] == "running"
+    assert ward.get("/infusions") == [first]  # nothing changed: the same list
+    ward.advance(HOUR / 2)
+    [later] = ward.get("/infusions")
+    assert later["time_left_min"] < first["time_left_min"] - 25, (first, later)
+    ward.post(f"/infusions/{infusion}/reactions", "nurse", {"grade": 1, "signs": ["other"]}, 201)
+    [paused] = ward.get("/infusions")
+    assert paused["state"] == "paused"
+    assert paused["reaction"]["grade"] == 1
+    assert [v["id"] for v in ward.get("/infusions?state=paused")] == [infusion]
+    assert ward.get("/infusions?state=running") == []
