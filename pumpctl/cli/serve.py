@@ -29,6 +29,7 @@ from api.app import API_PREFIX, create_app
 from api.gateway import KERNEL_SOCKET_NAME, kernel_socket_path
 from pumpctl import sdnotify
 from pumpctl.cli.configured import SettingsError, settings_for, validation_message
+from pumpctl.cli.logsetup import log_off_the_loop
 from pumpctl.cli.progress import waiting
 from pumpctl.cli.webside import (
     READY_LINE,
@@ -72,7 +73,7 @@ def _logging(settings: Settings) -> None:
         if settings.log_format == "json"
         else "%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    logging.basicConfig(level=settings.log_level.upper(), format=fmt, force=True)
+    log_off_the_loop(settings.log_level.upper(), fmt)
 
 
 class ServiceStartError(Exception):

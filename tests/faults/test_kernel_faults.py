@@ -148,7 +148,14 @@ class Bench:
         given = {"given_at": (await self.kernel_now() - timedelta(minutes=60)).isoformat()}
         await self.kernel.api("POST", f"{self.path}/premedication", "nurse", given)
         await self.kernel.api("POST", f"{self.path}/start", "clinician", {})
-        await self.kernel.line(lambda line: "type=confirmed_running" in line)
+        if self.kernel.output is None:
+            await self.kernel.line(lambda line: "type=confirmed_running" in line)
+        else:  # its log is not read here: the pump says it
+            await self.until_pump(lambda p: p["state"] == "running")
+            await until(lambda: self._shown("running"))
+
+    async def _shown(self, state: str) -> bool:
+        return bool((await self.view())["state"] == state)
 
     async def acknowledge_all(self) -> list[str]:
         """A nurse acknowledges every alarm the infusion shows, one at a time (clearing one
@@ -167,10 +174,15 @@ class Bench:
 
 @asynccontextmanager
 async def bench(
-    tmp_path: Path, factor: float, safe_mode_s: int, poll_interval_s: float = POLL_INTERVAL_S
+    tmp_path: Path,
+    factor: float,
+    safe_mode_s: int,
+    poll_interval_s: float = POLL_INTERVAL_S,
+    output: int | None = None,
 ) -> AsyncIterator[Bench]:
     """A migrated SQLite store, the simulator and the kernel on one scaled clock; the kernel
-    reads the pump's status every `poll_interval_s` (wire seconds)."""
+    reads the pump's status every `poll_interval_s` (wire seconds), its output to `output`
+    when given (else read by the test's KernelProcess)."""
     migrate.upgrade(f"sqlite:///{tmp_path}/pumpctl.db")
     epoch = time.time()
     spec = f"scaled:{factor}@{epoch!r}"
@@ -184,6 +196,7 @@ async def bench(
                 "PUMPCTL_LINK_TIMEOUT_S": str(LINK_TIMEOUT_S),
                 "PUMPCTL_STOP_ANSWER_S": str(STOP_ANSWER_S),
             },
+            output=output,
         )
         try:
             await kernel.start()
@@ -522,3 +535,63 @@ async def test_I1_L1_a_press_while_other_processes_eat_every_core_stops_within_t
         assert (stop.at - pressed_at).total_seconds() / FACTOR_BUSY <= STOP_ANSWER_S
         assert rate_before_stop(history) == stepped["rate_ml_h"]
         check_ladder(history)  # L1: no rise before a full interval, under the load too
+
+
+# -- the log's reader stops reading -------------------------------------------------------------
+
+
+def _full_pipe() -> tuple[int, int]:
+    """A pipe whose buffer is already full: a process writing to it blocks at once (a journal
+    or terminal that stopped reading the service's output)."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            os.write(write_end, b"." * 4096)
+    os.set_blocking(write_end, True)
+    return read_end, write_end
+
+
+def _drain(fd: int, into: bytearray) -> None:
+    """Read `fd` to its end (a thread of the test's: the reader that comes back)."""
+    while chunk := os.read(fd, 65536):
+        into += chunk
+
+
+async def test_I1_a_log_reader_that_stops_reading_never_holds_the_kernel_or_a_stop(
+    tmp_path: Path,
+) -> None:
+    """Issue 18 (nothing slow on a stop's path), I1: the kernel's stdout and stderr are a pipe
+    nobody reads and whose buffer is full, as when the journal or a terminal stops reading.
+    Before, the first log line blocked the kernel's event loop: it never answered. Its log now
+    goes through a bounded queue to a thread of its own (pumpctl/cli/logsetup.py): the kernel
+    comes up, starts the infusion, and a reaction pressed meanwhile stops the pump and is
+    answered 201 within the stop bound; once someone reads the pipe again the kernel's lines
+    are there (queued, not lost)."""
+    read_end, write_end = _full_pipe()
+    out = bytearray()
+    drained: asyncio.Task[None] | None = None
+    try:
+        async with bench(tmp_path, FACTOR_FROZEN, SAF_LONG_S, output=write_end) as b:
+            await b.start_infusion()
+            loop = asyncio.get_running_loop()
+            pressed_at = loop.time()
+            answer = await b.act("reactions", {"grade": 2, "signs": ["other"]})
+            answered_s = loop.time() - pressed_at
+            assert answer.status_code == 201, answer.text
+            assert answer.json()["stop"] == "confirmed"
+            assert answered_s < STOP_ANSWER_S + SLACK_S, answered_s
+            await b.until_pump(lambda p: p["state"] != "running")
+            drained = asyncio.create_task(asyncio.to_thread(_drain, read_end, out))
+            await until(lambda: _holds(b"type=confirmed_running" in out))
+            await until(lambda: _holds(b"reaction" in out.lower()))
+    finally:
+        os.close(write_end)
+    if drained is not None:
+        async with asyncio.timeout(BOUND_S):
+            await drained  # the kernel gone and the write end closed: the pipe ends
+    os.close(read_end)
+
+
+async def _holds(value: bool) -> bool:
+    return value

@@ -42,6 +42,9 @@ class KernelProcess:
     _more: asyncio.Event = field(default_factory=asyncio.Event)
     _reader: asyncio.Task[None] | None = None
     _log: Path | None = None
+    #: A file descriptor for the kernel's stdout and stderr instead of a pipe read here (a log
+    #: reader of the test's own: one that stops reading); no lines are then read here.
+    output: int | None = None
 
     @property
     def socket(self) -> Path:
@@ -52,11 +55,13 @@ class KernelProcess:
         env = service_env(self.data_dir, PUMPCTL_LOG_LEVEL="info", **self.env)
         runs = len(list(self.data_dir.glob("kernel-*.log")))
         self._log = self.data_dir / f"kernel-{runs + 1}.log"
+        out = asyncio.subprocess.PIPE if self.output is None else self.output
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "pumpctl", "serve", "--no-web", *self.args,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
+            stdout=out, stderr=asyncio.subprocess.STDOUT, env=env,
         )  # fmt: skip
-        self._reader = asyncio.create_task(self._read())
+        if self.output is None:
+            self._reader = asyncio.create_task(self._read())
         transport = httpx.AsyncHTTPTransport(uds=str(self.socket))
         self.http = httpx.AsyncClient(transport=transport, base_url="http://kernel", timeout=15.0)
         async with asyncio.timeout(UP_WITHIN_S):

@@ -1,0 +1,101 @@
+"""The processes' logging, off their event loops (issue 18: nothing slow on a stop's path).
+
+A log line written where it is made is a write to stderr, and stderr is a pipe to the journal
+(systemd) or a terminal: when its reader is slow or stopped, the pipe fills and the write
+blocks, and with it the kernel's event loop, the loop every stop, status read and watchdog feed
+passes through. So a call to `logging` only puts the record on a bounded queue
+(`LOG_QUEUE_LINES`), never waiting; one thread of its own writes the lines out. When the queue
+is full the line is dropped and counted, and the next line that gets through is preceded by a
+warning saying how many were dropped: the log says it has a gap rather than the stop waiting
+for the log. Lines still queued are written when the process exits normally (atexit); a process
+that is killed loses them, as it would lose a buffered line.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import queue
+import sys
+from logging.handlers import QueueHandler, QueueListener
+from typing import TextIO
+
+__all__ = ["LOG_QUEUE_LINES", "log_off_the_loop"]
+
+#: Log records waiting for the writing thread at most; more are dropped and counted.
+LOG_QUEUE_LINES = 10_000
+#: Seconds an exiting process waits for its queued lines to be written (a log reader that does
+#: not read must not keep a stopped service from exiting).
+LOG_EXIT_WAIT_S = 2.0
+
+
+class _BoundedQueueHandler(QueueHandler):
+    """Puts records on a bounded queue without waiting; counts what a full queue drops."""
+
+    def __init__(self, lines: queue.Queue[logging.LogRecord]) -> None:
+        super().__init__(lines)
+        self.dropped = 0  # changed only under the handler's lock (`Handler.handle` holds it)
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        if self.dropped:
+            gap = logging.LogRecord(
+                "pumpctl.log",
+                logging.WARNING,
+                __file__,
+                0,
+                "%d log lines dropped: the log's reader did not keep up (issue 18)",
+                (self.dropped,),
+                None,
+            )
+            try:
+                self.queue.put_nowait(self.prepare(gap))
+            except queue.Full:
+                self.dropped += 1
+                return
+            self.dropped = 0
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+
+def log_off_the_loop(level: str, fmt: str, stream: TextIO | None = None) -> QueueListener:
+    """Send every log record of the process through a bounded queue to a thread that writes
+    them to `stream` (stderr) in `fmt`; the root logger at `level`. Replaces the handlers the
+    root logger had. The listener is returned; at exit its queue is written out (bounded)."""
+    writer = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    writer.setFormatter(logging.Formatter(fmt))
+    lines: queue.Queue[logging.LogRecord] = queue.Queue(LOG_QUEUE_LINES)
+    listener = QueueListener(lines, writer, respect_handler_level=False)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    for running in _listeners:  # set up again (a test, `demo`): the old writer finishes first
+        _finish(running)
+    _listeners[:] = [listener]
+    root.addHandler(_BoundedQueueHandler(lines))
+    root.setLevel(level)
+    listener.start()
+    return listener
+
+
+_listeners: list[QueueListener] = []
+
+
+def _finish(listener: QueueListener) -> None:
+    """Let the writer write what is queued and end, waiting `LOG_EXIT_WAIT_S` at most (its
+    thread is a daemon: one blocked on a full pipe does not hold the process)."""
+    with contextlib.suppress(queue.Full):  # a writer behind is given the wait, then left
+        listener.enqueue_sentinel()
+    thread = listener._thread  # QueueListener.stop() would join it without a bound
+    if thread is not None:
+        thread.join(LOG_EXIT_WAIT_S)
+    listener._thread = None
+
+
+@atexit.register
+def _at_exit() -> None:
+    for running in _listeners:
+        _finish(running)
+    _listeners.clear()
