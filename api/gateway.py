@@ -139,10 +139,10 @@ async def open_kernel(app: FastAPI, settings: Settings, stack: AsyncExitStack) -
     ward, recovery, controller, publisher, live events); `stack` closes them in reverse."""
     clock = parse_clock(settings.clock)
     url = database_url(settings)
-    if settings.simulate:
-        migrations.upgrade(url)  # a simulation's store is its own; a gateway's is
-        # migrated by its engineer (`pumpctl db upgrade`), never behind their back
     with _explained(app):
+        if settings.simulate:
+            migrations.upgrade(url)  # a simulation's store is its own; a gateway's is
+            # migrated by its engineer (`pumpctl db upgrade`), never behind their back
         store = Store.open(url)
     stack.callback(store.close)
     # every write on the writer's thread, every read on reader threads: no database

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from sqlalchemy import URL
+from sqlalchemy.exc import DBAPIError
+
 __all__ = [
     "DataDirError",
     "InfusionConflictError",
@@ -9,6 +12,7 @@ __all__ = [
     "NotFoundError",
     "StoreError",
     "UnsupportedDatabaseError",
+    "not_opened",
 ]
 
 
@@ -44,3 +48,13 @@ class InfusionConflictError(StoreError):
 
 class LedgerError(StoreError):
     """A command fate that cannot follow the one recorded (A3)."""
+
+
+def not_opened(url: URL, what: str, exc: DBAPIError) -> StoreError:
+    """A database that does not answer (or refuses) at `what` (opening it, migrating it): one
+    line for the engineer, the driver's first line and the database without its password,
+    rather than the driver's traceback (the kernel's unit starts it again)."""
+    words = str(exc.orig if exc.orig is not None else exc).strip()
+    first = words.splitlines()[0][:200] if words else type(exc).__name__
+    shown = url.render_as_string(hide_password=True)
+    return StoreError(f"database {shown} could not be {what}: {first}")

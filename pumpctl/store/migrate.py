@@ -13,9 +13,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from pumpctl.store.engine import make_engine
-from pumpctl.store.errors import StoreError
+from pumpctl.store.errors import StoreError, not_opened
 
 __all__ = ["SCRIPT_LOCATION", "current", "downgrade", "head", "upgrade"]
 
@@ -51,6 +52,8 @@ def _run(url: str, verb: str, revision: str) -> str | None:
             except CommandError as exc:  # an unknown revision, say
                 raise StoreError(f"{verb} {revision}: {exc}") from None
         return current_of(engine)
+    except DBAPIError as exc:  # a database that does not answer: one line, not a traceback
+        raise not_opened(engine.url, "migrated", exc) from None
     finally:
         engine.dispose()
 

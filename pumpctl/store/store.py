@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import Literal, Self, TypeVar
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session, col, func, select
 
 from pumpctl.core.course import Withdrawal
@@ -39,7 +39,13 @@ from pumpctl.core.machine.state import CommandOp, InfusionPhase, InfusionState, 
 from pumpctl.core.rules import Rule
 from pumpctl.store.chain import GENESIS, ChainHead, append_ids, row_hash
 from pumpctl.store.engine import BEGIN_OPTION, make_engine
-from pumpctl.store.errors import InfusionConflictError, LedgerError, NotFoundError, StoreError
+from pumpctl.store.errors import (
+    InfusionConflictError,
+    LedgerError,
+    NotFoundError,
+    StoreError,
+    not_opened,
+)
 from pumpctl.store.location import default_database_url
 from pumpctl.store.migrate import current_of, head
 from pumpctl.store.models import (
@@ -228,6 +234,9 @@ class Store:
         engine = make_engine(url or default_database_url())
         try:
             at, wanted = current_of(engine), head()
+        except DBAPIError as exc:  # a database that does not answer at start: one line
+            engine.dispose()
+            raise not_opened(engine.url, "opened", exc) from None
         except Exception:
             engine.dispose()
             raise

@@ -241,3 +241,27 @@ async def test_a_store_not_migrated_ends_the_start_in_one_line_saying_what_to_ru
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("pumpctl serve: database "), last
     assert "run `pumpctl db upgrade`" in last
+
+
+@pytest.mark.parametrize("simulate", [False, True], ids=["gateway", "simulated"])
+async def test_a_database_that_does_not_answer_ends_the_start_in_one_line_without_its_password(
+    tmp_path: Path, simulate: bool
+) -> None:
+    """A PostgreSQL server that is not there at start (nothing listens on the port): the kernel
+    cannot know what it supervises (A4 needs the store), so it does not start; it says so in one
+    line naming the database and the driver's reason, with the password hidden, never the
+    driver's 100-line traceback, and exits 2 (its unit starts it again, RestartSec=2s). With
+    --simulate the store is migrated first: the same line."""
+    url = f"postgresql+psycopg://nurse:sekrit-pw@127.0.0.1:{free_port()}/pumpctl"
+    args = ["--simulate", "1"] if simulate else ["--bench", "--pump", "b=serial:///dev/x"]
+    done = await _serve(tmp_path, "--clock", "virtual", "--no-web", *args, settings={
+        "PUMPCTL_DATABASE": url,
+    })  # fmt: skip
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "sekrit-pw" not in done.stderr + done.stdout
+    last = done.stderr.strip().splitlines()[-1]
+    what = "migrated" if simulate else "opened"
+    assert last.startswith("pumpctl serve: database postgresql+psycopg://nurse:***@"), last
+    assert f"could not be {what}: " in last, last
+    assert "refused" in last.lower(), last
