@@ -1,7 +1,8 @@
 """Capped exponential backoff with jitter, shared by every driver that reconnects a lost link.
 
-Delays are wire time (event-loop seconds): they pace attempts on real links (STYLE.md,
-"Reconnect with backoff and jitter"), never clinical time.
+Delays are wire time (event-loop seconds, docs/architecture.md, "Time"): they pace attempts
+on real links, never clinical time. The jitter keeps the pumps of a ward that lost one broker
+or one serial hub from reconnecting on one beat.
 """
 
 from __future__ import annotations
