@@ -33,7 +33,17 @@ export async function api(method, path, body) {
   let data = null;
   try {
     data = await response.json();
-  } catch {
+  } catch (error) {
+    // A success whose body never came whole (given up at the timeout, the connection cut) is
+    // not a success with nothing in it: the page must not take "nothing" for the service's
+    // word. A refusal's body is only its words; its status stands.
+    if (response.ok && response.status !== 204) {
+      if (error.name === "TimeoutError" || error.name === "AbortError") {
+        const detail = `the service's answer did not come whole within ${API_TIMEOUT_MS / 1000} s; it may or may not have acted`;
+        return { status: 0, timedOut: true, body: { detail } };
+      }
+      return { status: 0, body: { detail: `the service's answer could not be read (${error.message})` } };
+    }
     data = null;
   }
   return { status: response.status, body: data };
