@@ -20,6 +20,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +146,19 @@ class Server(uvicorn.Server):
             await super().startup(sockets)
         except SystemExit:
             self.should_exit = True
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        """uvicorn's, except that the SIGTERM or SIGINT it caught is not raised again once it
+        has shut down: that ended the process there, before the kernel stopped its web side,
+        removed its socket and wrote out its queued log lines (pumpctl/cli/logsetup.py; the
+        audit chain's head "at stop" among them, lost on a loaded machine). Both processes end
+        in order and exit 0."""
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()  # read by uvicorn's own exit, right after this
 
 
 def end_with_parent(parent: int) -> None:
