@@ -6,11 +6,12 @@ writer, pumps, supervisors, ward, controller), its REST API on its Unix socket `
 a temporary data directory, SQLite (`pumpctl db upgrade` first), the real clock, N MQTT pumps
 configured as `[[pumps]]` tables of the config file. Nothing here wires a controller.
 
-Processes and a private Mosquitto (set_tcp_nodelay true, started on a free port):
+Processes and a private Mosquitto (set_tcp_nodelay true and the per-client limits of
+config/mosquitto.conf, started on a free port):
 
 - the simulator: N simulated pumps on one shared connection (`MqttSimulator(shared=True)`),
-  each publishing its status at least once a second while running, plus an echo client on a
-  connection of its own (the QoS 1 floor's far end);
+  each publishing its status on change and as a heartbeat every second on a phase of its own
+  (MQTT contract 2), plus an echo client on a connection of its own (the QoS 1 floor's far end);
 - the kernel, whose N pumps share one broker connection (api/pumps.py: one bus per broker);
 - this one, the bench client: it starts the others, speaks to the kernel over its socket as a
   clinician and a nurse (httpx), measures and prints the table.

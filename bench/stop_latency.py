@@ -80,9 +80,21 @@ async def serial_case(n: int, safe_mode_s: int | None, wire_time: bool) -> list[
         return stops
 
 
+#: The shipped broker configuration, whose per-client sizing the benches' broker runs with.
+SHIPPED_CONF = Path(__file__).resolve().parents[1] / "config" / "mosquitto.conf"
+SIZING_KEYS = ("max_inflight_messages", "max_queued_messages", "max_queued_bytes")
+
+
+def shipped_sizing() -> str:
+    """The per-client limits lines of config/mosquitto.conf (a fleet's broker is sized so)."""
+    lines = SHIPPED_CONF.read_text(encoding="utf-8").splitlines()
+    return "".join(f"{line}\n" for line in lines if line.split(" ", 1)[0] in SIZING_KEYS)
+
+
 @asynccontextmanager
 async def mosquitto() -> AsyncIterator[int]:
-    """A private Mosquitto on a free loopback port; yields the port.
+    """A private Mosquitto on a free loopback port, with the shipped configuration's per-client
+    limits (`shipped_sizing`); yields the port.
 
     Its log (stderr) is read all along, not only up to its "running" line: a pipe nobody reads
     fills up and then blocks the broker on its next log line. At the end the broker's warnings
@@ -98,7 +110,7 @@ async def mosquitto() -> AsyncIterator[int]:
         conf.write_text(
             f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
             "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n"
-            "log_type information\n"
+            f"log_type information\n{shipped_sizing()}"
         )
         proc = await asyncio.create_subprocess_exec(
             binary, "-c", str(conf), stderr=asyncio.subprocess.PIPE

@@ -266,6 +266,15 @@ class Pump(ABC):
     async def read_status(self, *, command_id: str | None = None) -> PumpStatus:
         """Ask the pump for its state now."""
 
+    async def fresh_status(self) -> PumpStatus:
+        """The pump's status for a periodic look (A2's freshness), not necessarily read now.
+
+        A pump that pushes its status (MQTT, contract 2) is answered from the last status it
+        pushed while that is fresh, and asked (`read_status`) only once it is overdue; a pump
+        that speaks only when spoken to (serial) is asked every time, as here. Whoever needs the
+        state at this very instant (a deadline, a virtual clock's settle) calls `read_status`."""
+        return await self.read_status()
+
     @abstractmethod
     async def set_rate(self, rate_ml_h: float, *, command_id: str | None = None) -> PumpStatus:
         """Program the rate (ml/h); allowed while running. Returns the status read after it."""

@@ -1,9 +1,19 @@
 """The pump side of the MQTT contract (interfaces.md section 2) for simulated pumps.
 
-One `MqttPumpServer` per `PumpModel`. A server publishes a retained status on every change of
-its model, at least once a second while running (wire time), at the model's clinical completion,
-and with every ack; it executes commands once per id (the last 1,024 ids are remembered and
-re-acknowledged without re-execution) and honours the model's wire `Faults`.
+One `MqttPumpServer` per `PumpModel`, speaking contract 2 (`MQTT_CONTRACT`) by default. A
+server publishes a retained status on every change of its model, at the model's clinical
+completion, and as a heartbeat every `heartbeat_s` (wire time) in every state, on a phase of its
+own (`heartbeat_phase`: a fraction of the interval drawn from its pump id, so a fleet's
+heartbeats are spread over the interval, never sent together). Each command is answered by its
+ack, which carries the status the command left the pump in (seq + 1), and then by that status on
+the status topic: one round trip confirms a command. It executes commands once per id (the last
+1,024 ids are remembered and re-acknowledged without re-execution) and honours the model's wire
+`Faults`.
+
+`contract=1` serves the contract before version 2 instead (interfaces.md section 2,
+"Versions"): no `contract` or `heartbeat_s` in its statuses, a heartbeat only while running, and
+the status published (and its PUBACK awaited) before each ack. It stands for a pump not yet
+updated, for the tests of the controller that keeps it working.
 
 Connections: by default each server has its own broker connection, so each pump has its own
 last will (`{"state": "offline"}`, retained), fired by the broker when that connection dies.
@@ -11,8 +21,8 @@ last will (`{"state": "offline"}`, retained), fired by the broker when that conn
 pumps need not be a thousand sockets). One connection has one will, so a shared simulator has
 none that speaks for a pump: on a clean shutdown every pump publishes its retained offline
 status, as the per-pump servers do; when the simulator dies abruptly each pump's last retained
-status stays and the driver finds it stale by freshness (A2: a running pump publishes every
-second). A pump's `drop_connection` fault on a shared connection is emulated for that pump
+status stays and the driver finds it stale by freshness (A2: a pump beats every heartbeat).
+A pump's `drop_connection` fault on a shared connection is emulated for that pump
 alone: it publishes the offline status its will would have carried, stops serving for a backoff
 (its commands meanwhile are lost, as on a dropped socket), then comes back with a fresh status.
 The will tests use per-pump connections.
@@ -26,6 +36,7 @@ import contextlib
 import logging
 import socket
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Self
@@ -35,6 +46,7 @@ import aiomqtt
 from drivers.base import PumpState
 from drivers.mqtt import (
     DEFAULT_PREFIX,
+    MQTT_CONTRACT,
     OFFLINE_PAYLOAD,
     AckPayload,
     CommandPayload,
@@ -57,17 +69,18 @@ from drivers.mqtt.bus import (
 from simulator.model import PumpModel, SimulatorError
 
 __all__ = [
+    "HEARTBEAT_S",
     "REMEMBERED_IDS",
-    "STATUS_INTERVAL_S",
     "MqttPumpServer",
     "MqttSimulator",
+    "heartbeat_phase",
     "serve",
 ]
 
 _log = logging.getLogger(__name__)
 
-#: interfaces.md section 2: a running pump publishes its status at least once a second.
-STATUS_INTERVAL_S = 1.0
+#: interfaces.md section 2: the simulated pump's heartbeat (s), said in each of its statuses.
+HEARTBEAT_S = 1.0
 #: interfaces.md section 2: a pump remembers at least its last 1,024 command ids.
 REMEMBERED_IDS = 1024
 #: Keepalive (s): the broker fires the last will after 1.5 keepalives of silence.
@@ -107,6 +120,13 @@ async def keep_connected(
         attempt += 1
 
 
+def heartbeat_phase(pump_id: str, heartbeat_s: float) -> float:
+    """Wire seconds, in (0, heartbeat_s], from a connection to a pump's first heartbeat: a
+    fraction of the interval drawn from its id (CRC-32), the same at every run."""
+    fraction = zlib.crc32(pump_id.encode()) / 2**32
+    return heartbeat_s * (1.0 - fraction)
+
+
 class MqttPumpServer:
     """One simulated pump on a broker: status, commands, acks, last will, faults."""
 
@@ -117,18 +137,27 @@ class MqttPumpServer:
         port: int = 1883,
         *,
         prefix: str = DEFAULT_PREFIX,
-        status_interval_s: float = STATUS_INTERVAL_S,
+        heartbeat_s: float = HEARTBEAT_S,
+        contract: int = MQTT_CONTRACT,
         reconnect_min_s: float = RECONNECT_MIN_S,
         reconnect_max_s: float = RECONNECT_MAX_S,
         username: str | None = None,
         password: str | None = None,
     ) -> None:
+        if not 1 <= contract <= MQTT_CONTRACT:
+            raise ValueError(f"contract must be 1 to {MQTT_CONTRACT}, got {contract}")
+        if not heartbeat_s > 0:
+            raise ValueError(f"heartbeat_s must be > 0, got {heartbeat_s}")
         self.model = model
         self.host = host
         self.port = port
         self._login = {"username": username, "password": password}  # for the client only
         self.topics = Topics.for_pump(model.pump_id, prefix)
-        self.status_interval_s = status_interval_s
+        self.heartbeat_s = heartbeat_s
+        self.contract = contract
+        #: contract 2 and later: status by push (heartbeat in every state), the ack first
+        self.pushes = contract >= 2
+        self.phase_s = heartbeat_phase(model.pump_id, heartbeat_s)
         self.client_id = f"pumpctl-sim-{model.pump_id}-{uuid.uuid4().hex[:8]}"
         self._reconnect = (reconnect_min_s, reconnect_max_s)
         self.seq = 0  # seq of the last status published
@@ -301,20 +330,32 @@ class MqttPumpServer:
 
     # -- status --------------------------------------------------------------------------
 
-    async def _publish_status(self, client: aiomqtt.Client) -> StatusPayload | None:
-        """Publish the model's status now (retained, seq + 1); None while hung (no_reply)."""
+    def _next_status(self) -> StatusPayload | None:
+        """The model's status now, numbered seq + 1 (no status is due after it until the model
+        changes again); None while hung (no_reply)."""
         self._dirty.clear()
         if self.model.faults.no_reply:
             return None
         self.seq += 1
-        payload = StatusPayload.from_status(
-            self.model.status(), seq=self.seq, ts=self.model.clock.now()
+        return StatusPayload.from_status(
+            self.model.status(),
+            seq=self.seq,
+            ts=self.model.clock.now(),
+            heartbeat_s=self.heartbeat_s if self.pushes else None,
         )
+
+    async def _send_status(self, client: aiomqtt.Client, payload: StatusPayload) -> None:
         await bounded(
             client.publish(self.topics.status, payload.to_bytes(), qos=1, retain=True),
             CALL_BOUND_S,
             "status",
         )
+
+    async def _publish_status(self, client: aiomqtt.Client) -> StatusPayload | None:
+        """Publish the model's status now (retained, seq + 1); None while hung (no_reply)."""
+        payload = self._next_status()
+        if payload is not None:
+            await self._send_status(client, payload)
         return payload
 
     async def _publisher(self, client: aiomqtt.Client) -> None:
@@ -324,13 +365,18 @@ class MqttPumpServer:
                 await self._publish_status(client)
 
     async def _ticker(self, client: aiomqtt.Client) -> None:
-        """Wire-time heartbeat: status while running; a pending drop_connection fault."""
+        """Wire-time heartbeat on the pump's own phase (contract 1: only while running); a
+        pending drop_connection fault."""
         del client
+        loop = asyncio.get_running_loop()
+        beat_at = loop.time() + self.phase_s
         while True:
-            await asyncio.sleep(self.status_interval_s)
+            await asyncio.sleep(max(0.0, beat_at - loop.time()))
+            # the next beat on the same grid; one missed (a loaded loop) is skipped, not caught up
+            beat_at = max(beat_at + self.heartbeat_s, loop.time())
             if self._take_drop():
                 return
-            if self.model.state is PumpState.RUNNING:
+            if self.pushes or self.model.state is PumpState.RUNNING:
                 self._dirty.set()
 
     async def _completion_watch(self) -> None:
@@ -410,16 +456,22 @@ class MqttPumpServer:
     async def _answer(
         self, client: aiomqtt.Client, cmd_id: str, error: str | None, message: str | None
     ) -> None:
-        """Publish the status after a command, then its ack carrying that status."""
-        status = await self._publish_status(client)
+        """Contract 2: the ack, carrying the status the command left the pump in, then that
+        status on the status topic (unless a newer one went out meanwhile: the retained status
+        never goes back). Contract 1: the status first, its PUBACK awaited, then the ack."""
+        status = self._next_status()
         if status is None:
             return
+        if not self.pushes:
+            await self._send_status(client, status)
         ack = AckPayload(id=cmd_id, ok=error is None, error=error, message=message, status=status)
         data = ack.to_bytes()
         self._acks[cmd_id] = data
         while len(self._acks) > REMEMBERED_IDS:
             self._acks.popitem(last=False)
         await self._reply(client, data)
+        if self.pushes and self.seq == status.seq:
+            await self._send_status(client, status)
 
     async def _reply(self, client: aiomqtt.Client, data: bytes) -> None:
         faults = self.model.faults
@@ -441,7 +493,8 @@ class MqttSimulator:
         port: int = 1883,
         *,
         prefix: str = DEFAULT_PREFIX,
-        status_interval_s: float = STATUS_INTERVAL_S,
+        heartbeat_s: float = HEARTBEAT_S,
+        contract: int = MQTT_CONTRACT,
         shared: bool = False,
         reconnect_min_s: float = RECONNECT_MIN_S,
         reconnect_max_s: float = RECONNECT_MAX_S,
@@ -455,7 +508,8 @@ class MqttSimulator:
                 host,
                 port,
                 prefix=prefix,
-                status_interval_s=status_interval_s,
+                heartbeat_s=heartbeat_s,
+                contract=contract,
                 reconnect_min_s=reconnect_min_s,
                 reconnect_max_s=reconnect_max_s,
                 username=username,

@@ -4,6 +4,7 @@
 from drivers.mqtt.bus import MqttBus
 from drivers.mqtt.codec import (
     DEFAULT_PREFIX,
+    MQTT_CONTRACT,
     OFFLINE_PAYLOAD,
     AckPayload,
     CommandPayload,
@@ -19,7 +20,9 @@ from drivers.mqtt.codec import (
 )
 from drivers.mqtt.pump import (
     COMMAND_TIMEOUT_S,
+    CONTRACT_1_HEARTBEAT_S,
     LINK_TIMEOUT_S,
+    OVERDUE_FACTOR,
     TCP_NODELAY_OPTION,
     MqttPump,
     backoff_delay,
@@ -28,9 +31,12 @@ from drivers.mqtt.pump import (
 
 __all__ = [
     "COMMAND_TIMEOUT_S",
+    "CONTRACT_1_HEARTBEAT_S",
     "DEFAULT_PREFIX",
     "LINK_TIMEOUT_S",
+    "MQTT_CONTRACT",
     "OFFLINE_PAYLOAD",
+    "OVERDUE_FACTOR",
     "TCP_NODELAY_OPTION",
     "AckPayload",
     "CommandPayload",

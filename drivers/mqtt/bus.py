@@ -38,6 +38,14 @@ attached pumps' link is down (A2) and the bus tries again with backoff, so a bro
 password file is fixed is joined again without a restart. What is logged, once per kind of
 failure, names the broker, the user and that authentication failed; the password never is (it
 is kept in a private attribute, handed only to the client's CONNECT).
+
+Sized for a fleet (interfaces.md section 2, "Sizing for a fleet"): up to `MAX_INFLIGHT` QoS 1
+messages in flight, and every `new_client` client's queues bounded (`MAX_QUEUED`: what the
+broker sent and the loop has not yet routed, and what waits to be sent). The bus routes what
+arrives in batches (`ROUTE_BATCH` a turn, not one loop turn per message, so a burst from a
+thousand pumps is taken up at once) and keeps its receive backlog (`backlog`, `backlog_peak`) and
+what a full queue made it discard (`discarded`: a dropped ack is a false A3, so it is counted
+and logged, never silent).
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ import logging
 import math
 import socket
 import uuid
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -64,6 +72,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_INFLIGHT",
+    "MAX_QUEUED",
+    "ROUTE_BATCH",
     "SUBSCRIBE_BATCH",
     "TCP_NODELAY_OPTION",
     "LinkClient",
@@ -86,6 +96,11 @@ TCP_NODELAY_OPTION = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 MAX_INFLIGHT = 1024
 #: Topics per SUBSCRIBE packet when (re)subscribing every attached pump.
 SUBSCRIBE_BATCH = 200
+#: Bound of a client's queue of messages received and not yet routed, and of its queue of
+#: messages waiting to be sent (every queue bounded; beyond it a message is discarded, counted).
+MAX_QUEUED = 65_536
+#: Messages the bus routes in one turn of the event loop before it lets other work run.
+ROUTE_BATCH = 256
 
 
 _T = TypeVar("_T")
@@ -94,7 +109,27 @@ _T = TypeVar("_T")
 class LinkClient(aiomqtt.Client):
     """An aiomqtt client whose PUBLISH, SUBSCRIBE and UNSUBSCRIBE end with an `MqttError` as soon
     as the connection they were sent on is lost (module docstring), instead of awaiting an
-    acknowledgement that can no longer come. A cancellation passes as before."""
+    acknowledgement that can no longer come. A cancellation passes as before.
+
+    Its receive queue is bounded (aiomqtt discards a message arriving at a full queue):
+    `on_discard` is called for each one discarded, `backlog` is the queue's length and
+    `take_nowait` takes the next message without a turn of the loop."""
+
+    on_discard: Callable[[], None] | None = None
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        if self._queue.full() and self.on_discard is not None:
+            self.on_discard()
+        super()._on_message(client, userdata, message)
+
+    @property
+    def backlog(self) -> int:
+        """Messages received and not yet taken."""
+        return self._queue.qsize()
+
+    def take_nowait(self) -> aiomqtt.Message:
+        """The next message received (`asyncio.QueueEmpty` when none waits)."""
+        return self._queue.get_nowait()
 
     async def publish(self, /, *args: Any, **kwargs: Any) -> None:
         await self._until_lost(super().publish(*args, **kwargs), "publish")
@@ -135,7 +170,9 @@ class LinkClient(aiomqtt.Client):
 def new_client(host: str, port: int, **options: Any) -> LinkClient:
     """An aiomqtt client with TCP_NODELAY and no aiomqtt timeout (module docstring: its calls
     must be bounded by the caller, with `bounded` and `Session`) whose calls end when its
-    connection is lost (`LinkClient`)."""
+    connection is lost (`LinkClient`), its queues bounded by `MAX_QUEUED`."""
+    options.setdefault("max_queued_incoming_messages", MAX_QUEUED)
+    options.setdefault("max_queued_outgoing_messages", MAX_QUEUED)
     return LinkClient(host, port, timeout=math.inf, socket_options=TCP_NODELAY_OPTION, **options)
 
 
@@ -272,6 +309,9 @@ class MqttBus:
         self._linked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.connections = 0  # successful connections (subscriptions made)
+        #: the receive path: its largest backlog seen, and messages discarded at a full queue
+        self.backlog_peak = 0
+        self.discarded = 0
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -313,6 +353,12 @@ class MqttBus:
     def client(self) -> aiomqtt.Client | None:
         """The live client, or None while disconnected."""
         return self._client
+
+    @property
+    def backlog(self) -> int:
+        """Messages received on the live connection and not yet routed (0 while unlinked)."""
+        client = self._client
+        return client.backlog if isinstance(client, LinkClient) else 0
 
     async def wait_linked(self) -> None:
         """Return once the connection is up (bound it with a timeout)."""
@@ -390,6 +436,7 @@ class MqttBus:
                 password=self._password,
             )
             client.pending_calls_threshold = self._max_inflight  # many in flight is the point
+            client.on_discard = self._discard
             try:
                 async with Session(client, self.link_timeout_s):
                     await self._link(client)
@@ -403,6 +450,7 @@ class MqttBus:
                     self.last_failure, self.auth_failed = None, False
                     async for message in client.messages:
                         self._route(message)
+                        self._route_backlog(client)
             except aiomqtt.MqttError as exc:
                 self.last_failure = describe_failure(exc, self.host, self.port, self.username)
                 self.auth_failed = auth_refused(exc)
@@ -434,6 +482,25 @@ class MqttBus:
         self._subscribed = set()
         for pump in list(self._pumps.values()):
             pump._bus_lost(reason)
+
+    def _discard(self) -> None:
+        """The receive queue was full: a message was discarded (aiomqtt logs it too)."""
+        self.discarded += 1
+        if self.discarded == 1 or self.discarded % 1000 == 0:
+            _log.error(
+                "bus %s: %d message(s) discarded at a full receive queue (%d): an ack lost is"
+                " a command unconfirmed (A3)",
+                self.client_id,
+                self.discarded,
+                MAX_QUEUED,
+            )
+
+    def _route_backlog(self, client: LinkClient) -> None:
+        """Route what else has arrived, up to `ROUTE_BATCH` messages, in this turn."""
+        backlog = client.backlog
+        self.backlog_peak = max(self.backlog_peak, backlog + 1)  # with the one just routed
+        for _ in range(min(backlog, ROUTE_BATCH)):
+            self._route(client.take_nowait())
 
     def _route(self, message: aiomqtt.Message) -> None:
         """Hand one message to the pump whose topic it is (none: unsubscribed meanwhile)."""

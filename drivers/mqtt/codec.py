@@ -3,6 +3,10 @@
 Shared by the driver (controller side) and the simulator (pump side): one codec. Every
 incoming payload is validated strictly (types, ranges, no unknown keys); a payload that fails
 raises `PayloadError` naming the field, and the caller logs it and never acts on it.
+
+Contract versions: a status of contract 2 (`MQTT_CONTRACT`) names its `contract` and the pump's
+`heartbeat_s`; one without either is contract 1 (interfaces.md section 2, "Versions"), still
+accepted; a contract above `MQTT_CONTRACT` is malformed.
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from drivers.base import Alarm, PumpState, PumpStatus
 
 __all__ = [
     "DEFAULT_PREFIX",
+    "MAX_HEARTBEAT_S",
     "MAX_PAYLOAD_BYTES",
     "MAX_RATE_ML_H",
     "MAX_SEQ",
     "MAX_VOLUME_ML",
+    "MQTT_CONTRACT",
     "OFFLINE_PAYLOAD",
     "AckPayload",
     "CommandPayload",
@@ -37,8 +43,12 @@ __all__ = [
     "decode_status",
 ]
 
-#: Topic prefix of interfaces.md section 2.
+#: Topic prefix of interfaces.md section 2 (its `v1` is the topics' layout, not the contract).
 DEFAULT_PREFIX = "pumpctl/v1"
+#: The version of interfaces.md section 2 this codec speaks (a status without one is 1).
+MQTT_CONTRACT = 2
+#: Largest heartbeat interval (s) a contract-2 status may announce.
+MAX_HEARTBEAT_S = 60.0
 #: Largest payload either side parses; anything bigger is malformed by definition.
 MAX_PAYLOAD_BYTES = 16 * 1024
 #: The last will (and clean-shutdown message) a pump leaves retained on its status topic.
@@ -105,10 +115,13 @@ _Id = Annotated[str, Field(min_length=1, max_length=128)]
 
 
 class StatusPayload(BaseModel):
-    """A pump's status: state, rate, VTBI, volume infused, alarms, `seq` and `ts`."""
+    """A pump's status: state, rate, VTBI, volume infused, alarms, `seq` and `ts`; from contract
+    2 on also `contract` and `heartbeat_s` (both absent: a contract-1 pump)."""
 
     model_config = _STRICT
 
+    contract: Annotated[int, Field(ge=2, le=MQTT_CONTRACT)] | None = None
+    heartbeat_s: Annotated[float, Field(gt=0, le=MAX_HEARTBEAT_S)] | None = None
     state: PumpState
     rate_ml_h: _Rate
     vtbi_ml: _Volume
@@ -123,10 +136,28 @@ class StatusPayload(BaseModel):
             raise ValueError(f"ts {self.ts.isoformat()} must be in UTC")
         return self
 
+    @model_validator(mode="after")
+    def _heartbeat_iff_contract(self) -> Self:
+        if self.contract is not None and self.heartbeat_s is None:
+            raise ValueError(f"heartbeat_s is required with contract {self.contract}")
+        if self.contract is None and self.heartbeat_s is not None:
+            raise ValueError("heartbeat_s needs a contract (2 or later)")
+        return self
+
+    @property
+    def version(self) -> int:
+        """The contract this status speaks (1 when it names none)."""
+        return self.contract or 1
+
     @classmethod
-    def from_status(cls, status: PumpStatus, *, seq: int, ts: datetime) -> Self:
-        """The payload a pump publishes for `status`, numbered `seq`, stamped `ts` (its clock)."""
+    def from_status(
+        cls, status: PumpStatus, *, seq: int, ts: datetime, heartbeat_s: float | None
+    ) -> Self:
+        """The payload a pump publishes for `status`, numbered `seq`, stamped `ts` (its clock):
+        contract 2 announcing `heartbeat_s`, or with None the contract-1 payload."""
         return cls(
+            contract=None if heartbeat_s is None else MQTT_CONTRACT,
+            heartbeat_s=heartbeat_s,
             state=status.state,
             rate_ml_h=status.rate_ml_h,
             vtbi_ml=status.vtbi_ml,
@@ -149,8 +180,8 @@ class StatusPayload(BaseModel):
         )
 
     def to_bytes(self) -> bytes:
-        """Compact UTF-8 JSON."""
-        return self.model_dump_json().encode()
+        """Compact UTF-8 JSON (a contract-1 status without the keys it does not have)."""
+        return self.model_dump_json(exclude_none=True).encode()
 
 
 class OfflinePayload(BaseModel):

@@ -11,6 +11,14 @@ or the pump is offline (A2), and with `PumpTimeout` when no valid ack arrives wi
 timeout (A3); a command whose publish is in flight when the link drops fails at once with
 `PumpConnectionError` (the publish ends with the connection, bus.py `LinkClient`), never waits
 out its timeout. Link health is the bus's connection plus the pump's own freshness and last will.
+
+Status by push (contract 2, interfaces.md section 2): the pump publishes its status on change
+and as a heartbeat every `heartbeat_s`, which each status names. `fresh_status` answers from the
+last status pushed (or carried by an ack) while it is fresh, and asks the pump (`status`) only
+once it is overdue: no live contact for `OVERDUE_FACTOR` x the heartbeat, capped at half the link
+timeout. A contract-1 pump (no heartbeat named) is taken to beat every `CONTRACT_1_HEARTBEAT_S`
+while running and is asked whenever overdue otherwise, as it always was asked. A2 does not rest
+on the asks: `is_stale` (the link timeout) holds whether or not one was sent.
 """
 
 from __future__ import annotations
@@ -50,7 +58,9 @@ from drivers.mqtt.codec import (
 
 __all__ = [
     "COMMAND_TIMEOUT_S",
+    "CONTRACT_1_HEARTBEAT_S",
     "LINK_TIMEOUT_S",
+    "OVERDUE_FACTOR",
     "TCP_NODELAY_OPTION",
     "MqttBus",
     "MqttPump",
@@ -64,6 +74,11 @@ _log = logging.getLogger(__name__)
 COMMAND_TIMEOUT_S = 2.0
 #: A3: resends (same id) prompted by malformed acks, within one command timeout.
 MAX_RESENDS = 2
+#: A pushed status is overdue once no live status or ack came for this many heartbeats.
+OVERDUE_FACTOR = 1.5
+#: The heartbeat assumed of a contract-1 pump (it publishes at least once a second while
+#: running, and names no heartbeat).
+CONTRACT_1_HEARTBEAT_S = 1.0
 
 
 def parse_broker(text: str) -> tuple[str, int]:
@@ -142,6 +157,11 @@ class MqttPump(Pump):
         self._last_seq: int | None = None  # highest seq accepted since the pump came online
         self._ever_linked = False
         self.reconnections = 0  # links regained after the first (for supervision)
+        #: the contract the pump's statuses speak (None before the first) and the heartbeat
+        #: its last status named (None for contract 1)
+        self.contract: int | None = None
+        self.heartbeat_s: float | None = None
+        self.asks = 0  # `status` commands sent (a status overdue, or a caller asking now)
         #: connect() that finds no link (broker down or refusing, pump offline or silent)
         #: returns with the pump unlinked (A2), its bus retrying, instead of raising.
         self.start_unlinked = start_unlinked
@@ -271,12 +291,72 @@ class MqttPump(Pump):
             self._touch()
         if self._last_seq is not None and payload.seq <= self._last_seq:
             return
+        self._learn_contract(payload)
         if self._last_seq is not None and payload.seq != self._last_seq + 1:
             _log.info(
                 "pump %s: status seq jumped %d -> %d", self.pump_id, self._last_seq, payload.seq
             )
         self._last_seq = payload.seq
         self._broadcast.publish(payload.to_status(self.pump_id, self._last_contact or 0.0))
+
+    def _learn_contract(self, payload: StatusPayload) -> None:
+        """Note the contract and heartbeat the pump speaks; say so when it changes."""
+        heartbeat = payload.heartbeat_s
+        if payload.version == self.contract and heartbeat == self.heartbeat_s:
+            return
+        self.contract, self.heartbeat_s = payload.version, heartbeat
+        if heartbeat is None:
+            _log.info(
+                "pump %s speaks MQTT contract %d (no heartbeat): its status is asked for when"
+                " overdue, %.2f s after the last contact",
+                self.pump_id,
+                payload.version,
+                self.overdue_s,
+            )
+            return
+        _log.debug(  # the usual case: one line per pump at every start would be noise
+            "pump %s speaks MQTT contract %d, heartbeat %g s: its status is asked for only when"
+            " overdue, %.2f s after the last contact",
+            self.pump_id,
+            payload.version,
+            heartbeat,
+            self.overdue_s,
+        )
+        if heartbeat > self.link_timeout_s / 3:
+            _log.warning(
+                "pump %s: heartbeat %g s is more than a third of the link timeout (%g s, A2):"
+                " its status is asked for whenever it is %.2f s old",
+                self.pump_id,
+                heartbeat,
+                self.link_timeout_s,
+                self.overdue_s,
+            )
+
+    @property
+    def overdue_s(self) -> float:
+        """Wire seconds after the last live contact at which the pump's status is overdue:
+        `OVERDUE_FACTOR` heartbeats, never more than half the link timeout (A2)."""
+        heartbeat = self.heartbeat_s if self.heartbeat_s is not None else CONTRACT_1_HEARTBEAT_S
+        return min(OVERDUE_FACTOR * heartbeat, self.link_timeout_s / 2)
+
+    def status_overdue(self, now: float | None = None) -> bool:
+        """True when the status pushed last cannot stand for the pump's state now: none yet,
+        the pump offline or unlinked, or no live contact within `overdue_s`."""
+        last, contact = self._broadcast.last, self._last_contact
+        if last is None or contact is None or not self.connected:
+            return True
+        if last.state is PumpState.OFFLINE:
+            return True
+        if now is None:
+            now = asyncio.get_running_loop().time()
+        return now - contact > self.overdue_s
+
+    async def fresh_status(self) -> PumpStatus:
+        """The last status pushed while it is fresh; asked for (`status`) once it is overdue."""
+        last = self._broadcast.last
+        if last is not None and not self.status_overdue():
+            return last
+        return await self.read_status()
 
     def _went_offline(self) -> None:
         """The pump's last will: it is offline (A2); pending commands cannot be answered."""
@@ -385,6 +465,7 @@ class MqttPump(Pump):
 
     async def read_status(self, *, command_id: str | None = None) -> PumpStatus:
         """Ask the pump for its state now (`status` command)."""
+        self.asks += 1
         return await self._command("read_status", Op.STATUS, command_id)
 
     async def set_rate(self, rate_ml_h: float, *, command_id: str | None = None) -> PumpStatus:

@@ -10,11 +10,12 @@ from typing import Annotated
 
 import typer
 
-from drivers.mqtt import DEFAULT_PREFIX, parse_broker
+from drivers.mqtt import DEFAULT_PREFIX, MQTT_CONTRACT, parse_broker
+from drivers.mqtt.codec import MAX_HEARTBEAT_S
 from pumpctl.clock import RealClock, ScaledClock, parse_clock
 from simulator.control import ControlServer
 from simulator.model import PumpModel
-from simulator.mqtt_server import MqttSimulator
+from simulator.mqtt_server import HEARTBEAT_S, MqttSimulator
 from simulator.mqtt_server import serve as serve_mqtt
 from simulator.serial_server import serve as serve_serial
 
@@ -32,11 +33,26 @@ def mqtt(
     control_port: Annotated[
         int, typer.Option(min=0, max=65535, help="Control port on loopback (0: any free).")
     ] = 0,
+    *,
+    heartbeat: Annotated[
+        float,
+        typer.Option(min=0.01, max=MAX_HEARTBEAT_S, help="Seconds between two heartbeat statuses."),
+    ] = HEARTBEAT_S,
+    contract: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=MQTT_CONTRACT,
+            help="MQTT contract spoken (1: a pump not yet updated, docs/interfaces.md 2).",
+        ),
+    ] = MQTT_CONTRACT,
 ) -> None:
     """Serve simulated MQTT pumps pump-1..pump-N until SIGINT/SIGTERM.
 
     The first line printed is JSON naming the broker, each pump's topics and the control
     interface (simulator/control.py: inject faults and alarms, one JSON object per line).
+    Each pump publishes its status on every change and as a heartbeat every `--heartbeat`
+    seconds (contract 2), on a phase of its own.
     """
     try:
         host, port = parse_broker(broker)
@@ -47,7 +63,9 @@ def mqtt(
         raise typer.BadParameter("--clock must be real or scaled:FACTOR for a served simulator")
     models = [PumpModel(f"pump-{n}", pump_clock) for n in range(1, pumps + 1)]
     try:
-        simulator = MqttSimulator(models, host, port, prefix=prefix)
+        simulator = MqttSimulator(
+            models, host, port, prefix=prefix, heartbeat_s=heartbeat, contract=contract
+        )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
 

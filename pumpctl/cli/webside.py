@@ -54,6 +54,7 @@ WEB_SETTINGS = frozenset(
         "clock",
         "bench",
         "link",
+        "broker",  # HOST:PORT only (no password): simulated MQTT pumps need it to validate
         "web_user",
         "stop_answer_s",  # the nurse's press is answered by the web side within it (+5 s)
     }

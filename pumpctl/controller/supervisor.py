@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from drivers.base import Alarm, Pump, PumpError, PumpState, PumpStatus
-from pumpctl.clock import Clock, independent_time
+from pumpctl.clock import Clock, RealClock, independent_time
 from pumpctl.controller.carry import (
     COMMAND_TIMEOUT_S,
     RATE_TOLERANCE_ML_H,
@@ -76,8 +76,9 @@ __all__ = ["POLL_INTERVAL_S", "WRITE_AHEAD_S", "PumpSupervisor", "Recorder", "le
 
 _log = logging.getLogger("pumpctl.controller")
 
-#: Wire seconds between two status reads of an idle link (A2 freshness; MQTT pumps publish
-#: only on change while stopped, so the supervisor asks).
+#: Wire seconds between two looks at an idle link's status (A2 freshness): a serial pump is
+#: read each time; on the real clock an MQTT pump's driver answers from the status it pushed
+#: while that is fresh and asks only once it is overdue (`Pump.fresh_status`).
 POLL_INTERVAL_S = 1.0
 #: Command ids skipped after a restart (only stops can have left unrecorded).
 RECOVERY_ID_GAP = 100
@@ -140,8 +141,16 @@ class PumpSupervisor:
     _fates: set[asyncio.Handle] = field(default_factory=set)  # fates due next loop turn
     _closing: bool = False  # `run` is ending: no command starts
     _valid_at: float | None = None  # loop time of the last valid status (A2: not a bad read)
+    # Whether the poller's looks may be answered from a status the pump pushed (MQTT contract
+    # 2, `Pump.fresh_status`): only while clinical time runs at the wire's pace (the real clock),
+    # where a pushed status is at most its overdue bound (wire seconds) old. On a scaled clock a
+    # status 1 s old is `factor` s of clinical time old (80 min at 4800x: a volume far behind,
+    # a false L3 under-infusion); on the virtual clock an advance moves clinical time in no wire
+    # time. There, as before, every look asks the pump.
+    _pushed_looks: bool = False
 
     def __post_init__(self) -> None:
+        self._pushed_looks = isinstance(self.clock, RealClock)
         self._idle.set()
         if self.envelope_time is None:
             self.envelope_time = independent_time(self.clock)
@@ -589,11 +598,17 @@ class PumpSupervisor:
         if self.state is not None:
             self.submit(LinkLost())
 
-    async def poll_once(self) -> None:
-        """Read the pump's status once (bounded by the command timeout) and process it."""
+    async def poll_once(self, *, pushed: bool = False) -> None:
+        """Read the pump's status once (bounded by the command timeout) and process it; with
+        `pushed` (the poller's periodic look), a status the pump pushed will do while it is
+        fresh (`Pump.fresh_status`). A deadline and the virtual clock's settle read the state
+        at that instant (`read_status`)."""
         try:
             async with asyncio.timeout(self.command_timeout_s):
-                status = await self.pump.read_status()
+                if pushed:
+                    status = await self.pump.fresh_status()
+                else:
+                    status = await self.pump.read_status()
         except (PumpError, TimeoutError) as error:
             _log.debug("pump %s: status read failed: %s", self.pump.pump_id, error)
             return
@@ -681,14 +696,18 @@ class PumpSupervisor:
             # no read while a command or a stop is carried: it would take the line between a
             # stop and its retry (A3), and the stop's own read-back says what the pump does
             if self._in_flight is None and not self._stops:
-                await self.poll_once()
+                await self.poll_once(pushed=self._pushed_looks)
             await asyncio.sleep(self.poll_interval_s)
 
     async def _watchdog(self) -> None:
+        # A phase of its own too (the first look within one period, as before): a fleet's
+        # watchdogs do not all wake on one beat.
+        period = min(0.5, self.pump.link_timeout_s / 4)
+        await asyncio.sleep(random.uniform(0, period))  # noqa: S311 - not crypto
         while True:
-            await asyncio.sleep(min(0.5, self.pump.link_timeout_s / 4))
             if self.pump.is_stale() or self._only_bad_reads():
                 self.on_link_lost()
+            await asyncio.sleep(period)
 
     def _only_bad_reads(self) -> bool:
         """A2: statuses came, but none valid (bad reads) for longer than the link timeout."""

@@ -68,6 +68,39 @@ async def test_simulate_mqtt_serves_pumps_and_the_pump_cli_reads_them(broker) ->
     assert list(seen_offline.values()) == [{"state": "offline"}] * 2
 
 
+async def test_simulate_mqtt_pumps_beat_at_the_heartbeat_given(broker) -> None:
+    """`--heartbeat S`: each status names it (contract 2) and a stopped pump beats unasked;
+    `--contract 1` serves the contract before it (no `contract`, no beat while stopped)."""
+    address = f"{broker.host}:{broker.port}"
+    async with (
+        simulate_mqtt("--broker", address, "--heartbeat", "0.2"),
+        aiomqtt.Client(broker.host, broker.port) as client,
+    ):
+        await client.subscribe("pumpctl/v1/pumps/pump-1/status", qos=1)
+        beats = []
+        async with asyncio.timeout(BOUND_S):
+            async for message in client.messages:
+                beats.append(json.loads(message.payload))  # type: ignore[arg-type]
+                if len(beats) == 3:  # the retained status, then two beats
+                    break
+        assert [(b["contract"], b["heartbeat_s"], b["state"]) for b in beats] == [
+            (2, 0.2, "stopped")
+        ] * 3
+        assert beats[2]["seq"] == beats[1]["seq"] + 1
+    async with (
+        simulate_mqtt("--broker", address, "--contract", "1"),
+        aiomqtt.Client(broker.host, broker.port) as client,
+    ):
+        await client.subscribe("pumpctl/v1/pumps/pump-1/status", qos=1)
+        async with asyncio.timeout(BOUND_S):
+            async for message in client.messages:
+                status = json.loads(message.payload)  # type: ignore[arg-type]
+                if status != {"state": "offline"}:  # the first run's clean stop, retained
+                    break
+        assert "contract" not in status
+        assert "heartbeat_s" not in status
+
+
 def test_simulate_mqtt_refuses_a_bad_broker_address() -> None:
     """A malformed --broker is a usage error naming the option; nothing is served."""
     result = subprocess.run(

@@ -9,11 +9,13 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 import pytest
 
 from drivers.base import PumpConnectionError, PumpState
@@ -181,3 +183,53 @@ async def test_pumpctl_without_credentials_is_refused_by_the_shipped_conf(
     pump = MqttPump("pump-1", "127.0.0.1", secured_broker, link_timeout_s=1.0)
     with pytest.raises(PumpConnectionError, match="refused authentication as anonymous"):
         await pump.connect()
+
+
+#: A burst to the controller's one connection: 1,000 pumps' statuses and acks several times over.
+BURST = 5000
+
+
+def test_shipped_conf_drops_nothing_to_a_controller_that_reads_slower_than_a_fleet_burst(
+    secured_broker: int,
+) -> None:
+    """interfaces.md section 2, "Sizing for a fleet": a burst of QoS 1 statuses to the
+    controller, which takes each message more slowly than they come (a busy loop), is queued
+    by the broker, never dropped: Mosquitto's defaults (20 in flight, 1,000 queued) dropped
+    most of such a burst, and a dropped ack is a false A3."""
+    port, topic = secured_broker, "pumpctl/v1/pumps/pump-1/status"
+    received: list[int] = []
+    all_in, subscribed = threading.Event(), threading.Event()
+
+    def on_message(c: Any, userdata: Any, message: Any) -> None:
+        del c, userdata, message
+        time.sleep(0.0005)  # the controller slower than the burst (its loop busy elsewhere)
+        received.append(1)
+        if len(received) == BURST:
+            all_in.set()
+
+    controller = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="controller-burst")
+    controller.username_pw_set("controller", PASSWORD)
+    controller.on_message = on_message
+    controller.on_subscribe = lambda *_: subscribed.set()
+    pump = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="pump-1-burst")
+    pump.username_pw_set("pump-1", PASSWORD)
+    pump.max_inflight_messages_set(BURST)
+    controller.connect("127.0.0.1", port)
+    controller.loop_start()
+    try:
+        controller.subscribe(topic, qos=1)
+        assert subscribed.wait(BOUND_S)
+        pump.connect("127.0.0.1", port)
+        pump.loop_start()
+        try:
+            sent = [pump.publish(topic, b'{"state":"running"}', qos=1) for _ in range(BURST)]
+            for info in sent:
+                info.wait_for_publish(BOUND_S)
+            assert all_in.wait(60.0), f"{len(received)} of {BURST} reached the controller"
+        finally:
+            pump.loop_stop()
+            pump.disconnect()
+    finally:
+        controller.loop_stop()
+        controller.disconnect()
+    assert len(received) == BURST

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import aiomqtt
 
 from drivers.base import PumpState, PumpStatus
-from drivers.mqtt import MqttBus, MqttPump
+from drivers.mqtt import MQTT_CONTRACT, MqttBus, MqttPump
 from pumpctl.clock import VirtualClock
 from simulator.model import PumpModel
 from simulator.mqtt_server import MqttPumpServer
@@ -88,17 +88,20 @@ async def mqtt_env(
     *,
     command_timeout_s: float = COMMAND_TIMEOUT_S,
     link_timeout_s: float = LINK_TIMEOUT_S,
-    status_interval_s: float = 1.0,
+    heartbeat_s: float = 1.0,
+    contract: int = MQTT_CONTRACT,
     bus: bool = False,
 ) -> AsyncIterator[MqttEnv]:
-    """Serve one simulated pump on `broker` and yield a driver connected to it (with `bus`, on
-    a shared connection that also carries a neighbour pump)."""
+    """Serve one simulated pump on `broker` (speaking `contract`, beating every `heartbeat_s`)
+    and yield a driver connected to it (with `bus`, on a shared connection that also carries a
+    neighbour pump)."""
     model = PumpModel(f"mqtt-{next(_ids)}", clock)
     server = MqttPumpServer(
         model,
         broker.host,
         broker.port,
-        status_interval_s=status_interval_s,
+        heartbeat_s=heartbeat_s,
+        contract=contract,
         reconnect_max_s=0.5,
     )
     async with AsyncExitStack() as stack:

@@ -12,23 +12,26 @@ import pytest
 from mqtt_env import Spy, spy
 
 from drivers.base import Alarm
-from drivers.mqtt import decode_status
+from drivers.mqtt import MQTT_CONTRACT, decode_status
 from pumpctl.clock import VirtualClock
 from simulator.model import PumpModel
 from simulator.mqtt_server import REMEMBERED_IDS, MqttPumpServer, MqttSimulator
 
 pytestmark = pytest.mark.mosquitto
 
-STATUS_KEYS = {"state", "rate_ml_h", "vtbi_ml", "volume_infused_ml", "alarms", "seq", "ts"}
+CONTRACT_1_KEYS = {"state", "rate_ml_h", "vtbi_ml", "volume_infused_ml", "alarms", "seq", "ts"}
+STATUS_KEYS = CONTRACT_1_KEYS | {"contract", "heartbeat_s"}
 
 
 @asynccontextmanager
 async def served(
-    clock: VirtualClock, broker, *, status_interval_s: float = 1.0
+    clock: VirtualClock, broker, *, heartbeat_s: float = 1.0, contract: int = MQTT_CONTRACT
 ) -> AsyncIterator[tuple[MqttPumpServer, Spy]]:
     """One simulated pump online, and a spy on its status and ack topics (retained consumed)."""
     model = PumpModel("sim-1", clock)
-    server = MqttPumpServer(model, broker.host, broker.port, status_interval_s=status_interval_s)
+    server = MqttPumpServer(
+        model, broker.host, broker.port, heartbeat_s=heartbeat_s, contract=contract
+    )
     async with server:
         async with asyncio.timeout(10):
             await server.online.wait()
@@ -55,30 +58,35 @@ async def test_announces_a_retained_status_stamped_with_its_clinical_clock(
         assert message.retain
         body = json.loads(message.payload)  # type: ignore[arg-type]
         assert set(body) == STATUS_KEYS
+        assert (body["contract"], body["heartbeat_s"]) == (2, 1.0)
         assert body["state"] == "stopped"
         assert datetime.fromisoformat(body["ts"]) == clock.now()
         decode_status(message.payload)  # type: ignore[arg-type]  # our own codec accepts it
 
 
-async def test_every_command_is_acked_with_the_status_it_published(
+COMMANDS: list[dict[str, object]] = [
+    {"op": "set_vtbi", "vtbi_ml": 100},
+    {"op": "set_rate", "rate_ml_h": 120},
+    {"op": "start"},
+    {"op": "status"},
+    {"op": "stop"},
+    {"op": "clear_volume"},
+]
+
+
+async def test_every_command_is_acked_first_with_the_status_it_left(
     clock: VirtualClock, broker
 ) -> None:
-    """Each command: a status (seq + 1) then its ack carrying that same status."""
-    async with served(clock, broker) as (server, watcher):
+    """Contract 2, one round trip (A3): each command's ack comes first and carries the status
+    the command left the pump in (seq + 1); the same status follows on the status topic."""
+    async with served(clock, broker, heartbeat_s=30) as (server, watcher):
         seqs = []
-        for i, body in enumerate(
-            [
-                {"op": "set_vtbi", "vtbi_ml": 100},
-                {"op": "set_rate", "rate_ml_h": 120},
-                {"op": "start"},
-                {"op": "status"},
-                {"op": "stop"},
-                {"op": "clear_volume"},
-            ]
-        ):
+        for i, body in enumerate(COMMANDS):
             await watcher.publish(server.topics.cmd, json.dumps({"id": f"c{i}", **body}))
+            first = await watcher.next(f"{server.topics.status[: -len('status')]}+")
+            assert first.topic.value == server.topics.ack  # the ack, before any status
+            ack = json.loads(first.payload)  # type: ignore[arg-type]
             status = await watcher.next_json(server.topics.status)
-            ack = await watcher.next_json(server.topics.ack)
             assert ack == {"id": f"c{i}", "ok": True, "status": status}
             seqs.append(status["seq"])
         assert seqs == list(range(seqs[0], seqs[0] + 6))
@@ -86,9 +94,56 @@ async def test_every_command_is_acked_with_the_status_it_published(
         assert server.model.status().vtbi_ml == 100
 
 
+async def test_a_contract_1_pump_publishes_its_status_before_the_ack(
+    clock: VirtualClock, broker
+) -> None:
+    """`contract=1` serves the contract before version 2 (interfaces.md section 2, "Versions"):
+    no `contract` or `heartbeat_s`, the status first, then the ack carrying it."""
+    async with served(clock, broker, contract=1) as (server, watcher):
+        for i, body in enumerate(COMMANDS):
+            await watcher.publish(server.topics.cmd, json.dumps({"id": f"c{i}", **body}))
+            first = await watcher.next(f"{server.topics.status[: -len('status')]}+")
+            assert first.topic.value == server.topics.status  # the status, before its ack
+            status = json.loads(first.payload)  # type: ignore[arg-type]
+            assert set(status) == CONTRACT_1_KEYS
+            ack = await watcher.next_json(server.topics.ack)
+            assert ack == {"id": f"c{i}", "ok": True, "status": status}
+            assert decode_status(first.payload).version == 1  # type: ignore[arg-type]
+
+
+async def test_a_heartbeat_in_every_state_and_a_status_on_every_change(
+    clock: VirtualClock, broker
+) -> None:
+    """Status by push: a stopped pump beats as a running one does (seq + 1 each, unasked);
+    a change is published at once, between beats."""
+    async with served(clock, broker, heartbeat_s=0.1) as (server, watcher):
+        beats = [await watcher.next_json(server.topics.status, bound_s=2) for _ in range(3)]
+        assert [b["state"] for b in beats] == ["stopped"] * 3
+        assert [b["seq"] for b in beats] == list(range(beats[0]["seq"], beats[0]["seq"] + 3))
+        assert all(b["heartbeat_s"] == 0.1 for b in beats)
+        assert sum(server.executed.values()) == 0  # nobody asked
+        server.model.set_rate(40)  # a change on the pump itself (its keypad)
+        while (status := await watcher.next_json(server.topics.status, bound_s=2))[
+            "rate_ml_h"
+        ] != 40:
+            pass
+        assert status["state"] == "stopped"
+
+
+async def test_a_contract_1_pump_beats_only_while_running(clock: VirtualClock, broker) -> None:
+    """The contract before version 2: no heartbeat while stopped (it was asked instead)."""
+    async with served(clock, broker, heartbeat_s=0.05, contract=1) as (server, watcher):
+        with pytest.raises(TimeoutError):
+            await watcher.next(server.topics.status, bound_s=0.3)  # six beats' time: none
+        await command(watcher, server, {"id": "r", "op": "set_rate", "rate_ml_h": 60})
+        await command(watcher, server, {"id": "s", "op": "start"})
+        ticks = [await watcher.next_json(server.topics.status, bound_s=2) for _ in range(3)]
+        assert [t["state"] for t in ticks] == ["running"] * 3
+
+
 async def test_running_pump_publishes_at_least_every_interval(clock: VirtualClock, broker) -> None:
     """A running pump reports unasked on its wire-time ticker, seq + 1 each time."""
-    async with served(clock, broker, status_interval_s=0.05) as (server, watcher):
+    async with served(clock, broker, heartbeat_s=0.05) as (server, watcher):
         await command(watcher, server, {"id": "r", "op": "set_rate", "rate_ml_h": 60})
         await command(watcher, server, {"id": "s", "op": "start"})
         ticks = [await watcher.next_json(server.topics.status, bound_s=2) for _ in range(3)]
@@ -228,10 +283,12 @@ async def test_no_reply_hangs_the_pump(clock: VirtualClock, broker) -> None:
 
 async def test_drop_connection_fires_the_will_then_reconnects(clock: VirtualClock, broker) -> None:
     """drop_connection: abrupt close -> the broker publishes the will; the pump comes back."""
-    async with served(clock, broker, status_interval_s=0.05) as (server, watcher):
+    async with served(clock, broker, heartbeat_s=0.05) as (server, watcher):
         server.model.faults.drop_connection = True  # picked up by the ticker
-        will = await watcher.next(server.topics.status)
-        assert json.loads(will.payload) == {"state": "offline"}  # type: ignore[arg-type]
+        while json.loads((await watcher.next(server.topics.status)).payload) != {  # type: ignore[arg-type]
+            "state": "offline"
+        }:
+            pass  # heartbeats sent before the fault was picked up
         back = await watcher.next_json(server.topics.status)
         assert back["state"] == "stopped"
         assert server.connections == 2

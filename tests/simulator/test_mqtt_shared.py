@@ -8,6 +8,7 @@ offline status per pump on a clean shutdown, and a drop_connection fault emulate
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -19,14 +20,14 @@ from drivers.base import PumpState
 from drivers.mqtt import MqttBus, MqttPump
 from pumpctl.clock import VirtualClock
 from simulator.model import PumpModel
-from simulator.mqtt_server import MqttSimulator
+from simulator.mqtt_server import MqttSimulator, heartbeat_phase
 
 pytestmark = pytest.mark.mosquitto
 
 
 @asynccontextmanager
 async def shared_sim(
-    clock: VirtualClock, broker, n: int, *, status_interval_s: float = 1.0
+    clock: VirtualClock, broker, n: int, *, heartbeat_s: float = 1.0
 ) -> AsyncIterator[MqttSimulator]:
     """`n` simulated pumps on one shared connection, all online."""
     models = [PumpModel(f"shared-{i}", clock) for i in range(n)]
@@ -35,7 +36,7 @@ async def shared_sim(
         broker.host,
         broker.port,
         shared=True,
-        status_interval_s=status_interval_s,
+        heartbeat_s=heartbeat_s,
         reconnect_max_s=0.5,
     )
     async with sim:
@@ -86,8 +87,8 @@ async def test_a_command_is_executed_and_acked_by_its_own_pump_only(
 
 
 async def test_running_pumps_each_publish_every_interval(clock: VirtualClock, broker) -> None:
-    """interfaces.md section 2: at least one status a second while running, every pump."""
-    async with shared_sim(clock, broker, 4, status_interval_s=0.05) as sim:
+    """interfaces.md section 2: a heartbeat every interval, every pump."""
+    async with shared_sim(clock, broker, 4, heartbeat_s=0.05) as sim:
         for server in sim.servers.values():
             server.model.set_vtbi(100)
             server.model.set_rate(60)
@@ -100,6 +101,31 @@ async def test_running_pumps_each_publish_every_interval(clock: VirtualClock, br
                     message = await watcher.next("#")
                     if not message.retain:
                         counts[message.topic.value] += 1
+
+
+async def test_the_heartbeats_of_a_fleet_are_spread_over_the_interval(
+    clock: VirtualClock, broker
+) -> None:
+    """Nothing on one beat: each pump beats on a phase of its own (drawn from its id), so the
+    first heartbeats of pumps that came online together arrive across the interval."""
+    n, heartbeat_s = 20, 0.5
+    phases = sorted(heartbeat_phase(f"shared-{i}", heartbeat_s) for i in range(n))
+    assert all(0 < p <= heartbeat_s for p in phases)
+    slices = collections.Counter(int(p / (heartbeat_s / 10)) for p in phases)
+    assert max(slices.values()) <= n // 3  # no tenth of the interval carries a third of them
+    loop = asyncio.get_running_loop()
+    async with shared_sim(clock, broker, n, heartbeat_s=heartbeat_s) as sim:
+        assert sorted(s.phase_s for s in sim.servers.values()) == phases
+        topics = [s.topics.status for s in sim.servers.values()]
+        async with spy(broker, *topics) as watcher:
+            first: dict[str, float] = {}
+            async with asyncio.timeout(RELINK_BOUND_S):
+                while len(first) < n:
+                    message = await watcher.next("#")
+                    if not message.retain:
+                        first.setdefault(message.topic.value, loop.time())
+        # on one beat they would all come within a few ms; spread, over most of the interval
+        assert max(first.values()) - min(first.values()) >= heartbeat_s / 2
 
 
 async def test_clean_shutdown_leaves_every_pump_offline_retained(
@@ -119,12 +145,13 @@ async def test_clean_shutdown_leaves_every_pump_offline_retained(
 async def test_drop_connection_is_emulated_for_that_pump_alone(clock: VirtualClock, broker) -> None:
     """The fault takes one pump offline (its will's payload), then it comes back; the others and
     the shared connection are untouched."""
-    async with shared_sim(clock, broker, 2, status_interval_s=0.05) as sim:
+    async with shared_sim(clock, broker, 2, heartbeat_s=0.05) as sim:
         dropped, other = sim.servers["shared-0"], sim.servers["shared-1"]
         async with spy(broker, dropped.topics.status) as watcher:
             await watcher.next(dropped.topics.status)  # retained
             dropped.model.faults.drop_connection = True  # picked up by the ticker
-            assert await watcher.next_json(dropped.topics.status) == {"state": "offline"}
+            while await watcher.next_json(dropped.topics.status) != {"state": "offline"}:
+                pass  # heartbeats sent before the fault was picked up
             back = await watcher.next_json(dropped.topics.status)
             assert back["state"] == "stopped"
         assert dropped.connections == 2
