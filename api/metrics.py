@@ -1,5 +1,6 @@
 """`GET /metrics` (Prometheus text format, prometheus-client): stop latency, commands by fate,
-alarms active by kind, link state per pump, the store's state. Each app has its own registry.
+alarms active by kind, link state per pump, the store's state, each MQTT broker connection's
+receive backlog. Each app has its own registry.
 
 The counts come from the store through the ward's bounded reads before each scrape
 (`ServiceMetrics.refresh`, on the event loop, never a database call on it); a store that does
@@ -15,6 +16,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from drivers.mqtt import MqttPump
 from pumpctl.controller.ward import Ward
 from pumpctl.store.writer import StoreUnavailable
 
@@ -66,6 +68,27 @@ class _Live(Collector):
             "Records waiting for the store (written once it answers)",
             value=float(health.waiting),
         )
+        yield from self._buses()
+
+    def _buses(self) -> Iterator[Metric]:
+        """Each MQTT broker connection's receive path (issue 21): what arrived and waits to be
+        routed, the most that ever waited, and what a full queue discarded (a dropped ack is a
+        false A3: never silent)."""
+        buses = {
+            id(s.pump.bus): s.pump.bus
+            for s in self.ward.supervisors.values()
+            if isinstance(s.pump, MqttPump)
+        }
+        families = (
+            ("pumpctl_mqtt_receive_backlog", "Messages received and not yet routed", "backlog"),
+            ("pumpctl_mqtt_receive_backlog_peak", "The most ever waiting", "backlog_peak"),
+            ("pumpctl_mqtt_discarded", "Messages discarded at a full receive queue", "discarded"),
+        )
+        for name, words, field in families:
+            family = GaugeMetricFamily(name, words, labels=["broker"])
+            for bus in buses.values():
+                family.add_metric([f"{bus.host}:{bus.port}"], float(getattr(bus, field)))
+            yield family
 
 
 class ServiceMetrics:
