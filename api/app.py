@@ -11,23 +11,22 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.deps import get_ward
+from api.deps import get_ward, require
 from api.errors import install_error_handlers
 from api.gateway import open_kernel
+from api.guard import API, IdentityFirst
 from api.page import mount_page
-from api.routes import events, infusions, patients, system
-from pumpctl.controller.ward import Ward
-from pumpctl.settings import Settings
+from api.routes import events, infusions, patients, session, system
+from pumpctl.settings import Role, Settings
 
 __all__ = ["API_PREFIX", "create_app"]
 
-API_PREFIX = "/api/v1"
+API_PREFIX = API
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -44,11 +43,17 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         summary="Infusion-pump supervision: the daratumumab rate ladder and IRR rules",
         lifespan=lifespan,
+        # the web side serves /docs from the package; the kernel serves no page that loads
+        # from elsewhere (FastAPI's own pages load Swagger UI and ReDoc from a CDN)
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
+    app.add_middleware(IdentityFirst, tokens=settings.api_tokens)  # 401, 413 before the body
     install_error_handlers(app)
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(system.router)
+    api.include_router(session.router)
     api.include_router(patients.router)
     api.include_router(infusions.router)
     api.include_router(events.router)
@@ -58,10 +63,12 @@ def create_app(settings: Settings) -> FastAPI:
         api.include_router(sim_routes.router)
     app.include_router(api)
     app.include_router(events.internal)
+    app.include_router(session.internal)
 
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics(ward: Annotated[Ward, Depends(get_ward)]) -> Response:
-        del ward
+    admin = [Depends(require({Role.ADMIN})), Depends(get_ward)]
+
+    @app.get("/metrics", include_in_schema=False, dependencies=admin)
+    async def metrics() -> Response:
         await app.state.metrics.refresh()
         registry = app.state.metrics.registry
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -8,13 +8,22 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.auth import User, authenticate
+from api.auth import Directory, User
+from api.auth import identify as identify_token
 from api.listing import InfusionList
 from api.metrics import ServiceMetrics
 from pumpctl.controller.ward import Ward
 from pumpctl.settings import Role, Settings
 
-__all__ = ["CurrentUser", "ListingDep", "MetricsDep", "WardDep", "require"]
+__all__ = [
+    "CurrentUser",
+    "ListingDep",
+    "MetricsDep",
+    "WardDep",
+    "bearer_token",
+    "identify",
+    "require",
+]
 
 _bearer = HTTPBearer(auto_error=False, description="A token of the configured roles")
 
@@ -52,6 +61,23 @@ async def get_metrics(request: Request) -> ServiceMetrics:
     return metrics
 
 
+def bearer_token(request: Request) -> str | None:
+    """The bearer token a request carries (`Authorization: Bearer T`), or None."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def identify(request: Request) -> User | None:
+    """Who the request's bearer token says it is, or None (`api.auth.identify`, with the
+    kernel's accounts when it has them). Reads memory only: it may run before a body is read."""
+    token = bearer_token(request)
+    if token is None:
+        return None
+    directory: Directory | None = getattr(request.app.state, "accounts", None)
+    return identify_token(_settings(request).api_tokens, directory, token)
+
+
 async def current_user(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -63,7 +89,7 @@ async def current_user(
             "a bearer token is required",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    user = authenticate(_settings(request).api_tokens, credentials.credentials)
+    user = identify(request)
     if user is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

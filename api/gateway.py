@@ -1,12 +1,12 @@
 """The kernel's composition root: its parts opened in one fixed order and closed in reverse.
 
 `open_kernel(app, settings, stack)` opens the clock, the store and its writer and readers (and
-the audit chain's watch), the pumps (real drivers, or simulated ones), their supervisors, the
-ward, the recovery of every infusion the store still supervises (A4), the controller, the wall
-clock's watch (A7), the MQTT publisher and the live events, and puts on `app.state` what the
-kernel's routes use; `stack` closes them in reverse order. `api.app.create_app` calls it in
-its lifespan; so does every process that runs a kernel (`pumpctl serve`, `pumpctl kernel`,
-`pumpctl demo`, the tests and the benches through them).
+the audit chain's watch, the accounts), the pumps (real drivers, or simulated ones), their
+supervisors, the ward, the recovery of every infusion the store still supervises (A4), the
+controller, the wall clock's watch (A7), the MQTT publisher and the live events, and puts on
+`app.state` what the kernel's routes use; `stack` closes them in reverse order.
+`api.app.create_app` calls it in its lifespan; so does every process that runs a kernel
+(`pumpctl serve`, `pumpctl kernel`, `pumpctl demo`, the tests and the benches through them).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from api.accounts import AccountDirectory
 from api.listing import InfusionList
 from api.live import LiveHub
 from api.metrics import ServiceMetrics
@@ -45,6 +46,7 @@ from pumpctl.protocols import load_protocol
 from pumpctl.settings import Settings
 from pumpctl.store import Store, StoreError, configured_database_url
 from pumpctl.store import migrate as migrations
+from pumpctl.store.accounts import AccountBook
 from pumpctl.store.auditwatch import AuditWatch
 from pumpctl.store.location import DATA_DIR_ENV, data_dir
 from pumpctl.store.writer import StoreReader, StoreWriter
@@ -163,6 +165,14 @@ async def open_kernel(app: FastAPI, settings: Settings, stack: AsyncExitStack) -
     # the audit chain verified and its head logged, on reader threads (store/auditwatch.py)
     _background(audit.run(), "audit chain", stack)
     app.state.audit = audit
+    # the accounts and sessions, held in memory and read again on reader threads
+    accounts = AccountDirectory(
+        AccountBook(store.engine), reader, session_max_s=settings.session_max_s
+    )
+    await accounts.refresh()
+    stack.callback(accounts.checks.close)
+    _background(accounts.run(), "accounts", stack)
+    app.state.accounts = accounts
     clock = _after_the_record(clock, store.latest_clinical_time())
     pumps: dict[str, tuple[Pump, str]]
     if settings.simulate:

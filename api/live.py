@@ -268,5 +268,8 @@ def event_stream_id(header: str | None, largest: int) -> int | None:
     if header is None:
         return None
     head = header.strip().split(".", 1)[0]
+    # ASCII digits only: "²".isdigit() is true and int("²") raises (a 500, issue 20)
+    if not (head.isascii() and head.isdigit() and len(head) < 20):
+        return None
     # an id past the store's largest names no event yet: replay from the newest one there is
-    return min(int(head), largest) if head.isdigit() and len(head) < 20 else None
+    return min(int(head), largest)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import uuid
 from collections import Counter
 from types import TracebackType
@@ -70,10 +71,12 @@ class InfusionPublisher:
         retry_max_s: float = RECONNECT_MAX_S,
         username: str | None = None,
         password: str | None = None,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         self.ward = ward
         self.username = username
         self._password = password  # only ever handed to the client
+        self._tls = tls_context  # TLS to the broker (Settings.mqtt_tls), None: plain MQTT
         self.host = host
         self.port = port
         self.prefix = prefix.rstrip("/")
@@ -105,6 +108,7 @@ class InfusionPublisher:
             client_id=client_id,
             username=username,
             password=password,
+            tls_context=settings.mqtt_tls(),
         )
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -144,6 +148,7 @@ class InfusionPublisher:
                 keepalive=KEEPALIVE_S,
                 username=self.username,
                 password=self._password,
+                tls_context=self._tls,
             )
             try:
                 async with Session(client, self.call_bound_s):

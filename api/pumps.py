@@ -43,7 +43,13 @@ async def open_pumps(settings: Settings, stack: AsyncExitStack) -> dict[str, tup
             login = (link.host, link.mqtt_port, username, password)
             if login not in buses:
                 buses[login] = await stack.enter_async_context(
-                    MqttBus(link.host, link.mqtt_port, username=username, password=password)
+                    MqttBus(
+                        link.host,
+                        link.mqtt_port,
+                        username=username,
+                        password=password,
+                        tls_context=settings.mqtt_tls(),
+                    )
                 )
             pump = MqttPump(
                 link.pump or link.id,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from fastapi import Path
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -21,10 +22,13 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from pumpctl.core.machine import PRIORITY
+from pumpctl.core.machine.events import AlarmName as CoreAlarmName
+from pumpctl.core.machine.state import EARLIEST, LATEST
 from pumpctl.store import MAX_ROW_ID
 
 __all__ = [
     "AlarmKind",
+    "AlarmName",
     "BagIn",
     "HistoryIn",
     "InfusionId",
@@ -42,6 +46,9 @@ __all__ = [
     "StartIn",
 ]
 
+_ALARM_NAME_MAX: int = next(
+    m.max_length for m in get_args(CoreAlarmName)[1:] if getattr(m, "max_length", None)
+)
 #: A row id in a path: 1 up to the largest the store holds (larger: 422 naming the parameter).
 InfusionId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="an infusion's id")]
 PatientId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="a patient's id")]
@@ -55,7 +62,36 @@ AlarmKind = Annotated[
     ),
 ]
 
+#: An alarm's name in a path (A1's clear): an identifier no longer than the rules core takes
+#: (its `AlarmName`), so no name reaches the core that it would refuse with a 500.
+AlarmName = Annotated[
+    str,
+    Path(
+        pattern=f"^[A-Za-z0-9_.-]{{1,{_ALARM_NAME_MAX}}}$",
+        description="an alarm's name (docs/clinical-rules.md, A1)",
+    ),
+]
+#: A protocol named by a request: a shipped protocol's name, never a file's path.
+ProtocolName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+
+
+def _clinical(value: datetime) -> datetime:
+    """A time the rules core can take (its own bounds, EARLIEST .. LATEST): year 0001 or 9999
+    is refused here, naming the field, before a conversion to UTC overflows in the store (a
+    500, issue 20); the words never repeat the value sent."""
+    if not EARLIEST <= value < LATEST:
+        raise PydanticCustomError(
+            "clinical_time",
+            "Input should be a time from {earliest} to before {latest} (UTC)",
+            {"earliest": EARLIEST.date().isoformat(), "latest": LATEST.date().isoformat()},
+        )
+    return value
+
+
+#: A clinical time in a request: with its offset (a time without one is 422), within the rules
+#: core's bounds.
+ClinicalTime = Annotated[AwareDatetime, AfterValidator(_clinical)]
 Grade = Annotated[StrictInt, Field(ge=1, le=4, description="CTCAE grade 1-4")]
 SignName = Literal["laryngeal_edema", "bronchospasm", "other"]
 Weight = Annotated[float, Field(gt=0, le=500, allow_inf_nan=False)]
@@ -70,7 +106,7 @@ class In(BaseModel):
 class PatientIn(In):
     mrn: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
     weight_kg: Weight
-    protocol: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
+    protocol: ProtocolName | None = None
 
 
 class HistoryReactionIn(In):
@@ -97,12 +133,12 @@ class InfusionIn(In):
     patient_id: Annotated[StrictInt, Field(ge=1, le=MAX_ROW_ID)]
     pump_id: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     weight_kg: Weight | None = None
-    premedication_at: AwareDatetime | None = None
-    bag_prepared_at: AwareDatetime | None = None
+    premedication_at: ClinicalTime | None = None
+    bag_prepared_at: ClinicalTime | None = None
 
 
 class PremedicationIn(In):
-    given_at: AwareDatetime
+    given_at: ClinicalTime
 
 
 class StartIn(In):
@@ -119,7 +155,7 @@ class ReasonIn(In):
 class ReactionIn(In):
     grade: Grade
     signs: Annotated[list[SignName], Field(min_length=1, max_length=3)]
-    onset_at: AwareDatetime | None = None
+    onset_at: ClinicalTime | None = None
 
 
 class ReassessIn(In):
@@ -145,7 +181,7 @@ class ResumeIn(In):
 
 
 class BagIn(In):
-    prepared_at: AwareDatetime
+    prepared_at: ClinicalTime
 
 
 class ReactionOut(BaseModel):

@@ -9,8 +9,11 @@ or a memory blow-up here never reaches the kernel; what crosses to it is bounded
 authorised reads still costs the kernel their routes and reads (architecture.md, "Two
 processes").
 
+- A request whose `Host` is not one of the settings' `trusted_hosts()` is answered 400 here
+  (Starlette's TrustedHostMiddleware), before anything else.
 - A request that needs a token and carries none that is valid is answered 401 here, before its
-  body is read; a body is read up to `MAX_BODY` bytes (413 beyond).
+  body is read (`/metrics` needs the admin's); a body is read up to `MAX_BODY` bytes (413
+  beyond). The access log names no request input (api/accesslog.py).
 - Two lanes to the kernel, each a bounded pool of connections: the nurse's stops (a reaction, a
   stop for good) and `/health` on one, everything else on the other, so reads never queue in
   front of a stop. A kernel that does not answer is 503 naming it.
@@ -26,7 +29,8 @@ import contextlib
 import json
 import logging
 import re
-from collections import Counter
+import time
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -39,20 +43,23 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sse_starlette.sse import EventSourceResponse
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from api.auth import CLINICAL, authenticate
+from api.accesslog import quiet_access_log, route_words
+from api.auth import CLINICAL, User
+from api.guard import API, MAX_BODY, bearer, needs_token, too_large, unauthorized
 from api.live import FanOut, TooManyStreams, event_stream_id
-from api.page import mount_page
+from api.page import STATIC_DIR, mount_page
 from api.routes.events import PING_S, SEND_TIMEOUT_S
-from pumpctl.settings import Settings
+from api.routes.session import CLIENT_HEADER
+from pumpctl.credentials import token_digest
+from pumpctl.settings import Role, Settings
 from pumpctl.store import MAX_ROW_ID
 
 __all__ = ["MAX_BODY", "KernelFeed", "create_web_app"]
 
 _log = logging.getLogger("pumpctl.web")
 
-#: Bytes a request body may have (the largest the API takes is a history entry: a few KiB).
-MAX_BODY = 64 * 1024
 #: Connections to the kernel, per lane.
 URGENT_CONNECTIONS = 8
 OTHER_CONNECTIONS = 16
@@ -72,10 +79,12 @@ URGENT_MARGIN_S = 5.0
 BODY_WITHIN_S = 10.0
 #: Seconds between two tries of a kernel that does not answer, for the events' feed.
 RETRY_S = 0.5
-API = "/api/v1"
+#: Seconds the kernel's yes about a token is kept, and how many are kept at most (a token
+#: revoked or signed out elsewhere is refused here within this, on top of the kernel's 2 s).
+IDENTITY_KEEP_S = 2.0
+IDENTITY_KEPT = 1024
 #: The nurse's stops: never behind a read.
 _URGENT = re.compile(r"^/api/v1/(infusions/\d+/(reactions|stop)|health)$")
-_PUBLIC = {f"{API}/health"}
 _HOP = {
     "connection",
     "keep-alive",
@@ -164,6 +173,13 @@ class Kernel:
                 del self._peer_users[peer]
                 del self._peers[peer]
 
+    async def ask(
+        self, lane: httpx.AsyncClient, method: str, url: str, headers: dict[str, str], body: bytes
+    ) -> httpx.Response:
+        """One request in `lane`, outside the per-address turns (a question of the web side's
+        own, answered from the kernel's memory); `KernelUnreachable` when it cannot be."""
+        return await self._send(lane, method, url, headers, body)
+
     async def _send(
         self,
         lane: httpx.AsyncClient,
@@ -186,6 +202,41 @@ class Kernel:
         except httpx.TransportError as error:
             said = type(error).__name__
             raise KernelUnreachable(f"the kernel does not answer ({said})") from None
+
+
+class Identities:
+    """Who a token not of the configuration is, asked of the kernel (`/kernel/v1/identity`,
+    in the request's lane); a yes kept `IDENTITY_KEEP_S` (at most `IDENTITY_KEPT`, by the
+    token's SHA-256), a no never kept."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self._kept: OrderedDict[str, tuple[float, User]] = OrderedDict()
+
+    async def of(self, token: str, *, urgent: bool) -> User | None:
+        """The token's user, or None; `KernelUnreachable` when the kernel does not answer."""
+        digest = token_digest(token)
+        kept = self._kept.get(digest)
+        now = time.monotonic()
+        if kept is not None and now < kept[0]:
+            return kept[1]
+        self._kept.pop(digest, None)
+        lane = self.kernel.urgent if urgent else self.kernel.other
+        answer = await self.kernel.ask(
+            lane, "GET", "/kernel/v1/identity", {"authorization": f"Bearer {token}"}, b""
+        )
+        if answer.status_code != 200:
+            return None
+        said = answer.json()
+        user = User(str(said["name"]), Role(said["role"]))
+        self._kept[digest] = (now + IDENTITY_KEEP_S, user)
+        while len(self._kept) > IDENTITY_KEPT:
+            self._kept.popitem(last=False)
+        return user
+
+    def forget(self, token: str) -> None:
+        """A token signed out through here: refused from the next request on."""
+        self._kept.pop(token_digest(token), None)
 
 
 class KernelFeed(FanOut):
@@ -254,10 +305,6 @@ class KernelFeed(FanOut):
         self.status(key, event)
 
 
-def _unauthorized(message: str) -> JSONResponse:
-    return JSONResponse({"detail": message}, 401, headers={"WWW-Authenticate": "Bearer"})
-
-
 def _kernel_down(error: Exception) -> JSONResponse:
     if isinstance(error, KernelSilent):
         return JSONResponse({"detail": {"kernel": "silent", "message": str(error)}}, 504)
@@ -267,8 +314,10 @@ def _kernel_down(error: Exception) -> JSONResponse:
 async def _body(request: Request) -> bytes | Response:
     """The request's body, read up to `MAX_BODY` bytes; a 413 answer beyond."""
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
-        return JSONResponse({"detail": f"the body may have at most {MAX_BODY} bytes"}, 413)
+    if declared is not None and (
+        not (declared.isascii() and declared.isdigit()) or int(declared) > MAX_BODY
+    ):
+        return too_large()
     chunks: list[bytes] = []
     size = 0
     try:
@@ -276,9 +325,7 @@ async def _body(request: Request) -> bytes | Response:
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > MAX_BODY:
-                    return JSONResponse(
-                        {"detail": f"the body may have at most {MAX_BODY} bytes"}, 413
-                    )
+                    return too_large()
                 chunks.append(chunk)
     except TimeoutError:
         return JSONResponse(
@@ -316,6 +363,12 @@ def create_web_app(settings: Settings, socket: Path) -> FastAPI:
     app.state.settings = settings
     app.state.kernel = kernel
     app.state.feed = feed
+    identities = Identities(kernel)
+    # a Host not ours is 400 before anything else (DNS rebinding: docs/security.md, "Input")
+    app.add_middleware(
+        TrustedHostMiddleware, allowed_hosts=settings.trusted_hosts(), www_redirect=False
+    )
+    quiet_access_log(route_words(STATIC_DIR, _swagger_assets()))
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi() -> Response:
@@ -341,7 +394,7 @@ def create_web_app(settings: Settings, socket: Path) -> FastAPI:
 
     @app.get(f"{API}/events", include_in_schema=False)
     async def events(request: Request) -> Response:
-        user = _user(settings, request)
+        user = await _user(settings, identities, request)
         if isinstance(user, Response):
             return user
         name, role = user
@@ -363,14 +416,19 @@ def create_web_app(settings: Settings, socket: Path) -> FastAPI:
         full = f"{API}/{path}"
         if not _plain(request.url.path):  # never a way out of /api/v1 (to /kernel/v1/...)
             return JSONResponse({"detail": "Not Found"}, 404)
-        if full not in _PUBLIC:
-            user = _user(settings, request)
+        if needs_token(full):
+            user = await _user(settings, identities, request, urgent=bool(_URGENT.match(full)))
             if isinstance(user, Response):
                 return user  # 401 before the body is read
-        return await _pass(kernel, request, full)
+        return await _pass(kernel, request, full, identities)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
+        user = await _user(settings, identities, request)  # the admin's (the roles table)
+        if isinstance(user, Response):
+            return user
+        if user[1] != Role.ADMIN.value:
+            return JSONResponse({"detail": f"role {user[1]} may not do this (admin)"}, 403)
         return await _pass(kernel, request, "/metrics")
 
     mount_page(app)
@@ -385,23 +443,48 @@ def _plain(raw_path: str) -> bool:
     return all(s not in {"", ".", ".."} for s in segments)
 
 
-def _user(settings: Settings, request: Request) -> tuple[str, str] | Response:
-    """(name, role) of the request's bearer token, or its 401 answer."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return _unauthorized("a bearer token is required")
-    user = authenticate(settings.api_tokens, token.strip())
-    if user is None:
-        return _unauthorized("the token is not valid")
+async def _user(
+    settings: Settings, identities: Identities, request: Request, *, urgent: bool = False
+) -> tuple[str, str] | Response:
+    """(name, role) of the request's bearer token, or its answer (401; 503 while the kernel,
+    asked about a token not of the configuration, does not answer): `identify`."""
+    try:
+        user = await identify(settings, identities, request.headers.get("authorization"), urgent)
+    except KernelUnreachable as error:
+        return _kernel_down(error)
+    if isinstance(user, str):
+        return unauthorized(user)
     return user.name, user.role.value
 
 
-async def _pass(kernel: Kernel, request: Request, path: str) -> Response:
+async def identify(
+    settings: Settings, identities: Identities, authorization: str | None, urgent: bool
+) -> User | str:
+    """The web side's one function from a request's `Authorization` to a user (or the words
+    of its 401): a configured token here, in constant time (`api.guard.bearer`); any other
+    bearer token asked of the kernel (`Identities`)."""
+    user = bearer(settings.api_tokens, authorization)
+    scheme, _, token = (authorization or "").partition(" ")
+    if not isinstance(user, str) or scheme.lower() != "bearer" or not token.strip():
+        return user  # a configured token's user, or no bearer token at all
+    found = await identities.of(token.strip(), urgent=urgent)
+    return user if found is None else found
+
+
+async def _pass(
+    kernel: Kernel, request: Request, path: str, identities: Identities | None = None
+) -> Response:
     """`request` to the kernel, and its answer back (hop-by-hop headers left out)."""
     body = await _body(request)
     if isinstance(body, Response):
         return body
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+    headers = {
+        k: v
+        for k, v in request.headers.items()
+        if k.lower() not in _HOP and k.lower() != CLIENT_HEADER
+    }
+    # the client's address, for the kernel's sign-in throttle (a client's own word replaced)
+    headers[CLIENT_HEADER] = request.client.host if request.client else ""
     try:
         answer = await kernel.send(
             request.method,
@@ -415,6 +498,9 @@ async def _pass(kernel: Kernel, request: Request, path: str) -> Response:
         return _kernel_down(error)
     kept = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP}
     kept.pop("content-encoding", None)  # httpx decoded it
+    if identities is not None and path == f"{API}/session" and answer.status_code == 204:
+        # signed out through here: the session's token refused from the next request on
+        identities.forget(request.headers.get("authorization", "").partition(" ")[2].strip())
     return Response(answer.content, answer.status_code, headers=kept)
 
 

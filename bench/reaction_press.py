@@ -61,10 +61,18 @@ from simulator.serial_server import SerialSimulator
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
-TOKENS = "n-tok=nina:nurse,c-tok=carl:clinician,a-tok=ada:admin"
+TOKENS = (
+    "n-tok-for-the-tests-only-32chars=nina:nurse,"
+    "c-tok-for-the-tests-only-32chars=carl:clinician,"
+    "a-tok-for-the-tests-only-32chars=ada:admin"
+)
 AUTH = {
     role: {"Authorization": f"Bearer {tok}"}
-    for role, tok in {"nurse": "n-tok", "clinician": "c-tok", "admin": "a-tok"}.items()
+    for role, tok in {
+        "nurse": "n-tok-for-the-tests-only-32chars",
+        "clinician": "c-tok-for-the-tests-only-32chars",
+        "admin": "a-tok-for-the-tests-only-32chars",
+    }.items()
 }
 GOAL_RATIO = 2.0
 #: Wall seconds the service may take to come up (a bound, not a figure).

@@ -15,11 +15,21 @@ trailing newline is not part of the password). They are used by every MQTT conne
 service (the pumps' buses, the infusion-state publisher, simulated MQTT pumps); a pump URL's own
 `USER:PASSWORD@` (percent-encoded) wins for that pump. Passwords are `SecretStr`: never in a
 repr, a log line or an error message.
+
+TLS (pumpctl/tls.py, docs/security.md): the web side serves HTTPS with `tls_certificate` and
+`tls_key` (or systemd's credentials `tls.crt` and `tls.key`, taken when both are unset); a
+non-loopback `host` without them is refused at start unless `tls_proxy` names the
+TLS-terminating proxy in front. Every MQTT connection uses TLS when `mqtt_tls_ca` is set, with
+`mqtt_tls_certificate` and `mqtt_tls_key` as its client certificate when given.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import math
+import re
+import ssl
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -34,8 +44,12 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from pumpctl.credentials import MIN_TOKEN_CHARS
+from pumpctl.tls import MQTT_TLS_VERSIONS, credential_files, mqtt_tls_context
+
 __all__ = [
     "DEFAULT_PORT",
+    "LOOPBACK_HOSTS",
     "PumpLink",
     "Role",
     "Settings",
@@ -48,6 +62,27 @@ __all__ = [
 ]
 
 DEFAULT_HOST = "127.0.0.1"
+#: The `Host` names the web side always answers as unless `allowed_hosts` says otherwise.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+#: Binds that name no host a client could use (a `Host` header never is one of these).
+WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})  # noqa: S104 - names, not a bind
+
+
+def _host_name(name: str) -> str:
+    """`name` as a `Host` header carries it: lower case, an IPv6 address in brackets; a
+    `*.domain` pattern kept; ValueError for anything else (a port, a path, `*` alone)."""
+    name = name.strip().lower()
+    bare = name[1:-1] if name.startswith("[") and name.endswith("]") else name
+    try:
+        address = ipaddress.ip_address(bare)
+    except ValueError:
+        pattern = name[2:] if name.startswith("*.") else name
+        if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,62})(\.[a-z0-9]([a-z0-9-]{0,62}))*", pattern):
+            raise ValueError(f"{name!r} is not a host name, an IP address or *.domain") from None
+        return name
+    return f"[{address}]" if address.version == 6 else str(address)
+
+
 DEFAULT_PORT = 8000
 #: Seconds of the serial safe-mode watchdog when a `--pump` URL names none: longer than a
 #: restart of the service (the pump stops itself only when the gateway is really gone).
@@ -243,6 +278,9 @@ class Settings(BaseSettings):
     gateway_id: str = "gateway-1"
     protocol: str = "daratumumab"  # the protocol of a new course when a request names none
     api_tokens: Annotated[dict[str, TokenEntry], NoDecode] = Field(default_factory=dict)
+    # a sign-in's session ends this long after it began (a shift; docs/architecture.md,
+    # "Personal accounts, sessions and machine tokens")
+    session_max_s: Annotated[float, Field(gt=0, le=7 * 86_400)] = 12 * 3600.0
     pumps: Annotated[list[PumpLink], NoDecode] = Field(default_factory=list)
     command_timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
     poll_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
@@ -261,13 +299,40 @@ class Settings(BaseSettings):
     # the user a web side started as root becomes (default nobody; never root); started as
     # another user it runs as that user (docs/architecture.md, "Two processes")
     web_user: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    # the names and addresses the web side answers as (the Host header); default: the loopback
+    # names and `host` (docs/security.md, "Input"); a JSON list or NAME,NAME in the environment
+    allowed_hosts: Annotated[list[str], NoDecode] | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
+    # HTTPS of the web side (pumpctl/tls.py): a PEM certificate chain and its unencrypted key;
+    # unset, systemd's credentials tls.crt and tls.key are taken when the unit loads them
+    tls_certificate: Path | None = None
+    tls_key: Path | None = None
+    # the address of the TLS-terminating proxy in front: plain HTTP on a non-loopback host is
+    # allowed only with it, and it is the only address trusted for X-Forwarded-*
+    tls_proxy: str | None = None
+    # MQTT over TLS, for every MQTT connection: the CA that signed the broker's certificate,
+    # optionally the client's certificate and key, and the lowest TLS version accepted
+    mqtt_tls_ca: Path | None = None
+    mqtt_tls_certificate: Path | None = None
+    mqtt_tls_key: Path | None = None
+    mqtt_tls_version: Literal["1.2", "1.3"] = "1.2"
 
     @field_validator("api_tokens", mode="before")
     @classmethod
     def _tokens(cls, value: Any) -> Any:
         return parse_tokens(value) if isinstance(value, str) else value
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _long_tokens(cls, value: dict[str, TokenEntry]) -> dict[str, TokenEntry]:
+        for token, entry in value.items():
+            if len(token) < MIN_TOKEN_CHARS:
+                raise ValueError(
+                    f"the token of {entry.name!r} has {len(token)} characters, at least "
+                    f"{MIN_TOKEN_CHARS} are needed (`pumpctl user token` makes 43)"
+                )
+        return value
 
     @field_validator("pumps", mode="before")
     @classmethod
@@ -305,6 +370,45 @@ class Settings(BaseSettings):
             read_password_file(value)  # refused at start, naming this setting
         return value
 
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)  # a JSON list (an IPv6 name alone is written [::1])
+            return [name for name in (n.strip() for n in text.split(",")) if name]
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("at least one name (unset: the loopback names and host)")
+        return [_host_name(name) for name in value]
+
+    def trusted_hosts(self) -> list[str]:
+        """The `Host` names the web side answers as: `allowed_hosts`, or by default the
+        loopback names and `host` itself unless it is a wildcard (0.0.0.0, ::)."""
+        if self.allowed_hosts is not None:
+            return list(self.allowed_hosts)
+        names = list(LOOPBACK_HOSTS)
+        if self.host not in WILDCARD_HOSTS and (own := _host_name(self.host)) not in names:
+            names.append(own)
+        return names
+
+    @field_validator("tls_proxy")
+    @classmethod
+    def _proxy(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            return str(ipaddress.ip_address(value.strip()))
+        except ValueError:
+            raise ValueError("one IP address (the TLS-terminating proxy's), not a name") from None
+
     @field_validator("clock")
     @classmethod
     def _clock(cls, value: str) -> str:
@@ -341,7 +445,35 @@ class Settings(BaseSettings):
             self.mqtt_password = read_password_file(self.mqtt_password_file)
         if self.mqtt_password is not None and self.mqtt_username is None:
             raise ValueError("mqtt_password: a password needs mqtt_username")
+        self._tls_files()
         return self
+
+    def _tls_files(self) -> None:
+        """The web side's certificate and key: both or neither (else systemd's credentials);
+        the MQTT context built now, so a file that cannot be read is refused at start."""
+        if (self.tls_certificate is None) != (self.tls_key is None):
+            given, other = (
+                ("tls_certificate", "tls_key")
+                if self.tls_key is None
+                else ("tls_key", "tls_certificate")
+            )
+            raise ValueError(f"{given} without {other}: give both")
+        if self.tls_certificate is None and (found := credential_files()) is not None:
+            self.tls_certificate, self.tls_key = found
+        if (self.mqtt_tls_certificate is None) != (self.mqtt_tls_key is None):
+            raise ValueError("mqtt_tls_certificate and mqtt_tls_key: give both, or neither")
+        if self.mqtt_tls_certificate is not None and self.mqtt_tls_ca is None:
+            raise ValueError("mqtt_tls_certificate: a client certificate needs mqtt_tls_ca")
+        self.mqtt_tls()
+
+    def mqtt_tls(self) -> ssl.SSLContext | None:
+        """The SSL context of every MQTT connection (pumpctl/tls.py), None: plain MQTT."""
+        if self.mqtt_tls_ca is None:
+            return None
+        assert self.mqtt_tls_version in MQTT_TLS_VERSIONS
+        return mqtt_tls_context(
+            self.mqtt_tls_ca, self.mqtt_tls_certificate, self.mqtt_tls_key, self.mqtt_tls_version
+        )
 
     def mqtt_credentials(self, link: PumpLink | None = None) -> tuple[str | None, str | None]:
         """(user name, password) for an MQTT connection: `link`'s own if its URL or table

@@ -35,6 +35,7 @@ import collections
 import contextlib
 import logging
 import socket
+import ssl
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -143,6 +144,7 @@ class MqttPumpServer:
         reconnect_max_s: float = RECONNECT_MAX_S,
         username: str | None = None,
         password: str | None = None,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         if not 1 <= contract <= MQTT_CONTRACT:
             raise ValueError(f"contract must be 1 to {MQTT_CONTRACT}, got {contract}")
@@ -152,6 +154,7 @@ class MqttPumpServer:
         self.host = host
         self.port = port
         self._login = {"username": username, "password": password}  # for the client only
+        self._tls = tls_context  # TLS to the broker, None: plain MQTT
         self.topics = Topics.for_pump(model.pump_id, prefix)
         self.heartbeat_s = heartbeat_s
         self.contract = contract
@@ -233,6 +236,7 @@ class MqttPumpServer:
                     identifier=self.client_id,
                     will=aiomqtt.Will(self.topics.status, OFFLINE_PAYLOAD, qos=1, retain=True),
                     keepalive=KEEPALIVE_S,
+                    tls_context=self._tls,
                     **self._login,
                 ),
                 self._serve,
@@ -500,8 +504,10 @@ class MqttSimulator:
         reconnect_max_s: float = RECONNECT_MAX_S,
         username: str | None = None,
         password: str | None = None,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         self._login = {"username": username, "password": password}  # for the client only
+        self._tls = tls_context  # TLS to the broker, None: plain MQTT
         self.servers = {
             m.pump_id: MqttPumpServer(
                 m,
@@ -514,6 +520,7 @@ class MqttSimulator:
                 reconnect_max_s=reconnect_max_s,
                 username=username,
                 password=password,
+                tls_context=tls_context,
             )
             for m in models
         }
@@ -571,6 +578,7 @@ class MqttSimulator:
             identifier=self.client_id,
             keepalive=KEEPALIVE_S,
             max_inflight_messages=MAX_INFLIGHT,
+            tls_context=self._tls,
             **self._login,
         )
         client.pending_calls_threshold = MAX_INFLIGHT  # many in flight is the point

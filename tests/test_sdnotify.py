@@ -205,7 +205,7 @@ async def test_serve_sends_ready_then_watchdog_then_stopping_on_sigterm(
     monkeypatch.setenv("NOTIFY_SOCKET", str(path))
     monkeypatch.setenv("WATCHDOG_USEC", str(WATCHDOG_USEC))
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
-    monkeypatch.setenv("PUMPCTL_API_TOKENS", "v-tok=vera:viewer")
+    monkeypatch.setenv("PUMPCTL_API_TOKENS", "v-tok-for-the-tests-only-32chars=vera:viewer")
     monkeypatch.setenv("PUMPCTL_DATA_DIR", str(tmp_path / "data"))
     with notify_socket(str(path)) as received:
         async with pumpctl_server(

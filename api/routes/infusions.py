@@ -14,6 +14,7 @@ from api.deps import ListingDep, MetricsDep, WardDep, require
 from api.errors import responses
 from api.schemas import (
     AlarmKind,
+    AlarmName,
     BagIn,
     InfusionId,
     InfusionIn,
@@ -262,7 +263,7 @@ async def stop(infusion_id: InfusionId, body: ReasonIn, user: Nurse, ward: WardD
 
 
 @router.post("/{infusion_id}/alarms/{alarm}/clear", responses=ACTION)
-async def clear_alarm(infusion_id: InfusionId, alarm: str, user: Nurse, ward: WardDep) -> Any:
+async def clear_alarm(infusion_id: InfusionId, alarm: AlarmName, user: Nurse, ward: WardDep) -> Any:
     """A1: acknowledge a latched alarm; never starts the pump."""
     if alarm in CLINICIAN_ONLY and user.role is not Role.CLINICIAN:
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"only a clinician clears {alarm} (A1)")

@@ -13,6 +13,7 @@ from api.errors import responses
 from api.schemas import HistoryIn, PatientId, PatientIn, ReasonIn
 from pumpctl.controller.ward import Invalid, Refused, Ward
 from pumpctl.core.history import InfusionRecord, ReactionRecord, Sign
+from pumpctl.protocols import available_protocols
 from pumpctl.settings import Role
 from pumpctl.store import StoreError
 
@@ -41,6 +42,10 @@ async def _patient(ward: Ward, patient_id: int) -> dict[str, Any]:
 @router.post("", status_code=status.HTTP_201_CREATED, responses=responses(409))
 async def create_patient(body: PatientIn, user: Clinician, ward: WardDep) -> dict[str, Any]:
     """A patient and their course; the protocol is fixed for the course."""
+    if body.protocol is not None and body.protocol not in available_protocols():
+        # (the ward's own words would repeat the name sent: issue 20)
+        shipped = ", ".join(available_protocols())
+        raise Invalid("protocol", f"no protocol of that name (shipped: {shipped})")
     patient_id, _course = await ward.create_patient(
         body.mrn, body.weight_kg, body.protocol, actor=user.name
     )

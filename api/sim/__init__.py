@@ -95,6 +95,7 @@ async def open_simulated(settings: Settings, clock: Clock, stack: AsyncExitStack
                 shared=True,
                 username=username,
                 password=password,
+                tls_context=settings.mqtt_tls(),
             )
         )
         # The simulated pumps subscribe before the first status read: else the broker drops
@@ -104,7 +105,9 @@ async def open_simulated(settings: Settings, clock: Clock, stack: AsyncExitStack
             async with asyncio.timeout(SIMULATOR_ONLINE_S):
                 await on_broker.wait_online()
         bus = await stack.enter_async_context(
-            MqttBus(host, port, username=username, password=password)
+            MqttBus(
+                host, port, username=username, password=password, tls_context=settings.mqtt_tls()
+            )
         )
         sim.where = settings.broker
         for model in models:

@@ -9,7 +9,7 @@
 // room's tiles and the alarm banner, detail.js a pump's region, chart.js its chart,
 // actions.js the dialogs; sound.js plays the alarm bursts.
 
-import { Unauthorized, api, problem } from "./api.js";
+import { API_TIMEOUT_MS, Unauthorized, api, problem } from "./api.js";
 import { note, wireDialogs } from "./actions.js";
 import { closeDetail, renderDetail, tickLinks } from "./detail.js";
 import { byId, h } from "./dom.js";
@@ -18,10 +18,11 @@ import { roomAlarms, renderOverview } from "./overview.js";
 import { LIVE_STATES } from "./rules.js";
 import { FLASH, audible, flashPeriodS, silenceFrom, silenceLeftMs } from "./signals.js";
 import { Sounder } from "./sound.js";
-import { hooks, may, notices, session, view } from "./state.js";
+import { CONFIG, hooks, may, notices, session, view } from "./state.js";
 import { listen, showAge, stopListening, watchStream } from "./stream.js";
 
 const TOKEN_KEY = "pumpctl.token"; // sessionStorage: this browser tab only
+const SESSION_KEY = "pumpctl.session"; // "1" while the token is a sign-in's session
 const SOUND_TICK_MS = 250;
 
 const sounder = new Sounder(() => {
@@ -39,11 +40,12 @@ function showSignIn(message) {
   for (const id of ["room", "tools", "who", "live", "clock", "sound", "alarm-banner"]) byId(id).hidden = true;
   byId("sign-in").hidden = false;
   byId("sign-in-error").textContent = message || "";
-  byId("token").focus();
+  byId("user-name").focus();
 }
 
 function signOut(message) {
   sessionStorage.removeItem(TOKEN_KEY);
+  sessionStorage.removeItem(SESSION_KEY);
   session.token = session.name = session.role = null;
   stopListening();
   view.pumps.clear();
@@ -55,6 +57,42 @@ function signOut(message) {
   closeDetail(false);
   byId("overview").replaceChildren();
   showSignIn(message);
+}
+
+// A person's sign-in (POST /api/v1/session): her session's token is then the page's token.
+async function passwordSignIn(name, password) {
+  byId("password").value = "";
+  let response;
+  try {
+    response = await fetch(`${CONFIG.api}/session`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify({ name, password }),
+      signal: AbortSignal.timeout(API_TIMEOUT_MS),
+    });
+  } catch (error) {
+    showSignIn(`The service cannot be reached (${error.message}).`);
+    return;
+  }
+  const body = await response.json().catch(() => null);
+  if (response.status === 201 && body?.token) {
+    sessionStorage.setItem(SESSION_KEY, "1");
+    await signIn(body.token);
+    return;
+  }
+  if (response.status === 401) showSignIn("The name or the password is not right.");
+  else if (response.status === 429) {
+    const wait = response.headers.get("Retry-After") || "a few";
+    showSignIn(`Too many failed sign-ins: try again in ${wait} s.`);
+  } else showSignIn(problem({ status: response.status, body }));
+}
+
+// "Sign out": a sign-in's session is ended at the service too (best effort: forgotten here
+// whatever the service answers).
+function endSession() {
+  if (sessionStorage.getItem(SESSION_KEY) === "1" && session.token) {
+    api("DELETE", "/session").catch(() => null);
+  }
 }
 
 async function signIn(token) {
@@ -281,10 +319,16 @@ function wire() {
   byId("sign-in").addEventListener("submit", (event) => {
     event.preventDefault();
     sounder.unlock(); // the sign-in click is the gesture a browser asks before any sound
+    const name = byId("user-name").value.trim();
     const token = byId("token").value.trim();
-    if (token) signIn(token);
+    if (name) passwordSignIn(name, byId("password").value);
+    else if (token) signIn(token);
+    else showSignIn("Type your user name and password, or an access token.");
   });
-  byId("sign-out").addEventListener("click", () => signOut(""));
+  byId("sign-out").addEventListener("click", () => {
+    endSession();
+    signOut("");
+  });
   byId("allow-sound").addEventListener("click", () => {
     sounder.unlock();
     setTimeout(sound, 0);

@@ -39,6 +39,11 @@ password file is fixed is joined again without a restart. What is logged, once p
 failure, names the broker, the user and that authentication failed; the password never is (it
 is kept in a private attribute, handed only to the client's CONNECT).
 
+TLS: a bus given `tls_context` (an `ssl.SSLContext`, built once by its caller) connects over
+TLS with it. A broker whose certificate does not verify (another CA, another name) is a failed
+connection like any other: the pumps' link is down (A2) with the TLS error as its reason, logged
+once, and the bus tries again with backoff.
+
 Sized for a fleet (interfaces.md section 2, "Sizing for a fleet"): up to `MAX_INFLIGHT` QoS 1
 messages in flight, and every `new_client` client's queues bounded (`MAX_QUEUED`: what the
 broker sent and the loop has not yet routed, and what waits to be sent). The bus routes what
@@ -55,6 +60,7 @@ import contextlib
 import logging
 import math
 import socket
+import ssl
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
@@ -281,6 +287,7 @@ class MqttBus:
         max_inflight: int = MAX_INFLIGHT,
         username: str | None = None,
         password: str | None = None,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         if password is not None and username is None:
             raise PumpConfigError("bus", "configure", "a password needs a user name")
@@ -299,6 +306,7 @@ class MqttBus:
         self._max_inflight = max_inflight
         self.username = username
         self._password = password  # only ever handed to the client
+        self._tls = tls_context  # TLS to the broker (built once by the caller: no file read here)
         #: why the last connection attempt failed or the link was lost (None while linked)
         self.last_failure: str | None = None
         self.auth_failed = False  # the last attempt's CONNACK refused the credentials
@@ -434,6 +442,7 @@ class MqttBus:
                 max_inflight_messages=self._max_inflight,
                 username=self.username,
                 password=self._password,
+                tls_context=self._tls,
             )
             client.pending_calls_threshold = self._max_inflight  # many in flight is the point
             client.on_discard = self._discard

@@ -7,7 +7,7 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
-from pumpctl.cli import audit, db, plan, pump, serve, simulate
+from pumpctl.cli import audit, db, plan, pump, serve, simulate, user
 
 app = typer.Typer(
     name="pumpctl",
@@ -21,6 +21,7 @@ app.add_typer(simulate.app, name="simulate")
 app.add_typer(pump.app, name="pump")
 app.add_typer(db.app, name="db")
 app.add_typer(audit.app, name="audit")
+app.add_typer(user.app, name="user")
 app.command("serve")(serve.serve)
 app.command("demo")(serve.demo)
 app.command("web")(serve.web)

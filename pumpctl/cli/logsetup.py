@@ -9,6 +9,11 @@ is full the line is dropped and counted, and the next line that gets through is 
 warning saying how many were dropped: the log says it has a gap rather than the stop waiting
 for the log. Lines still queued are written when the process exits normally (atexit); a process
 that is killed loses them, as it would lose a buffered line.
+
+A traceback is written with its frames and each exception's type, never the exception's
+message (`Withheld`): an error no route expected may quote the request that caused it (a
+database driver's error quotes the statement's parameters, a patient's MRN among them; issue
+20). An `OSError` keeps its errno and the system's words, which name no input.
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ import contextlib
 import logging
 import queue
 import sys
+import traceback
 from logging.handlers import QueueHandler, QueueListener
+from types import TracebackType
 from typing import TextIO
 
-__all__ = ["LOG_QUEUE_LINES", "log_off_the_loop"]
+__all__ = ["LOG_QUEUE_LINES", "Withheld", "log_off_the_loop"]
 
 #: Log records waiting for the writing thread at most; more are dropped and counted.
 LOG_QUEUE_LINES = 10_000
@@ -60,6 +67,50 @@ class _BoundedQueueHandler(QueueHandler):
             self.dropped += 1
 
 
+class Withheld(logging.Formatter):
+    """A formatter whose tracebacks show frames and exception types, not messages."""
+
+    def formatException(  # noqa: N802 - logging's name
+        self,
+        ei: tuple[type[BaseException], BaseException, TracebackType | None]
+        | tuple[None, None, None],
+    ) -> str:
+        error = ei[1]
+        if error is None:
+            return ""
+        return "".join(_withheld(error, set())).rstrip("\n")
+
+
+def _said(error: BaseException) -> str:
+    kind = type(error)
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+    if isinstance(error, OSError) and error.strerror:
+        return f"{name}: [Errno {error.errno}] {error.strerror}"
+    return f"{name}: (message withheld: it may quote request input)"
+
+
+def _withheld(error: BaseException, seen: set[int]) -> list[str]:
+    """The lines Python would print for `error` and its chain, each message replaced."""
+    seen.add(id(error))
+    lines: list[str] = []
+    cause, context = error.__cause__, error.__context__
+    if cause is not None and id(cause) not in seen:
+        lines += _withheld(cause, seen)
+        lines.append("\nThe above exception was the direct cause of the following exception:\n\n")
+    elif context is not None and not error.__suppress_context__ and id(context) not in seen:
+        lines += _withheld(context, seen)
+        lines.append("\nDuring handling of the above exception, another exception occurred:\n\n")
+    if error.__traceback__ is not None:
+        lines.append("Traceback (most recent call last):\n")
+        lines += traceback.format_tb(error.__traceback__)
+    lines.append(_said(error) + "\n")
+    return lines
+
+
 def log_off_the_loop(level: str, fmt: str, stream: TextIO | None = None) -> QueueListener:
     """Send every log record of the process through a bounded queue to a thread that writes
     them to `stream` (stderr) in `fmt`; the root logger at `level`. Replaces the handlers the
@@ -74,7 +125,9 @@ def log_off_the_loop(level: str, fmt: str, stream: TextIO | None = None) -> Queu
     for running in _listeners:  # set up again (a test, `demo`): the old writer finishes first
         _finish(running)
     _listeners[:] = [listener]
-    root.addHandler(_BoundedQueueHandler(lines))
+    queued = _BoundedQueueHandler(lines)
+    queued.setFormatter(Withheld())  # the message and its traceback are made here (prepare)
+    root.addHandler(queued)
     root.setLevel(level)
     listener.start()
     return listener

@@ -12,7 +12,6 @@ import contextlib
 import json
 import logging
 import os
-import secrets
 import socket
 import sys
 import tempfile
@@ -42,8 +41,10 @@ from pumpctl.cli.webside import (
 )
 from pumpctl.cli.webuser import WebUser, WebUserError, socket_directory, web_user
 from pumpctl.controller.ward import Ward
+from pumpctl.credentials import new_token
 from pumpctl.settings import DEFAULT_PORT, Role, Settings, TokenEntry
 from pumpctl.store import DataDirError, StoreError
+from pumpctl.tls import plain_bind_refusal
 
 __all__ = ["demo", "serve", "web"]
 
@@ -282,12 +283,10 @@ def serve(  # noqa: PLR0917 - typer: one parameter per option
         )
     except SettingsError as exc:
         raise _fail("serve", str(exc)) from None
-    if not settings.api_tokens:
-        raise _fail(
-            "serve",
-            "no API tokens: set PUMPCTL_API_TOKENS=token=name:role,... or [api_tokens] in "
-            "the config file (only `pumpctl demo` makes its own)",
-        )
+    if not settings.api_tokens:  # personal accounts and their tokens only (pumpctl user)
+        _log.info("no API tokens configured: sign-in with the accounts of `pumpctl user`")
+    if web and (refusal := plain_bind_refusal(settings)) is not None:
+        raise _fail("serve", refusal)  # before anything opens: no pump, no store
     if not settings.pumps and not settings.simulate:
         _log.warning("no pumps configured (--pump ID=URL, [[pumps]], or --simulate N)")
     _logging(settings)
@@ -329,8 +328,8 @@ def web(
             )
         except SettingsError as exc:
             raise _fail("web", str(exc)) from None
-    if not settings.api_tokens:
-        raise _fail("web", "no API tokens: set PUMPCTL_API_TOKENS=token=name:role,...")
+    if (refusal := plain_bind_refusal(settings)) is not None:
+        raise _fail("web", refusal)
     socket_path = kernel_socket or kernel_socket_path(settings)
     try:
         user = web_user(settings)
@@ -381,7 +380,7 @@ def demo(
         raise _fail(
             "demo", f"data directory {where} is not writable ({exc.strerror or exc})"
         ) from None
-    tokens = {secrets.token_urlsafe(18): TokenEntry(name=f"demo-{r.value}", role=r) for r in Role}
+    tokens = {new_token(): TokenEntry(name=f"demo-{r.value}", role=r) for r in Role}
     chosen = _free_port("127.0.0.1", port)
     try:
         settings = Settings(

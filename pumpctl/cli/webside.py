@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Generator
 from pathlib import Path
@@ -30,6 +31,7 @@ from api.edge import uvicorn_options
 from api.web import create_web_app
 from pumpctl.cli.webuser import WebUser, become
 from pumpctl.settings import Settings
+from pumpctl.tls import plain_bind_refusal, web_listener_options
 
 __all__ = ["READY_LINE", "WEB_SETTINGS", "Server", "WebChild", "serve_web"]
 
@@ -56,7 +58,11 @@ WEB_SETTINGS = frozenset(
         "link",
         "broker",  # HOST:PORT only (no password): simulated MQTT pumps need it to validate
         "web_user",
+        "allowed_hosts",  # the Host names the web side answers as (docs/security.md)
         "stop_answer_s",  # the nurse's press is answered by the web side within it (+5 s)
+        "tls_certificate",  # HTTPS (pumpctl/tls.py): paths only, the files read by the web side
+        "tls_key",
+        "tls_proxy",
     }
 )
 _PR_SET_PDEATHSIG = 1
@@ -192,8 +198,18 @@ async def serve_web(
         log_config=None,
         lifespan="on",
         **uvicorn_options(),
+        **web_listener_options(settings),  # TLS, HSTS, the one trusted proxy (pumpctl/tls.py)
     )
-    config.load()  # every module it serves with, read while it may still read them
+    if (refusal := plain_bind_refusal(settings)) is not None:
+        raise WebStartError(refusal)
+    try:
+        config.load()  # every module it serves with, read while it may still read them
+    except (OSError, ssl.SSLError) as exc:  # only TLS reads files here: the certificate, the key
+        why = (exc.reason if isinstance(exc, ssl.SSLError) else None) or exc.strerror or exc
+        raise WebStartError(
+            f"tls_certificate, tls_key: {settings.tls_certificate}, {settings.tls_key} cannot be "
+            f"used ({why})"
+        ) from None
     if user is not None:
         become(user)
         _log.info("web side: running as %s (uid %d)", user.name, user.uid)

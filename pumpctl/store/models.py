@@ -13,6 +13,8 @@ are the database's own, so no code path can get round them:
   (`chain`, `pumpctl audit verify`).
 - `course.protocol`: fixed for the course (Clarifications, "Records and input"): a trigger
   refuses a change.
+- `account`, `api_token` (migration 0004): personal accounts and machines' tokens; a password
+  only as its Argon2id hash, a token only as its SHA-256 (pumpctl/credentials.py).
 
 The infusion's state is the machine's `InfusionState.to_json()` text, kept as is (A4); the
 `phase` and `supervised` columns are copies of it for the indexes and for recovery.
@@ -31,6 +33,7 @@ from pumpctl.core.machine.state import TERMINAL_PHASES, InfusionPhase
 from pumpctl.store.sqltypes import UtcDateTime
 
 __all__ = [
+    "ACCOUNT_ROLES",
     "CANCELLED",
     "COURSE_STATES",
     "FATES",
@@ -39,7 +42,9 @@ __all__ = [
     "NOT_CANCELLED_WHERE",
     "OVER_PHASES",
     "PHASES",
+    "Account",
     "Alarm",
+    "ApiToken",
     "Audit",
     "CommandLedger",
     "Course",
@@ -70,6 +75,8 @@ PHASES = (*(p.value for p in InfusionPhase), CANCELLED)
 OVER_PHASES = (*sorted(p.value for p in TERMINAL_PHASES), CANCELLED)
 COURSE_STATES = ("active", "withdrawn")
 FATES = ("pending", "confirmed", "denied", "unconfirmed")
+#: The roles an account may hold (pumpctl.settings.Role's values; interfaces.md, section 3).
+ACCOUNT_ROLES = ("viewer", "nurse", "clinician", "admin")
 
 
 def _in(values: tuple[str, ...]) -> str:
@@ -250,3 +257,35 @@ class Audit(StoreTable, table=True):
     data: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)
+
+
+class Account(StoreTable, table=True):
+    """A person's or a machine's account: its name is the audit's actor. `password_hash` is
+    Argon2id's PHC string (None: a machine's, which never signs in with a password);
+    `changed_at` moves with every change of password, role or state (a session made before
+    it ends)."""
+
+    __tablename__ = "account"
+    __table_args__ = (CheckConstraint(f"role IN {_in(ACCOUNT_ROLES)}", name="role"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, unique=True)
+    role: str = Field(max_length=16)
+    password_hash: str | None = Field(default=None, sa_type=Text)
+    disabled: bool = False
+    created_at: datetime = Field(sa_type=UtcDateTime)  # wall time
+    changed_at: datetime = Field(sa_type=UtcDateTime)  # wall time
+
+
+class ApiToken(StoreTable, table=True):
+    """A machine's bearer token for an account: kept as its SHA-256 (`digest`), never itself;
+    refused once `revoked_at` is set."""
+
+    __tablename__ = "api_token"
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(foreign_key="account.id", index=True)
+    label: str = Field(default="", max_length=100)
+    digest: str = Field(max_length=64, unique=True)
+    created_at: datetime = Field(sa_type=UtcDateTime)  # wall time
+    revoked_at: datetime | None = Field(default=None, sa_type=UtcDateTime)

@@ -14,14 +14,19 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from pumpctl.settings import Settings, parse_tokens
 
-TOKENS = "v-tok=vera:viewer,n-tok=nina:nurse,c-tok=carl:clinician,a-tok=ada:admin"
+TOKENS = (
+    "v-tok-for-the-tests-only-32chars=vera:viewer,"
+    "n-tok-for-the-tests-only-32chars=nina:nurse,"
+    "c-tok-for-the-tests-only-32chars=carl:clinician,"
+    "a-tok-for-the-tests-only-32chars=ada:admin"
+)
 AUTH = {
     role: {"Authorization": f"Bearer {token}"}
     for role, token in {
-        "viewer": "v-tok",
-        "nurse": "n-tok",
-        "clinician": "c-tok",
-        "admin": "a-tok",
+        "viewer": "v-tok-for-the-tests-only-32chars",
+        "nurse": "n-tok-for-the-tests-only-32chars",
+        "clinician": "c-tok-for-the-tests-only-32chars",
+        "admin": "a-tok-for-the-tests-only-32chars",
     }.items()
 }
 HOUR = 3600

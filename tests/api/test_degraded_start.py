@@ -25,7 +25,7 @@ from pumpctl.store import migrate as migrations
 from simulator.model import PumpModel
 from simulator.serial_server import SerialSimulator
 
-VIEWER = {"Authorization": "Bearer v-tok"}
+VIEWER = {"Authorization": "Bearer v-tok-for-the-tests-only-32chars"}
 #: Bound on the service coming up and on a pump being linked once it answers (its driver's
 #: backoff between attempts is capped at 5 s; a first try is at once).
 LINKED_WITHIN_S = 15.0
@@ -60,7 +60,7 @@ async def test_unreachable_serial_pumps_start_unlinked_and_the_silent_one_links_
     async with SerialSimulator([silent]) as sim:
         settings = Settings(
             database=database,
-            api_tokens=parse_tokens("v-tok=vera:viewer"),
+            api_tokens=parse_tokens("v-tok-for-the-tests-only-32chars=vera:viewer"),
             poll_interval_s=0.2,
             command_timeout_s=0.5,
             pumps=[
@@ -116,7 +116,7 @@ async def test_an_mqtt_broker_down_at_the_start_is_a_lost_link_that_comes_back_A
     broker.stop()
     settings = Settings(
         database=database,
-        api_tokens=parse_tokens("v-tok=vera:viewer"),
+        api_tokens=parse_tokens("v-tok-for-the-tests-only-32chars=vera:viewer"),
         pumps=[PumpLink(id="bed-3", transport="mqtt", host=broker.host, mqtt_port=broker.port)],
         poll_interval_s=0.2,
         link_timeout_s=1.0,

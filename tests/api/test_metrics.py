@@ -5,7 +5,7 @@ never confirmed has no latency)."""
 from __future__ import annotations
 
 import pytest
-from conftest import Ward
+from conftest import AUTH, Ward
 from prometheus_client.parser import text_string_to_metric_families
 
 HISTOGRAM = "pumpctl_reaction_stop_seconds"
@@ -13,7 +13,7 @@ HISTOGRAM = "pumpctl_reaction_stop_seconds"
 
 def _histogram(ward: Ward) -> dict[str, float]:
     """The histogram's samples by name (`_count`, `_sum`, `_bucket` of le=+Inf)."""
-    r = ward.c.get("/metrics")
+    r = ward.c.get("/metrics", headers=AUTH["admin"])
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/plain")
     for family in text_string_to_metric_families(r.text):
@@ -53,7 +53,7 @@ def test_A2_a_scrape_reports_the_link_of_each_pump_after_contact(ward: Ward) -> 
     """The scrape runs off the event loop; it once failed (500) as soon as a pump had answered."""
     ward.advance(1)
     assert all(p["connected"] for p in ward.get("/pumps"))
-    r = ward.c.get("/metrics")
+    r = ward.c.get("/metrics", headers=AUTH["admin"])
     assert r.status_code == 200, r.text
     links = {
         s.labels["pump"]: s.value

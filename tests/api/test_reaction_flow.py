@@ -87,7 +87,8 @@ def test_no_reply_answers_202_naming_a3_and_resume_waits_for_the_stop(ward: Ward
     # the 202 may come before the stop's fate: the view says a stop is pending either way
     assert ward.get(f"/infusions/{infusion}")["stop_pending"] is True
     r = ward.c.delete(
-        "/api/v1/sim/pumps/pump-1/faults/no_reply", headers={"Authorization": "Bearer a-tok"}
+        "/api/v1/sim/pumps/pump-1/faults/no_reply",
+        headers={"Authorization": "Bearer a-tok-for-the-tests-only-32chars"},
     )
     assert r.status_code == 200
     ward.advance(5)

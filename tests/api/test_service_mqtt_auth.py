@@ -227,7 +227,7 @@ def gateway(tmp_path: Path, **given: Any) -> Settings:
     """A gateway's settings: real pump links (to a simulated pump: a bench)."""
     return Settings(
         database=f"sqlite:///{tmp_path / 'pumpctl.db'}",
-        api_tokens=parse_tokens("a-tok=ada:admin"),
+        api_tokens=parse_tokens("a-tok-for-the-tests-only-32chars=ada:admin"),
         bench=True,
         link_timeout_s=2.0,
         **given,

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.sim import line_groups
 
-HEADERS = {"Authorization": "Bearer a-tok"}
+HEADERS = {"Authorization": "Bearer a-tok-for-the-tests-only-32chars"}
 
 
 def test_pumps_fill_a_line_up_to_its_capacity_then_take_the_next() -> None:

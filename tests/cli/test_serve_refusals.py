@@ -1,4 +1,4 @@
-"""`pumpctl serve` refuses to start, as a real process, when it must: no API tokens, a scaled or
+"""`pumpctl serve` refuses to start, as a real process, when it must: a token too short, a scaled or
 virtual clock against real pump links without --bench, a pump URL it cannot read, a serial port
 that can never be opened as configured. Each refusal is one line on stderr naming what is wrong,
 exit code 2, no traceback, and nothing served. A serial device that is missing (or a pump that
@@ -20,10 +20,13 @@ from needs import free_port
 from pumpctl_process import BOUND_S, PUMPCTL
 
 from pumpctl.clock import VirtualClock
+from pumpctl.credentials import MIN_TOKEN_CHARS
 from simulator.model import PumpModel
 from simulator.serial_server import SerialSimulator
 
-TOKENS = "a-tok=ada:admin,c-tok=carl:clinician"
+TOKENS = (
+    "a-tok-for-the-tests-only-32chars=ada:admin,c-tok-for-the-tests-only-32chars=carl:clinician"
+)
 
 
 async def _serve(
@@ -57,10 +60,14 @@ def _refused(done: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-async def test_serve_without_tokens_refuses_and_says_how_to_give_them(tmp_path: Path) -> None:
-    line = _refused(await _serve(tmp_path, "--simulate", "1", "--clock", "virtual", tokens=None))
-    assert "no API tokens" in line
-    assert "PUMPCTL_API_TOKENS" in line
+async def test_a_short_configured_token_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    """Issue 20: a 1-character token was accepted; now at least 32 (MIN_TOKEN_CHARS), refused
+    in one line naming `api_tokens` and the holder, never the token itself."""
+    short = "x" * (MIN_TOKEN_CHARS - 1)
+    line = _refused(await _serve(tmp_path, "--simulate", "1", tokens=f"{short}=nina:nurse"))
+    assert line.startswith("pumpctl serve: api_tokens: the token of 'nina' has 31 characters")
+    assert f"at least {MIN_TOKEN_CHARS}" in line
+    assert short not in line
 
 
 @pytest.mark.parametrize(
@@ -83,11 +90,6 @@ async def test_a_web_user_that_cannot_be_is_refused_naming_the_setting(
         assert words in line
     else:
         assert "web_user: becoming 'root' needs the service started as root" in line
-
-
-async def test_serve_with_an_empty_token_list_refuses_too(tmp_path: Path) -> None:
-    line = _refused(await _serve(tmp_path, "--simulate", "1", tokens=""))
-    assert "no API tokens" in line
 
 
 @pytest.mark.parametrize("clock", ["virtual", "scaled:60"])

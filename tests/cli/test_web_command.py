@@ -22,7 +22,7 @@ def _config(tmp_path: Path, port: int) -> Path:
         f"port = {port}\n"
         'database = "postgresql://pumpctl:secret@db.example/pumpctl"\n'
         f'mqtt_password_file = "{tmp_path}/not-readable-here.pass"\n'
-        'api_tokens = "n-tok=nina:nurse"\n'
+        'api_tokens = "n-tok-for-the-tests-only-32chars=nina:nurse"\n'
         "[[pumps]]\n"
         'id = "pump-1"\ntransport = "mqtt"\nhost = "127.0.0.1"\npump = "pump-1"\n'
     )

@@ -9,6 +9,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from tls_env import make_pki
 
 from pumpctl.settings import Role, Settings, load_settings
 
@@ -35,6 +36,15 @@ def with_optional_lines_on(tmp_path: Path) -> Path:
     secret.write_text(f"{EXAMPLE_PASSWORD}\n", encoding="utf-8")
     switched, count = re.subn(r'"/etc/pumpctl/mqtt\.password"', f'"{secret}"', switched)
     assert count == 1, "the example names /etc/pumpctl/mqtt.password"
+    # the MQTT TLS files it names are the gateway's: here ones a test CA made (read at start)
+    pki = make_pki(tmp_path / "pki")
+    for name, made in (
+        ("ward-ca.crt", pki.ca_file),
+        ("controller.crt", pki.client_cert),
+        ("controller.key", pki.client_key),
+    ):
+        switched, count = re.subn(f'"/etc/pumpctl/tls/{name}"', f'"{made}"', switched)
+        assert count == 1, f"the example names /etc/pumpctl/tls/{name}"
     path = tmp_path / "pumpctl.toml"
     path.write_text(switched, encoding="utf-8")
     return path
@@ -80,11 +90,17 @@ def test_tokens_from_the_environment_replace_the_files_tables(
 ) -> None:
     """What the systemd unit does: PUMPCTL_API_TOKENS from /etc/pumpctl/tokens.env wins, whole
     (the file's table is not merged in), and PUMPCTL_DATA_DIR (the unit's) wins over data_dir."""
-    monkeypatch.setenv("PUMPCTL_API_TOKENS", "t-c=carl:clinician,t-v=vera:viewer")
+    monkeypatch.setenv(
+        "PUMPCTL_API_TOKENS",
+        "t-c-for-the-tests-only-at-32-chars=carl:clinician,t-v-for-the-tests-only-at-32-chars=vera:viewer",
+    )
     monkeypatch.setenv("PUMPCTL_DATA_DIR", str(tmp_path / "state"))
     settings = load_settings(with_optional_lines_on(tmp_path))
-    assert set(settings.api_tokens) == {"t-c", "t-v"}
-    assert settings.api_tokens["t-c"].role is Role.CLINICIAN
+    assert set(settings.api_tokens) == {
+        "t-c-for-the-tests-only-at-32-chars",
+        "t-v-for-the-tests-only-at-32-chars",
+    }
+    assert settings.api_tokens["t-c-for-the-tests-only-at-32-chars"].role is Role.CLINICIAN
     assert settings.data_dir == tmp_path / "state"
 
 

@@ -61,7 +61,7 @@ async def press(service: Service, infusion: int) -> dict[str, Any]:
     answer = await service.http.post(
         f"/api/v1/infusions/{infusion}/reactions",
         json={"grade": 2, "signs": ["other"]},
-        headers={"Authorization": "Bearer n-tok"},
+        headers={"Authorization": "Bearer n-tok-for-the-tests-only-32chars"},
         timeout=10.0,
     )
     assert answer.status_code == 201, answer.text

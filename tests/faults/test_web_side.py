@@ -291,7 +291,7 @@ async def test_no_path_leads_out_of_the_api_to_the_kernels_own_routes(
     """The kernel's own routes (`/kernel/v1/...`, socket only) are never reached through the
     web side by dot segments, encoded or not: 404, even with a valid token."""
     token = TOKENS["admin"]
-    request = f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n"
     first = await _raw(service.port, request.encode())
     assert first.startswith(b"HTTP/1.1 404"), first
 
@@ -304,7 +304,7 @@ async def test_a_body_that_trickles_is_cut_off_and_the_press_goes_through(
     infusion = await service.running("pump-1", "MRN-TRICKLE")
     token = TOKENS["nurse"]
     head = (
-        f"POST /api/v1/patients HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+        f"POST /api/v1/patients HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n"
         "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
     )
     trickled = asyncio.create_task(_raw(service.port, head.encode(), bound_s=20.0))

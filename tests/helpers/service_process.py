@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import ssl
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,7 +23,12 @@ from typing import Any
 import httpx
 from needs import free_port
 
-TOKENS = {"viewer": "v-tok", "nurse": "n-tok", "clinician": "c-tok", "admin": "a-tok"}
+TOKENS = {
+    "viewer": "v-tok-for-the-tests-only-32chars",
+    "nurse": "n-tok-for-the-tests-only-32chars",
+    "clinician": "c-tok-for-the-tests-only-32chars",
+    "admin": "a-tok-for-the-tests-only-32chars",
+}
 NAMES = {"viewer": "vera", "nurse": "nina", "clinician": "carl", "admin": "ada"}
 UP_WITHIN_S = 30.0  # a cold interpreter and a migrated SQLite on a loaded CI machine
 HOUR = 3600
@@ -64,10 +70,13 @@ class Service:
     args: list[str] = field(default_factory=list)  # more options (with simulate=0: --pump ...)
     process: asyncio.subprocess.Process | None = None
     http: httpx.AsyncClient | None = None
+    #: "https" with `verify`, the SSL context trusting the test CA (tests/helpers/tls_env.py)
+    scheme: str = "http"
+    verify: ssl.SSLContext | bool = True
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def log(self) -> Path:
@@ -90,7 +99,7 @@ class Service:
             self.process = await asyncio.create_subprocess_exec(
                 *command, stdout=log, stderr=log, env=env
             )
-        self.http = httpx.AsyncClient(base_url=self.url, timeout=15.0)
+        self.http = httpx.AsyncClient(base_url=self.url, timeout=15.0, verify=self.verify)
         async with asyncio.timeout(UP_WITHIN_S):
             while True:
                 if self.process.returncode is not None:

@@ -280,6 +280,9 @@ async def test_keyboard_alone_reports_a_reaction(service: Service, browser: Brow
     await service.running("pump-1", "MRN-0009", hours=1)
     page = await browser.new_page(viewport={"width": 1280, "height": 900})
     await page.goto(service.url + "/")
+    await expect(page.get_by_label("User name")).to_be_focused()
+    await page.keyboard.press("Tab")  # the password
+    await page.keyboard.press("Tab")  # an access token instead
     await expect(page.get_by_label("Access token")).to_be_focused()
     await page.keyboard.type(TOKENS["nurse"])
     await page.keyboard.press("Enter")

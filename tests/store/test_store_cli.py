@@ -29,15 +29,15 @@ def db(
 def test_upgrade_current_downgrade(database_url: str) -> None:
     assert db("current", "--database", database_url).stdout == "none\n"
     up = db("upgrade", "--database", database_url)
-    assert (up.returncode, up.stdout, up.stderr) == (0, "0003\n", "")
-    assert db("current", "--database", database_url).stdout == "0003\n"
+    assert (up.returncode, up.stdout, up.stderr) == (0, "0004\n", "")
+    assert db("current", "--database", database_url).stdout == "0004\n"
     down = db("downgrade", "base", "--database", database_url)
     assert (down.returncode, down.stdout) == (0, "none\n")
 
 
 def test_the_default_is_the_data_directory_s_sqlite_file(tmp_path: Path) -> None:
     up = db("upgrade", data_dir=tmp_path / "data")
-    assert (up.returncode, up.stdout) == (0, "0003\n")
+    assert (up.returncode, up.stdout) == (0, "0004\n")
     assert (tmp_path / "data" / "pumpctl.db").is_file()
 
 
@@ -47,11 +47,11 @@ def test_the_config_file_names_the_database_serve_opens(tmp_path: Path) -> None:
     named = tmp_path / "named.db"
     (tmp_path / "with-database.toml").write_text(f'database = "sqlite:///{named}"\n')
     up = db("upgrade", "--config", str(tmp_path / "with-database.toml"))
-    assert (up.returncode, up.stdout, up.stderr) == (0, "0003\n", "")
+    assert (up.returncode, up.stdout, up.stderr) == (0, "0004\n", "")
     assert named.is_file()
     (tmp_path / "with-data-dir.toml").write_text(f'data_dir = "{tmp_path / "gateway"}"\n')
     up = db("upgrade", "--config", str(tmp_path / "with-data-dir.toml"))
-    assert (up.returncode, up.stdout) == (0, "0003\n")
+    assert (up.returncode, up.stdout) == (0, "0004\n")
     assert (tmp_path / "gateway" / "pumpctl.db").is_file()
 
 
@@ -60,14 +60,14 @@ def test_pumpctl_database_is_read_as_serve_reads_it(tmp_path: Path) -> None:
     and PUMPCTL_DATABASE_URL (the --database option's variable) winning over it."""
     setting, option = tmp_path / "setting.db", tmp_path / "option.db"
     up = db("upgrade", PUMPCTL_DATABASE=f"sqlite:///{setting}")
-    assert (up.returncode, up.stdout) == (0, "0003\n")
+    assert (up.returncode, up.stdout) == (0, "0004\n")
     assert setting.is_file()
     up = db(
         "upgrade",
         PUMPCTL_DATABASE=f"sqlite:///{setting}",
         PUMPCTL_DATABASE_URL=f"sqlite:///{option}",
     )
-    assert (up.returncode, up.stdout) == (0, "0003\n")
+    assert (up.returncode, up.stdout) == (0, "0004\n")
     assert option.is_file()
 
 

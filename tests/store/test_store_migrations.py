@@ -14,6 +14,8 @@ from pumpctl.store.engine import make_engine
 from pumpctl.store.models import metadata
 
 TABLES = {
+    "account",
+    "api_token",
     "alarm",
     "audit",
     "command_ledger",
@@ -35,7 +37,7 @@ def tables(url: str) -> set[str]:
 
 def test_up_to_head_down_to_base_and_up_again(database_url: str) -> None:
     assert migrate.current(database_url) is None
-    assert migrate.upgrade(database_url) == migrate.head() == "0003"
+    assert migrate.upgrade(database_url) == migrate.head() == "0004"
     assert tables(database_url) == TABLES
     assert migrate.downgrade(database_url, "base") is None
     assert tables(database_url) == set()
@@ -79,6 +81,6 @@ def test_downgrade_refuses_to_drop_clinical_records(store: Store, database_url: 
 
 def test_a_store_refuses_a_database_not_at_head(database_url: str) -> None:
     with pytest.raises(
-        StoreError, match=r"revision none, this pumpctl needs 0003: run `pumpctl db upgrade`"
+        StoreError, match=r"revision none, this pumpctl needs 0004: run `pumpctl db upgrade`"
     ):
         Store.open(database_url)
