@@ -23,12 +23,13 @@ import contextlib
 import logging
 import queue
 import sys
+import time
 import traceback
 from logging.handlers import QueueHandler, QueueListener
 from types import TracebackType
 from typing import TextIO
 
-__all__ = ["LOG_QUEUE_LINES", "Withheld", "log_off_the_loop"]
+__all__ = ["LOG_QUEUE_LINES", "Withheld", "flush", "log_off_the_loop"]
 
 #: Log records waiting for the writing thread at most; more are dropped and counted.
 LOG_QUEUE_LINES = 10_000
@@ -134,6 +135,16 @@ def log_off_the_loop(level: str, fmt: str, stream: TextIO | None = None) -> Queu
 
 
 _listeners: list[QueueListener] = []
+
+
+def flush(bound_s: float = LOG_EXIT_WAIT_S) -> None:
+    """Wait, `bound_s` at most, until every queued line is written: before a line written
+    straight to stderr (a refusal's), which must come after the log lines that led to it."""
+    deadline = time.monotonic() + bound_s
+    for listener in _listeners:
+        lines = listener.queue
+        while getattr(lines, "unfinished_tasks", 0) and time.monotonic() < deadline:
+            time.sleep(0.005)  # the writer thread's progress, bounded
 
 
 def _finish(listener: QueueListener) -> None:

@@ -28,6 +28,7 @@ from api.app import API_PREFIX, create_app
 from api.gateway import KERNEL_SOCKET_NAME, kernel_socket_path
 from pumpctl import sdnotify
 from pumpctl.cli.configured import SettingsError, settings_for, validation_message
+from pumpctl.cli.logsetup import flush as flush_log
 from pumpctl.cli.logsetup import log_off_the_loop
 from pumpctl.cli.progress import waiting
 from pumpctl.cli.webside import (
@@ -63,6 +64,7 @@ KernelSocketOption = Annotated[
 
 
 def _fail(command: str, message: str) -> typer.Exit:
+    flush_log()  # the log lines that led here first (they are written by a thread of their own)
     typer.echo(f"pumpctl {command}: {message}", err=True)
     return typer.Exit(2)
 
