@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from hypothesis import settings
+
 from pumpctl.core.history import CourseState, InfusionRecord, Sign
 from pumpctl.core.machine import (
     AuditEvent,
@@ -37,6 +39,20 @@ from pumpctl.core.machine import (
 )
 from pumpctl.core.protocol import Protocol, RowKind
 from pumpctl.protocols import load_protocol
+
+#: Under `--hypothesis-profile=mutation` (scripts/mutation, docs/mutation.md) every surviving
+#: mutant runs every test that reaches it, so the property tests draw at most this many examples
+#: (and stateful runs take at most this many steps): a mutant that only a rare example would
+#: catch counts as surviving there, so the reported kill rate errs low, never high.
+MUTATION_EXAMPLES = 12
+
+
+def examples(n: int) -> int:
+    """`n` examples (or steps), or at most `MUTATION_EXAMPLES` under the mutation profile."""
+    if settings.get_current_profile_name() == "mutation":
+        return min(n, MUTATION_EXAMPLES)
+    return n
+
 
 T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 OTHER = frozenset({Sign.OTHER})
@@ -65,6 +81,20 @@ def planned(
         course=course if course is not None else clean_course(number),
         bag_prepared_at=prepared_at,
     )
+
+
+def running_first(at: datetime, **changes: object) -> InfusionState:
+    """A course's first infusion (the review's protocol), its bag prepared and started at
+    `at`, the pump running at 50 ml/h; then `changes`."""
+    state = initial_state(REVIEW, infusion_number=1, course=CourseState(), bag_prepared_at=at)
+    base: dict[str, object] = {
+        "phase": InfusionPhase.RUNNING,
+        "started_at": at,
+        "pump_running": True,
+        "pump_rate_ml_h": 50.0,
+        "rate_ml_h": 50.0,
+    }
+    return state.updated({**base, **changes})
 
 
 def clean_course(infusion_number: int) -> CourseState:

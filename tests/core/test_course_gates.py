@@ -8,11 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from machine_scenario import running_first
 
 from pumpctl.core.course import Withdrawal, entry_withdrawal
 from pumpctl.core.dose import SCHEDULE_MARGIN, earliest_start, schedule_gate
 from pumpctl.core.history import CourseState, InfusionRecord, ReactionRecord, Sign
-from pumpctl.core.machine import InfusionPhase, initial_state
+from pumpctl.core.machine import InfusionPhase
 from pumpctl.core.machine.public import public_state
 from pumpctl.core.protocol import Grade4Policy, Reactions
 from pumpctl.core.rules import Rule
@@ -205,15 +206,7 @@ def test_d2_with_no_dated_earlier_infusion_the_spacing_is_not_checked_and_says_s
 
 
 def _running(**changes: object) -> object:
-    state = initial_state(PROTOCOL, infusion_number=1, course=CourseState(), bag_prepared_at=T0)
-    base: dict[str, object] = {
-        "phase": InfusionPhase.RUNNING,
-        "started_at": T0,
-        "pump_running": True,
-        "pump_rate_ml_h": 50.0,
-        "rate_ml_h": 50.0,
-    }
-    return state.updated({**base, **changes})
+    return running_first(T0, **changes)
 
 
 @pytest.mark.parametrize(

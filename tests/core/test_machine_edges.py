@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from machine_scenario import OTHER, T0, Scenario, minutes, planned, started
+from machine_scenario import OTHER, T0, Scenario, examples, minutes, planned, started
 from pydantic import ValidationError
 
 from pumpctl.core.history import InfusionRecord, ReactionRecord, Sign
@@ -50,7 +50,9 @@ from pumpctl.core.protocol import RowKind
 
 SPASM = frozenset({Sign.BRONCHOSPASM})
 NAN = float("nan")
-PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(
+    max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def at_150() -> Scenario:

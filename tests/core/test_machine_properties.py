@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import event as reached
 from hypothesis import strategies as st
-from machine_scenario import LABEL, REVIEW, T0, FakePump, planned, started
+from machine_scenario import LABEL, REVIEW, T0, FakePump, examples, planned, started
 
 from pumpctl.core.history import Sign
 from pumpctl.core.limits import round_down
@@ -48,7 +48,7 @@ from pumpctl.core.machine import (
 from pumpctl.core.protocol import RowKind
 
 PROPERTY_SETTINGS = settings(
-    max_examples=200,
+    max_examples=examples(200),
     deadline=None,
     derandomize=True,
     database=None,

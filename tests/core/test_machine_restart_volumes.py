@@ -16,7 +16,7 @@ from datetime import timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from machine_scenario import FakePump, Scenario, minutes, started
+from machine_scenario import FakePump, Scenario, examples, minutes, started
 
 from pumpctl.core.machine import (
     InfusionState,
@@ -32,7 +32,9 @@ from pumpctl.core.machine import (
 )
 from pumpctl.core.protocol import RowKind
 
-PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(
+    max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def stored(scenario: Scenario) -> InfusionState:

@@ -53,7 +53,7 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
-from machine_scenario import LABEL, REVIEW, T0, FakePump, clean_course, planned
+from machine_scenario import LABEL, REVIEW, T0, FakePump, clean_course, examples, planned
 
 from pumpctl.core.history import CourseState, InfusionRecord, ReactionRecord, Sign
 from pumpctl.core.limits import round_down
@@ -786,8 +786,8 @@ class InfusionSequences(RuleBasedStateMachine):
 
 
 InfusionSequences.TestCase.settings = settings(
-    max_examples=150,
-    stateful_step_count=80,
+    max_examples=examples(150),
+    stateful_step_count=examples(80),
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
