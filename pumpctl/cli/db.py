@@ -22,7 +22,7 @@ from pumpctl.cli.configured import SettingsError, settings_for
 from pumpctl.cli.progress import waiting
 from pumpctl.store import StoreError, configured_database_url, migrate
 
-__all__ = ["app"]
+__all__ = ["Config", "Database", "app"]
 
 app = typer.Typer(help="The store's schema: migrate it up or down, or say where it is.")
 

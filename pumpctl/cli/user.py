@@ -20,6 +20,7 @@ import typer
 from sqlalchemy.exc import SQLAlchemyError
 
 from pumpctl.cli.configured import SettingsError, settings_for
+from pumpctl.cli.db import Config, Database  # the same options as `pumpctl db`
 from pumpctl.credentials import (
     ACCOUNT_NAME,
     MAX_PASSWORD_CHARS,
@@ -37,23 +38,6 @@ __all__ = ["app"]
 app = typer.Typer(help="Personal accounts and machines' tokens (the service sees a change in 2 s).")
 T = TypeVar("T")
 
-Database = Annotated[
-    str | None,
-    typer.Option(
-        "--database",
-        envvar="PUMPCTL_DATABASE_URL",
-        help="sqlite:///PATH or postgresql://... (default: the data directory's SQLite file)",
-        show_default=False,
-    ),
-]
-Config = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        envvar="PUMPCTL_CONFIG",
-        help="The service's settings file (TOML): its database and data_dir are used.",
-    ),
-]
 Name = Annotated[str, typer.Argument(help="The account's name (taken in lowercase).")]
 PasswordStdin = Annotated[
     bool, typer.Option("--password-stdin", help="Read the password as one line from stdin.")
