@@ -14,6 +14,10 @@ A traceback is written with its frames and each exception's type, never the exce
 message (`Withheld`): an error no route expected may quote the request that caused it (a
 database driver's error quotes the statement's parameters, a patient's MRN among them; issue
 20). An `OSError` keeps its errno and the system's words, which name no input.
+
+`log_format = "json"` writes each line as one JSON object (`json_lines()`, python-json-logger,
+a kept library): `at`, `level`, `logger`, `message`, the message and its traceback escaped
+however many quotes and lines they hold, so a collector reads every line whole.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from logging.handlers import QueueHandler, QueueListener
 from types import TracebackType
 from typing import TextIO
 
-__all__ = ["LOG_QUEUE_LINES", "Withheld", "flush", "log_off_the_loop"]
+from pythonjsonlogger.json import JsonFormatter
+
+__all__ = ["LOG_QUEUE_LINES", "Withheld", "flush", "json_lines", "log_off_the_loop"]
 
 #: Log records waiting for the writing thread at most; more are dropped and counted.
 LOG_QUEUE_LINES = 10_000
@@ -112,12 +118,25 @@ def _withheld(error: BaseException, seen: set[int]) -> list[str]:
     return lines
 
 
-def log_off_the_loop(level: str, fmt: str, stream: TextIO | None = None) -> QueueListener:
+def json_lines() -> logging.Formatter:
+    """One JSON object a line: `at`, `level`, `logger`, `message` (with its traceback, as
+    `Withheld` made it)."""
+    return JsonFormatter(
+        "{asctime}{levelname}{name}{message}",
+        style="{",
+        rename_fields={"asctime": "at", "levelname": "level", "name": "logger"},
+    )
+
+
+def log_off_the_loop(
+    level: str, fmt: str | logging.Formatter, stream: TextIO | None = None
+) -> QueueListener:
     """Send every log record of the process through a bounded queue to a thread that writes
-    them to `stream` (stderr) in `fmt`; the root logger at `level`. Replaces the handlers the
-    root logger had. The listener is returned; at exit its queue is written out (bounded)."""
+    them to `stream` (stderr) in `fmt` (a format string, or a formatter: `json_lines()`); the
+    root logger at `level`. Replaces the handlers the root logger had. The listener is
+    returned; at exit its queue is written out (bounded)."""
     writer = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    writer.setFormatter(logging.Formatter(fmt))
+    writer.setFormatter(fmt if isinstance(fmt, logging.Formatter) else logging.Formatter(fmt))
     lines: queue.Queue[logging.LogRecord] = queue.Queue(LOG_QUEUE_LINES)
     listener = QueueListener(lines, writer, respect_handler_level=False)
     root = logging.getLogger()

@@ -29,7 +29,7 @@ from api.gateway import KERNEL_SOCKET_NAME, kernel_socket_path
 from pumpctl import sdnotify
 from pumpctl.cli.configured import SettingsError, settings_for, validation_message
 from pumpctl.cli.logsetup import flush as flush_log
-from pumpctl.cli.logsetup import log_off_the_loop
+from pumpctl.cli.logsetup import json_lines, log_off_the_loop
 from pumpctl.cli.progress import waiting
 from pumpctl.cli.webside import (
     READY_LINE,
@@ -71,8 +71,7 @@ def _fail(command: str, message: str) -> typer.Exit:
 
 def _logging(settings: Settings) -> None:
     fmt = (
-        '{"at": "%(asctime)s", "level": "%(levelname)s", "logger": "%(name)s", '
-        '"message": "%(message)s"}'
+        json_lines()
         if settings.log_format == "json"
         else "%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

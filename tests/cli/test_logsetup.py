@@ -6,6 +6,7 @@ bound and its account of what it dropped."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import threading
 import time
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pumpctl.cli.logsetup import LOG_QUEUE_LINES, log_off_the_loop
+from pumpctl.cli.logsetup import LOG_QUEUE_LINES, json_lines, log_off_the_loop
 
 
 class _StuckStream(io.StringIO):
@@ -75,3 +76,29 @@ def test_logging_never_waits_for_a_stuck_writer_and_says_what_it_dropped(
     assert extra - 1 <= dropped <= extra, gap
     assert len(lines) == LOG_QUEUE_LINES + extra - dropped + 2  # the gap's line, the last line
     assert lines.index(gap) == len(lines) - 2  # said before the next line, not lost among them
+
+
+def test_json_lines_stay_one_object_a_line_whatever_a_message_holds(stuck: _StuckStream) -> None:
+    """`log_format = "json"`: a message with quotes, a backslash and lines of its own, and a
+    traceback, each come out as one JSON object a line with the message whole (a collector
+    that reads lines never sees half an object); the exception's own words are withheld."""
+    stuck.free.set()
+    log_off_the_loop("INFO", json_lines(), stuck)
+    log = logging.getLogger("pumpctl.test")
+    said = 'pump "pump-1" said \\ on\ntwo lines'
+    log.warning("%s", said)
+    mrn = "MRN-" + "123"
+    try:
+        int(mrn)
+    except ValueError:
+        log.exception("a route failed")
+    log_off_the_loop("WARNING", "%(message)s", io.StringIO())  # writes out what is queued
+    lines = stuck.getvalue().splitlines()
+    assert len(lines) == 2, lines
+    first, second = (json.loads(line) for line in lines)
+    assert first["message"] == said
+    assert (first["level"], first["logger"]) == ("WARNING", "pumpctl.test")
+    assert first["at"][:4].isdigit()
+    assert second["message"].startswith("a route failed\nTraceback (most recent call last):")
+    assert "ValueError: (message withheld" in second["message"]
+    assert "MRN-123" not in lines[1]
