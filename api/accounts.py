@@ -12,6 +12,9 @@ docs/architecture.md, "Personal accounts, sessions and machine tokens":
   is refused without a check), then the password checked by `PasswordChecks`, one thread of
   its own, never the loop, at most `CHECKS_AT_ONCE` at once (more: `Busy`, at once).
 - `verify(name, password)` is the one seam a directory (LDAP, OIDC) would replace.
+- `AccountTrail`: the audit rows of sign-ins, sign-outs, refusals after a check and lock-outs,
+  each queued as a record of the store's writer and never awaited (a sign-in is never refused
+  or delayed by a degraded store), at most `TRAIL_WAITING` waiting.
 """
 
 from __future__ import annotations
@@ -26,17 +29,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from api.auth import User
-from api.throttle import Throttle
+from api.throttle import WINDOW_S, Throttle
+from pumpctl.clock import Clock
 from pumpctl.credentials import dummy_check, new_token, token_digest, verify_password
 from pumpctl.settings import Role
+from pumpctl.store import AccountAudit, Store
 from pumpctl.store.accounts import AccountBook, AccountRow, Snapshot
-from pumpctl.store.writer import StoreReader, StoreUnavailable
+from pumpctl.store.writer import StoreReader, StoreUnavailable, StoreWriter
 
 __all__ = [
     "ACCOUNTS_REFRESH_S",
     "CHECKS_AT_ONCE",
     "MAX_SESSIONS",
+    "TRAIL_WAITING",
     "AccountDirectory",
+    "AccountTrail",
     "Busy",
     "PasswordChecks",
     "SignedIn",
@@ -51,6 +58,9 @@ ACCOUNTS_REFRESH_S = 2.0
 CHECKS_AT_ONCE = 8
 #: Sessions held at most (beyond, the oldest ends).
 MAX_SESSIONS = 10_000
+#: The accounts' audit rows that may wait for the store at once (one more is lost, loudly and
+#: counted): sign-ins never fill the backlog the clinical records wait in.
+TRAIL_WAITING = 1_000
 
 
 class Busy(Exception):  # noqa: N818 - a state, answered 503
@@ -90,6 +100,42 @@ class PasswordChecks:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class AccountTrail:
+    """The kernel's audit rows of the accounts (`AccountAudit`), at clinical time. Each is a
+    record of the store's writer (queued, written in order on its thread, waiting in memory
+    and tried again while the store is degraded, as a decision's record does) and is never
+    awaited: the sign-in it tells of goes on whatever the store does. At most `waiting` of
+    them wait at once; one more is lost with a critical line and counted on /health
+    (`records_lost`), as a record past the writer's backlog is."""
+
+    def __init__(
+        self, store: Store, writer: StoreWriter, clock: Clock, *, waiting: int = TRAIL_WAITING
+    ) -> None:
+        self.store = store
+        self.writer = writer
+        self.clock = clock
+        self.limit = waiting
+        self.waiting = 0  # queued and not yet written (or lost)
+
+    def __call__(self, kind: AccountAudit, *, actor: str | None, **data: object) -> None:
+        """Queue one row (`actor`: the account's name, or None; `data`: never a password, a
+        token or a name that is no account)."""
+        what = f"the audit row {kind.value}"
+        if self.waiting >= self.limit:
+            why = f"{self.waiting} audit rows of the accounts already wait for the database"
+            self.writer.lost(what, why)
+            return
+        at = self.clock.now()
+        self.waiting += 1
+        written = self.writer.record(
+            lambda: self.store.record_account(kind, actor=actor, at=at, **data), what=what
+        )
+        written.add_done_callback(self._written)
+
+    def _written(self, _done: asyncio.Future[bool]) -> None:
+        self.waiting -= 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +183,12 @@ class AccountDirectory:
         self._by_name: dict[str, AccountRow] = {}
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._failing = False
+        #: where the sign-ins are audited (set by the kernel once its clock is final)
+        self.trail: AccountTrail | None = None
+
+    def _audit(self, kind: AccountAudit, *, actor: str | None, **data: object) -> None:
+        if self.trail is not None:
+            self.trail(kind, actor=actor, **data)
 
     # -- the snapshot -----------------------------------------------------------------------
 
@@ -205,9 +257,15 @@ class AccountDirectory:
         """Whether `token` is a session's (live or not)."""
         return token_digest(token) in self._sessions
 
-    def sign_out(self, token: str) -> bool:
-        """End the session of `token`; False when it is none."""
-        return self._sessions.pop(token_digest(token), None) is not None
+    def sign_out(self, token: str, address: str = "") -> bool:
+        """End the session of `token` (audited, from `address`); False when it is none."""
+        session = self._sessions.pop(token_digest(token), None)
+        if session is None:
+            return False
+        account = self._snapshot.accounts.get(session.account_id)
+        name = account.name if account is not None else None
+        self._audit(AccountAudit.SIGNED_OUT, actor=name, address=address)
+        return True
 
     @property
     def sessions(self) -> int:
@@ -245,6 +303,7 @@ class AccountDirectory:
             self._failed(key, address)
             return None
         self.names.succeeded(key)
+        self._audit(AccountAudit.SIGNED_IN, actor=account.name, address=address, role=account.role)
         token = new_token()
         self._sessions[token_digest(token)] = _Session(
             account.id, account.changed_at, self._clock() + self.session_max_s
@@ -255,11 +314,32 @@ class AccountDirectory:
         return SignedIn(token, User(account.name, Role(account.role)), expires_at)
 
     def _failed(self, key: str, address: str) -> None:
+        """A sign-in refused after its check: counted, audited (the account's name, or none
+        for a name that is no account: the name typed is never kept), and a lock it makes
+        logged and audited."""
         self.names.failed(key)
         self.addresses.failed(address)
+        known = self._by_name.get(key)
+        actor = known.name if known is not None else None
+        self._audit(AccountAudit.SIGN_IN_REFUSED, actor=actor, address=address, reason=_why(known))
+        minutes = WINDOW_S / 60
         if self.names.locked(key):
-            known = self._by_name.get(key)
             who = f"account {known.id}" if known is not None else "a name that is no account"
-            _log.warning("sign-in: %s locked for 15 min after repeated failures", who)
+            _log.warning("sign-in: %s locked for %.0f min after repeated failures", who, minutes)
+            self._audit(AccountAudit.SIGN_IN_LOCKED, actor=actor, address=address, locked="name")
         if self.addresses.locked(address):
-            _log.warning("sign-in: address %s locked for 15 min after repeated failures", address)
+            _log.warning(
+                "sign-in: address %s locked for %.0f min after repeated failures", address, minutes
+            )
+            self._audit(AccountAudit.SIGN_IN_LOCKED, actor=None, address=address, locked="address")
+
+
+def _why(account: AccountRow | None) -> str:
+    """Why a checked sign-in was refused, for its audit row (the answer says none of it)."""
+    if account is None:
+        return "no such account"
+    if account.disabled:
+        return "account disabled"
+    if account.password_hash is None:
+        return "a machine's account (tokens only)"
+    return "wrong password"

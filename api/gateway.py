@@ -23,7 +23,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from api.accounts import AccountDirectory
+from api.accounts import AccountDirectory, AccountTrail
 from api.listing import InfusionList
 from api.live import LiveHub
 from api.metrics import ServiceMetrics
@@ -174,6 +174,7 @@ async def open_kernel(app: FastAPI, settings: Settings, stack: AsyncExitStack) -
     _background(accounts.run(), "accounts", stack)
     app.state.accounts = accounts
     clock = _after_the_record(clock, store.latest_clinical_time())
+    accounts.trail = AccountTrail(store, writer, clock)  # sign-ins audited, never awaited
     pumps: dict[str, tuple[Pump, str]]
     if settings.simulate:
         from api.sim import open_simulated  # noqa: PLC0415 - the simulator only when simulating

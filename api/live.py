@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from api.views import audit_view, pump_view
 from pumpctl.controller.ward import Ward
+from pumpctl.store import AccountAudit
 from pumpctl.store.writer import StoreUnavailable
 
 __all__ = [
@@ -52,6 +53,8 @@ MAX_STREAMS_PER_USER = 20
 #: Events that may wait for the web side's one feed of the kernel's events.
 FEED_BUFFER = 4096
 _PAGE = 500
+#: The accounts' audit rows (sign-ins, `pumpctl user`): in the trail, not in the live events.
+_ACCOUNTS = frozenset(kind.value for kind in AccountAudit)
 
 Event = dict[str, str]
 
@@ -216,6 +219,9 @@ class LiveHub(FanOut):
             self.reads += 1
             rows = await self.ward.audit_since(cursor, _PAGE)
             for row in rows:
+                if row.type in _ACCOUNTS:  # no infusion changed: not the stations' news
+                    self.cursor = max(self.cursor, row.id or cursor)
+                    continue
                 event = {
                     "event": row.type,
                     "id": str(row.id),

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -106,6 +106,13 @@ class ServiceMetrics:
             "pumpctl_kernel_loop_lag_seconds",
             "How late the kernel's event loop ran a timer due every 50 ms (wire time)",
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+            registry=self.registry,
+        )
+        self.identity_checks = Counter(
+            "pumpctl_kernel_identity_checks",
+            "Bearer tokens the web side asked the kernel about (GET /kernel/v1/identity), by "
+            "answer: the invalid ones it throttles per address never come (issue 20)",
+            ["answer"],
             registry=self.registry,
         )
         self._live = _Live(ward)

@@ -1,6 +1,7 @@
-"""Failed sign-ins slow down, then lock out, per name and per address (issue 20).
+"""Failed sign-ins and invalid bearer tokens slow down, then lock out (issue 20).
 
-One `Throttle` per kind of key (the name given, the client's address). The failures of the
+One `Throttle` per kind of key (the kernel's sign-ins: the name given, the client's address;
+the web side's bearer tokens: the client's address, `BadTokens`). The failures of the
 last `WINDOW_S` are kept per key (at most `LOCK_AFTER`); after `FREE_FAILURES` of them the next
 attempt waits `2 ** (n - FREE_FAILURES)` s after the last failure (1, 2, 4, ... 64 s), and
 after `LOCK_AFTER` the key is locked until `WINDOW_S` after its last failure. An attempt too
@@ -17,7 +18,16 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-__all__ = ["FREE_FAILURES", "LOCK_AFTER", "MAX_KEYS", "WINDOW_S", "Throttle", "retry_after"]
+__all__ = [
+    "FREE_FAILURES",
+    "GOOD_REMEMBERED_S",
+    "LOCK_AFTER",
+    "MAX_KEYS",
+    "WINDOW_S",
+    "BadTokens",
+    "Throttle",
+    "retry_after",
+]
 
 #: Failures that cost nothing more than the check itself.
 FREE_FAILURES = 3
@@ -25,8 +35,11 @@ FREE_FAILURES = 3
 LOCK_AFTER = 10
 #: Seconds a failure is remembered (and a lock lasts from the last failure).
 WINDOW_S = 15 * 60.0
-#: Keys remembered at most, per throttle.
+#: Keys remembered at most, per throttle (and tokens remembered good, `BadTokens`).
 MAX_KEYS = 10_000
+#: Seconds a token the kernel said good is remembered as one at the web side (a shift): such a
+#: token is never held back by its address's count of invalid tokens.
+GOOD_REMEMBERED_S = 12 * 3600.0
 
 
 class Throttle:
@@ -74,6 +87,59 @@ class Throttle:
     def succeeded(self, key: str) -> None:
         """`key` signed in: its failures are forgotten."""
         self._failures.pop(key, None)
+
+
+class BadTokens:
+    """The web side's invalid bearer tokens, counted per client address with `Throttle`'s
+    policy, and the tokens the kernel said good (by their SHA-256, for `GOOD_REMEMBERED_S`, at
+    most `MAX_KEYS`, the one seen good longest ago forgotten first). A token seen good is not a
+    guess: its address's count never holds it back, and its refusal later (revoked, signed out,
+    its account disabled) is not counted; only tokens never seen good are."""
+
+    def __init__(
+        self, *, max_keys: int = MAX_KEYS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.addresses = Throttle(max_keys=max_keys, clock=clock)
+        self._good: OrderedDict[str, float] = OrderedDict()  # digest -> when last seen good
+        self._max_keys = max_keys
+        self._clock = clock
+
+    def seen_good(self, digest: str) -> bool:
+        """Whether the token of `digest` was said good within `GOOD_REMEMBERED_S`."""
+        seen = self._good.get(digest)
+        if seen is None:
+            return False
+        if self._clock() - seen >= GOOD_REMEMBERED_S:
+            del self._good[digest]
+            return False
+        return True
+
+    def good(self, digest: str) -> None:
+        """The kernel said the token of `digest` good (now)."""
+        self._good[digest] = self._clock()
+        self._good.move_to_end(digest)
+        while len(self._good) > self._max_keys:
+            self._good.popitem(last=False)
+
+    def forget(self, digest: str) -> None:
+        """The token of `digest` is no longer good (signed out through the web side)."""
+        self._good.pop(digest, None)
+
+    def wait_s(self, address: str) -> float:
+        """Seconds before `address` may have a token never seen good asked again (0: now)."""
+        return self.addresses.wait_s(address)
+
+    def refused(self, digest: str, address: str) -> bool:
+        """The kernel refused the token of `digest` from `address`: counted against the address
+        (True) unless it had been seen good (forgotten then, not counted: False)."""
+        if self._good.pop(digest, None) is not None:
+            return False
+        self.addresses.failed(address)
+        return True
+
+    def locked(self, address: str) -> bool:
+        """Whether `address` sent `LOCK_AFTER` invalid tokens within the window."""
+        return self.addresses.locked(address)
 
 
 def retry_after(wait_s: float) -> str:

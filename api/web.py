@@ -52,6 +52,7 @@ from api.live import FanOut, TooManyStreams, event_stream_id
 from api.page import STATIC_DIR, mount_page
 from api.routes.events import PING_S, SEND_TIMEOUT_S
 from api.routes.session import CLIENT_HEADER
+from api.throttle import WINDOW_S, BadTokens, retry_after
 from pumpctl.credentials import token_digest
 from pumpctl.settings import Role, Settings
 from pumpctl.store import MAX_ROW_ID
@@ -204,31 +205,103 @@ class Kernel:
             raise KernelUnreachable(f"the kernel does not answer ({said})") from None
 
 
+class TokensThrottled(Exception):  # noqa: N818 - a refusal, answered 429
+    """Too many invalid bearer tokens from the address: `wait_s` to wait."""
+
+    def __init__(self, wait_s: float) -> None:
+        super().__init__(f"too many invalid tokens from this address: try again in {wait_s:.0f} s")
+        self.wait_s = wait_s
+
+
 class Identities:
     """Who a token not of the configuration is, asked of the kernel (`/kernel/v1/identity`,
     in the request's lane); a yes kept `IDENTITY_KEEP_S` (at most `IDENTITY_KEPT`, by the
-    token's SHA-256), a no never kept."""
+    token's SHA-256), a no never kept.
 
-    def __init__(self, kernel: Kernel) -> None:
+    Invalid tokens are counted per client address (`failures`, api/throttle.py's `BadTokens`:
+    the sign-ins' policy). A token the kernel has said good (within `GOOD_REMEMBERED_S`) is
+    always asked; any other, from an address past its free failures, is `TokensThrottled`
+    without asking the kernel, and from any address only one such token is asked at a time
+    (the others wait their turn, at most `POOL_WAIT_S`, then see the count it left)."""
+
+    def __init__(self, kernel: Kernel, *, failures: BadTokens | None = None) -> None:
         self.kernel = kernel
+        self.failures = failures or BadTokens()
         self._kept: OrderedDict[str, tuple[float, User]] = OrderedDict()
+        self._turns: dict[str, asyncio.Lock] = {}
+        self._turn_users: Counter[str] = Counter()
 
-    async def of(self, token: str, *, urgent: bool) -> User | None:
-        """The token's user, or None; `KernelUnreachable` when the kernel does not answer."""
+    async def of(self, token: str, *, urgent: bool, address: str = "") -> User | None:
+        """The token's user, or None; `TokensThrottled` for a token never seen good from an
+        address that sent too many invalid ones; `KernelUnreachable` when the kernel does not
+        answer."""
         digest = token_digest(token)
+        kept = self._kept_user(digest)
+        if kept is not None:
+            return kept
+        if self.failures.seen_good(digest):  # not a guess: never held back by its address
+            return await self._ask(token, digest, urgent=urgent, address=address)
+        self._hold(address)
+        async with self._turn(address):
+            self._hold(address)  # the tokens asked before it may have failed
+            kept = self._kept_user(digest)  # or one of them was this token, and good
+            if kept is not None:
+                return kept
+            return await self._ask(token, digest, urgent=urgent, address=address)
+
+    def _kept_user(self, digest: str) -> User | None:
         kept = self._kept.get(digest)
-        now = time.monotonic()
-        if kept is not None and now < kept[0]:
+        if kept is not None and time.monotonic() < kept[0]:
             return kept[1]
         self._kept.pop(digest, None)
+        return None
+
+    def _hold(self, address: str) -> None:
+        wait_s = self.failures.wait_s(address)
+        if wait_s > 0:
+            raise TokensThrottled(wait_s)
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, address: str) -> AsyncIterator[None]:
+        """The address's turn to have a token never seen good asked (one at a time)."""
+        turn = self._turns.setdefault(address, asyncio.Lock())
+        self._turn_users[address] += 1
+        try:
+            try:
+                async with asyncio.timeout(POOL_WAIT_S):
+                    await turn.acquire()
+            except TimeoutError:
+                raise KernelUnreachable(
+                    f"the kernel has not answered this address's tokens (waited {POOL_WAIT_S:g} s)"
+                ) from None
+            try:
+                yield
+            finally:
+                turn.release()
+        finally:
+            self._turn_users[address] -= 1
+            if self._turn_users[address] <= 0:
+                del self._turn_users[address]
+                del self._turns[address]
+
+    async def _ask(self, token: str, digest: str, *, urgent: bool, address: str) -> User | None:
+        now = time.monotonic()
         lane = self.kernel.urgent if urgent else self.kernel.other
         answer = await self.kernel.ask(
             lane, "GET", "/kernel/v1/identity", {"authorization": f"Bearer {token}"}, b""
         )
         if answer.status_code != 200:
+            counted = answer.status_code == 401 and self.failures.refused(digest, address)
+            if counted and self.failures.locked(address):
+                _log.warning(
+                    "tokens: address %s locked for %.0f min after repeated invalid tokens",
+                    address,
+                    WINDOW_S / 60,
+                )
             return None
         said = answer.json()
         user = User(str(said["name"]), Role(said["role"]))
+        self.failures.good(digest)
         self._kept[digest] = (now + IDENTITY_KEEP_S, user)
         while len(self._kept) > IDENTITY_KEPT:
             self._kept.popitem(last=False)
@@ -236,7 +309,9 @@ class Identities:
 
     def forget(self, token: str) -> None:
         """A token signed out through here: refused from the next request on."""
-        self._kept.pop(token_digest(token), None)
+        digest = token_digest(token)
+        self._kept.pop(digest, None)
+        self.failures.forget(digest)
 
 
 class KernelFeed(FanOut):
@@ -446,10 +521,20 @@ def _plain(raw_path: str) -> bool:
 async def _user(
     settings: Settings, identities: Identities, request: Request, *, urgent: bool = False
 ) -> tuple[str, str] | Response:
-    """(name, role) of the request's bearer token, or its answer (401; 503 while the kernel,
-    asked about a token not of the configuration, does not answer): `identify`."""
+    """(name, role) of the request's bearer token, or its answer (401; 429 with `Retry-After`
+    for a token never seen good from an address that sent too many invalid ones; 503 while the
+    kernel, asked about a token not of the configuration, does not answer): `identify`."""
+    address = request.client.host if request.client else ""
+    authorization = request.headers.get("authorization")
     try:
-        user = await identify(settings, identities, request.headers.get("authorization"), urgent)
+        user = await identify(settings, identities, authorization, urgent, address)
+    except TokensThrottled as refusal:
+        wait = retry_after(refusal.wait_s)
+        return JSONResponse(
+            {"detail": f"too many invalid tokens from this address: try again in {wait} s"},
+            429,
+            headers={"Retry-After": wait},
+        )
     except KernelUnreachable as error:
         return _kernel_down(error)
     if isinstance(user, str):
@@ -458,16 +543,21 @@ async def _user(
 
 
 async def identify(
-    settings: Settings, identities: Identities, authorization: str | None, urgent: bool
+    settings: Settings,
+    identities: Identities,
+    authorization: str | None,
+    urgent: bool,
+    address: str = "",
 ) -> User | str:
     """The web side's one function from a request's `Authorization` to a user (or the words
-    of its 401): a configured token here, in constant time (`api.guard.bearer`); any other
-    bearer token asked of the kernel (`Identities`)."""
+    of its 401): a configured token here, in constant time (`api.guard.bearer`), never
+    throttled; any other bearer token asked of the kernel (`Identities`, which counts the
+    invalid ones per `address` and holds back a flood of them: `TokensThrottled`)."""
     user = bearer(settings.api_tokens, authorization)
     scheme, _, token = (authorization or "").partition(" ")
     if not isinstance(user, str) or scheme.lower() != "bearer" or not token.strip():
         return user  # a configured token's user, or no bearer token at all
-    found = await identities.of(token.strip(), urgent=urgent)
+    found = await identities.of(token.strip(), urgent=urgent, address=address)
     return user if found is None else found
 
 

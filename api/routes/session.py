@@ -2,7 +2,9 @@
 the kernel's identity check for the web side (`GET /kernel/v1/identity`, its socket only).
 
 Nothing of a sign-in reaches a log line: not the name typed, not the password (the throttle
-logs a lock by the account's id, api/accounts.py)."""
+logs a lock by the account's id, api/accounts.py). The audit names the account of a sign-in,
+a sign-out, a refusal after its check and a lock-out, never a name that is no account
+(`AccountTrail`)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 from api.accounts import AccountDirectory, Busy, Throttled
 from api.deps import CurrentUser, bearer_token, identify
 from api.errors import responses
+from api.metrics import ServiceMetrics
 from api.throttle import retry_after
 from pumpctl.credentials import MAX_PASSWORD_CHARS
 
@@ -110,7 +113,7 @@ async def sign_out(request: Request, user: CurrentUser) -> Response:
     del user
     token = bearer_token(request)
     assert token is not None  # CurrentUser admitted it
-    if not _directory(request).sign_out(token):
+    if not _directory(request).sign_out(token, _address(request)):
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST,
             "this token is not a session's: a machine's token is revoked with "
@@ -126,6 +129,9 @@ async def kernel_identity(request: Request) -> JSONResponse:
     if request.client is not None:  # uvicorn gives no peer address on a Unix socket
         raise HTTPException(status.HTTP_404_NOT_FOUND, "Not Found")
     user = identify(request)
+    metrics: ServiceMetrics | None = getattr(request.app.state, "metrics", None)
+    if metrics is not None:  # (built once the kernel has opened)
+        metrics.identity_checks.labels(answer="no" if user is None else "yes").inc()
     if user is None:
         return JSONResponse({"detail": "the token is not valid"}, 401)
     return JSONResponse({"name": user.name, "role": user.role.value})

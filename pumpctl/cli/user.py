@@ -5,10 +5,16 @@ kernel reads the accounts again every 2 s, so a change takes effect without a re
 Passwords are asked on the terminal (twice, not echoed) or read as one line from stdin
 (`--password-stdin`), hashed here with Argon2id (pumpctl/credentials.py); a token is printed
 once and only its SHA-256 is kept. No password, hash or token is in any other line.
+
+Every change is audited (`account_changed`, actor the account's name, `by` this command and
+the system user running it) in the change's own transaction, ordered with a running kernel's
+writes so the audit's hash chain holds (pumpctl/store/accounts.py).
 """
 
 from __future__ import annotations
 
+import os
+import pwd
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -59,9 +65,19 @@ def _book(verb: str, database: str | None, config: Path | None) -> Iterator[Acco
     except (SettingsError, StoreError) as exc:
         _fail(verb, str(exc))
     try:
-        yield AccountBook(store.engine)
+        yield AccountBook(store.engine, by=_by())
     finally:
         store.close()
+
+
+def _by() -> str:
+    """Who makes a change, for its audit row: this command and the system user running it."""
+    uid = os.getuid()
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:  # a uid with no passwd entry (a container)
+        user = f"uid {uid}"
+    return f"pumpctl user ({user})"
 
 
 def _run(

@@ -22,10 +22,18 @@ from pumpctl.store.errors import (
 )
 from pumpctl.store.location import configured_database_url, default_database_url
 from pumpctl.store.models import MAX_ROW_ID
-from pumpctl.store.store import CommandFate, LedgerEntry, Store, StoreAudit, StoredInfusion
+from pumpctl.store.store import (
+    AccountAudit,
+    CommandFate,
+    LedgerEntry,
+    Store,
+    StoreAudit,
+    StoredInfusion,
+)
 
 __all__ = [
     "MAX_ROW_ID",
+    "AccountAudit",
     "CommandFate",
     "DataDirError",
     "InfusionConflictError",

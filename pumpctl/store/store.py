@@ -63,6 +63,8 @@ from pumpctl.store.models import (
 from pumpctl.store.sqltypes import json_dumps
 
 __all__ = [
+    "AccountAudit",
+    "AccountEvent",
     "CommandFate",
     "LedgerEntry",
     "Store",
@@ -101,6 +103,29 @@ class StoreAudit(StrEnum):
     PREMEDICATION = "premedication"  # D3: premedication given, as recorded by a nurse
     START_GATE = "start_gate"  # D2, D3: a gate's decision at a start (allowed, or overridden)
     CLOCK_STEP = "clock_step"  # A7: the wall clock stepped; clinical time took no step
+
+
+class AccountAudit(StrEnum):
+    """Audit events of the accounts (issue 20; architecture.md, "Personal accounts, sessions
+    and machine tokens"): no infusion and no rule of clinical-rules.md (`rule` null). The kernel
+    writes the sign-ins' (at clinical time), `pumpctl user` the changes (`at` its wall clock:
+    it has no clinical clock). Never a password, a token or a name that is no account."""
+
+    SIGNED_IN = "signed_in"
+    SIGNED_OUT = "signed_out"
+    SIGN_IN_REFUSED = "sign_in_refused"  # a password checked and refused
+    SIGN_IN_LOCKED = "sign_in_locked"  # a name or an address locked out (api/throttle.py)
+    ACCOUNT_CHANGED = "account_changed"  # `pumpctl user`: added, password, disabled, tokens
+
+
+@dataclass(frozen=True, slots=True)
+class AccountEvent:
+    """One audit row of the accounts (`AccountAudit`), as `Store._audit` takes it."""
+
+    type: AccountAudit
+    at: datetime
+    data: Mapping[str, object]
+    rule: None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +221,7 @@ def constraint_of(error: IntegrityError) -> str | None:
     return found["index"] or _SQLITE_COLUMNS.get(found["cols"].strip())
 
 
-def _actor(event: AuditEvent, actor: str | None) -> str | None:
+def _actor(event: AuditEvent | AccountEvent, actor: str | None) -> str | None:
     if actor is not None:
         return actor
     named = event.data.get("actor")
@@ -290,7 +315,7 @@ class Store:
     def _audit(
         self,
         session: Session,
-        events: Iterable[AuditEvent],
+        events: Iterable[AuditEvent | AccountEvent],
         *,
         infusion_id: int | None,
         actor: str | None,
@@ -815,6 +840,39 @@ class Store:
 
     # -- the audit trail --------------------------------------------------------------------
 
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One write transaction, ordered with every other appender of the audit chain, in
+        this process or another (SQLite: `BEGIN IMMEDIATE`, the database's write lock from its
+        first statement; PostgreSQL: the chain's advisory lock, taken when a row is appended):
+        `pumpctl user`'s changes and their rows (`audit_account`), beside a running kernel."""
+        with self._write() as session:
+            yield session
+
+    def audit_account(
+        self,
+        session: Session,
+        kind: AccountAudit,
+        *,
+        actor: str | None,
+        at: datetime,
+        **data: object,
+    ) -> int:
+        """One audit row of the accounts in `session`'s transaction (`transaction`); its id.
+        `actor`: the account's name, never a name typed that is no account."""
+        (row_id,) = self._audit(
+            session, [AccountEvent(kind, at, data)], infusion_id=None, actor=actor
+        )
+        return row_id
+
+    def record_account(
+        self, kind: AccountAudit, *, actor: str | None, at: datetime, **data: object
+    ) -> int:
+        """One audit row of the accounts in a transaction of its own (the kernel's sign-ins,
+        on the store's writer thread); its id."""
+        with self._write() as session:
+            return self.audit_account(session, kind, actor=actor, at=at, **data)
+
     def append_audit(
         self,
         events: Sequence[AuditEvent],
@@ -840,9 +898,15 @@ class Store:
 
     def latest_clinical_time(self) -> datetime | None:
         """The clinical time of the latest audit row (None when there is none): a virtual
-        clock restarted on this store starts there, never before it."""
+        clock restarted on this store starts there, never before it. `pumpctl user`'s rows
+        are left out: their `at` is its wall clock, not clinical time."""
         with self._read() as session:
-            query = select(Audit.at).order_by(col(Audit.at).desc()).limit(1)
+            query = (
+                select(Audit.at)
+                .where(Audit.type != AccountAudit.ACCOUNT_CHANGED.value)
+                .order_by(col(Audit.at).desc())
+                .limit(1)
+            )
             return session.exec(query).first()
 
     def audit_of(self, infusion_id: int) -> list[Audit]:

@@ -10,6 +10,8 @@ a stop's path"):
     (locked, full, read-only, gone, not answering); dropped only for a fault of the record
     itself (logged). A record that only moved time may be `superseded` by a newer one of the
     same infusion while both wait. The returned future is True once written.
+    The kernel's audit rows of sign-ins are records too, never awaited by the sign-in
+    (api/accounts.py; `lost` counts one that its caller's own bound kept out).
   - `call(fn)`: an action's write (a patient, an infusion, a premedication). Refused at once
     while the store is degraded (`StoreUnavailable`, 503), else queued behind every record and
     awaited for at most its bound: an action is answered only once it is recorded.
@@ -312,6 +314,14 @@ class StoreWriter:
                 self._quiet[key] = job
             self._lock.notify_all()
         return future
+
+    def lost(self, what: str, why: str) -> None:
+        """A record its caller could not queue (a bound of its own: the accounts' audit rows,
+        api/accounts.py): lost as one past the backlog is, with a critical line, and counted
+        (`dropped`, /health's `records_lost`)."""
+        with self._lock:
+            self._dropped += 1
+        _log.critical("store: %s NOT RECORDED: %s", what, why)
 
     def _supersede(self, job: _Job) -> None:
         """A newer time-only record of the same infusion replaces one still waiting (it only

@@ -2,7 +2,11 @@
 `DELETE /session`): a person signs in with her own name and password and the audit names her;
 failures slow down and lock out per name and per address (429 with `Retry-After`, nothing
 checked then); disable, a new password and a revoked machine token take effect without a
-restart; the sign-in's input is 422 naming the field, never echoed.
+restart; the sign-in's input is 422 naming the field, never echoed. Sign-ins, sign-outs,
+refusals and lock-outs are audited by the account's name (never the name typed for no
+account), through the store's writer: a degraded store neither refuses nor delays a sign-in,
+its row waits and is written when the database answers, and the rows that may wait are
+bounded (past the bound one is lost and counted, as a record past the backlog is).
 
 The accounts are written as `pumpctl user` writes them (pumpctl/store/accounts.py) into the
 app's own database; the kernel's snapshot is read again at once (`refresh`, what its 2 s loop
@@ -11,6 +15,11 @@ does) instead of waiting for the loop.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import sqlite3
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,14 +29,22 @@ from conftest import AUTH, Ward
 from conftest import settings as app_settings
 from fastapi.testclient import TestClient
 
-from api.accounts import AccountDirectory
+from api.accounts import AccountDirectory, AccountTrail
 from api.app import create_app
+from pumpctl.clock import VirtualClock
 from pumpctl.credentials import hash_password, new_token, token_digest
+from pumpctl.store import AccountAudit, Store, migrate
 from pumpctl.store.accounts import AccountBook
+from pumpctl.store.chain import verify
 from pumpctl.store.engine import make_engine
+from pumpctl.store.models import Audit
+from pumpctl.store.writer import StoreWriter
 
 PASSWORD = "a long enough pass phrase"  # noqa: S105 - the tests' account
 REFUSED = "the name or the password is not right"
+#: Seconds within which the store's writer has written what the kernel queued (its thread
+#: writes after the answer; a loaded machine).
+WRITTEN_WITHIN_S = 10.0
 
 
 @pytest.fixture
@@ -63,6 +80,26 @@ def sign_in(client: TestClient, name: str, password: str = PASSWORD) -> tuple[in
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def account_rows(tmp_path: Path, count: int) -> list[Audit]:
+    """The accounts' audit rows once there are `count` (the writer's thread writes them after
+    the answers), bounded."""
+    kinds = {kind.value for kind in AccountAudit}
+    engine = make_engine(f"sqlite:///{tmp_path / 'pumpctl.db'}")
+    try:
+        deadline = time.monotonic() + WRITTEN_WITHIN_S
+        while True:
+            found = [r for r in Store(engine).audit_since(0, 10_000) if r.type in kinds]
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)  # polling a condition with a deadline
+    finally:
+        engine.dispose()
+
+
+def said(rows: list[Audit]) -> list[tuple[str, str | None, dict[str, object]]]:
+    return [(r.type, r.actor, r.data) for r in rows]
 
 
 def test_a_person_signs_in_acts_and_the_audit_names_her(
@@ -158,6 +195,117 @@ def test_ten_failures_lock_a_name_for_15_minutes(book: AccountBook, tmp_path: Pa
         assert (status, said["retry-after"]) == (429, str(15 * 60))
         now[0] += 15 * 60 + 1  # the window after the last failure is over
         assert sign_in(client, "nina.k")[0] == 201
+    rows = account_rows(tmp_path, 14)  # added, 10 refused, 2 locks, the sign-in
+    locks = [(r.actor, r.data) for r in rows if r.type == "sign_in_locked"]
+    address = {"address": "testclient"}
+    assert locks == [
+        ("nina.k", {**address, "locked": "name"}),
+        (None, {**address, "locked": "address"}),
+    ]
+
+
+def test_sign_ins_sign_outs_and_refusals_are_audited_by_the_account_never_the_name_typed(
+    client: TestClient, book: AccountBook, tmp_path: Path
+) -> None:
+    book.add("nina.k", "nurse", hash_password(PASSWORD))
+    seen(client)
+    token = sign_in(client, "Nina.K")[1]["token"]
+    assert client.delete("/api/v1/session", headers=bearer(token)).status_code == 204
+    assert sign_in(client, "nina.k", "not her pass phrase")[0] == 401
+    assert sign_in(client, "someone.unknown", PASSWORD)[0] == 401
+    rows = account_rows(tmp_path, 5)
+    address = "testclient"  # TestClient's peer
+    assert said(rows) == [
+        ("account_changed", "nina.k", {"change": "added", "role": "nurse", "password": True}),
+        ("signed_in", "nina.k", {"address": address, "role": "nurse"}),
+        ("signed_out", "nina.k", {"address": address}),
+        ("sign_in_refused", "nina.k", {"address": address, "reason": "wrong password"}),
+        ("sign_in_refused", None, {"address": address, "reason": "no such account"}),
+    ]
+    now = datetime.fromisoformat(client.get("/api/v1/clock", headers=AUTH["viewer"]).json()["now"])
+    assert [(r.at, r.rule, r.infusion_id) for r in rows[1:]] == [(now, None, None)] * 4
+    text = json.dumps([r.model_dump(mode="json") for r in rows])
+    for secret in ("someone", PASSWORD, "not her pass phrase", token):
+        assert secret not in text
+    engine = make_engine(f"sqlite:///{tmp_path / 'pumpctl.db'}")
+    try:
+        assert verify(engine).ok
+    finally:
+        engine.dispose()
+    # the live events carry infusions' news, not the accounts'
+    live = client.app.state.live  # type: ignore[attr-defined]
+    deadline = time.monotonic() + WRITTEN_WITHIN_S
+    while live.cursor < rows[-1].id and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling a condition with a deadline
+    assert live.cursor >= rows[-1].id
+    assert not [e for _id, e in live._ring if e["event"] in {k.value for k in AccountAudit}]
+
+
+def test_a_sign_in_is_neither_refused_nor_delayed_by_a_degraded_store_and_its_row_waits(
+    client: TestClient, book: AccountBook, tmp_path: Path
+) -> None:
+    """Another process holds SQLite's write lock: the store is degraded (/health 503), a
+    sign-in is answered at once all the same (a nurse may have to sign in to stop a pump),
+    and its row is written, in order, once the lock goes; nothing is lost."""
+    book.add("nina.k", "nurse", hash_password(PASSWORD))
+    seen(client)
+    holder = sqlite3.connect(tmp_path / "pumpctl.db", isolation_level=None, timeout=10)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        deadline = time.monotonic() + WRITTEN_WITHIN_S
+        while client.get("/api/v1/health").status_code != 503:
+            assert time.monotonic() < deadline, "the store never said it was degraded"
+        began = time.monotonic()
+        status, session = sign_in(client, "nina.k")
+        took_s = time.monotonic() - began
+        assert status == 201, session
+        assert took_s < 2.0  # the check only: the store's 5 s busy wait is not in it
+        me = client.get("/api/v1/me", headers=bearer(session["token"])).json()
+        assert me == {"name": "nina.k", "role": "nurse"}
+        health = client.get("/api/v1/health").json()
+        assert health["store"] == "degraded"
+        assert health["store_detail"]["records_waiting"] >= 1
+    finally:
+        holder.rollback()
+        holder.close()
+    rows = account_rows(tmp_path, 2)
+    assert said(rows)[1] == ("signed_in", "nina.k", {"address": "testclient", "role": "nurse"})
+    deadline = time.monotonic() + WRITTEN_WITHIN_S
+    while (health := client.get("/api/v1/health").json())["store"] != "up":
+        assert time.monotonic() < deadline, health
+    assert health["store_detail"]["records_lost"] == 0
+
+
+async def test_the_rows_that_wait_are_bounded_one_past_the_bound_lost_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store that does not answer: the accounts' rows wait, at most the trail's bound; one
+    more is lost with a critical line and counted (/health's `records_lost`), never queued in
+    front of the clinical records' backlog. The ones that waited are written afterwards."""
+    url = f"sqlite:///{tmp_path / 'pumpctl.db'}"
+    migrate.upgrade(url)
+    store = Store.open(url)
+    writer = StoreWriter(store)
+    writer.start()
+    holder = sqlite3.connect(tmp_path / "pumpctl.db", isolation_level=None, timeout=10)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        trail = AccountTrail(store, writer, VirtualClock(), waiting=2)
+        with caplog.at_level(logging.CRITICAL, logger="pumpctl.store"):
+            for _ in range(3):
+                trail(AccountAudit.SIGNED_IN, actor="nina.k", address="10.0.0.7")
+        assert trail.waiting == 2
+        assert writer.health().dropped == 1
+        assert "store: the audit row signed_in NOT RECORDED: 2 audit rows" in caplog.text
+        holder.rollback()
+        async with asyncio.timeout(WRITTEN_WITHIN_S):
+            while trail.waiting:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)  # polling a condition with a deadline
+        assert [r.type for r in store.audit_since(0)] == ["signed_in", "signed_in"]
+    finally:
+        holder.close()
+        writer.close()
+        store.close()
 
 
 def test_sign_out_ends_the_session_and_a_token_that_is_no_session_is_400(

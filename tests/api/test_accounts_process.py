@@ -1,14 +1,16 @@
 """Personal accounts on the real `pumpctl serve` (kernel and web side, issue 20): a person
 signs in through the web side, which asks the kernel who her session is before it reads a
 body; the audit names her; sign-out and disable reach the web side without a restart; the
-address the throttle counts is the web side's peer, whatever a client claims; and a flood of
+address the throttle counts is the web side's peer, whatever a client claims; a flood of
 sign-ins (each an Argon2 check) does not delay a nurse's press: the checks run on a thread of
-their own, bounded, never on the kernel's loop (docs/architecture.md, "Personal accounts,
-sessions and machine tokens")."""
+their own, bounded, never on the kernel's loop; and a flood of invalid bearer tokens from one
+address is 429 at the web side without asking the kernel, while the tokens seen good from that
+address still act (docs/architecture.md, "Personal accounts, sessions and machine tokens")."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -19,7 +21,8 @@ import pytest
 from service_process import TOKENS, Service, serving
 
 from api.accounts import CHECKS_AT_ONCE
-from pumpctl.credentials import hash_password
+from api.throttle import FREE_FAILURES
+from pumpctl.credentials import hash_password, new_token, token_digest
 from pumpctl.store import migrate
 from pumpctl.store.accounts import AccountBook
 from pumpctl.store.engine import make_engine
@@ -180,3 +183,80 @@ async def test_a_press_during_a_flood_of_sign_ins_is_stopped_and_answered(
     # the press's answer within the service's own bound on a reaction's answer (2 s here):
     # with the checks on the loop, 12 sign-ins of ~0.1 s each would hold it far longer
     assert took_s < 2.0, (took_s, counts)
+
+
+async def identity_checks(service: Service) -> Counter[str]:
+    """The kernel's count of identity checks the web side asked, by answer (GET /metrics)."""
+    said = await service.http.get("/metrics", headers=bearer(TOKENS["admin"]))  # type: ignore[union-attr]
+    assert said.status_code == 200, said.text
+    found = re.findall(
+        r'^pumpctl_kernel_identity_checks_total\{answer="(\w+)"\} (\S+)$', said.text, re.M
+    )
+    return Counter({answer: int(float(n)) for answer, n in found})
+
+
+async def test_a_flood_of_invalid_tokens_is_429_at_the_web_side_and_good_tokens_still_act(
+    service: Service, tmp_path: Path
+) -> None:
+    """80 invalid tokens from one address (the test's, 127.0.0.1), 16 at once: the first few
+    are asked of the kernel and refused (401), every other one is 429 with `Retry-After` and
+    never reaches the kernel (its own count of identity checks says so). From the same address
+    meanwhile, a nurse's session and a station's machine token that the web side has seen good
+    are still asked and act, and a configured token is decided by the web side itself; a new
+    session, never seen good, waits with the guesses (the trade-off architecture.md states)."""
+    http = service.http
+    assert http is not None
+    book = book_of(tmp_path)
+    machine = new_token()
+    try:
+        book.add("station-4", "nurse", None)
+        book.add_token("station-4", token_digest(machine), "bed 4")
+    finally:
+        book.engine.dispose()
+    # the kernel's snapshot has it (asked on its socket: no failure counted at the web side)
+    transport = httpx.AsyncHTTPTransport(uds=str(kernel_socket(service)))
+    async with httpx.AsyncClient(transport=transport, base_url="http://kernel") as kernel:
+        await until_status(kernel, machine, 200)
+    assert (await http.get("/api/v1/me", headers=bearer(machine))).status_code == 200
+    r = await http.post("/api/v1/session", json={"name": "nina.k", "password": PASSWORD})
+    session = r.json()["token"]
+    assert (await http.get("/api/v1/me", headers=bearer(session))).status_code == 200
+    infusion = await service.running("pump-1", "MRN-0003")
+    before = await identity_checks(service)
+
+    answers: list[httpx.Response] = []
+    guesses = [f"guess-{n:03d}-{'x' * 40}" for n in range(80)]
+    for first in range(0, len(guesses), 16):
+        answers += await asyncio.gather(
+            *(http.get("/api/v1/me", headers=bearer(g)) for g in guesses[first : first + 16])
+        )
+    after = await identity_checks(service)
+    statuses = Counter(r.status_code for r in answers)
+    assert set(statuses) == {401, 429}, statuses
+    # each 401 is one question to the kernel; not one 429 is
+    assert after["no"] - before["no"] == statuses[401]
+    # the free failures, and one more for each wait (1 s, 2 s, ...) the flood outlasted
+    assert FREE_FAILURES <= statuses[401] <= FREE_FAILURES + 3, statuses
+    for throttled in (r for r in answers if r.status_code == 429):
+        assert int(throttled.headers["retry-after"]) >= 1
+        assert throttled.json()["detail"].startswith("too many invalid tokens from this address")
+
+    # from the same address, while it is held back: tokens seen good still act
+    r = await http.post(
+        f"/api/v1/infusions/{infusion}/reactions",
+        json={"grade": 2, "signs": ["other"]},
+        headers=bearer(session),
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["stop"] == "confirmed"
+    assert (await http.get("/api/v1/me", headers=bearer(machine))).json()["name"] == "station-4"
+    nurse = await http.get("/api/v1/me", headers=bearer(TOKENS["nurse"]))
+    assert nurse.json() == {"name": "nina", "role": "nurse"}
+    assert (await http.get("/api/v1/me", headers=bearer(guesses[0]))).status_code == 429
+    r = await http.post("/api/v1/session", json={"name": "nina.k", "password": PASSWORD})
+    assert r.status_code == 201  # the sign-in is the kernel's own throttle's (passwords)
+    assert (await http.get("/api/v1/me", headers=bearer(r.json()["token"]))).status_code == 429
+    log = service.log.read_text()
+    assert not any(g in log for g in guesses)
+    assert machine not in log
+    assert session not in log

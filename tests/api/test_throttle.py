@@ -1,6 +1,7 @@
-"""The sign-in throttle (api/throttle.py) on a clock the test moves, and the password checks'
-bound (api/accounts.py `PasswordChecks`): a check never runs on the loop, and one past the
-bound is refused at once."""
+"""The sign-in throttle (api/throttle.py) on a clock the test moves, the web side's count of
+invalid bearer tokens (`BadTokens`: only tokens never seen good count), and the password
+checks' bound (api/accounts.py `PasswordChecks`): a check never runs on the loop, and one past
+the bound is refused at once."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ import threading
 import pytest
 
 from api.accounts import Busy, PasswordChecks
-from api.throttle import FREE_FAILURES, LOCK_AFTER, WINDOW_S, Throttle, retry_after
+from api.throttle import (
+    FREE_FAILURES,
+    GOOD_REMEMBERED_S,
+    LOCK_AFTER,
+    WINDOW_S,
+    BadTokens,
+    Throttle,
+    retry_after,
+)
 
 
 class Clock:
@@ -60,6 +69,41 @@ def test_the_keys_are_bounded_the_oldest_forgotten_first() -> None:
             throttle.failed(key)
     assert throttle.wait_s("a") == 0.0
     assert [throttle.wait_s(k) for k in ("b", "c", "d")] == [1.0, 1.0, 1.0]
+
+
+def test_invalid_tokens_count_per_address_and_a_token_seen_good_is_no_guess() -> None:
+    clock = Clock()
+    tokens = BadTokens(clock=clock)
+    tokens.good("station")
+    for n in range(FREE_FAILURES):
+        assert tokens.refused(f"guess {n}", "10.0.0.7")  # never seen good: counted
+    assert tokens.wait_s("10.0.0.7") == 1.0
+    assert tokens.wait_s("10.0.0.8") == 0.0  # per address
+    assert tokens.seen_good("station")  # whatever its address's count
+    # a token seen good, refused later (revoked, signed out): forgotten, not counted
+    assert not tokens.refused("station", "10.0.0.7")
+    assert not tokens.seen_good("station")
+    assert tokens.wait_s("10.0.0.7") == 1.0
+    assert tokens.refused("station", "10.0.0.7")  # once forgotten, it counts like any other
+    tokens.good("dashboard")
+    tokens.forget("dashboard")  # signed out through the web side
+    assert not tokens.seen_good("dashboard")
+
+
+def test_a_token_seen_good_is_remembered_for_a_shift_and_the_table_is_bounded() -> None:
+    clock = Clock()
+    tokens = BadTokens(max_keys=2, clock=clock)
+    tokens.good("a")
+    clock.now += GOOD_REMEMBERED_S - 1
+    assert tokens.seen_good("a")
+    clock.now += 1
+    assert not tokens.seen_good("a")
+    for digest in ("b", "c", "d"):
+        tokens.good(digest)
+    assert [tokens.seen_good(d) for d in ("b", "c", "d")] == [False, True, True]
+    tokens.good("c")  # seen good again: the newest
+    tokens.good("e")
+    assert [tokens.seen_good(d) for d in ("c", "d", "e")] == [True, False, True]
 
 
 def test_retry_after_is_whole_seconds_at_least_one() -> None:
