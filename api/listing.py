@@ -11,6 +11,11 @@ changed or `LIST_FRESH_S` has passed, on the clinical clock and on the loop's (t
 the time left and the running minutes, which move with the clinical clock; a virtual or scaled
 clock moves faster than the loop's). A list is never older than that: a change is seen by the
 next request, which never joins a build begun before the change.
+
+The list depends on nothing but the filter, so the route marks it shareable for the web side
+(`api.readcache.SHARED_HEADER`, `InfusionList.keep_s`): there, every caller of a role is served
+one copy until the kernel's events carry a change, and the kernel sees one request where a
+flood of readers asked many.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from api.views import facts_view
+from pumpctl.clock import ScaledClock
 from pumpctl.controller.ward import Ward
 
 __all__ = ["LIST_FRESH_S", "InfusionList"]
@@ -53,6 +59,11 @@ class InfusionList:
 
     def __init__(self, ward: Ward) -> None:
         self.ward = ward
+        factor = ward.clock.factor if isinstance(ward.clock, ScaledClock) else 1.0
+        #: wall seconds a list stays fresh while nothing changes: `LIST_FRESH_S` of clinical
+        #: time on a scaled clock (a demo's 120x: 1/120 s); a virtual clock moves only by a
+        #: request (`/sim/advance`), which the web side counts as a change
+        self.keep_s = LIST_FRESH_S / factor
         self._kept: dict[Key, _Built] = {}
         # the build under way per filter and change count: a request joins one only when nothing
         # changed since it began

@@ -108,6 +108,12 @@ class ServiceMetrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
             registry=self.registry,
         )
+        self.list_requests = Counter(
+            "pumpctl_infusion_list_requests",
+            "GET /infusions requests that reached the kernel (the web side serves one answer "
+            "to all its callers until something changes: api/readcache.py)",
+            registry=self.registry,
+        )
         self.identity_checks = Counter(
             "pumpctl_kernel_identity_checks",
             "Bearer tokens the web side asked the kernel about (GET /kernel/v1/identity), by "

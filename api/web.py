@@ -5,15 +5,19 @@ serves its API on a Unix socket only. This process faces the network: the nurse 
 `/docs` (Swagger UI from the package, nothing from the internet), the live events fanned out
 from memory, and every other `/api/v1` request passed to the kernel over its socket. A crash
 or a memory blow-up here never reaches the kernel; what crosses to it is bounded (two lanes of
-8 and 16 connections, 2 requests at a time per address besides the stops), though a flood of
-authorised reads still costs the kernel their routes and reads (architecture.md, "Two
-processes").
+8 and 16 connections, 2 requests at a time per address besides the stops), and a flood of
+authorised reads is answered here (api/readcache.py: one copy of a shareable answer until
+something changes, a budget per caller for the rest; architecture.md, "Reads never reach the
+kernel in a flood").
 
 - A request whose `Host` is not one of the settings' `trusted_hosts()` is answered 400 here
   (Starlette's TrustedHostMiddleware), before anything else.
 - A request that needs a token and carries none that is valid is answered 401 here, before its
   body is read (`/metrics` needs the admin's); a body is read up to `MAX_BODY` bytes (413
   beyond). The access log names no request input (api/accesslog.py).
+  Invalid tokens are counted per address: past a few, 429 without the kernel (`Identities`).
+- Reads (GET) from memory where the kernel marked the answer shareable, else within the
+  caller's budget (429 beyond): `api.readcache`.
 - Two lanes to the kernel, each a bounded pool of connections: the nurse's stops (a reaction, a
   stop for good) and `/health` on one, everything else on the other, so reads never queue in
   front of a stop. A kernel that does not answer is 503 naming it.
@@ -28,6 +32,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import re
 import time
 from collections import Counter, OrderedDict
@@ -50,6 +55,7 @@ from api.auth import CLINICAL, User
 from api.guard import API, MAX_BODY, bearer, needs_token, too_large, unauthorized
 from api.live import FanOut, TooManyStreams, event_stream_id
 from api.page import STATIC_DIR, mount_page
+from api.readcache import SHARED_HEADER, Answer, OverBudget, ReadBudget, SharedReads
 from api.routes.events import PING_S, SEND_TIMEOUT_S
 from api.routes.session import CLIENT_HEADER
 from api.throttle import WINDOW_S, BadTokens, retry_after
@@ -317,9 +323,10 @@ class Identities:
 class KernelFeed(FanOut):
     """The web side's live events: one stream from the kernel, fanned out from memory."""
 
-    def __init__(self, kernel: Kernel, *, replay: int) -> None:
+    def __init__(self, kernel: Kernel, *, replay: int, shared: SharedReads) -> None:
         super().__init__(replay=replay)
         self.kernel = kernel
+        self.shared = shared  # told of every change the kernel's events carry
         self.connected = asyncio.Event()
         self.connections = 0  # streams opened to the kernel (the tests count them)
 
@@ -337,12 +344,15 @@ class KernelFeed(FanOut):
                         if answer.status_code == 200:
                             self.connections += 1
                             self.connected.set()
+                            self.shared.feed(live=True)
                             primed = True
                             await self._read(answer)
                         else:
                             _log.warning("live events: the kernel answered %s", answer.status_code)
                 except httpx.TransportError as error:
                     _log.warning("live events: the kernel's stream: %s", error)
+                finally:
+                    self.shared.feed(live=False)
                 self.connected.clear()
                 await asyncio.sleep(RETRY_S)
         finally:
@@ -368,12 +378,16 @@ class KernelFeed(FanOut):
         if head.isdigit():  # an audit row: kept for replay, never twice
             audit_id = int(head)
             if audit_id > self.cursor or not self._ring:
+                self.shared.seen()
                 self.publish(event, audit_id=audit_id)
             return
         if event["event"] == "resync":
+            self.shared.seen()
             self.publish(event)
             return
         key = event["event"]
+        if key == "store_status":
+            self.shared.seen()
         if key == "pump_status":
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 key = f"pump {json.loads(event['data'])['id']}"
@@ -414,7 +428,9 @@ async def _body(request: Request) -> bytes | Response:
 def create_web_app(settings: Settings, socket: Path) -> FastAPI:
     """The web side for `settings`, passing the API to the kernel on `socket`."""
     kernel = Kernel(socket, urgent_answer_s=settings.stop_answer_s + URGENT_MARGIN_S)
-    feed = KernelFeed(kernel, replay=settings.events_replay)
+    shared = SharedReads()
+    budget = ReadBudget(per_s=settings.read_budget_per_s)
+    feed = KernelFeed(kernel, replay=settings.events_replay, shared=shared)
     schema: dict[str, Any] = {}
 
     @asynccontextmanager
@@ -438,6 +454,8 @@ def create_web_app(settings: Settings, socket: Path) -> FastAPI:
     app.state.settings = settings
     app.state.kernel = kernel
     app.state.feed = feed
+    app.state.shared_reads = shared
+    app.state.read_budget = budget
     identities = Identities(kernel)
     # a Host not ours is 400 before anything else (DNS rebinding: docs/security.md, "Input")
     app.add_middleware(
@@ -491,11 +509,14 @@ def create_web_app(settings: Settings, socket: Path) -> FastAPI:
         full = f"{API}/{path}"
         if not _plain(request.url.path):  # never a way out of /api/v1 (to /kernel/v1/...)
             return JSONResponse({"detail": "Not Found"}, 404)
-        if needs_token(full):
-            user = await _user(settings, identities, request, urgent=bool(_URGENT.match(full)))
-            if isinstance(user, Response):
-                return user  # 401 before the body is read
-        return await _pass(kernel, request, full, identities)
+        return await _route(
+            request,
+            full,
+            settings=settings,
+            kernel=kernel,
+            identities=identities,
+            reads=(shared, budget),
+        )
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
@@ -508,6 +529,34 @@ def create_web_app(settings: Settings, socket: Path) -> FastAPI:
 
     mount_page(app)
     return app
+
+
+async def _route(
+    request: Request,
+    full: str,
+    *,
+    settings: Settings,
+    kernel: Kernel,
+    identities: Identities,
+    reads: tuple[SharedReads, ReadBudget],
+) -> Response:
+    """An `/api/v1` request other than the live events: 401 before its body is read when it
+    needs a token and has none valid; a read from memory or within its caller's budget
+    (`_read`); anything else passed to the kernel, and counted as a change once answered."""
+    shared, budget = reads
+    urgent = bool(_URGENT.match(full))
+    user: tuple[str, str] | None = None
+    if needs_token(full):
+        found = await _user(settings, identities, request, urgent=urgent)
+        if isinstance(found, Response):
+            return found  # 401 before the body is read
+        user = found
+    if request.method == "GET" and user is not None and not urgent:
+        return await _read(kernel, request, full, user, shared=shared, budget=budget)
+    answer = await _pass(kernel, request, full, identities)
+    if request.method != "GET" and not 400 <= answer.status_code < 500:
+        shared.changed()  # what it changed shows in the next read (a refusal changed nothing)
+    return answer
 
 
 def _plain(raw_path: str) -> bool:
@@ -561,37 +610,105 @@ async def identify(
     return user if found is None else found
 
 
-async def _pass(
-    kernel: Kernel, request: Request, path: str, identities: Identities | None = None
-) -> Response:
-    """`request` to the kernel, and its answer back (hop-by-hop headers left out)."""
-    body = await _body(request)
-    if isinstance(body, Response):
-        return body
+def _headers(request: Request) -> dict[str, str]:
+    """The headers a request carries to the kernel: hop-by-hop ones left out, and the client's
+    address for the kernel's sign-in throttle (a client's own word replaced)."""
     headers = {
         k: v
         for k, v in request.headers.items()
         if k.lower() not in _HOP and k.lower() != CLIENT_HEADER
     }
-    # the client's address, for the kernel's sign-in throttle (a client's own word replaced)
-    headers[CLIENT_HEADER] = request.client.host if request.client else ""
+    headers[CLIENT_HEADER] = _peer(request)
+    return headers
+
+
+def _peer(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+async def _ask(
+    kernel: Kernel, request: Request, path: str, headers: dict[str, str], body: bytes
+) -> Answer:
+    """One request to the kernel and its answer (hop-by-hop headers left out);
+    `KernelUnreachable` when it cannot be."""
+    answer = await kernel.send(
+        request.method,
+        path,
+        query=request.url.query,
+        headers=headers,
+        body=body,
+        peer=_peer(request),
+    )
+    kept = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP}
+    kept.pop("content-encoding", None)  # httpx decoded it
+    return Answer(answer.status_code, kept, answer.content)
+
+
+def _response(answer: Answer) -> Response:
+    return Response(answer.body, answer.status, headers=answer.headers)
+
+
+async def _pass(
+    kernel: Kernel, request: Request, path: str, identities: Identities | None = None
+) -> Response:
+    """`request` to the kernel, and its answer back."""
+    body = await _body(request)
+    if isinstance(body, Response):
+        return body
     try:
-        answer = await kernel.send(
-            request.method,
-            path,
-            query=request.url.query,
-            headers=headers,
-            body=body,
-            peer=request.client.host if request.client else "",
+        answer = await _ask(kernel, request, path, _headers(request), body)
+    except KernelUnreachable as error:
+        return _kernel_down(error)
+    if identities is not None and path == f"{API}/session" and answer.status == 204:
+        # signed out through here: the session's token refused from the next request on
+        identities.forget(request.headers.get("authorization", "").partition(" ")[2].strip())
+    return _response(answer)
+
+
+async def _read(
+    kernel: Kernel,
+    request: Request,
+    path: str,
+    user: tuple[str, str],
+    *,
+    shared: SharedReads,
+    budget: ReadBudget,
+) -> Response:
+    """A GET of a caller with a role (`user`: name, role): an answer the kernel marked
+    shareable from memory (`SharedReads`), anything else passed to the kernel within the
+    caller's budget (`ReadBudget`: 429 with Retry-After beyond it)."""
+    body = await _body(request)
+    if isinstance(body, Response):
+        return body
+    headers = _headers(request)
+    name, role = user
+
+    async def ask() -> tuple[Answer, float]:
+        answer = await _ask(kernel, request, path, headers, body)
+        said = answer.headers.pop(SHARED_HEADER, None)
+        keep_s = _seconds(said) if answer.status == 200 and not body else 0.0
+        return answer, keep_s
+
+    try:
+        answer = await shared.get(
+            (role, path, request.url.query), ask, lambda: budget.spend(name, _peer(request))
+        )
+    except OverBudget as over:
+        return JSONResponse(
+            {"detail": str(over)}, 429, headers={"Retry-After": str(over.retry_after_s)}
         )
     except KernelUnreachable as error:
         return _kernel_down(error)
-    kept = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP}
-    kept.pop("content-encoding", None)  # httpx decoded it
-    if identities is not None and path == f"{API}/session" and answer.status_code == 204:
-        # signed out through here: the session's token refused from the next request on
-        identities.forget(request.headers.get("authorization", "").partition(" ")[2].strip())
-    return Response(answer.content, answer.status_code, headers=kept)
+    return _response(answer)
+
+
+def _seconds(said: str | None) -> float:
+    """The kernel's keep (`SHARED_HEADER`) in seconds; 0 when absent or not a number."""
+    try:
+        keep_s = float(said) if said is not None else 0.0
+    except ValueError:
+        return 0.0
+    return keep_s if math.isfinite(keep_s) and keep_s > 0 else 0.0
 
 
 def _swagger_assets() -> Path:

@@ -287,6 +287,9 @@ class Settings(BaseSettings):
     link_timeout_s: Annotated[float, Field(gt=0, le=600)] = 5.0
     stop_answer_s: Annotated[float, Field(gt=0, le=60)] = 4.5  # a reaction's answer waits this
     events_replay: Annotated[int, Field(ge=1, le=100_000)] = 10_000
+    # reads a second one caller (account and address) may make of the kernel through the web
+    # side, with a burst of twice that (api/readcache.py; 429 beyond)
+    read_budget_per_s: Annotated[float, Field(gt=0, le=100_000)] = 100.0
     # the audit trail's hash chain (docs/architecture.md): verified from the row verified last
     # every audit_verify_s, whole every audit_full_verify_s; its head logged every
     # audit_head_log_s (and at start and stop)

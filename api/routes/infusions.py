@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from api.auth import CLINICAL, NURSE_UP, User
 from api.deps import ListingDep, MetricsDep, WardDep, require
 from api.errors import responses
+from api.readcache import SHARED_HEADER
 from api.schemas import (
     AlarmKind,
     AlarmName,
@@ -97,13 +98,19 @@ async def create(body: InfusionIn, user: Clinician, ward: WardDep) -> dict[str, 
 async def list_infusions(
     user: Reader,
     listing: ListingDep,
+    metrics: MetricsDep,
     state: Annotated[State | None, Query()] = None,
     pump_id: Annotated[str | None, Query(max_length=100)] = None,
 ) -> Response:
     """Every infusion, newest first (kept in memory for at most a second, or until something
-    changes: api/listing.py)."""
+    changes: api/listing.py); shareable by the web side among callers of a role."""
     del user
-    return Response(await listing.body(state, pump_id), media_type="application/json")
+    metrics.list_requests.inc()
+    return Response(
+        await listing.body(state, pump_id),
+        media_type="application/json",
+        headers={SHARED_HEADER: f"{listing.keep_s:.6f}"},
+    )
 
 
 @router.get("/{infusion_id}", responses=responses(404))

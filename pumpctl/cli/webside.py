@@ -50,6 +50,7 @@ WEB_SETTINGS = frozenset(
         "port",
         "api_tokens",
         "events_replay",
+        "read_budget_per_s",  # reads a second per caller through to the kernel (api/readcache.py)
         "log_level",
         "log_format",
         "simulate",

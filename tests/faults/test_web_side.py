@@ -354,11 +354,12 @@ async def _reader(client: httpx.AsyncClient, opened: list[Any], refused: list[in
 
 
 def _hostile_client(service: Service, connections: int) -> httpx.AsyncClient:
+    # the limits go to the transport: a client given a transport ignores its own
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     return httpx.AsyncClient(
-        transport=httpx.AsyncHTTPTransport(local_address=HOSTILE),
+        transport=httpx.AsyncHTTPTransport(local_address=HOSTILE, limits=limits),
         base_url=service.url,
-        timeout=10.0,
-        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        timeout=httpx.Timeout(10.0, pool=None),  # a request waits its turn at the client
     )
 
 
@@ -457,3 +458,76 @@ async def test_i1_readers_that_stop_reading_after_asking_a_replay_cost_bounded_m
                 await answer.aclose()
             for client in clients:
                 await client.aclose()
+
+
+async def kernel_list_requests(service: Service) -> float:
+    """`GET /infusions` requests the kernel has answered (its /metrics, through the web side)."""
+    assert service.http is not None
+    headers = {"Authorization": f"Bearer {TOKENS['admin']}"}
+    answer = await service.http.get("/metrics", headers=headers)
+    assert answer.status_code == 200, answer.text
+    for line in answer.text.splitlines():
+        if line.startswith("pumpctl_infusion_list_requests_total "):
+            return float(line.split()[1])
+    raise AssertionError("the kernel's metrics name no pumpctl_infusion_list_requests_total")
+
+
+async def test_i1_a_flood_of_list_reads_stays_on_the_web_side_and_a_press_shows_in_the_next_list(
+    service: Service,
+) -> None:
+    """Issue 18: 600 `GET /infusions` from 32 connections of another address are answered,
+    each with the ward's list, while the kernel builds it only a few times (the web side
+    serves one copy until something changes: api/readcache.py); the nurse's press is answered
+    and shows in the very next list (I1), which the web side asked the kernel afresh."""
+    infusion = await service.running("pump-1", "MRN-GETFLOOD")
+    headers = {"Authorization": f"Bearer {TOKENS['clinician']}"}
+    before = await kernel_list_requests(service)
+    async with _hostile_client(service, 32) as flood:
+        answers = await asyncio.gather(
+            *(flood.get("/api/v1/infusions", headers=headers) for _ in range(600))
+        )
+    assert {a.status_code for a in answers} == {200}
+    assert {tuple(i["id"] for i in a.json()) for a in answers} == {(infusion,)}
+    during = await kernel_list_requests(service) - before
+    assert during < 60, during  # at most one per change or per second, not one per read
+    listed = await service.api("GET", "/infusions", "clinician")
+    assert listed[0]["state"] == "running"
+    asked = await kernel_list_requests(service)
+    answer = await press(service, infusion)
+    assert answer["stop"] == "confirmed", answer
+    listed = await service.api("GET", "/infusions", "clinician")
+    assert [(i["id"], i["state"]) for i in listed] == [(infusion, "paused")]
+    assert await kernel_list_requests(service) == asked + 1  # the press made it ask again
+
+
+async def test_reads_past_a_callers_budget_are_429_and_its_press_goes_through(
+    tmp_path: Path,
+) -> None:
+    """Issue 18: every read the web side cannot answer itself counts against its caller's
+    budget (`read_budget_per_s`, here 1 a second: a burst of 2): the reads past it are 429
+    with Retry-After, asked nothing of the kernel; another caller reads on, and the same
+    caller's press is answered and stops the pump (a budget never refuses an action, I1)."""
+    env = {"PUMPCTL_READ_BUDGET_PER_S": "1"}
+    async with serving(tmp_path, simulate=1, env=env) as budgeted:
+        infusion = await budgeted.running("pump-1", "MRN-BUDGET")
+        nurse = {"Authorization": f"Bearer {TOKENS['nurse']}"}
+        async with _hostile_client(budgeted, 4) as flood:
+            answers = [
+                await flood.get(f"/api/v1/infusions/{infusion}", headers=nurse) for _ in range(8)
+            ]
+            statuses = [a.status_code for a in answers]
+            assert statuses.count(200) in {2, 3}, statuses  # the burst, and one refill at most
+            refused = [a for a in answers if a.status_code == 429]
+            assert len(refused) >= 5, statuses
+            for answer in refused:
+                assert int(answer.headers["Retry-After"]) >= 1
+                assert "more than 1 reads a second" in answer.json()["detail"]
+            shown = await budgeted.api("GET", f"/infusions/{infusion}", "viewer")
+            assert shown["state"] == "running"  # another caller's budget is its own
+            pressed = await flood.post(
+                f"/api/v1/infusions/{infusion}/reactions",
+                json={"grade": 2, "signs": ["other"]},
+                headers=nurse,
+            )
+            assert pressed.status_code == 201, pressed.text
+            assert pressed.json()["stop"] == "confirmed"
