@@ -33,7 +33,7 @@ from pumpctl.cli.webuser import WebUser, become
 from pumpctl.settings import Settings
 from pumpctl.tls import plain_bind_refusal, web_listener_options
 
-__all__ = ["READY_LINE", "WEB_SETTINGS", "Server", "WebChild", "serve_web"]
+__all__ = ["READY_LINE", "WEB_NICE", "WEB_SETTINGS", "Server", "WebChild", "serve_web"]
 
 _log = logging.getLogger("pumpctl.cli")
 
@@ -43,6 +43,8 @@ READY_LINE = "pumpctl-web: ready"
 START_WITHIN_S = 30.0
 #: Seconds between two starts of a web side that keeps ending (doubling up to the last).
 RESTART_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+#: How much lower the web side's CPU priority is than the process that starts it (nice).
+WEB_NICE = 10
 #: The settings the web side needs (no database, no pump, no MQTT password reaches it).
 WEB_SETTINGS = frozenset(
     {
@@ -67,6 +69,20 @@ WEB_SETTINGS = frozenset(
     }
 )
 _PR_SET_PDEATHSIG = 1
+
+
+def yield_cpu() -> None:
+    """The web side gives the kernel the CPU first (issue 18): its scheduling priority lowered
+    by `WEB_NICE` (any process may lower its own), so that a flood that keeps the web side busy
+    takes the turns of nothing but the web side while the kernel (same cgroup under `pumpctl
+    serve`) wants the CPU. The systemd units weigh the two apart with `CPUWeight=`."""
+    now = os.getpriority(os.PRIO_PROCESS, 0)
+    os.setpriority(os.PRIO_PROCESS, 0, min(19, now + WEB_NICE))
+    _log.info(
+        "web side: CPU priority lowered by %d (nice %d): the kernel runs first",
+        WEB_NICE,
+        min(19, now + WEB_NICE),
+    )
 
 
 class WebStartError(Exception):
@@ -211,6 +227,7 @@ async def serve_web(
             f"tls_certificate, tls_key: {settings.tls_certificate}, {settings.tls_key} cannot be "
             f"used ({why})"
         ) from None
+    yield_cpu()
     if user is not None:
         become(user)
         _log.info("web side: running as %s (uid %d)", user.name, user.uid)

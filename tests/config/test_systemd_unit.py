@@ -151,6 +151,9 @@ def test_unit_keeps_the_safety_relevant_directives() -> None:
     assert one("RuntimeDirectory") == "pumpctl"
     assert "PUMPCTL_KERNEL_SOCKET=/run/pumpctl/kernel.sock" in unit[("Service", "Environment")]
     assert "pumpctl-web.service" in unit[("Unit", "Wants")][0].split()
+    # the kernel before the web side on the CPU (issue 18)
+    web = directives(WEB_UNIT.read_text(encoding="utf-8"))
+    assert int(one("CPUWeight")) >= 10 * int(web[("Service", "CPUWeight")][0])
 
 
 def test_the_web_unit_reaches_nothing_but_the_kernels_socket() -> None:
