@@ -11,7 +11,9 @@ and the nurse's press timed out. `EdgeProtocol` adds both:
   closed at once (the kernel is not reached by any of it; the process's `LimitNOFILE` is well
   above the total).
 
-`uvicorn_options()` gives the options the web side runs uvicorn with.
+`uvicorn_options()` gives the options the web side runs uvicorn with. `PeerTurns` (ASGI
+middleware) lets one address have at most `PER_PEER_WORKING` requests worked on at once, so a
+flood from one client waits its own turns instead of standing in front of everyone's.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ __all__ = [
     "HEAD_WITHIN_S",
     "MAX_CONNECTIONS",
     "MAX_PER_PEER",
+    "PER_PEER_WORKING",
     "EdgeProtocol",
+    "PeerTurns",
     "uvicorn_options",
 ]
 
@@ -135,3 +139,87 @@ def uvicorn_options() -> dict[str, Any]:
         "h11_max_incomplete_event_size": HEAD_MAX_BYTES,
         "backlog": 512,
     }
+
+
+#: Requests one address may have worked on at once by the web side (from its head until its
+#: answer starts); more wait their turn. The nurse's stops and `/health` never wait.
+PER_PEER_WORKING = 4
+#: Seconds a request waits for its address's turn before it is answered 503.
+TURN_WAIT_S = 10.0
+
+
+class PeerTurns:
+    """ASGI middleware: at most `PER_PEER_WORKING` requests of one client address worked on at
+    once (issue 18). A flood from one address then keeps at most that many requests on the web
+    side's event loop, where every other address's requests, the nurse's press among them,
+    take their turns: a request waits behind a few, not behind every request of the flood.
+    A request's turn ends when its answer starts (a live-event stream holds none while it
+    streams). `urgent(path)` names the requests that never wait (the stops, `/health`)."""
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        urgent: Any,
+        working: int = PER_PEER_WORKING,
+        wait_s: float = TURN_WAIT_S,
+    ) -> None:
+        self.app = app
+        self.urgent = urgent
+        self.working = working
+        self.wait_s = wait_s
+        self._turns: dict[str, asyncio.Semaphore] = {}
+        self._users: Counter[str] = Counter()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or self.urgent(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        peer = scope["client"][0] if scope.get("client") else ""
+        turn = self._turns.setdefault(peer, asyncio.Semaphore(self.working))
+        self._users[peer] += 1
+        try:
+            try:
+                async with asyncio.timeout(self.wait_s):
+                    await turn.acquire()
+            except TimeoutError:
+                await _busy(send, self.working, self.wait_s)
+                return
+            held = True
+
+            async def sent(message: Any) -> None:
+                nonlocal held
+                if held and message["type"] == "http.response.start":
+                    held = False
+                    turn.release()
+                await send(message)
+
+            try:
+                await self.app(scope, receive, sent)
+            finally:
+                if held:
+                    turn.release()
+        finally:
+            self._users[peer] -= 1
+            if self._users[peer] <= 0:
+                del self._users[peer]
+                del self._turns[peer]
+
+
+async def _busy(send: Any, working: int, wait_s: float) -> None:
+    body = (
+        f'{{"detail": "this address has {working} requests at the web side already '
+        f'(waited {wait_s:g} s)"}}'
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", b"1"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -52,6 +52,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from api.accesslog import quiet_access_log, route_words
 from api.auth import CLINICAL, User
+from api.edge import PeerTurns
 from api.guard import API, MAX_BODY, bearer, needs_token, too_large, unauthorized
 from api.live import FanOut, TooManyStreams, event_stream_id
 from api.page import STATIC_DIR, mount_page
@@ -454,13 +455,14 @@ def create_web_app(settings: Settings, socket: Path) -> FastAPI:
     app.state.settings = settings
     app.state.kernel = kernel
     app.state.feed = feed
-    app.state.shared_reads = shared
-    app.state.read_budget = budget
+    app.state.shared_reads, app.state.read_budget = shared, budget
     identities = Identities(kernel)
     # a Host not ours is 400 before anything else (DNS rebinding: docs/security.md, "Input")
     app.add_middleware(
         TrustedHostMiddleware, allowed_hosts=settings.trusted_hosts(), www_redirect=False
     )
+    # outermost: one address's flood waits its own turns (api/edge.py), the stops never
+    app.add_middleware(PeerTurns, urgent=lambda path: bool(_URGENT.match(path)))
     quiet_access_log(route_words(STATIC_DIR, _swagger_assets()))
 
     @app.get("/openapi.json", include_in_schema=False)
