@@ -1,4 +1,4 @@
-"""Review: the serial driver against bad bytes and a lossy line (interfaces.md section 1).
+"""The serial driver against bad bytes and a lossy line (interfaces.md section 1).
 
 - A broken frame start left on the line (noise: STX and a length byte, then nothing) must not
   swallow the reply to the next request: the pump only speaks when spoken to, so whatever is

@@ -1,4 +1,4 @@
-"""Review: what the MQTT driver accepts from the wire (interfaces.md section 2).
+"""What the MQTT driver accepts from the wire (interfaces.md section 2).
 
 A payload that cannot be a pump's status or ack is never acted on and never takes the link down:
 deeply nested JSON (which makes Python's `json` raise RecursionError), absurd numbers.

@@ -1,4 +1,4 @@
-"""Review: a stop is confirmed by a read-back showing the pump not running, or it raises (A3).
+"""A stop is confirmed by a read-back showing the pump not running, or it raises (A3).
 
 Over both transports (the `pump_env` fixture): a pump whose motor ignores the stop, a pump with
 every alarm the line can say standing, and a caller cancelled while its stop is on the wire.
