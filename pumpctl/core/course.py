@@ -3,7 +3,7 @@
 Pure decisions. `entry_withdrawal` judges a history entry's reactions as a live report is
 judged (I3, I6, and the label's I7): history a clinician enters (L8) withdraws the course at
 once, as the same reactions reported live would have. `reinstate` returns either a
-`Reinstated` (the new course state and the audit fact to record) or a `Refused` naming I8 and
+`Reinstated` (the new course state and the audit fact to record) or a `NotReinstated` naming I8 and
 why; only a clinician reinstates, with a reason, and the service never does. Nothing changes
 on refusal.
 """
@@ -19,7 +19,7 @@ from pumpctl.core.rules import Rule
 __all__ = [
     "CLINICIAN",
     "AuditFact",
-    "Refused",
+    "NotReinstated",
     "Reinstated",
     "Withdrawal",
     "entry_withdrawal",
@@ -98,7 +98,7 @@ class Reinstated:
 
 
 @dataclass(frozen=True, slots=True)
-class Refused:
+class NotReinstated:
     """A refusal naming the rule and why; the course is unchanged."""
 
     rule: Rule
@@ -107,16 +107,18 @@ class Refused:
 
 def reinstate(
     course: CourseState, *, actor: str, role: str, reason: str | None
-) -> Reinstated | Refused:
+) -> Reinstated | NotReinstated:
     """I8: a clinician reinstates a withdrawn course with a non-empty reason (audited)."""
     if not course.withdrawn:
-        return Refused(Rule.I8, "the course is not withdrawn: nothing to reinstate")
+        return NotReinstated(Rule.I8, "the course is not withdrawn: nothing to reinstate")
     if role != CLINICIAN:
-        return Refused(Rule.I8, f"only a clinician can reinstate a withdrawn course (not {role!r})")
+        return NotReinstated(
+            Rule.I8, f"only a clinician can reinstate a withdrawn course (not {role!r})"
+        )
     if reason is None or not reason.strip():
-        return Refused(Rule.I8, "reinstating a withdrawn course needs a non-empty reason")
+        return NotReinstated(Rule.I8, "reinstating a withdrawn course needs a non-empty reason")
     if not actor.strip():
-        return Refused(Rule.I8, "reinstating a withdrawn course needs the clinician's name")
+        return NotReinstated(Rule.I8, "reinstating a withdrawn course needs the clinician's name")
     new = course.model_copy(update={"withdrawn": False, "withdrawn_reason": None})
     fact = AuditFact(
         type="course_reinstated",

@@ -8,7 +8,7 @@ import pytest
 from planning_helpers import DEFAULT, infusion
 
 from pumpctl.core.bag import BagLife, BagState, replace_bag
-from pumpctl.core.course import Refused, Reinstated, reinstate
+from pumpctl.core.course import NotReinstated, Reinstated, reinstate
 from pumpctl.core.history import CourseState, Sign
 from pumpctl.core.history_entry import HistoryEntryError, infusion_given_elsewhere, parse_history
 from pumpctl.core.planner import plan
@@ -178,7 +178,7 @@ def test_I8_clinician_with_reason_reinstates_and_audits() -> None:
 )
 def test_I8_refusals_name_the_rule(role: str, reason: str | None, fragment: str) -> None:
     outcome = reinstate(WITHDRAWN, actor="someone", role=role, reason=reason)
-    assert isinstance(outcome, Refused)
+    assert isinstance(outcome, NotReinstated)
     assert outcome.rule == "I8"
     assert fragment in outcome.reason
     assert WITHDRAWN.withdrawn  # unchanged
@@ -186,5 +186,5 @@ def test_I8_refusals_name_the_rule(role: str, reason: str | None, fragment: str)
 
 def test_I8_not_withdrawn_refused() -> None:
     outcome = reinstate(CourseState(), actor="dr", role="clinician", reason="x")
-    assert isinstance(outcome, Refused)
+    assert isinstance(outcome, NotReinstated)
     assert "not withdrawn" in outcome.reason
