@@ -70,7 +70,7 @@ import httpx
 import pytest
 from isolation import GOAL_RATIO, press, write_locked
 from postgres_env import postgres_bin_dir, postgres_server  # type: ignore[import-not-found]
-from reaction_press import HOST, ROOT, Ward, free_port, percentile, service
+from reaction_press import HOST, ROOT, ApiSteps, free_port, percentile, service
 from tcp_proxy import SlowProxy  # type: ignore[import-not-found]
 
 #: A press with no answer within this is counted at this (and shown as odd).
@@ -363,7 +363,7 @@ class Plan:
 
 
 async def measure(
-    fault: Fault, target: Target, ward: Ward, running: dict[str, int], plan: Plan
+    fault: Fault, target: Target, ward: ApiSteps, running: dict[str, int], plan: Plan
 ) -> Row:
     row = Row(fault)
     client = target.client
@@ -578,7 +578,7 @@ async def run_service(store: str, faults: list[Fault], plan: Plan) -> list[Row]:
                 return rows
             else:
                 target = await stack.enter_async_context(postgres_service(stack, pumps, Path(tmp)))
-            ward = Ward(target.client)
+            ward = ApiSteps(target.client)
             progress(f"{store} service up; starting {pumps} infusions")
             running = {f"pump-{i}": await ward.started(f"pump-{i}") for i in range(1, pumps + 1)}
             floor: Row | None = None

@@ -47,7 +47,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx
-from reaction_press import AUTH, HOST, Ward, percentile, service
+from reaction_press import AUTH, HOST, ApiSteps, percentile, service
 
 HOSTILE = "127.0.0.2"
 GOAL_RATIO = 2.0
@@ -280,7 +280,7 @@ async def case(
     name: str,
     *,
     client: httpx.AsyncClient,
-    ward: Ward,
+    ward: ApiSteps,
     running: dict[str, int],
     presses: int,
     database: Path,
@@ -363,7 +363,7 @@ async def main(pumps: int, presses: int, only: list[str]) -> None:
         database = _database(port)
         if database is None:
             raise SystemExit("the service's database was not found")
-        ward = Ward(client)
+        ward = ApiSteps(client)
         running = {f"pump-{i}": await ward.started(f"pump-{i}") for i in range(1, pumps + 1)}
         floor: dict[str, Any] | None = None
         for name in LOADS:

@@ -180,7 +180,7 @@ async def _started(
         yield client
 
 
-class Ward:
+class ApiSteps:
     """The clinical steps over HTTP (as tests/api/conftest.py does them)."""
 
     def __init__(self, client: httpx.AsyncClient) -> None:
@@ -296,7 +296,7 @@ async def case(n: int, link: str, presses: int) -> dict[str, Any]:
             transport = await stack.enter_async_context(serial_floor())
         client = await stack.enter_async_context(service(n, link, broker))
         disk = stack.enter_context(disk_floor(stack.enter_context(tempfile.TemporaryDirectory())))
-        ward = Ward(client)
+        ward = ApiSteps(client)
         t_setup = time.perf_counter()
         pumps = [f"pump-{i}" for i in range(1, n + 1)]
         running = {p: await ward.started(p) for p in pumps}

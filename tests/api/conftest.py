@@ -51,8 +51,9 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
         yield c
 
 
-class Ward:
-    """Clinical steps through the API."""
+class ApiSteps:
+    """Clinical steps through the API (a test helper, not the ward: that is
+    `pumpctl.controller.ward.Ward`)."""
 
     def __init__(self, client: TestClient) -> None:
         self.c = client
@@ -97,5 +98,5 @@ class Ward:
 
 
 @pytest.fixture
-def ward(client: TestClient) -> Ward:
-    return Ward(client)
+def ward(client: TestClient) -> ApiSteps:
+    return ApiSteps(client)

@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import AUTH, Ward
+from conftest import AUTH, ApiSteps
 from conftest import settings as app_settings
 from fastapi.testclient import TestClient
 
@@ -114,7 +114,7 @@ def test_a_person_signs_in_acts_and_the_audit_names_her(
     assert abs(ends - (datetime.now(UTC) + timedelta(hours=12))) < timedelta(minutes=1)
     me = client.get("/api/v1/me", headers=bearer(session["token"])).json()
     assert me == {"name": "nina.k", "role": "nurse"}
-    ward = Ward(client)
+    ward = ApiSteps(client)
     infusion = ward.started(ward.patient())
     r = client.post(
         f"/api/v1/infusions/{infusion}/reactions",

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import AUTH, HOUR, Ward
+from conftest import AUTH, HOUR, ApiSteps
 
 
 def acknowledge(
-    ward: Ward, infusion: int, alarm: str, role: str = "nurse", expect: int = 200
+    ward: ApiSteps, infusion: int, alarm: str, role: str = "nurse", expect: int = 200
 ) -> Any:
     return ward.post(f"/infusions/{infusion}/alarms/{alarm}/acknowledge", role, None, expect)
 
 
 def test_a8_a1_a_pump_alarm_is_listed_with_its_priority_and_acknowledged_by_a_nurse(
-    ward: Ward,
+    ward: ApiSteps,
 ) -> None:
     """A8: an occlusion is listed once on the infusion (medium, A1, since when) and on the pump
     (its priority); the nurse's acknowledgement is in the view and the audit trail with her
@@ -57,7 +57,7 @@ def test_a8_a1_a_pump_alarm_is_listed_with_its_priority_and_acknowledged_by_a_nu
     assert row["data"]["priority"] == "medium"
 
 
-def test_a8_refusals_name_a8_the_alarm_or_the_role_never_a_500(ward: Ward) -> None:
+def test_a8_refusals_name_a8_the_alarm_or_the_role_never_a_500(ward: ApiSteps) -> None:
     """409 A8 for an alarm not raised and for one already acknowledged (naming who did), 422
     for a name that is no alarm kind, 404 for an unknown infusion, 403 for a viewer."""
     infusion = ward.started(ward.patient())
@@ -82,7 +82,7 @@ def test_a8_refusals_name_a8_the_alarm_or_the_role_never_a_500(ward: Ward) -> No
 
 
 def test_a8_a3_the_unconfirmed_stop_is_high_listed_first_and_acknowledged_under_a3(
-    ward: Ward,
+    ward: ApiSteps,
 ) -> None:
     """A3, A8: a stop the pump does not confirm is a high-priority alarm, listed before any
     other; acknowledged, it is audited under A3 and stays until it is cleared (A1), which is

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
-from conftest import AUTH, Ward
+from conftest import AUTH, ApiSteps
 from fastapi.testclient import TestClient
 from starlette.routing import BaseRoute
 
@@ -178,7 +178,7 @@ def test_public_routes_answer_without_a_token(client: TestClient) -> None:
             assert _call(client, method, path, {}).status_code == 200, path
 
 
-def test_metrics_answers(ward: Ward) -> None:
+def test_metrics_answers(ward: ApiSteps) -> None:
     ward.advance(1)  # the pumps have been polled: `is_stale` then asks for the running loop
     r = ward.c.get("/metrics", headers=AUTH["admin"])
     assert r.status_code == 200
@@ -192,7 +192,7 @@ def test_me_names_the_token_holder(client: TestClient) -> None:
         assert (me["name"], me["role"]) == (name, role)
 
 
-def test_a_refused_role_changes_nothing(ward: Ward) -> None:
+def test_a_refused_role_changes_nothing(ward: ApiSteps) -> None:
     patient = ward.patient()
     ward.post("/infusions", "nurse", {"patient_id": patient, "pump_id": "pump-1"}, 403)
     ward.post("/infusions", "admin", {"patient_id": patient, "pump_id": "pump-1"}, 403)
@@ -204,7 +204,7 @@ def test_a_refused_role_changes_nothing(ward: Ward) -> None:
     assert ward.pump()["state"] == "running"
 
 
-def test_the_audit_trail_names_the_actor_of_every_change(ward: Ward) -> None:
+def test_the_audit_trail_names_the_actor_of_every_change(ward: ApiSteps) -> None:
     infusion = ward.started(ward.patient())  # carl creates and starts, nina premedicates
     ward.post(f"/infusions/{infusion}/hold", "clinician", {})
     answer = ward.post(

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import AUTH, HOUR, Ward
+from conftest import AUTH, HOUR, ApiSteps
 from pydantic import BaseModel, ValidationError
 
 from api import schemas
@@ -44,18 +44,18 @@ def _locs(body: Any) -> list[list[Any]]:
     return [list(d["loc"]) for d in body["detail"]]
 
 
-def _snapshot(ward: Ward, infusion: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _snapshot(ward: ApiSteps, infusion: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     state = {k: v for k, v in ward.get(f"/infusions/{infusion}").items() if k not in MOVING}
     trail = [e for e in ward.get(f"/infusions/{infusion}/events") if e["type"] not in REFUSALS]
     return state, trail
 
 
 @pytest.fixture
-def running(ward: Ward) -> int:
+def running(ward: ApiSteps) -> int:
     return ward.started(ward.patient())
 
 
-def _unchanged(ward: Ward, infusion: int, before: Any) -> None:
+def _unchanged(ward: ApiSteps, infusion: int, before: Any) -> None:
     assert _snapshot(ward, infusion) == before
     assert ward.pump()["state"] == "running"
 
@@ -79,7 +79,7 @@ def _unchanged(ward: Ward, infusion: int, before: Any) -> None:
     ],
 )
 def test_a_bad_reaction_is_422_naming_the_field_and_does_not_stop_the_pump(
-    ward: Ward, running: int, body: dict[str, Any], field: str
+    ward: ApiSteps, running: int, body: dict[str, Any], field: str
 ) -> None:
     before = _snapshot(ward, running)
     answer = ward.post(f"/infusions/{running}/reactions", "nurse", body, 422)
@@ -89,7 +89,7 @@ def test_a_bad_reaction_is_422_naming_the_field_and_does_not_stop_the_pump(
 
 
 def test_onset_outside_the_running_period_is_422_i10_from_the_core(
-    ward: Ward, running: int
+    ward: ApiSteps, running: int
 ) -> None:
     now = datetime.fromisoformat(ward.get("/clock")["now"])
     before = _snapshot(ward, running)
@@ -114,7 +114,7 @@ def test_onset_outside_the_running_period_is_422_i10_from_the_core(
 
 @pytest.mark.parametrize("reason", ["", "   ", None])
 def test_a_blank_stop_reason_is_422_and_the_infusion_runs_on(
-    ward: Ward, running: int, reason: str | None
+    ward: ApiSteps, running: int, reason: str | None
 ) -> None:
     before = _snapshot(ward, running)
     answer = ward.post(f"/infusions/{running}/stop", "nurse", {"reason": reason}, 422)
@@ -125,13 +125,13 @@ def test_a_blank_stop_reason_is_422_and_the_infusion_runs_on(
 
 
 @pytest.mark.parametrize("weight", [-70, 0, "70kg", 1e9])
-def test_a_bad_weight_is_422_and_no_patient_is_made(ward: Ward, weight: Any) -> None:
+def test_a_bad_weight_is_422_and_no_patient_is_made(ward: ApiSteps, weight: Any) -> None:
     answer = ward.post("/patients", "clinician", {"mrn": "MRN-9", "weight_kg": weight}, 422)
     assert "weight_kg" in _fields(answer)
     ward.patient("MRN-9")  # the MRN is still free: the refused request made nothing
 
 
-def test_a_negative_weight_on_a_new_infusion_is_422_and_makes_no_infusion(ward: Ward) -> None:
+def test_a_negative_weight_on_a_new_infusion_is_422_and_makes_no_infusion(ward: ApiSteps) -> None:
     patient = ward.patient()
     body = {"patient_id": patient, "pump_id": "pump-1", "weight_kg": -1}
     assert "weight_kg" in _fields(ward.post("/infusions", "clinician", body, 422))
@@ -139,21 +139,23 @@ def test_a_negative_weight_on_a_new_infusion_is_422_and_makes_no_infusion(ward: 
 
 
 @pytest.mark.parametrize("seconds", [86_401, 1e9, -1, "forever"])
-def test_advance_beyond_a_day_or_backwards_is_422_and_time_stands(ward: Ward, seconds: Any) -> None:
+def test_advance_beyond_a_day_or_backwards_is_422_and_time_stands(
+    ward: ApiSteps, seconds: Any
+) -> None:
     now = ward.get("/clock")["now"]
     answer = ward.post("/sim/advance", "admin", {"seconds": seconds}, 422)
     assert "seconds" in _fields(answer)
     assert ward.get("/clock")["now"] == now
 
 
-def test_advance_of_exactly_a_day_is_allowed(ward: Ward) -> None:
+def test_advance_of_exactly_a_day_is_allowed(ward: ApiSteps) -> None:
     before = datetime.fromisoformat(ward.get("/clock")["now"])
     ward.post("/sim/advance", "admin", {"seconds": 86_400})
     after = datetime.fromisoformat(ward.get("/clock")["now"])
     assert after - before == timedelta(days=1)
 
 
-def test_naive_datetimes_are_422(ward: Ward) -> None:
+def test_naive_datetimes_are_422(ward: ApiSteps) -> None:
     patient = ward.patient()
     naive = "2030-01-01T09:00:00"
     body = {"patient_id": patient, "pump_id": "pump-1", "premedication_at": naive}
@@ -179,7 +181,7 @@ def test_naive_datetimes_are_422(ward: Ward) -> None:
     ],
 )
 def test_unknown_fields_are_422_naming_them(
-    ward: Ward, running: int, *, path: str, role: str, body: dict[str, Any], unknown: str
+    ward: ApiSteps, running: int, *, path: str, role: str, body: dict[str, Any], unknown: str
 ) -> None:
     before = _snapshot(ward, running)
     clock = ward.get("/clock")["now"]
@@ -189,7 +191,7 @@ def test_unknown_fields_are_422_naming_them(
     assert ward.get("/clock")["now"] == clock
 
 
-def test_a_refused_request_changes_nothing(ward: Ward, running: int) -> None:
+def test_a_refused_request_changes_nothing(ward: ApiSteps, running: int) -> None:
     before = _snapshot(ward, running)
     # a second infusion on a busy pump; a resume of a running infusion; a reinstate of an active
     # course; a cancel of a started infusion
@@ -225,7 +227,9 @@ UNKNOWN = 987_654
         ("DELETE", "/sim/pumps/pump-99/faults/occlusion", None),
     ],
 )
-def test_unknown_ids_are_404(ward: Ward, running: int, method: str, path: str, body: Any) -> None:
+def test_unknown_ids_are_404(
+    ward: ApiSteps, running: int, method: str, path: str, body: Any
+) -> None:
     before = _snapshot(ward, running)
     role = {"GET": "viewer", "DELETE": "admin"}.get(method, "clinician")
     if path.startswith("/sim"):
@@ -237,7 +241,7 @@ def test_unknown_ids_are_404(ward: Ward, running: int, method: str, path: str, b
 
 
 def test_an_infusion_on_an_unknown_pump_or_patient_is_404_and_makes_nothing(
-    ward: Ward,
+    ward: ApiSteps,
 ) -> None:
     patient = ward.patient()
     for body in (
@@ -263,7 +267,7 @@ def test_an_infusion_on_an_unknown_pump_or_patient_is_404_and_makes_nothing(
     ],
 )
 def test_an_id_past_what_the_store_holds_is_422_naming_it_and_changes_nothing(
-    ward: Ward, running: int, *, method: str, path: str, body: Any, name: str, too_big: int
+    ward: ApiSteps, running: int, *, method: str, path: str, body: Any, name: str, too_big: int
 ) -> None:
     """An id no row can have (the store's ids are 32-bit on PostgreSQL): 422 naming the path
     parameter, never a 500 from the database driver (schemathesis found the SQLite
@@ -277,7 +281,7 @@ def test_an_id_past_what_the_store_holds_is_422_naming_it_and_changes_nothing(
     assert _snapshot(ward, running) == before
 
 
-def test_a_patient_id_past_what_the_store_holds_is_422_naming_it(ward: Ward) -> None:
+def test_a_patient_id_past_what_the_store_holds_is_422_naming_it(ward: ApiSteps) -> None:
     body = {"patient_id": 2**63, "pump_id": "pump-1"}
     assert _fields(ward.post("/infusions", "clinician", body, 422)) == ["patient_id"]
     assert ward.get("/infusions") == []
@@ -313,7 +317,7 @@ def _strict_json(text: str) -> Any:
     return json.loads(text, parse_constant=refuse)
 
 
-def _ago(ward: Ward, minutes: float) -> str:
+def _ago(ward: ApiSteps, minutes: float) -> str:
     now = datetime.fromisoformat(ward.get("/clock")["now"])
     return (now - timedelta(minutes=minutes)).isoformat()
 
@@ -322,7 +326,7 @@ def _ago(ward: Ward, minutes: float) -> str:
 SCENE_BOUND_S = 10.0
 
 
-def _scene(ward: Ward, on: str) -> dict[str, int]:
+def _scene(ward: ApiSteps, on: str) -> dict[str, int]:
     """A patient, and as `on` says: no infusion, one created on pump-1, one running on pump-1,
     or one with a grade 2 reaction reported; the pumps linked."""
     ward.advance(1)
@@ -349,7 +353,7 @@ def _scene(ward: Ward, on: str) -> dict[str, int]:
     return ids
 
 
-def _world(ward: Ward, patient: int) -> dict[str, Any]:
+def _world(ward: ApiSteps, patient: int) -> dict[str, Any]:
     """What a request could change: the clock, the pumps, every infusion (as _snapshot shows
     it), the patient."""
     return {
@@ -360,7 +364,7 @@ def _world(ward: Ward, patient: int) -> dict[str, Any]:
     }
 
 
-Body = Callable[[Ward, dict[str, int]], dict[str, Any]]
+Body = Callable[[ApiSteps, dict[str, int]], dict[str, Any]]
 
 #: Every route with a body: its path, role, a valid body, the fields (paths into the body) each
 #: non-finite number is put in, the scene it is sent in, and what the valid body then answers.
@@ -512,7 +516,7 @@ BODY_ROUTES: list[tuple[str, str, Body, list[Where], str, int]] = [
     ids=[route[0] for route in BODY_ROUTES],
 )
 def test_all_a_non_finite_number_in_any_field_is_422_naming_it_and_changes_nothing(
-    ward: Ward, *, path: str, role: str, body: Body, fields: list[Where], on: str, valid: int
+    ward: ApiSteps, *, path: str, role: str, body: Body, fields: list[Where], on: str, valid: int
 ) -> None:
     """Clarification All: invalid input is 422 naming the field. NaN, Infinity, -Infinity and
     1e400 (infinity to Python's json) in any field, top level or nested, or as the whole body:
@@ -535,7 +539,7 @@ def test_all_a_non_finite_number_in_any_field_is_422_naming_it_and_changes_nothi
 
 
 @pytest.mark.parametrize("fault", ["late_reply_s", "refuse_next"])
-def test_all_a_non_finite_fault_value_is_422_naming_it(ward: Ward, fault: str) -> None:
+def test_all_a_non_finite_fault_value_is_422_naming_it(ward: ApiSteps, fault: str) -> None:
     """Clarification All, on the simulation's fault route (its `value` is a number)."""
     headers = {**AUTH["admin"], "content-type": "application/json"}
     for literal in NON_FINITE:
@@ -546,7 +550,7 @@ def test_all_a_non_finite_fault_value_is_422_naming_it(ward: Ward, fault: str) -
 
 
 def test_a_422_is_fastapis_shape_without_the_input_in_the_answer_or_the_log(
-    ward: Ward, caplog: pytest.LogCaptureFixture
+    ward: ApiSteps, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Clarification All: 422 naming the field, as FastAPI words it (`loc`, `msg`, `type`, and
     `ctx` where it is plain JSON), but never the request's input: no MRN, no free text, no

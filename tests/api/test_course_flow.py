@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import HOUR, Ward
+from conftest import HOUR, ApiSteps
 
 
-def _complete(ward: Ward, infusion: int) -> list[float]:
+def _complete(ward: ApiSteps, infusion: int) -> list[float]:
     """Walk the infusion hour by hour until it completes; the rates seen at each hour."""
     rates = []
     for _hour in range(12):
@@ -22,7 +22,7 @@ def _complete(ward: Ward, infusion: int) -> list[float]:
     )
 
 
-def test_first_infusion_walked_hour_by_hour_then_rows_from_history(ward: Ward) -> None:
+def test_first_infusion_walked_hour_by_hour_then_rows_from_history(ward: ApiSteps) -> None:
     patient = ward.patient()
     first = ward.started(patient)
     assert _complete(ward, first)[:5] == [50, 100, 150, 200, 200]
@@ -45,7 +45,7 @@ def test_first_infusion_walked_hour_by_hour_then_rows_from_history(ward: Ward) -
 
 
 def test_the_start_is_refused_without_premedication_unless_a_clinician_overrides(
-    ward: Ward,
+    ward: ApiSteps,
 ) -> None:
     patient = ward.patient()
     inf = ward.post("/infusions", "clinician", {"patient_id": patient, "pump_id": "pump-2"}, 201)
@@ -67,7 +67,7 @@ def test_the_start_is_refused_without_premedication_unless_a_clinician_overrides
     assert gate["actor"] == "carl"
 
 
-def test_grade_3_then_a_nurse_stop_is_still_withdrawn_after_2_hours(ward: Ward) -> None:
+def test_grade_3_then_a_nurse_stop_is_still_withdrawn_after_2_hours(ward: ApiSteps) -> None:
     patient = ward.patient()
     infusion = ward.started(patient)
     ward.post(f"/infusions/{infusion}/reactions", "nurse", {"grade": 3, "signs": ["other"]}, 201)
@@ -76,7 +76,7 @@ def test_grade_3_then_a_nurse_stop_is_still_withdrawn_after_2_hours(ward: Ward) 
     assert ward.get(f"/patients/{patient}")["course_state"] == "withdrawn"
 
 
-def test_a_third_grade_3_in_the_course_withdraws(ward: Ward) -> None:
+def test_a_third_grade_3_in_the_course_withdraws(ward: ApiSteps) -> None:
     patient = ward.patient()
     for n in range(3):
         infusion = ward.started(patient)

@@ -28,7 +28,7 @@ from urllib.parse import quote
 import anyio
 import pytest
 import schemathesis
-from conftest import AUTH, Ward, settings
+from conftest import AUTH, ApiSteps, settings
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
@@ -147,7 +147,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     pump-1 and a reaction (1) reported on it, so that ids 1 reach the routes' rules."""
     tmp = tmp_path_factory.mktemp("hostile")
     with TestClient(create_app(settings(tmp)), base_url="http://gateway") as c:
-        ward = Ward(c)
+        ward = ApiSteps(c)
         infusion = ward.started(ward.patient())
         ward.post(
             f"/infusions/{infusion}/reactions", "nurse", {"grade": 1, "signs": ["other"]}, 201

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from conftest import HOUR, Ward
+from conftest import HOUR, ApiSteps
 
 
-def test_a_first_infusion_shows_its_plan_bag_and_time_left(ward: Ward) -> None:
+def test_a_first_infusion_shows_its_plan_bag_and_time_left(ward: ApiSteps) -> None:
     infusion = ward.started(ward.patient(weight=70.5))
     view = ward.get(f"/infusions/{infusion}")
     assert (view["state"], view["row"], view["infusion_number"]) == ("running", "first", 1)
@@ -21,7 +21,7 @@ def test_a_first_infusion_shows_its_plan_bag_and_time_left(ward: Ward) -> None:
     assert [p["rate_ml_h"] for p in later["rate_history"]][-2:] == [50, 100]
 
 
-def test_the_reaction_is_shown_open_then_closed(ward: Ward) -> None:
+def test_the_reaction_is_shown_open_then_closed(ward: ApiSteps) -> None:
     infusion = ward.started(ward.patient())
     ward.post(f"/infusions/{infusion}/reactions", "nurse", {"grade": 1, "signs": ["other"]}, 201)
     view = ward.get(f"/infusions/{infusion}")
@@ -33,7 +33,7 @@ def test_the_reaction_is_shown_open_then_closed(ward: Ward) -> None:
     assert ward.get(f"/infusions/{infusion}")["state"] == "running"
 
 
-def test_the_list_is_kept_only_until_something_changes_or_the_clock_moves(ward: Ward) -> None:
+def test_the_list_is_kept_only_until_something_changes_or_the_clock_moves(ward: ApiSteps) -> None:
     """GET /infusions is served from memory (api/listing.py, issue 18) but never older than a
     change: a reaction press shows at once in the next list (I1: the nurse station must not
     show `running` for a stopped pump), and the clinical clock moving shows in the running

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import AUTH, Ward, settings
+from conftest import AUTH, ApiSteps, settings
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
@@ -90,7 +90,7 @@ async def test_the_kernel_answers_413_to_a_declared_body_past_the_cap_before_rea
     assert await _asgi(app, "POST", "/api/v1/patients", AUTH["clinician"]) == (413, False)
 
 
-def test_a_body_past_the_cap_is_413_naming_it_declared_or_chunked(ward: Ward) -> None:
+def test_a_body_past_the_cap_is_413_naming_it_declared_or_chunked(ward: ApiSteps) -> None:
     big = b'{"mrn": "' + b"x" * MAX_BODY + b'", "weight_kg": 70}'
     headers = {**AUTH["clinician"], "content-type": "application/json"}
     declared = ward.c.post("/api/v1/patients", content=big, headers=headers)
@@ -122,7 +122,7 @@ def test_a_body_past_the_cap_is_413_naming_it_declared_or_chunked(ward: Ward) ->
 )
 @pytest.mark.parametrize("field", ["premedication_at", "bag_prepared_at"])
 def test_a_time_outside_what_the_rules_take_is_422_naming_it_never_echoed(
-    ward: Ward, when: str, field: str
+    ward: ApiSteps, when: str, field: str
 ) -> None:
     """Year 0001 with an offset east of UTC was a 500 (OverflowError in the store, its SQL
     parameters in the traceback); now 422 naming the field, the value never repeated, and no
@@ -145,7 +145,7 @@ def test_a_time_outside_what_the_rules_take_is_422_naming_it_never_echoed(
     ],
 )
 def test_a_time_of_year_0001_or_9999_on_an_action_is_422_naming_it(
-    ward: Ward, path: str, field: str, role: str
+    ward: ApiSteps, path: str, field: str, role: str
 ) -> None:
     infusion = ward.started(ward.patient())
     for when in ("0001-01-01T00:30:00+01:00", "9999-12-31T23:30:00-01:00"):
@@ -162,7 +162,7 @@ def test_a_time_of_year_0001_or_9999_on_an_action_is_422_naming_it(
     "content_type",
     ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "", "ü"],
 )
-def test_a_body_that_is_not_json_is_422_naming_the_body(ward: Ward, content_type: str) -> None:
+def test_a_body_that_is_not_json_is_422_naming_the_body(ward: ApiSteps, content_type: str) -> None:
     headers = {**AUTH["clinician"], "content-type": content_type.encode("latin-1")}
     text = f'{{"mrn": "{MARKER}", "weight_kg": 70}}'
     r = ward.c.post("/api/v1/patients", content=text, headers=headers)
@@ -171,7 +171,7 @@ def test_a_body_that_is_not_json_is_422_naming_the_body(ward: Ward, content_type
     assert MARKER not in r.text
 
 
-def test_a_lone_surrogate_is_422_naming_its_field(ward: Ward) -> None:
+def test_a_lone_surrogate_is_422_naming_its_field(ward: ApiSteps) -> None:
     headers = {**AUTH["clinician"], "content-type": "application/json"}
     for text, field in [
         ('{"mrn": "MRN-\\ud800", "weight_kg": 70}', "mrn"),
@@ -269,7 +269,7 @@ def test_allowed_hosts_default_to_the_loopback_names_and_the_bound_host() -> Non
     assert Settings(host="0.0.0.0").trusted_hosts() == ["localhost", "127.0.0.1", "[::1]"]
     assert Settings(host="::1").trusted_hosts() == ["localhost", "127.0.0.1", "[::1]"]
     assert Settings(host="10.0.0.5").trusted_hosts()[-1] == "10.0.0.5"
-    assert Settings(host="GW.Ward.example").trusted_hosts()[-1] == "gw.ward.example"
+    assert Settings(host="GW.ApiSteps.example").trusted_hosts()[-1] == "gw.ward.example"
 
 
 def test_allowed_hosts_from_the_environment_and_refusals(monkeypatch: pytest.MonkeyPatch) -> None:

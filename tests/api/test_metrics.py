@@ -5,13 +5,13 @@ never confirmed has no latency)."""
 from __future__ import annotations
 
 import pytest
-from conftest import AUTH, Ward
+from conftest import AUTH, ApiSteps
 from prometheus_client.parser import text_string_to_metric_families
 
 HISTOGRAM = "pumpctl_reaction_stop_seconds"
 
 
-def _histogram(ward: Ward) -> dict[str, float]:
+def _histogram(ward: ApiSteps) -> dict[str, float]:
     """The histogram's samples by name (`_count`, `_sum`, `_bucket` of le=+Inf)."""
     r = ward.c.get("/metrics", headers=AUTH["admin"])
     assert r.status_code == 200, r.text
@@ -25,7 +25,7 @@ def _histogram(ward: Ward) -> dict[str, float]:
     raise AssertionError(f"{HISTOGRAM} is not in GET /metrics:\n{r.text}")
 
 
-def test_I1_a_confirmed_stop_is_observed_in_the_stop_latency_histogram(ward: Ward) -> None:
+def test_I1_a_confirmed_stop_is_observed_in_the_stop_latency_histogram(ward: ApiSteps) -> None:
     infusion = ward.started(ward.patient())
     before = _histogram(ward)
     assert before[f"{HISTOGRAM}_count"] == 0
@@ -39,7 +39,7 @@ def test_I1_a_confirmed_stop_is_observed_in_the_stop_latency_histogram(ward: War
     assert after[f"{HISTOGRAM}_sum"] == pytest.approx(answer["stop_confirmed_ms"] / 1000)
 
 
-def test_A3_an_unconfirmed_stop_is_not_observed(ward: Ward) -> None:
+def test_A3_an_unconfirmed_stop_is_not_observed(ward: ApiSteps) -> None:
     infusion = ward.started(ward.patient())
     ward.post("/sim/pumps/pump-1/faults", "admin", {"fault": "no_reply"})
     answer = ward.post(
@@ -49,7 +49,7 @@ def test_A3_an_unconfirmed_stop_is_not_observed(ward: Ward) -> None:
     assert _histogram(ward)[f"{HISTOGRAM}_count"] == 0
 
 
-def test_A2_a_scrape_reports_the_link_of_each_pump_after_contact(ward: Ward) -> None:
+def test_A2_a_scrape_reports_the_link_of_each_pump_after_contact(ward: ApiSteps) -> None:
     """The scrape runs off the event loop; it once failed (500) as soon as a pump had answered."""
     ward.advance(1)
     assert all(p["connected"] for p in ward.get("/pumps"))

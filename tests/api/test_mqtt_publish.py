@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HOUR, Ward, settings
+from conftest import HOUR, ApiSteps, settings
 from fastapi.testclient import TestClient
 from mqtt_env import RELINK_BOUND_S, Spy, spy
 
@@ -60,7 +60,7 @@ async def test_a_started_infusion_is_published_retained_and_follows_a_reaction(
     tmp_path: Path, broker: Any
 ) -> None:
     with service(tmp_path, broker) as client:
-        ward = Ward(client)
+        ward = ApiSteps(client)
         async with spy(broker, f"{PREFIX}/infusions/+") as early:
             infusion = ward.started(ward.patient())
             view = await view_until(early, infusion, "running")
@@ -109,7 +109,7 @@ async def test_a_broker_down_stops_neither_the_service_nor_a_stop(
     service answers, the stop is confirmed; once the broker is back, the view is there."""
     broker.stop()
     with service(tmp_path, broker) as client:
-        ward = Ward(client)
+        ward = ApiSteps(client)
         infusion = ward.started(ward.patient())
         assert ward.get(f"/infusions/{infusion}")["state"] == "running"
         answer = ward.post(
@@ -130,7 +130,7 @@ async def test_a_planned_infusion_is_published_and_its_cancellation_too(
     """Published from the plan on; an infusion that leaves supervision (cancelled) has its
     last view published, then is left alone."""
     with service(tmp_path, broker) as client:
-        ward = Ward(client)
+        ward = ApiSteps(client)
         async with spy(broker, f"{PREFIX}/infusions/+") as watcher:
             patient = ward.patient()
             body = {"patient_id": patient, "pump_id": "pump-2"}
@@ -149,7 +149,7 @@ async def test_a_change_builds_again_only_the_views_of_the_infusions_it_changed(
     publisher's cost follows what changed (with 100 pumps, every change rebuilding every
     view took most of the service's event loop)."""
     with service(tmp_path, broker) as client:
-        ward = Ward(client)
+        ward = ApiSteps(client)
         publisher = client.app.state.publisher  # type: ignore[attr-defined]
         async with spy(broker, f"{PREFIX}/infusions/+") as watcher:
             one = ward.started(ward.patient(), pump="pump-1")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from conftest import HOUR, Ward
+from conftest import HOUR, ApiSteps
 
 
-def test_grade_2_at_150_stops_resumes_at_75_then_steps_50_after_an_hour(ward: Ward) -> None:
+def test_grade_2_at_150_stops_resumes_at_75_then_steps_50_after_an_hour(ward: ApiSteps) -> None:
     infusion = ward.started(ward.patient())
     assert ward.pump()["rate_ml_h"] == 50
     ward.advance(2 * HOUR)
@@ -32,7 +32,7 @@ def test_grade_2_at_150_stops_resumes_at_75_then_steps_50_after_an_hour(ward: Wa
     } == {"nina"}
 
 
-def test_a_second_press_while_stopped_is_harmless_and_recorded(ward: Ward) -> None:
+def test_a_second_press_while_stopped_is_harmless_and_recorded(ward: ApiSteps) -> None:
     infusion = ward.started(ward.patient())
     ward.post(f"/infusions/{infusion}/reactions", "nurse", {"grade": 1, "signs": ["other"]}, 201)
     again = ward.post(
@@ -42,7 +42,7 @@ def test_a_second_press_while_stopped_is_harmless_and_recorded(ward: Ward) -> No
     assert ward.pump()["state"] == "stopped"
 
 
-def test_laryngeal_edema_grade_2_withdraws(ward: Ward) -> None:
+def test_laryngeal_edema_grade_2_withdraws(ward: ApiSteps) -> None:
     patient = ward.patient()
     infusion = ward.started(patient)
     answer = ward.post(
@@ -57,7 +57,7 @@ def test_laryngeal_edema_grade_2_withdraws(ward: Ward) -> None:
     assert again["detail"]["rule"] == "I8"
 
 
-def test_grade_3_not_downgraded_in_2_hours_withdraws(ward: Ward) -> None:
+def test_grade_3_not_downgraded_in_2_hours_withdraws(ward: ApiSteps) -> None:
     patient = ward.patient()
     infusion = ward.started(patient)
     answer = ward.post(
@@ -71,7 +71,7 @@ def test_grade_3_not_downgraded_in_2_hours_withdraws(ward: Ward) -> None:
     assert ward.get(f"/patients/{patient}")["course_state"] == "withdrawn"
 
 
-def test_no_reply_answers_202_naming_a3_and_resume_waits_for_the_stop(ward: Ward) -> None:
+def test_no_reply_answers_202_naming_a3_and_resume_waits_for_the_stop(ward: ApiSteps) -> None:
     infusion = ward.started(ward.patient())
     ward.post("/sim/pumps/pump-1/faults", "admin", {"fault": "no_reply", "value": True})
     answer = ward.post(

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import AUTH, TOKENS, Ward
+from conftest import AUTH, TOKENS, ApiSteps
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -64,11 +64,11 @@ def _until(client: TestClient, infusion: int, holds: Callable[[PumpSupervisor], 
     client.portal.call(wait)  # type: ignore[union-attr]
 
 
-def _fault(ward: Ward, fault: str, value: Any) -> None:
+def _fault(ward: ApiSteps, fault: str, value: Any) -> None:
     ward.post("/sim/pumps/pump-1/faults", "admin", {"fault": fault, "value": value})
 
 
-def _clear(ward: Ward, fault: str) -> None:
+def _clear(ward: ApiSteps, fault: str) -> None:
     r = ward.c.delete(f"/api/v1/sim/pumps/pump-1/faults/{fault}", headers=AUTH["admin"])
     assert r.status_code == 200, r.text
 
@@ -80,7 +80,7 @@ def test_A3_a_serial_stop_not_answered_is_a_202_only_after_the_timeout_and_a_ret
     did not stop: clamp the line") comes at about `stop_answer_s`, not after the line's own
     3 x 0.5 s. The fate, unconfirmed, then raises the A3 alarm; once the pump answers the stop
     goes again and lands (I9)."""
-    ward = Ward(service)
+    ward = ApiSteps(service)
     infusion = ward.started(ward.patient())
     caplog.set_level(logging.DEBUG, logger="drivers.serial.line")
     _fault(ward, "no_reply", True)
@@ -114,7 +114,7 @@ def test_A3_a_serial_stop_answered_late_is_a_201_with_its_real_time_and_no_false
     """A3: the pump stops at once but answers 1.8 s late (within the command timeout): the
     stop is confirmed by its real read-back, 201 with the real `stop_confirmed_ms`, and no
     "pump did not stop" alarm is raised."""
-    ward = Ward(service)
+    ward = ApiSteps(service)
     infusion = ward.started(ward.patient())
     _fault(ward, "late_reply_s", 1.8)
     try:
@@ -134,7 +134,7 @@ def test_A3_A2_a_stop_on_a_link_already_lost_is_a_202_at_once(tmp_path: Path) ->
     """A3, A2: the link is known lost before the report: the 202 comes at once, not after the
     command timeout and a retry (the stop goes on being tried meanwhile)."""
     with _client(tmp_path, link_timeout_s=1.0) as client:
-        ward = Ward(client)
+        ward = ApiSteps(client)
         infusion = ward.started(ward.patient())
         _fault(ward, "no_reply", True)
         _until(client, infusion, lambda s: s.state is not None and s.state.link_lost)

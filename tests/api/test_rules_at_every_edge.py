@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import AUTH, HOUR, Ward, settings
+from conftest import AUTH, HOUR, ApiSteps, settings
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -33,7 +33,7 @@ def _reaction(grade: int, *signs: str) -> dict[str, Any]:
     return {"grade": grade, "signs": list(signs), "rate_ml_h": 100, "running_min": 90}
 
 
-def _enter(ward: Ward, patient: int, entry: dict[str, Any]) -> dict[str, Any]:
+def _enter(ward: ApiSteps, patient: int, entry: dict[str, Any]) -> dict[str, Any]:
     """L8: a clinician enters an infusion given elsewhere; the patient as answered."""
     answer: dict[str, Any] = ward.post(f"/patients/{patient}/history", "clinician", entry, 201)
     return answer
@@ -43,11 +43,11 @@ def _body(patient: int, pump: str = "pump-1") -> dict[str, Any]:
     return {"patient_id": patient, "pump_id": pump}
 
 
-def _plan(ward: Ward, patient: int, pump: str = "pump-1", expect: int = 201) -> Any:
+def _plan(ward: ApiSteps, patient: int, pump: str = "pump-1", expect: int = 201) -> Any:
     return ward.post("/infusions", "clinician", {"patient_id": patient, "pump_id": pump}, expect)
 
 
-def _refusal(ward: Ward, path: str, role: str, body: Any) -> dict[str, Any]:
+def _refusal(ward: ApiSteps, path: str, role: str, body: Any) -> dict[str, Any]:
     """The 409's problem: it names a rule id and no storage name."""
     problem: dict[str, Any] = ward.post(path, role, body, 409)["detail"]
     assert RULE_ID.match(problem["rule"] or ""), problem
@@ -58,7 +58,7 @@ def _refusal(ward: Ward, path: str, role: str, body: Any) -> dict[str, Any]:
 # -- I3, I6 in history (L8) ------------------------------------------------------------------
 
 
-def test_i6_a_third_grade_3_entered_in_history_withdraws_the_course_at_once(ward: Ward) -> None:
+def test_i6_a_third_grade_3_entered_in_history_withdraws_the_course_at_once(ward: ApiSteps) -> None:
     """I6, L8: three grade >= 3 reactions entered as history withdraw the course (I8) the moment
     the third is entered, and the course's next infusion is refused naming I8 (and why, I6)."""
     patient = ward.patient()
@@ -84,7 +84,7 @@ def test_i6_a_third_grade_3_entered_in_history_withdraws_the_course_at_once(ward
     assert [(a.rule, a.data["cause"], a.actor) for a in withdrawn] == [("I8", "I6", "carl")]
 
 
-def test_i3_a_grade_2_laryngeal_edema_entered_in_history_withdraws_at_once(ward: Ward) -> None:
+def test_i3_a_grade_2_laryngeal_edema_entered_in_history_withdraws_at_once(ward: ApiSteps) -> None:
     """I3, L8: one grade 2 laryngeal edema in entered history withdraws the course; a grade 1
     laryngeal edema does not."""
     patient = ward.patient()
@@ -102,7 +102,9 @@ def test_i3_a_grade_2_laryngeal_edema_entered_in_history_withdraws_at_once(ward:
     assert refused["rule"] == "I8"
 
 
-def test_i8_a_course_withdrawn_by_history_can_be_reinstated_and_planned_again(ward: Ward) -> None:
+def test_i8_a_course_withdrawn_by_history_can_be_reinstated_and_planned_again(
+    ward: ApiSteps,
+) -> None:
     """I8: the withdrawal history made is a withdrawal like any other: a clinician reinstates
     it with a reason, and the course's next infusion is planned."""
     patient = ward.patient()
@@ -115,7 +117,7 @@ def test_i8_a_course_withdrawn_by_history_can_be_reinstated_and_planned_again(wa
     assert planned["infusion_number"] == 5
 
 
-def test_l8_history_is_refused_while_an_infusion_of_the_course_is_under_way(ward: Ward) -> None:
+def test_l8_history_is_refused_while_an_infusion_of_the_course_is_under_way(ward: ApiSteps) -> None:
     """L8: the running infusion's machine read the course when it started; an entry now is
     refused (409 L8) and changes nothing."""
     patient = ward.patient()
@@ -131,7 +133,7 @@ def test_l8_history_is_refused_while_an_infusion_of_the_course_is_under_way(ward
 
 
 def test_a5_a_busy_pump_and_a_course_with_a_live_infusion_are_refused_naming_a5(
-    ward: Ward,
+    ward: ApiSteps,
 ) -> None:
     """A5: a second infusion on a busy pump, or a second live one of a course, is 409 A5 in
     words, never a rule of null or the database's constraint name."""
@@ -145,7 +147,7 @@ def test_a5_a_busy_pump_and_a_course_with_a_live_infusion_are_refused_naming_a5(
     assert "live infusion" in live["message"]
 
 
-def test_l8_a_second_patient_with_the_same_mrn_names_l8_not_the_index(ward: Ward) -> None:
+def test_l8_a_second_patient_with_the_same_mrn_names_l8_not_the_index(ward: ApiSteps) -> None:
     """L8: one record per patient keeps the history together; the refusal says so in words."""
     ward.patient("MRN-SAME")
     problem = _refusal(ward, "/patients", "clinician", {"mrn": "MRN-SAME", "weight_kg": 60})
@@ -156,7 +158,7 @@ def test_l8_a_second_patient_with_the_same_mrn_names_l8_not_the_index(ward: Ward
 # -- the state a pump alarm or the bag's expiry shows ------------------------------------------
 
 
-def test_a1_a_pump_alarm_shows_paused_with_its_reason_and_running_after(ward: Ward) -> None:
+def test_a1_a_pump_alarm_shows_paused_with_its_reason_and_running_after(ward: ApiSteps) -> None:
     """A1: during an occlusion the infusion's state is `paused`, naming A1 and the alarm; once
     the nurse clears it and resumes, `running` again with no reason."""
     infusion = ward.started(ward.patient())
@@ -177,7 +179,7 @@ def test_a1_a_pump_alarm_shows_paused_with_its_reason_and_running_after(ward: Wa
     assert (view["state"], view["state_reason"]) == ("running", None)
 
 
-def test_l9_the_bag_s_expiry_shows_paused_naming_l9(ward: Ward) -> None:
+def test_l9_the_bag_s_expiry_shows_paused_naming_l9(ward: ApiSteps) -> None:
     """L9: at the bag's 15 h the pump is stopped; the state says `paused`, naming L9."""
     patient = ward.patient()
     body = {"patient_id": patient, "pump_id": "pump-1", "bag_prepared_at": ward._ago(14 * 60 + 30)}
@@ -194,7 +196,7 @@ def test_l9_the_bag_s_expiry_shows_paused_naming_l9(ward: Ward) -> None:
 # -- every audit row names its rule ----------------------------------------------------------
 
 
-def test_a6_every_audit_row_of_a_course_names_the_rule_it_serves(ward: Ward) -> None:
+def test_a6_every_audit_row_of_a_course_names_the_rule_it_serves(ward: ApiSteps) -> None:
     """A6, L8, L4: patient, course, infusion, start, a refused stop with a blank reason, a stop
     for good: every audit row names a rule; the stop names A6 and the creations theirs."""
     patient = ward.patient()
@@ -218,7 +220,7 @@ def test_a6_every_audit_row_of_a_course_names_the_rule_it_serves(ward: Ward) -> 
 
 
 def test_a1_a_new_era_pump_that_refuses_to_run_after_a_clear_says_clear_it_at_the_pump(
-    ward: Ward,
+    ward: ApiSteps,
 ) -> None:
     """A1: a New Era pump cannot say its alarm's cause is gone, so the nurse's clear is taken
     as that statement; when the pump still stands in its alarm and refuses the resume's run,
@@ -241,7 +243,7 @@ def test_a1_a_new_era_pump_that_refuses_to_run_after_a_clear_says_clear_it_at_th
 # -- I11: a delayed reaction's answer -------------------------------------------------------
 
 
-def test_i11_a_delayed_reaction_after_completion_answers_no_pump_action(ward: Ward) -> None:
+def test_i11_a_delayed_reaction_after_completion_answers_no_pump_action(ward: ApiSteps) -> None:
     """I11: a reaction reported after the infusion completed is recorded against it with no
     pump action: 201 with `stop` `no_pump_action` (never `already_stopped`), the pump left
     stopped, and the reaction in the infusion's record."""
@@ -259,7 +261,7 @@ def test_i11_a_delayed_reaction_after_completion_answers_no_pump_action(ward: Wa
     assert [r["grade"] for r in ward.get(f"/infusions/{infusion}")["reactions"]] == [2]
 
 
-def test_i11_a_reaction_after_the_end_answers_no_pump_action(ward: Ward) -> None:
+def test_i11_a_reaction_after_the_end_answers_no_pump_action(ward: ApiSteps) -> None:
     """I11: a reaction reported after the infusion ended moves no pump: the answer's `stop`
     is `no_pump_action`, a value the interface names."""
     infusion = ward.started(ward.patient())
@@ -276,7 +278,7 @@ def test_i11_a_reaction_after_the_end_answers_no_pump_action(ward: Ward) -> None
 
 
 def test_d2_an_infusion_sooner_than_the_schedule_is_refused_unless_a_clinician_overrides(
-    ward: Ward,
+    ward: ApiSteps,
 ) -> None:
     """D2: infusion 2 the same day as infusion 1 is refused (409 D2); a clinician's reason
     overrides it, audited; a week later it starts with no override."""
@@ -299,7 +301,7 @@ def test_d2_an_infusion_sooner_than_the_schedule_is_refused_unless_a_clinician_o
     assert d2["data"]["override_reason"] == "clinic closed next week"
 
 
-def test_d2_a_week_later_the_next_infusion_starts_without_an_override(ward: Ward) -> None:
+def test_d2_a_week_later_the_next_infusion_starts_without_an_override(ward: ApiSteps) -> None:
     """D2: weekly in weeks 1-8: seven days after infusion 1 started, infusion 2 starts."""
     patient = ward.patient()
     first = ward.started(patient)
@@ -313,7 +315,7 @@ def test_d2_a_week_later_the_next_infusion_starts_without_an_override(ward: Ward
 
 
 def test_an_admin_reads_pumps_health_and_simulation_but_no_patient_data(
-    ward: Ward, client: TestClient
+    ward: ApiSteps, client: TestClient
 ) -> None:
     """L8 (records): an admin reads pumps, health and the simulation routes; patients,
     infusions, the audit trail and the live events answer 403."""
@@ -337,7 +339,7 @@ def test_an_admin_reads_pumps_health_and_simulation_but_no_patient_data(
 
 
 def test_i5_i10_two_reports_in_one_stop_the_window_counts_from_the_report_that_opened_it(
-    ward: Ward,
+    ward: ApiSteps,
 ) -> None:
     """I5, I10: grade 2 at t0, then grade 3 reported at t0 + 30 min with its onset at
     t0 + 20 min: the window opens at t0 + 20 (not at the first report's t0) and its end, at
@@ -364,7 +366,7 @@ def test_a2_l1_a_link_back_alone_does_not_resume_the_ladder_until_a_nurse_clears
     with TestClient(
         create_app(settings(tmp_path, link_timeout_s=1.0)), base_url="http://gateway"
     ) as client:
-        ward = Ward(client)
+        ward = ApiSteps(client)
         infusion = ward.started(ward.patient())
         ward.post("/sim/pumps/pump-1/faults", "admin", {"fault": "no_reply", "value": True})
         _until(ward, infusion, lambda view: view["link_lost"])
@@ -380,7 +382,7 @@ def test_a2_l1_a_link_back_alone_does_not_resume_the_ladder_until_a_nurse_clears
         assert ward.pump()["rate_ml_h"] == 100
 
 
-def _until(ward: Ward, infusion: int, holds: Callable[[dict[str, Any]], bool]) -> None:
+def _until(ward: ApiSteps, infusion: int, holds: Callable[[dict[str, Any]], bool]) -> None:
     """Wait, bounded, until the infusion's view `holds` (the link's state follows wire time)."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import schemathesis
-from conftest import AUTH, Ward, settings
+from conftest import AUTH, ApiSteps, settings
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
@@ -85,7 +85,7 @@ CHECKS = [
 def served(tmp_path: Path) -> Iterator[TestClient]:
     """A service with a patient and a running first infusion (id 1) on pump-1."""
     with TestClient(create_app(settings(tmp_path)), base_url="http://gateway") as c:
-        ward = Ward(c)
+        ward = ApiSteps(c)
         ward.started(ward.patient())
         yield c
 
@@ -170,7 +170,7 @@ def refusing(tmp_path: Path) -> Iterator[TestClient]:
     and a second patient with no infusion: a new infusion for either is refused by a rule
     (a busy pump, a course with a live infusion), as are many other requests."""
     with TestClient(create_app(settings(tmp_path)), base_url="http://gateway") as c:
-        ward = Ward(c)
+        ward = ApiSteps(c)
         ward.started(ward.patient())
         ward.patient("MRN-2")
         ward.post("/infusions/1/reactions", "nurse", {"grade": 1, "signs": ["other"]}, 201)

@@ -21,7 +21,7 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from conftest import Ward, settings
+from conftest import ApiSteps, settings
 from fastapi.testclient import TestClient
 from mosquitto_env import AuthBroker, auth_broker_running
 from pydantic import SecretStr, ValidationError
@@ -315,7 +315,7 @@ async def test_simulated_mqtt_pumps_and_the_published_views_log_in_with_the_sett
     ) as watcher:
         await watcher.subscribe(topic, qos=1)
         with TestClient(app, base_url="http://gateway") as client:
-            ward = Ward(client)
+            ward = ApiSteps(client)
             ward.advance(1)  # returns once every pump's status at the new instant is processed
             assert {p["id"]: p["state"] for p in ward.get("/pumps")} == {
                 "pump-1": "stopped",
@@ -366,7 +366,7 @@ def test_a_refused_publisher_login_is_said_once_and_never_stops_the_service(
         )
         with TestClient(app, base_url="http://gateway") as client:
             assert seen.event.wait(BOUND_S), "the publisher's refusal was not logged"
-            ward = Ward(client)
+            ward = ApiSteps(client)
             ward.advance(1)
             assert len(ward.get("/pumps")) == 2
     finally:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from conftest import HOUR, Ward, settings
+from conftest import HOUR, ApiSteps, settings
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -15,7 +15,7 @@ from api.app import create_app
 
 def test_a_restarted_virtual_service_never_runs_clinical_time_backwards(tmp_path: Path) -> None:
     with TestClient(create_app(settings(tmp_path)), base_url="http://gateway") as first:
-        ward = Ward(first)
+        ward = ApiSteps(first)
         infusion = ward.started(ward.patient())
         ward.advance(HOUR)
         before = datetime.fromisoformat(ward.get("/clock")["now"])
@@ -23,7 +23,7 @@ def test_a_restarted_virtual_service_never_runs_clinical_time_backwards(tmp_path
             datetime.fromisoformat(e["at"]) for e in ward.get(f"/infusions/{infusion}/events")
         )
     with TestClient(create_app(settings(tmp_path)), base_url="http://gateway") as second:
-        ward = Ward(second)
+        ward = ApiSteps(second)
         after = datetime.fromisoformat(ward.get("/clock")["now"])
         assert after >= last_event
         assert after <= before
@@ -39,11 +39,11 @@ def test_a4_after_a_restart_the_nurse_answers_no_reaction_or_reports_one(tmp_pat
     no record why: a plain resume is refused naming A4; `{"reaction": 2}` is sent to the
     reaction route (409 A4); `{"reaction": false}` resumes at the rate before the stop."""
     with TestClient(create_app(settings(tmp_path)), base_url="http://gateway") as first:
-        ward = Ward(first)
+        ward = ApiSteps(first)
         infusion = ward.started(ward.patient())
         ward.advance(HOUR)
     with TestClient(create_app(settings(tmp_path)), base_url="http://gateway") as second:
-        ward = Ward(second)
+        ward = ApiSteps(second)
         ward.advance(1)
         refused = ward.post(f"/infusions/{infusion}/resume", "nurse", None, 409)
         assert refused["detail"]["rule"] == "A4"
