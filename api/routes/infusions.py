@@ -39,6 +39,8 @@ router = APIRouter(prefix="/infusions", tags=["infusions"], responses=responses(
 #: An action on one infusion: unknown id, or refused by a rule.
 ACTION = responses(404, 409)
 Reader = Annotated[User, Depends(require(CLINICAL))]
+#: The readers' routes whose handler does not need to know who asked.
+READERS = [Depends(require(CLINICAL))]
 Nurse = Annotated[User, Depends(require(NURSE_UP))]
 Clinician = Annotated[User, Depends(require({Role.CLINICIAN}))]
 State = Literal[
@@ -94,9 +96,8 @@ async def create(body: InfusionIn, user: Clinician, ward: WardDep) -> dict[str, 
     }
 
 
-@router.get("", response_model=list[dict[str, Any]])
+@router.get("", response_model=list[dict[str, Any]], dependencies=READERS)
 async def list_infusions(
-    user: Reader,
     listing: ListingDep,
     metrics: MetricsDep,
     state: Annotated[State | None, Query()] = None,
@@ -104,7 +105,6 @@ async def list_infusions(
 ) -> Response:
     """Every infusion, newest first (kept in memory for at most a second, or until something
     changes: api/listing.py); shareable by the web side among callers of a role."""
-    del user
     metrics.list_requests.inc()
     return Response(
         await listing.body(state, pump_id),
@@ -113,10 +113,9 @@ async def list_infusions(
     )
 
 
-@router.get("/{infusion_id}", responses=responses(404))
-async def get_infusion(infusion_id: InfusionId, user: Reader, ward: WardDep) -> dict[str, Any]:
+@router.get("/{infusion_id}", responses=responses(404), dependencies=READERS)
+async def get_infusion(infusion_id: InfusionId, ward: WardDep) -> dict[str, Any]:
     """One infusion's public state."""
-    del user
     return await infusion_view(ward, infusion_id)
 
 
@@ -289,9 +288,8 @@ async def acknowledge_alarm(
     return await _answer(ward, infusion_id, acted)
 
 
-@router.get("/{infusion_id}/events", responses=responses(404))
-async def events(infusion_id: InfusionId, user: Reader, ward: WardDep) -> list[dict[str, Any]]:
+@router.get("/{infusion_id}/events", responses=responses(404), dependencies=READERS)
+async def events(infusion_id: InfusionId, ward: WardDep) -> list[dict[str, Any]]:
     """The infusion's audit trail."""
-    del user
 
     return [audit_view(row) for row in await ward.audit_trail(infusion_id)]

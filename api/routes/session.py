@@ -11,12 +11,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from api.accounts import AccountDirectory, Busy, Throttled
-from api.deps import CurrentUser, bearer_token, identify
+from api.deps import bearer_token, current_user, identify
 from api.errors import responses
 from api.metrics import ServiceMetrics
 from api.throttle import retry_after
@@ -107,12 +107,12 @@ async def sign_in(request: Request, body: SignInIn) -> SessionOut:
     "/session",
     status_code=status.HTTP_204_NO_CONTENT,
     responses={**responses(401), 400: {"description": "the token is not a session's"}},
+    dependencies=[Depends(current_user)],
 )
-async def sign_out(request: Request, user: CurrentUser) -> Response:
+async def sign_out(request: Request) -> Response:
     """Sign-out: the session whose token the request carries ends."""
-    del user
     token = bearer_token(request)
-    assert token is not None  # CurrentUser admitted it
+    assert token is not None  # current_user admitted it
     if not _directory(request).sign_out(token, _address(request)):
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST,

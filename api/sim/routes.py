@@ -33,6 +33,8 @@ from simulator.model import FAULT_NAMES, PumpModel
 
 router = APIRouter(prefix="/sim", tags=["simulation"], responses=responses(401, 403))
 Admin = Annotated[User, Depends(require({Role.ADMIN}))]
+#: The admin's routes whose handler does not need to know who asked.
+ADMIN_ONLY = [Depends(require({Role.ADMIN}))]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 #: Longest single advance (interfaces.md: at most 86,400 s a call).
 MAX_ADVANCE_S = 86_400
@@ -83,25 +85,20 @@ def _model(request: Request, pump_id: str) -> PumpModel:
     return model
 
 
-@router.get("/clock", response_model=Instant)
-async def clock(
-    user: Admin, ward: WardDep, settings: Annotated[Settings, Depends(get_settings)]
-) -> Instant:
+@router.get("/clock", response_model=Instant, dependencies=ADMIN_ONLY)
+async def clock(ward: WardDep, settings: Annotated[Settings, Depends(get_settings)]) -> Instant:
     """The simulation's clinical time."""
-    del user
     return Instant(now=ward.clock.now(), mode=settings.clock_mode)
 
 
-@router.post("/advance", response_model=Instant, responses=responses(409))
+@router.post("/advance", response_model=Instant, responses=responses(409), dependencies=ADMIN_ONLY)
 async def advance(
     body: AdvanceIn,
-    user: Admin,
     ward: WardDep,
     settings: Annotated[Settings, Depends(get_settings)],
 ) -> Instant:
     """Move virtual time; returns once every timer due in the span has run, every command it
     caused has its fate, and every pump's status at the new instant has been processed."""
-    del user
     if not isinstance(ward.clock, VirtualClock):
         raise HTTPException(
             status.HTTP_409_CONFLICT,
@@ -117,10 +114,9 @@ async def advance(
     return Instant(now=ward.clock.now(), mode=settings.clock_mode)
 
 
-@router.post("/pumps/{pump_id}/faults", responses=responses(404))
-async def set_fault(pump_id: str, body: FaultIn, request: Request, user: Admin) -> dict[str, Any]:
+@router.post("/pumps/{pump_id}/faults", responses=responses(404), dependencies=ADMIN_ONLY)
+async def set_fault(pump_id: str, body: FaultIn, request: Request) -> dict[str, Any]:
     """Raise a pump alarm, or turn a wire fault of the simulator on."""
-    del user
     model = _model(request, pump_id)
     if (body.alarm is None) == (body.fault is None):
         raise HTTPException(
@@ -159,10 +155,9 @@ async def set_fault(pump_id: str, body: FaultIn, request: Request, user: Admin) 
     return _faults(model)
 
 
-@router.delete("/pumps/{pump_id}/faults/{name}", responses=responses(404))
-async def clear_fault(pump_id: str, name: str, request: Request, user: Admin) -> dict[str, Any]:
+@router.delete("/pumps/{pump_id}/faults/{name}", responses=responses(404), dependencies=ADMIN_ONLY)
+async def clear_fault(pump_id: str, name: str, request: Request) -> dict[str, Any]:
     """Clear a pump alarm or a wire fault."""
-    del user
     model = _model(request, pump_id)
     if name in {a.value for a in Alarm}:
         model.clear_alarm(Alarm(name))
