@@ -26,6 +26,7 @@ import logging
 import ssl
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
@@ -89,6 +90,7 @@ class InfusionPublisher:
         self._seen = 0  # the ward's change count the views were last built at
         self._everything = True  # build every view on the next burst (a new connection)
         self._task: asyncio.Task[None] | None = None
+        self._unlisten: Callable[[], None] | None = None  # the ward's listener, while open
         self.connections = 0
         self.published = 0  # publishes acknowledged (tests, metrics)
         self.views_built: Counter[int] = Counter()  # infusion id: views built for it
@@ -114,7 +116,7 @@ class InfusionPublisher:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        self.ward.listeners.append(self.changed)
+        self._unlisten = self.ward.add_listener(self.changed)
         self._changed.set()  # what the store holds now is published once connected
         self._task = asyncio.create_task(self._run(), name=f"mqtt-views-{self.client_id}")
         return self
@@ -125,8 +127,9 @@ class InfusionPublisher:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self.changed in self.ward.listeners:
-            self.ward.listeners.remove(self.changed)
+        unlisten, self._unlisten = self._unlisten, None
+        if unlisten is not None:
+            unlisten()
         task, self._task = self._task, None
         if task is not None:
             await cancel_and_wait(task)

@@ -185,7 +185,7 @@ class Ward:
         self.transports = dict(transports or {})
         self.default_protocol = default_protocol
         self.stop_answer_s = stop_answer_s
-        self.listeners: list[Notify] = []
+        self._listeners: list[Notify] = []
         self._change_seq = 0  # notify() calls so far
         self._everything_at = 0  # the last notify() that named no infusions
         self._changed_at: dict[int, int] = {}  # infusion id: the last notify() naming it
@@ -233,13 +233,18 @@ class Ward:
         else:
             for infusion_id in infusions:
                 self._changed_at[infusion_id] = self._change_seq
-        for listener in list(self.listeners):
+        for listener in list(self._listeners):
             listener()
 
     def add_listener(self, listener: Notify) -> Callable[[], None]:
         """Call `listener` on every change (see `notify`); the way to stop it is returned."""
-        self.listeners.append(listener)
-        return lambda: self.listeners.remove(listener)
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return remove
 
     def changes_since(self, seq: int) -> tuple[int, set[int] | None]:
         """(the change count now, the infusions changed after change `seq`, or None when
