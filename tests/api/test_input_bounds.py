@@ -269,7 +269,7 @@ def test_allowed_hosts_default_to_the_loopback_names_and_the_bound_host() -> Non
     assert Settings(host="0.0.0.0").trusted_hosts() == ["localhost", "127.0.0.1", "[::1]"]
     assert Settings(host="::1").trusted_hosts() == ["localhost", "127.0.0.1", "[::1]"]
     assert Settings(host="10.0.0.5").trusted_hosts()[-1] == "10.0.0.5"
-    assert Settings(host="GW.ApiSteps.example").trusted_hosts()[-1] == "gw.ward.example"
+    assert Settings(host="GW.Ward.example").trusted_hosts()[-1] == "gw.ward.example"
 
 
 def test_allowed_hosts_from_the_environment_and_refusals(monkeypatch: pytest.MonkeyPatch) -> None:

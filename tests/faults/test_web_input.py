@@ -21,7 +21,7 @@ BOUND_S = 30.0
 PROMPT_S = 3.0
 MRN = "MRN-WEBSIDE-90210"
 NAME = "Jane Roe-Webside"
-FREE_TEXT = "felt faint near ApiSteps-7Q"
+FREE_TEXT = "felt faint near Ward-7Q"
 MARKERS = (MRN, NAME, FREE_TEXT, "203.0.113.77")
 
 
