@@ -331,7 +331,7 @@ class Ward:
         try:
             created = await self.writer.call(write, what="the new patient")
         except InfusionConflictError as exc:
-            raise Refused(exc.rule, str(exc)) from None
+            raise Refused(_rule(exc, Rule.L8), str(exc)) from None
         except StoreError as exc:
             raise Invalid("mrn", str(exc)) from None
         self.notify(())  # a patient and a course: no infusion changed
@@ -469,7 +469,7 @@ class Ward:
                 day=day,  # type: ignore[arg-type]
             )
         except PlanningError as exc:
-            raise Refused(_rule_in(str(exc), Rule.L8), str(exc)) from None
+            raise Refused(_rule(exc, Rule.L8), str(exc)) from None
         except ValueError as exc:
             raise Invalid(
                 "bag_prepared_at" if bag_prepared_at else "patient_id", str(exc)
@@ -489,9 +489,9 @@ class Ward:
                 what="the new infusion",
             )
         except InfusionConflictError as exc:
-            raise Refused(exc.rule, str(exc)) from None
+            raise Refused(_rule(exc, Rule.L8), str(exc)) from None
         except StoreError as exc:
-            raise Refused(_rule_in(str(exc), Rule.L8), str(exc)) from None
+            raise Refused(_rule(exc, Rule.L8), str(exc)) from None
         self._plans[infusion_id] = _plan_view(planned)
         self.notify((infusion_id,))
         return infusion_id
@@ -868,12 +868,10 @@ def _busy(pump_id: str, supervisor: PumpSupervisor) -> str:
     return f"pump {pump_id} is busy with infusion {supervisor.infusion_id} (A5)"
 
 
-def _rule_in(message: str, default: Rule) -> str:
-    """The rule id a core or store message names, else `default`."""
-    for rule in Rule:
-        if f"({rule})" in message or f" {rule}:" in f" {message}":
-            return rule.value
-    return default.value
+def _rule(refusal: StoreError | PlanningError, default: Rule) -> Rule:
+    """The rule a store's or the planner's refusal names (as data, never read out of its
+    words), else `default`."""
+    return refusal.rule if refusal.rule is not None else default
 
 
 def _started(stored: StoredInfusion) -> bool:

@@ -58,7 +58,12 @@ _TIME_EPSILON_MIN = 1e-9
 
 
 class PlanningError(ValueError):
-    """A plan that cannot be made: the message names the rule or the argument."""
+    """A plan that cannot be made: the message names the rule or the argument, `rule` the
+    clinical rule that refuses it when one does (else the caller's)."""
+
+    def __init__(self, message: str, *, rule: Rule | None = None) -> None:
+        super().__init__(message)
+        self.rule = rule
 
 
 class MissingHistoryError(PlanningError):
@@ -279,7 +284,9 @@ def select_row(
         raise PlanningError(f"infusion_number: must be 1 or more, not {infusion_number}")
     if history.withdrawn:
         why = f" ({history.withdrawn_reason})" if history.withdrawn_reason else ""
-        raise PlanningError(f"I8: the course is withdrawn{why}; no further infusion is planned")
+        raise PlanningError(
+            f"I8: the course is withdrawn{why}; no further infusion is planned", rule=Rule.I8
+        )
     split = is_split_first_dose(protocol, infusion_number)
     if split_day is not None and not split:
         raise PlanningError(

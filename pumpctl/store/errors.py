@@ -5,6 +5,8 @@ from __future__ import annotations
 from sqlalchemy import URL
 from sqlalchemy.exc import DBAPIError
 
+from pumpctl.core.rules import Rule
+
 __all__ = [
     "DataDirError",
     "InfusionConflictError",
@@ -17,7 +19,12 @@ __all__ = [
 
 
 class StoreError(Exception):
-    """Anything the store refuses or cannot do; `str()` is one line for a person."""
+    """Anything the store refuses or cannot do; `str()` is one line for a person, `rule` the
+    clinical rule that refuses it, when one does (the caller answers 409 naming it)."""
+
+    def __init__(self, message: str, *, rule: Rule | None = None) -> None:
+        super().__init__(message)
+        self.rule = rule
 
 
 class DataDirError(StoreError):
@@ -42,8 +49,7 @@ class InfusionConflictError(StoreError):
 
     def __init__(self, constraint: str, message: str, rule: str) -> None:
         self.constraint = constraint
-        self.rule = rule
-        super().__init__(message)
+        super().__init__(message, rule=Rule(rule))
 
 
 class LedgerError(StoreError):

@@ -443,11 +443,11 @@ class Store:
     def reinstate_course(self, course_id: int, reason: str, *, actor: str, at: datetime) -> None:
         """I8: a clinician reinstates a withdrawn course, with a reason (audited)."""
         if not reason.strip():
-            raise StoreError("reason: must not be blank (I8)")
+            raise StoreError("reason: must not be blank (I8)", rule=Rule.I8)
         with self._write() as session:
             course = self._get(session, Course, course_id)
             if course.course_state != "withdrawn":
-                raise StoreError(f"course {course_id} is not withdrawn (I8)")
+                raise StoreError(f"course {course_id} is not withdrawn (I8)", rule=Rule.I8)
             course.course_state, course.withdrawn_reason = "active", None
             self._store_audit(
                 session,
@@ -480,7 +480,8 @@ class Store:
             except ValueError:  # its words carry the input: said here in the rule's words
                 raise StoreError(
                     f"course {course_id} already holds infusion {record.infusion_number}"
-                    f"{_day(record.day)} (L8)"
+                    f"{_day(record.day)} (L8)",
+                    rule=Rule.L8,
                 ) from None
             withdrawal = judge(history, record) if judge is not None else None
             entry = HistoryEntry(
@@ -570,7 +571,7 @@ class Store:
             with self._write() as session:
                 course = self._get(session, Course, course_id)
                 if course.course_state == "withdrawn":
-                    raise StoreError(f"course {course_id} is withdrawn (I8)")
+                    raise StoreError(f"course {course_id} is withdrawn (I8)", rule=Rule.I8)
                 if state.protocol.name != course.protocol:
                     raise StoreError(
                         f"protocol: course {course_id} is on {course.protocol!r}, "
@@ -762,7 +763,8 @@ class Store:
             if row.phase != InfusionPhase.PLANNED.value:
                 raise StoreError(
                     f"infusion {infusion_id} is {row.phase}: premedication is recorded before "
-                    "the start (D3)"
+                    "the start (D3)",
+                    rule=Rule.D3,
                 )
             row.premedication_at = given_at
             row.updated_at, row.updated_wall_at = at, self._wall_clock()
