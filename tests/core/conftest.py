@@ -7,6 +7,14 @@ depends on the mutant alone, not on the order mutants ran in or on what an earli
 
 from __future__ import annotations
 
-from hypothesis import settings
+from hypothesis import Phase, settings
 
-settings.register_profile("mutation", derandomize=True, database=None)
+# No shrinking under mutation: a mutant's verdict needs only whether a test fails, and
+# shrinking a failing stateful run can take longer than mutmut's time limit (a mutant the tests
+# do catch would then count as a timeout, not killed).
+settings.register_profile(
+    "mutation",
+    derandomize=True,
+    database=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+)

@@ -46,6 +46,9 @@ from pumpctl.protocols import load_protocol
 #: catch counts as surviving there, so the reported kill rate errs low, never high.
 MUTATION_EXAMPLES = 12
 
+#: `Scenario.advance_to` fails when time has not moved after this many events at one instant.
+_STALL_LIMIT = 3
+
 
 def examples(n: int) -> int:
     """`n` examples (or steps), or at most `MUTATION_EXAMPLES` under the mutation profile."""
@@ -105,6 +108,16 @@ def clean_course(infusion_number: int) -> CourseState:
             for n in range(1, infusion_number)
         )
     )
+
+
+def facts(
+    audit: tuple[AuditEvent, ...] | list[AuditEvent],
+) -> list[tuple[str, str, dict[str, object]]]:
+    """An audit trail as (type, rule, data): what a test pins of it, fact by fact.
+
+    Every audit event carries the instant it happened: one without a time fails here."""
+    assert all(isinstance(a.at, datetime) for a in audit), audit
+    return [(a.type.value, a.rule.value, dict(a.data)) for a in audit]
 
 
 @dataclass
@@ -201,7 +214,12 @@ class Scenario:
         self.advance_to(self.now + span)
 
     def advance_to(self, until: datetime) -> None:
-        """Move time to `until`, stopping at every deadline and at VTBI delivered."""
+        """Move time to `until`, stopping at every deadline and at VTBI delivered.
+
+        A deadline the machine leaves due at the instant it was just told of is a machine that
+        does not move forward: that fails here at once, rather than looping until a timeout.
+        """
+        stalled = 0
         while self.now < until:
             due = next_deadline(self.state)
             done = self.pump.until_done()
@@ -211,6 +229,9 @@ class Scenario:
             completes = done is not None and self.now + done <= step_to
             if completes and done is not None:
                 step_to = self.now + done
+            stalled = stalled + 1 if step_to <= self.now else 0
+            if stalled > _STALL_LIMIT:
+                raise AssertionError(f"machine: {due} is still due at {self.now.isoformat()}")
             self.pump.infuse(step_to - self.now)
             self.now = max(step_to, self.now)
             if completes:
