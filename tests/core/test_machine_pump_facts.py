@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from machine_scenario import OTHER, T0, Scenario, facts, minutes, planned, started
+from machine_scenario import OTHER, T0, Scenario, facts, minutes, planned, running_first, started
 
 from pumpctl.core.machine import (
     AcknowledgeAlarm,
@@ -1099,3 +1099,41 @@ def test_A2_a_read_exactly_half_the_resolution_below_the_step_is_the_step() -> N
     assert decide(state, at_half, scenario.now).commands == ()
     below = PumpConfirmedRunning(rate_ml_h=0.04, volume_infused_ml=volume)
     assert alarm(decide(state, below, scenario.now)).kind is MachineAlarm.RATE_LOWER
+
+
+def test_A2_A3_a_rate_sent_before_a_confirmed_stop_is_no_longer_expected() -> None:
+    """A pump read running at the rate of a step sent before a stop it confirmed is running
+    too fast: the stop came after the step on the same line and was read back as carried out,
+    so the step's fate, whenever it comes, cannot be what the pump shows. A first infusion at
+    50 ml/h, the step to 100 sent (no fate yet), a reaction's stop confirmed, a resume at half
+    (25 ml/h) confirmed: a read of 100 ml/h is set back down at once (A2)."""
+    step = SentCommand(id=5, op=CommandOp.SET_RATE, rate_ml_h=100.0)
+    stop = SentCommand(id=6, op=CommandOp.STOP)
+    at = T0 + minutes(60)
+    state = running_first(T0, outstanding=(step, stop), stop_unconfirmed=False)
+    stopped = decide(
+        state,
+        CommandConfirmed(command_id=6, running=False, rate_ml_h=0.0, volume_infused_ml=50.0),
+        at,
+    ).state
+    assert stopped.stopped_after_id == 6
+    assert [c.id for c in stopped.outstanding] == [5]  # the step's fate is still owed (A3)
+    resumed = stopped.updated(
+        {
+            "rate_ml_h": 25.0,
+            "confirmed_rate_ml_h": 25.0,
+            "pump_running": True,
+            "pump_rate_ml_h": 25.0,
+        }
+    )
+    first = resumed.next_command_id
+    read = PumpConfirmedRunning(rate_ml_h=100.0, volume_infused_ml=50.0)
+    decision = decide(resumed, read, at + minutes(5))
+    setback, raised = decision.commands
+    assert isinstance(setback, SetRate)
+    assert (setback.id, setback.rate_ml_h) == (first, 25.0)
+    words = "pump at 100 ml/h, faster than 25 ml/h: set back down"
+    assert raised == RaiseAlarm(MachineAlarm.RATE_TOO_HIGH, words, Rule.A2)
+    # with no stop confirmed after it, a step still owed its fate is a rate the pump may show
+    before = decide(resumed.updated({"stopped_after_id": 0}), read, at + minutes(5))
+    assert before.commands == ()

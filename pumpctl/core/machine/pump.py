@@ -153,7 +153,11 @@ def reconcile(ctx: Ctx, running: bool, rate: float, now: datetime, rule: Rule) -
 def _expected(ctx: Ctx) -> tuple[float, float]:
     """The rates a running pump may read back now: (lowest, highest)."""
     s = ctx.state
-    pending = [c.rate_ml_h for c in s.outstanding if c.rate_ml_h is not None]
+    # a rate sent before the last confirmed stop is not one the pump may show now: the stop
+    # came after it on the same line and was read back as carried out
+    pending = [
+        c.rate_ml_h for c in s.outstanding if c.rate_ml_h is not None and c.id > s.stopped_after_id
+    ]
     if not pending:
         return s.rate_ml_h, s.rate_ml_h
     # A3: before the fate, the last confirmed rate is still the expectation; never above the
@@ -214,7 +218,7 @@ def on_confirmed(ctx: Ctx, event: CommandConfirmed, now: datetime) -> None:
         reset_baseline(ctx, event.volume_infused_ml, now, "volume cleared")
     elif sent.op is CommandOp.STOP:
         if not event.running:
-            ctx.set(stop_unconfirmed=False)
+            ctx.set(stop_unconfirmed=False, stopped_after_id=max(s.stopped_after_id, sent.id))
             record_confirmed_rate(ctx, 0.0, now)
             ctx.log(AuditType.CONFIRMED_STOPPED, Rule.A3, now, command_id=sent.id)
     elif (

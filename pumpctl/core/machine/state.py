@@ -194,6 +194,9 @@ class InfusionState(Value):
     next_command_id: Annotated[int, Field(ge=1)] = 1
     outstanding: tuple[SentCommand, ...] = ()  # A3: commands whose fate is not known
     stop_unconfirmed: bool = False  # A3: sent again on every contact until the pump is stopped
+    # A3: the id of the last stop the pump confirmed: a rate sent before it can no longer be
+    # what a running pump shows (0: none confirmed)
+    stopped_after_id: Annotated[int, Field(ge=0)] = 0
     held: bool = False  # L7
     alarms: frozenset[str] = frozenset()  # A1: pump alarms the pump reports now
     latched: frozenset[str] = frozenset()  # A1: alarms raised and not yet cleared
