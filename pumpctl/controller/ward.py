@@ -294,20 +294,19 @@ class Ward:
         """`facts` of every infusion (of `pump_id`), newest first, in one read."""
 
         def read() -> list[InfusionFacts]:
-            patients: dict[int, Patient] = {}
-            courses: dict[int, Course] = {}
             alarms: dict[int | None, list[Alarm]] = {}
             for alarm in self.store.open_alarms(pump_id=pump_id):  # one query for all of them
                 alarms.setdefault(alarm.infusion_id, []).append(alarm)
-            out = []
-            for stored in self.store.infusions(pump_id=pump_id):
-                if stored.course_id not in courses:
-                    courses[stored.course_id] = self.store.course(stored.course_id)
-                pid = courses[stored.course_id].patient_id
-                if pid not in patients:
-                    patients[pid] = self.store.patient(pid)
-                out.append(InfusionFacts(stored, patients[pid], alarms.get(stored.id, [])))
-            return out
+            infusions = self.store.infusions(pump_id=pump_id)
+            courses, patients = self.store.courses_and_patients(s.course_id for s in infusions)
+            return [
+                InfusionFacts(
+                    stored,
+                    patients[courses[stored.course_id].patient_id],
+                    alarms.get(stored.id, []),
+                )
+                for stored in infusions
+            ]
 
         return await self.read(read, what="the infusions")
 

@@ -811,6 +811,24 @@ class Store:
         with self._read() as session:
             return self._get(session, Course, course_id)
 
+    def courses_and_patients(
+        self, course_ids: Iterable[int]
+    ) -> tuple[dict[int, Course], dict[int, Patient]]:
+        """The courses `course_ids` and their patients, by id, in a few queries (a listing of
+        every infusion reads them all: one query per course and patient cost it 150 ms of
+        Python at 150 infusions, on the thread whose interpreter lock the event loop shares)."""
+        wanted = sorted(set(course_ids))
+        courses: dict[int, Course] = {}
+        patients: dict[int, Patient] = {}
+        with self._read() as session:
+            for chunk in _chunks(wanted):
+                query = select(Course).where(col(Course.id).in_(chunk))
+                courses.update((c.id, c) for c in session.exec(query) if c.id is not None)
+            for chunk in _chunks(sorted({c.patient_id for c in courses.values()})):
+                of_patients = select(Patient).where(col(Patient.id).in_(chunk))
+                patients.update((p.id, p) for p in session.exec(of_patients) if p.id is not None)
+        return courses, patients
+
     def ping(self) -> None:
         """Raise unless the database answers (GET /health)."""
         with self._read() as session:
@@ -1031,3 +1049,12 @@ class Store:
             if pump_id is not None:
                 query = query.where(Alarm.pump_id == pump_id)
             return list(session.exec(query.order_by(col(Alarm.id))))
+
+
+#: Ids in one `IN (...)` list: within every SQLite's limit on a statement's variables.
+_IN_LIST = 500
+
+
+def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
+    for start in range(0, len(ids), _IN_LIST):
+        yield ids[start : start + _IN_LIST]
