@@ -5,14 +5,13 @@ Two parts, both on the web side:
 
 - `SharedReads`: an answer the kernel marks shareable (`SHARED_HEADER`, giving the seconds it
   may be kept: today `GET /infusions`, the read every station repeats) is kept in memory and
-  served to every caller of the same role asking the same path and query, until a request that
-  may have changed something (any method but GET, unless refused 4xx) is answered through this
-  web side, or the kernel's keep has passed, or `CHANGE_SEEN_S` after the kernel's live events
-  carried anything new (an audit row, a resync, the store's state: the web side's one
-  subscription, `api.web.KernelFeed`). Callers that miss at once share one request to the
-  kernel. While the feed is not connected nothing is kept (a change could not be seen). So
-  however many clients ask, the kernel builds a list at most once per keep, per change made
-  through the web side and per `CHANGE_SEEN_S` while the ward changes.
+  served to every caller of the same role asking the same path and query, until the kernel's
+  keep has passed, or `CHANGE_SEEN_S` after something may have changed: a request other than a
+  GET answered through this web side (unless refused 4xx), or anything new on the kernel's live
+  events (an audit row, a resync, the store's state: the web side's one subscription,
+  `api.web.KernelFeed`). Callers that miss at once share one request to the kernel. While the
+  feed is not connected nothing is kept (a change could not be seen). So however many clients
+  ask, and however busy the ward, the kernel builds a list at most once per `CHANGE_SEEN_S`.
 - `ReadBudget`: every other read that reaches the kernel is counted per caller (the account's
   name and the client's address): `read_budget_per_s` a second (default `READS_PER_S`) with a
   burst of `BURST_S` seconds' worth; past

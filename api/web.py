@@ -557,7 +557,7 @@ async def _route(
         return await _read(kernel, request, full, user, shared=shared, budget=budget)
     answer = await _pass(kernel, request, full, identities)
     if request.method != "GET" and not 400 <= answer.status_code < 500:
-        shared.changed()  # what it changed shows in the next read (a refusal changed nothing)
+        shared.seen()  # what it changed shows within CHANGE_SEEN_S (a refusal changed nothing)
     return answer
 
 
