@@ -24,16 +24,18 @@ import asyncio
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from api.views import facts_view
 from pumpctl.clock import ScaledClock
-from pumpctl.controller.ward import Ward
+from pumpctl.controller.ward import InfusionFacts, Ward
 
 __all__ = ["LIST_FRESH_S", "InfusionList"]
 
 #: Seconds a built list is served while nothing changed (its times move with the clock).
 LIST_FRESH_S = 1.0
+#: Finished infusions' views kept encoded at most (the oldest forgotten first, built again
+#: when asked).
+FINISHED_KEPT = 20_000
 
 Key = tuple[str | None, str | None]  # (state, pump_id)
 
@@ -65,6 +67,10 @@ class InfusionList:
         #: request (`/sim/advance`), which the web side counts as a change
         self.keep_s = LIST_FRESH_S / factor
         self._kept: dict[Key, _Built] = {}
+        # the views of finished infusions, encoded once (with their state, for the filter):
+        # a build computes only the others' (a ward's history grows, its live infusions do not)
+        self._finished: dict[int, tuple[str, bytes]] = {}
+        self._finished_seq = 0
         # the build under way per filter and change count: a request joins one only when nothing
         # changed since it began
         self._building: dict[tuple[Key, int], asyncio.Future[_Built]] = {}
@@ -99,12 +105,47 @@ class InfusionList:
 
     async def _build(self, key: Key, stamp: _Built) -> _Built:
         state, pump_id = key
+        read_at = self.ward.changes_since(0)[0]  # the ward's change count before the read
         facts = await self.ward.all_facts(pump_id)  # a reader thread, bounded
+        finished = self._finished_views()  # after the read: none the ward changed since
 
-        def encode() -> bytes:  # the views: CPU, on a reader thread too
-            views: list[dict[str, Any]] = [facts_view(self.ward, f) for f in facts]
-            chosen = [v for v in views if state is None or v["state"] == state]
-            return json.dumps(chosen, separators=(",", ":")).encode()
+        def encode() -> tuple[bytes, dict[int, tuple[str, bytes]]]:  # CPU, on a reader thread
+            parts: list[bytes] = []
+            made: dict[int, tuple[str, bytes]] = {}
+            for f in facts:
+                done = finished.get(f.stored.id)
+                if done is None:
+                    view = facts_view(self.ward, f)
+                    done = (str(view["state"]), json.dumps(view, separators=(",", ":")).encode())
+                    if _finished(self.ward, f):
+                        made[f.stored.id] = done
+                if state is None or done[0] == state:
+                    parts.append(done[1])
+            return b"[" + b",".join(parts) + b"]", made
 
-        body = await self.ward.read(encode, what="the infusions")
+        body, made = await self.ward.read(encode, what="the infusions")
+        _now, since = self.ward.changes_since(read_at)
+        if since is not None:  # a view made from a read older than a change is not kept
+            self._finished.update((i, v) for i, v in made.items() if i not in since)
+        while len(self._finished) > FINISHED_KEPT:
+            del self._finished[next(iter(self._finished))]
         return _Built(stamp.seq, stamp.at, stamp.clinical_at, body)
+
+    def _finished_views(self) -> dict[int, tuple[str, bytes]]:
+        """The finished infusions' views kept, less any the ward changed since they were
+        made (all of them when it cannot say which): a copy for a reader thread."""
+        seq, changed = self.ward.changes_since(self._finished_seq)
+        if changed is None:
+            self._finished.clear()
+        else:
+            for infusion_id in changed:
+                self._finished.pop(infusion_id, None)
+        self._finished_seq = seq
+        return dict(self._finished)
+
+
+def _finished(ward: Ward, facts: InfusionFacts) -> bool:
+    """Over for good and held by no supervisor (no I4/I5 window open): its view moves only
+    when the ward changes it (an alarm cleared or acknowledged, a late reaction), never with
+    the clock."""
+    return facts.stored.state.terminal and ward.live(facts.stored.id) is None

@@ -51,3 +51,34 @@ def test_the_list_is_kept_only_until_something_changes_or_the_clock_moves(ward: 
     assert paused["reaction"]["grade"] == 1
     assert [v["id"] for v in ward.get("/infusions?state=paused")] == [infusion]
     assert ward.get("/infusions?state=running") == []
+
+
+def test_a_finished_infusion_is_listed_as_it_is_shown_alone_and_filtered_by_its_state(
+    ward: ApiSteps,
+) -> None:
+    """The list keeps each finished infusion's view, built once (api/listing.py, issue 18: a
+    ward's history must not cost every build): it stays the view the infusion's own route
+    builds afresh, through later changes of other infusions and of the clock, and the state
+    filter still finds it."""
+    done = ward.started(ward.patient("MRN-DONE"))
+    ward.post(f"/infusions/{done}/stop", "nurse", {"reason": "the patient asked"})
+    alone = ward.get(f"/infusions/{done}")
+    assert alone["state"] == "stopped"
+    [listed] = ward.get("/infusions")
+    assert listed == alone
+    running = ward.started(ward.patient("MRN-RUNNING"))
+    ward.advance(HOUR / 4)
+    both = {v["id"]: v for v in ward.get("/infusions")}
+    assert both[done] == ward.get(f"/infusions/{done}")
+    assert not both[done]["supervised"]  # finished: its view is the one kept
+    ward.advance(HOUR / 4)
+    assert {v["id"]: v for v in ward.get("/infusions")}[done] == ward.get(f"/infusions/{done}")
+    assert both[running]["state"] == "running"
+    assert [v["id"] for v in ward.get("/infusions?state=stopped")] == [done]
+    assert [v["id"] for v in ward.get("/infusions?state=running")] == [running]
+    # a late reaction reported on the finished infusion (I11) changes its view: the list
+    # shows it at once, not the view kept from before
+    ward.post(f"/infusions/{done}/reactions", "nurse", {"grade": 1, "signs": ["other"]}, 201)
+    [reported] = [v for v in ward.get("/infusions") if v["id"] == done]
+    assert [r["grade"] for r in reported["reactions"]] == [1]
+    assert reported == ward.get(f"/infusions/{done}")
