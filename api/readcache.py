@@ -6,12 +6,13 @@ Two parts, both on the web side:
 - `SharedReads`: an answer the kernel marks shareable (`SHARED_HEADER`, giving the seconds it
   may be kept: today `GET /infusions`, the read every station repeats) is kept in memory and
   served to every caller of the same role asking the same path and query, until the kernel's
-  keep has passed, or `CHANGE_SEEN_S` after something may have changed: a request other than a
-  GET answered through this web side (unless refused 4xx), or anything new on the kernel's live
-  events (an audit row, a resync, the store's state: the web side's one subscription,
-  `api.web.KernelFeed`). Callers that miss at once share one request to the kernel. While the
-  feed is not connected nothing is kept (a change could not be seen). So however many clients
-  ask, and however busy the ward, the kernel builds a list at most once per `CHANGE_SEEN_S`.
+  keep has passed or something may have changed: a request other than a GET answered through
+  this web side (unless refused 4xx), or anything new on the kernel's live events (an audit
+  row, a resync, the store's state: the web side's one subscription, `api.web.KernelFeed`),
+  which is dropped before the event goes to any client, so a page that reads the list when an
+  event comes reads it afresh. Callers that miss at once share one request to the kernel. While
+  the feed is not connected nothing is kept (a change could not be seen). So however many
+  clients ask, the kernel builds a list at most once per change and per keep.
 - `ReadBudget`: every other read that reaches the kernel is counted per caller (the account's
   name and the client's address): `read_budget_per_s` a second (default `READS_PER_S`) with a
   burst of `BURST_S` seconds' worth; past
@@ -30,7 +31,6 @@ from dataclasses import dataclass
 
 __all__ = [
     "BURST_S",
-    "CHANGE_SEEN_S",
     "READS_PER_S",
     "SHARED_HEADER",
     "Answer",
@@ -42,9 +42,6 @@ __all__ = [
 #: The kernel's mark on an answer that depends only on the caller's role, the path and the
 #: query: its value is the seconds the web side may serve it unchanged (nothing new meanwhile).
 SHARED_HEADER = "x-pumpctl-shared"
-#: Seconds a kept answer may still be served after the kernel's events said something changed
-#: (a ward that changes all the time is then asked at most this often, not at every change).
-CHANGE_SEEN_S = 0.25
 #: Shared answers kept at once (distinct role, path and query); the oldest forgotten first.
 SHARED_KEPT = 256
 #: Kernel reads a second per caller (account and address) by default (the settings'
@@ -87,7 +84,6 @@ class SharedReads:
 
     def __init__(self, *, now: Callable[[], float] = time.monotonic) -> None:
         self._now = now  # monotonic seconds
-        self._seen_at = -math.inf  # the last change the kernel's events carried
         self.generation = 0  # moved by every change seen
         self.live = False  # the feed of changes is connected: only then is anything kept
         self._kept: OrderedDict[Key, _Kept] = OrderedDict()
@@ -101,15 +97,6 @@ class SharedReads:
         kernel begun before now is shared with a caller after now."""
         self.generation += 1
         self._kept.clear()
-
-    def seen(self) -> None:
-        """The kernel's events carried a change: nothing kept is served `CHANGE_SEEN_S` from
-        now on (nor anything asked before now and answered later)."""
-        now = self._now()
-        self._seen_at = now
-        for key, kept in list(self._kept.items()):
-            if kept.until > now + CHANGE_SEEN_S:
-                self._kept[key] = _Kept(kept.generation, now + CHANGE_SEEN_S, kept.answer)
 
     def feed(self, *, live: bool) -> None:
         """The feed of changes connected (`live`) or lost: a change while it was lost could
@@ -164,10 +151,7 @@ class SharedReads:
             while len(self._shareable) > SHARED_KEPT:
                 self._shareable.popitem(last=False)
             if self.live and generation == self.generation:
-                until = began + keep_s
-                if self._seen_at >= began:  # a change seen while it was asked: maybe not in it
-                    until = min(until, self._seen_at + CHANGE_SEEN_S)
-                self._kept[key] = _Kept(generation, until, answer)
+                self._kept[key] = _Kept(generation, began + keep_s, answer)
                 self._kept.move_to_end(key)
                 while len(self._kept) > SHARED_KEPT:
                     self._kept.popitem(last=False)

@@ -379,16 +379,16 @@ class KernelFeed(FanOut):
         if head.isdigit():  # an audit row: kept for replay, never twice
             audit_id = int(head)
             if audit_id > self.cursor or not self._ring:
-                self.shared.seen()
+                self.shared.changed()  # before any client hears of it
                 self.publish(event, audit_id=audit_id)
             return
         if event["event"] == "resync":
-            self.shared.seen()
+            self.shared.changed()
             self.publish(event)
             return
         key = event["event"]
         if key == "store_status":
-            self.shared.seen()
+            self.shared.changed()
         if key == "pump_status":
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 key = f"pump {json.loads(event['data'])['id']}"
@@ -557,7 +557,7 @@ async def _route(
         return await _read(kernel, request, full, user, shared=shared, budget=budget)
     answer = await _pass(kernel, request, full, identities)
     if request.method != "GET" and not 400 <= answer.status_code < 500:
-        shared.seen()  # what it changed shows within CHANGE_SEEN_S (a refusal changed nothing)
+        shared.changed()  # what it changed shows in the next read (a refusal changed nothing)
     return answer
 
 

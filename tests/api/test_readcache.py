@@ -11,7 +11,6 @@ import pytest
 
 from api.readcache import (
     BURST_S,
-    CHANGE_SEEN_S,
     READS_PER_S,
     Answer,
     OverBudget,
@@ -226,32 +225,3 @@ def test_the_default_budget_allows_a_burst_then_refills() -> None:
     assert budget.take("station", "10.0.0.9") == 1
     clock.t += 1.0
     assert budget.take("station", "10.0.0.9") is None
-
-
-async def test_a_change_the_kernels_events_carry_is_in_every_read_a_quarter_second_later() -> None:
-    """A ward that changes all the time (a step, an alarm, each an audit row) is asked at most
-    every `CHANGE_SEEN_S`, not at every change; a change seen while a list was being asked
-    bounds that list too."""
-    clock = Clock()
-    shared, kernel = SharedReads(now=clock), Kernel(keep_s=1.0)
-    shared.feed(live=True)
-    kernel.release.set()
-    assert await _read(shared, kernel) == b"list 1"
-    shared.seen()
-    clock.t += CHANGE_SEEN_S - 0.01
-    shared.seen()  # a second change does not put the first one's bound off
-    assert await _read(shared, kernel) == b"list 1"
-    clock.t += 0.02
-    assert await _read(shared, kernel) == b"list 2"
-    kernel.release.clear()
-    shared.changed()
-    asking = asyncio.create_task(_read(shared, kernel))
-    await asyncio.sleep(0)
-    clock.t += 0.1
-    shared.seen()  # while the kernel builds list 3
-    kernel.release.set()
-    assert await asking == b"list 3"
-    clock.t += CHANGE_SEEN_S - 0.01
-    assert await _read(shared, kernel) == b"list 3"
-    clock.t += 0.02
-    assert await _read(shared, kernel) == b"list 4"
