@@ -90,7 +90,6 @@ class SharedReads:
         self._asking: dict[tuple[Key, int], asyncio.Task[tuple[Answer, float]]] = {}
         self._shareable: OrderedDict[str, None] = OrderedDict()  # paths the kernel marked
         self.hits = 0  # answers served from memory
-        self.asked = 0  # answers asked of the kernel
 
     def changed(self) -> None:
         """Something may have changed: nothing kept is served again, and no request to the
@@ -126,7 +125,6 @@ class SharedReads:
         asking = self._asking.get((key, generation)) if key[1] in self._shareable else None
         if asking is None:
             take()  # `OverBudget` when the caller may not ask the kernel now
-            self.asked += 1
             asking = asyncio.create_task(self._ask(key, generation, now, ask))
             if key[1] in self._shareable:
                 self._asking[key, generation] = asking

@@ -455,7 +455,6 @@ def create_web_app(settings: Settings, socket: Path) -> FastAPI:
     app.state.settings = settings
     app.state.kernel = kernel
     app.state.feed = feed
-    app.state.shared_reads, app.state.read_budget = shared, budget
     identities = Identities(kernel)
     # a Host not ours is 400 before anything else (DNS rebinding: docs/security.md, "Input")
     app.add_middleware(
