@@ -8,7 +8,8 @@
 - It verifies the chain on the store's reader threads (`StoreReader`: each chunk one bounded
   read; never on the event loop): the whole trail at start and every `full_every_s`, and every
   `verify_every_s` incrementally: the row verified last must be unchanged, then the rows after
-  it. Each pass also checks the head the kernel wrote last.
+  it. Each pass also checks the head the kernel wrote last. An incremental pass that finds a
+  break is followed at once by a whole one, so the row named is the first that does not hold.
 - `status()` is what GET /health shows (`audit`). A break is a loud line (CRITICAL) and stays
   said until a restart: the trail was tampered with, and rows do not heal.
 
@@ -191,6 +192,12 @@ class AuditWatch:
             _log.exception("audit: the chain's verification failed (tried again)")
             return
         self._unreadable = False
+        if not full and walk.result.broken is not None:
+            # An incremental pass sees only from the row verified last: the whole trail once
+            # more names the first row that does not hold, as `pumpctl audit verify` does.
+            await self._pass(full=True)
+            if self._broken is not None or self._unreadable:
+                return
         self._ended(walk.result, full=full, took_s=time.monotonic() - began)
 
     def _ended(self, result: Verification, *, full: bool, took_s: float) -> None:

@@ -520,3 +520,34 @@ async def test_the_kernel_s_watch_verifies_on_reader_threads_never_on_the_loop(
         trail.head.hash,
     )
     assert f"audit chain head {trail.head} (at start)" in caplog.text
+
+
+async def test_a_break_seen_from_the_row_verified_last_is_named_at_the_first_row_that_fails(
+    tmp_path: Path,
+) -> None:
+    """The forgery rewrites an early row and deletes the row the watch verified last: the
+    incremental pass sees only the deletion, the whole pass it triggers names the rewritten row
+    first, as `pumpctl audit verify` does (the CI failure of 23abfb7 named the deletion or the
+    rewrite by which pass came first)."""
+    trail = clinical_trail(f"sqlite:///{tmp_path / 'pumpctl.db'}")
+    reader = StoreReader()
+    with Store.open(trail.url) as store:
+        watch = AuditWatch(store, reader, verify_every_s=0.05, full_every_s=3600)
+        task = asyncio.create_task(watch.run())
+        try:
+            async with asyncio.timeout(20):
+                while watch.status().as_json()["verified_through_id"] != trail.head.id:  # noqa: ASYNC110 - a condition with a deadline
+                    await asyncio.sleep(0.01)
+                with forging(trail.url) as db:
+                    rewrite_reaction(db, trail.reaction_row, actor="someone-else", grade=1)
+                    delete_rows(db, trail.head.id)  # the row verified last
+                while watch.status().ok is not False:  # noqa: ASYNC110 - a condition with a deadline
+                    await asyncio.sleep(0.01)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            reader.close()
+        said = watch.status().as_json()
+    assert trail.reaction_row < trail.head.id
+    assert (said["row"], said["problem"]) == (trail.reaction_row, "content_changed")
