@@ -16,8 +16,10 @@ import json
 import logging
 import sqlite3
 import threading
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from audit_forgery import (
@@ -482,6 +484,23 @@ def test_the_trail_ids_are_what_the_store_returned(database_url: str) -> None:
     assert audit_ids(database_url) == [*first, *second]
 
 
+@contextlib.asynccontextmanager
+async def _watching(url: str, **settings: Any) -> AsyncIterator[AuditWatch]:
+    """The kernel's watch running over the store at `url` on reader threads, stopped after."""
+    reader = StoreReader()
+    with Store.open(url) as store:
+        watch = AuditWatch(store, reader, **settings)
+        task = asyncio.create_task(watch.run())
+        try:
+            async with asyncio.timeout(20):
+                yield watch
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            reader.close()
+
+
 async def test_the_kernel_s_watch_verifies_on_reader_threads_never_on_the_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -497,20 +516,9 @@ async def test_the_kernel_s_watch_verifies_on_reader_threads_never_on_the_loop(
 
     monkeypatch.setattr(ChainWalk, "step", recorded)
     caplog.set_level(logging.INFO, logger="pumpctl.audit")
-    reader = StoreReader()
-    with Store.open(trail.url) as store:
-        watch = AuditWatch(store, reader)
-        assert watch.status().as_json()["ok"] is None  # nothing verified yet
-        task = asyncio.create_task(watch.run())
-        try:
-            async with asyncio.timeout(20):
-                while watch.status().ok is None:  # noqa: ASYNC110 - a condition with a deadline
-                    await asyncio.sleep(0.01)
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            reader.close()
+    async with _watching(trail.url) as watch:
+        while watch.status().ok is None:  # noqa: ASYNC110 - a condition with a deadline
+            await asyncio.sleep(0.01)
         said = watch.status().as_json()
     assert ran_on
     assert all(name.startswith("store read") for name in ran_on), ran_on
@@ -530,24 +538,14 @@ async def test_a_break_seen_from_the_row_verified_last_is_named_at_the_first_row
     first, as `pumpctl audit verify` does (the CI failure of 23abfb7 named the deletion or the
     rewrite by which pass came first)."""
     trail = clinical_trail(f"sqlite:///{tmp_path / 'pumpctl.db'}")
-    reader = StoreReader()
-    with Store.open(trail.url) as store:
-        watch = AuditWatch(store, reader, verify_every_s=0.05, full_every_s=3600)
-        task = asyncio.create_task(watch.run())
-        try:
-            async with asyncio.timeout(20):
-                while watch.status().as_json()["verified_through_id"] != trail.head.id:  # noqa: ASYNC110 - a condition with a deadline
-                    await asyncio.sleep(0.01)
-                with forging(trail.url) as db:
-                    rewrite_reaction(db, trail.reaction_row, actor="someone-else", grade=1)
-                    delete_rows(db, trail.head.id)  # the row verified last
-                while watch.status().ok is not False:  # noqa: ASYNC110 - a condition with a deadline
-                    await asyncio.sleep(0.01)
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            reader.close()
+    async with _watching(trail.url, verify_every_s=0.05, full_every_s=3600) as watch:
+        while watch.status().as_json()["verified_through_id"] != trail.head.id:  # noqa: ASYNC110 - a condition with a deadline
+            await asyncio.sleep(0.01)
+        with forging(trail.url) as db:
+            rewrite_reaction(db, trail.reaction_row, actor="someone-else", grade=1)
+            delete_rows(db, trail.head.id)  # the row verified last
+        while watch.status().ok is not False:  # noqa: ASYNC110 - a condition with a deadline
+            await asyncio.sleep(0.01)
         said = watch.status().as_json()
     assert trail.reaction_row < trail.head.id
     assert (said["row"], said["problem"]) == (trail.reaction_row, "content_changed")
