@@ -21,7 +21,8 @@ a stop's path"):
   `WRITE_BOUND_S` or a probe went unanswered for `PROBE_BOUND_S`, until the records waiting
   are written by writes within the bound (a slow database never flaps); then records wait (at
   most `RECORD_BACKLOG`), the thread probes until the database answers again, and writes them
-  in order.
+  in order. The bounds are measured on `AwakeClock` (pumpctl/store/awake.py): time the whole
+  process did not run (SIGSTOP) is not the database's slowness.
 - `StoreReader`, a small pool of threads for reads (`READ_THREADS`), each read bounded
   (`READ_BOUND_S`, its wait for a thread included), at most `READS_WAITING` waiting at once; a
   read of a database that does not answer is `StoreUnavailable`.
@@ -50,6 +51,7 @@ from typing import Any, TypeVar
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 
+from pumpctl.store.awake import AwakeClock
 from pumpctl.store.store import Store
 
 __all__ = [
@@ -184,8 +186,12 @@ class StoreWriter:
         write_bound_s: float = WRITE_BOUND_S,
         backlog: int = RECORD_BACKLOG,
         retry_s: float = RETRY_S,
+        clock: AwakeClock | None = None,
     ) -> None:
         self.store = store
+        # the write bounds leave out time the whole process did not run (SIGSTOP): not the
+        # database's slowness (pumpctl/store/awake.py)
+        self._clock = clock if clock is not None else AwakeClock()
         self.write_bound_s = write_bound_s
         self.backlog = backlog
         self.retry_s = retry_s
@@ -219,7 +225,8 @@ class StoreWriter:
     # -- the loop's side ---------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the writer thread."""
+        """Start the writer thread (and the clock its bounds run on)."""
+        self._clock.start()
         self._thread.start()
 
     def close(self, timeout_s: float = 5.0) -> None:
@@ -228,13 +235,14 @@ class StoreWriter:
             self._closing = True
             self._lock.notify_all()
         self._thread.join(timeout_s)
+        self._clock.close()
         left = self._records_waiting
         if left:
             _log.error("store: %d record(s) not written at shutdown (the database fails)", left)
 
     def health(self) -> StoreHealth:
         """Degraded or not, why, since when; how many records wait."""
-        now = time.monotonic()
+        now = self._clock.now()
         with self._lock:
             waiting = self._records_waiting
             busy = self._busy_since
@@ -391,7 +399,7 @@ class StoreWriter:
             failed = f"the database did not answer a write within {PROBE_BOUND_S:g} s"
             with self._lock:  # the store is degraded from now on, not only on /health
                 if self._slow is None:
-                    self._slow, self._slow_since = failed, time.monotonic()
+                    self._slow, self._slow_since = failed, self._clock.now()
                     self._episode(failed)
         except Exception as error:  # noqa: BLE001 - any failure of the probe is a degraded store
             failed = public(_said(error))
@@ -437,7 +445,7 @@ class StoreWriter:
                         continue
                     job.started = True
                 self._current = job
-                self._busy_since, self._busy_what = time.monotonic(), job.what
+                self._busy_since, self._busy_what = self._clock.now(), job.what
             value, error = None, None
             try:
                 self._check_file()
@@ -460,7 +468,7 @@ class StoreWriter:
         if probe:
             self._probe_failing = said
         if fault is not None and self._failing is None:
-            self._failing_since = time.monotonic()
+            self._failing_since = self._clock.now()
             self._episode(said or "")
             _log.error("store: %s failed: %s (tried again)", job.what, _said(fault))
         self._failing = said
@@ -482,7 +490,7 @@ class StoreWriter:
                 if job.key is not None and self._quiet.get(job.key) is job:
                     del self._quiet[job.key]
             if not fault and began is not None:
-                self._timed(time.monotonic() - began, began)
+                self._timed(self._clock.now() - began, began)
 
         if retried:
             return
