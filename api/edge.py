@@ -26,6 +26,8 @@ from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from api.turns import KeyedTurns, NoTurn
+
 __all__ = [
     "HEAD_MAX_BYTES",
     "HEAD_WITHIN_S",
@@ -168,42 +170,24 @@ class PeerTurns:
         self.urgent = urgent
         self.working = working
         self.wait_s = wait_s
-        self._turns: dict[str, asyncio.Semaphore] = {}
-        self._users: Counter[str] = Counter()
+        self._turns = KeyedTurns(working, wait_s)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or self.urgent(scope["path"]):
             await self.app(scope, receive, send)
             return
         peer = scope["client"][0] if scope.get("client") else ""
-        turn = self._turns.setdefault(peer, asyncio.Semaphore(self.working))
-        self._users[peer] += 1
         try:
-            try:
-                async with asyncio.timeout(self.wait_s):
-                    await turn.acquire()
-            except TimeoutError:
-                await _busy(send, self.working, self.wait_s)
-                return
-            held = True
+            async with self._turns.turn(peer) as release:
 
-            async def sent(message: Any) -> None:
-                nonlocal held
-                if held and message["type"] == "http.response.start":
-                    held = False
-                    turn.release()
-                await send(message)
+                async def sent(message: Any) -> None:
+                    if message["type"] == "http.response.start":
+                        release()
+                    await send(message)
 
-            try:
                 await self.app(scope, receive, sent)
-            finally:
-                if held:
-                    turn.release()
-        finally:
-            self._users[peer] -= 1
-            if self._users[peer] <= 0:
-                del self._users[peer]
-                del self._turns[peer]
+        except NoTurn:
+            await _busy(send, self.working, self.wait_s)
 
 
 async def _busy(send: Any, working: int, wait_s: float) -> None:

@@ -35,7 +35,7 @@ import logging
 import math
 import re
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -60,6 +60,7 @@ from api.readcache import SHARED_HEADER, Answer, OverBudget, ReadBudget, SharedR
 from api.routes.events import PING_S, SEND_TIMEOUT_S
 from api.routes.session import CLIENT_HEADER
 from api.throttle import WINDOW_S, BadTokens, retry_after
+from api.turns import KeyedTurns, NoTurn
 from pumpctl.credentials import token_digest
 from pumpctl.settings import Role, Settings
 from pumpctl.store import MAX_ROW_ID
@@ -124,8 +125,7 @@ class Kernel:
 
     def __init__(self, socket: Path, *, urgent_answer_s: float = KERNEL_ANSWER_S) -> None:
         self.socket = socket
-        self._peers: dict[str, asyncio.Semaphore] = {}
-        self._peer_users: Counter[str] = Counter()
+        self._peers = KeyedTurns(PER_PEER_REQUESTS, POOL_WAIT_S)
 
         def client(connections: int, read_s: float | None) -> httpx.AsyncClient:
             # the limits go to the transport: a client given a transport ignores its own
@@ -160,26 +160,14 @@ class Kernel:
         url = f"{path}?{query}" if query else path
         if _URGENT.match(path):
             return await self._send(self.urgent, method, url, headers, body)
-        turn = self._peers.setdefault(peer, asyncio.Semaphore(PER_PEER_REQUESTS))
-        self._peer_users[peer] += 1
         try:
-            try:
-                async with asyncio.timeout(POOL_WAIT_S):
-                    await turn.acquire()
-            except TimeoutError:
-                raise KernelUnreachable(
-                    f"this address has {PER_PEER_REQUESTS} requests at the kernel already "
-                    f"(waited {POOL_WAIT_S:g} s)"
-                ) from None
-            try:
+            async with self._peers.turn(peer):
                 return await self._send(self.other, method, url, headers, body)
-            finally:
-                turn.release()
-        finally:
-            self._peer_users[peer] -= 1
-            if self._peer_users[peer] <= 0:
-                del self._peer_users[peer]
-                del self._peers[peer]
+        except NoTurn:
+            raise KernelUnreachable(
+                f"this address has {PER_PEER_REQUESTS} requests at the kernel already "
+                f"(waited {POOL_WAIT_S:g} s)"
+            ) from None
 
     async def ask(
         self, lane: httpx.AsyncClient, method: str, url: str, headers: dict[str, str], body: bytes
@@ -235,8 +223,7 @@ class Identities:
         self.kernel = kernel
         self.failures = failures or BadTokens()
         self._kept: OrderedDict[str, tuple[float, User]] = OrderedDict()
-        self._turns: dict[str, asyncio.Lock] = {}
-        self._turn_users: Counter[str] = Counter()
+        self._turns = KeyedTurns(1, POOL_WAIT_S)  # one token never seen good at a time
 
     async def of(self, token: str, *, urgent: bool, address: str = "") -> User | None:
         """The token's user, or None; `TokensThrottled` for a token never seen good from an
@@ -249,12 +236,17 @@ class Identities:
         if self.failures.seen_good(digest):  # not a guess: never held back by its address
             return await self._ask(token, digest, urgent=urgent, address=address)
         self._hold(address)
-        async with self._turn(address):
-            self._hold(address)  # the tokens asked before it may have failed
-            kept = self._kept_user(digest)  # or one of them was this token, and good
-            if kept is not None:
-                return kept
-            return await self._ask(token, digest, urgent=urgent, address=address)
+        try:
+            async with self._turns.turn(address):
+                self._hold(address)  # the tokens asked before it may have failed
+                kept = self._kept_user(digest)  # or one of them was this token, and good
+                if kept is not None:
+                    return kept
+                return await self._ask(token, digest, urgent=urgent, address=address)
+        except NoTurn:
+            raise KernelUnreachable(
+                f"the kernel has not answered this address's tokens (waited {POOL_WAIT_S:g} s)"
+            ) from None
 
     def _kept_user(self, digest: str) -> User | None:
         kept = self._kept.get(digest)
@@ -267,29 +259,6 @@ class Identities:
         wait_s = self.failures.wait_s(address)
         if wait_s > 0:
             raise TokensThrottled(wait_s)
-
-    @contextlib.asynccontextmanager
-    async def _turn(self, address: str) -> AsyncIterator[None]:
-        """The address's turn to have a token never seen good asked (one at a time)."""
-        turn = self._turns.setdefault(address, asyncio.Lock())
-        self._turn_users[address] += 1
-        try:
-            try:
-                async with asyncio.timeout(POOL_WAIT_S):
-                    await turn.acquire()
-            except TimeoutError:
-                raise KernelUnreachable(
-                    f"the kernel has not answered this address's tokens (waited {POOL_WAIT_S:g} s)"
-                ) from None
-            try:
-                yield
-            finally:
-                turn.release()
-        finally:
-            self._turn_users[address] -= 1
-            if self._turn_users[address] <= 0:
-                del self._turn_users[address]
-                del self._turns[address]
 
     async def _ask(self, token: str, digest: str, *, urgent: bool, address: str) -> User | None:
         now = time.monotonic()
