@@ -14,7 +14,7 @@ import pytest
 from page_env import free_port
 from playwright.async_api import Browser, expect
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.asyncio(loop_scope="module")]
 LINES_WITHIN_S = 60.0
 
 

@@ -17,7 +17,7 @@ from playwright.async_api import Browser, Locator, Page, expect
 from service_process import HOUR, TOKENS, Service
 from tcp_proxy import TcpProxy
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.asyncio(loop_scope="module")]
 
 
 def region(page: Page, pump_id: str) -> Locator:

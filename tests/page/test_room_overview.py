@@ -20,7 +20,7 @@ from page_env import opened, screenshot, signed_in, tile
 from playwright.async_api import Browser, Page, expect
 from service_process import Service, serving
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.asyncio(loop_scope="module")]
 
 # The page's AudioContext replaced by one that records every oscillator's start and stop (on
 # its own clock, performance.now(), which Playwright's clock drives). As a browser does, it

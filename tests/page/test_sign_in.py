@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from playwright.async_api import Browser, Page, expect
 from service_process import Service, serving
 
@@ -18,10 +19,11 @@ from pumpctl.store import migrate
 from pumpctl.store.accounts import AccountBook
 from pumpctl.store.engine import make_engine
 
+pytestmark = pytest.mark.asyncio(loop_scope="module")  # the module's Chromium (conftest.py)
 PASSWORD = "a long enough pass phrase"  # noqa: S105 - the tests' account
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def service(tmp_path: Path) -> AsyncIterator[Service]:
     url = f"sqlite:///{tmp_path / 'pumpctl.db'}"
     migrate.upgrade(url)
