@@ -17,7 +17,13 @@ from pathlib import Path
 
 from fastapi import APIRouter
 
-__all__ = ["QuietAccess", "quiet_access_log", "route_words"]
+__all__ = [
+    "KERNEL_ROUTE_WORDS",
+    "QuietAccess",
+    "kernel_route_words",
+    "quiet_access_log",
+    "route_words",
+]
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: uvicorn's access line: (peer, method, path with query, HTTP version, status).
@@ -28,11 +34,46 @@ def _words_of(paths: Iterable[str]) -> set[str]:
     return {s for path in paths for s in path.split("/") if s and "{" not in s}
 
 
-@cache
-def route_words(*directories: Path) -> frozenset[str]:
-    """The literal segments of every route of the kernel's API and the web side's own paths,
-    and the names of the files under `directories` (the page's, Swagger UI's)."""
-    from api.routes import events, infusions, patients, system  # noqa: PLC0415 - once
+#: The literal segments of the kernel's API routes (api/routes' system, patients, infusions,
+#: events; api/sim's), named here so that the web side knows them without importing the
+#: kernel's routes, and with them its stack (docs/architecture.md, "Two processes");
+#: tests/test_layers.py holds them equal to `kernel_route_words()`, read from the routes.
+KERNEL_ROUTE_WORDS = frozenset(
+    {
+        "acknowledge",
+        "advance",
+        "alarms",
+        "bag",
+        "cancel",
+        "clear",
+        "clock",
+        "events",
+        "faults",
+        "health",
+        "history",
+        "hold",
+        "infusions",
+        "me",
+        "patients",
+        "premedication",
+        "pumps",
+        "reactions",
+        "reassess",
+        "reinstate",
+        "release",
+        "resolve",
+        "resume",
+        "sim",
+        "start",
+        "stop",
+    }
+)
+
+
+def kernel_route_words() -> frozenset[str]:
+    """The literal segments of the kernel's API routes, read from its routers (imports the
+    kernel's routes and its stack: the kernel's side and the tests only)."""
+    from api.routes import events, infusions, patients, system  # noqa: PLC0415 - kernel only
     from api.sim import routes as sim  # noqa: PLC0415
 
     routers: list[APIRouter] = [
@@ -44,7 +85,15 @@ def route_words(*directories: Path) -> frozenset[str]:
     ]
     paths = [getattr(r, "path", "") for router in routers for r in router.routes]
     prefixes = [str(router.prefix) for router in routers]
-    words = _words_of([*paths, *prefixes, "/api/v1", "/metrics", "/docs", "/openapi.json"])
+    return frozenset(_words_of([*paths, *prefixes]))
+
+
+@cache
+def route_words(*directories: Path) -> frozenset[str]:
+    """The literal segments of every route of the kernel's API (`KERNEL_ROUTE_WORDS`) and the
+    web side's own paths, and the names of the files under `directories` (the page's, Swagger
+    UI's)."""
+    words = KERNEL_ROUTE_WORDS | _words_of(["/api/v1", "/metrics", "/docs", "/openapi.json"])
     words |= {"static", "docs-static", "favicon.ico"}
     for directory in directories:
         words |= {f.name for f in directory.rglob("*") if f.is_file()}

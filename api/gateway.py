@@ -14,11 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Coroutine, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -48,28 +46,11 @@ from pumpctl.store import Store, StoreError, configured_database_url
 from pumpctl.store import migrate as migrations
 from pumpctl.store.accounts import AccountBook
 from pumpctl.store.auditwatch import AuditWatch
-from pumpctl.store.location import DATA_DIR_ENV, data_dir
 from pumpctl.store.writer import StoreReader, StoreWriter
 
-__all__ = ["KERNEL_SOCKET_NAME", "database_url", "kernel_socket_path", "open_kernel"]
+__all__ = ["database_url", "open_kernel"]
 
 _log = logging.getLogger("pumpctl.api")
-
-
-#: The kernel's socket file in its directory.
-KERNEL_SOCKET_NAME = "kernel.sock"
-
-
-def kernel_socket_path(settings: Settings) -> Path:
-    """Where the kernel serves the web side: `kernel_socket`, else kernel.sock in systemd's
-    runtime directory (`RuntimeDirectory=`), else in the data directory."""
-    if settings.kernel_socket is not None:
-        return settings.kernel_socket
-    runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0].strip()
-    if runtime:
-        return Path(runtime) / KERNEL_SOCKET_NAME
-    environ = {DATA_DIR_ENV: str(settings.data_dir)} if settings.data_dir else None
-    return data_dir(environ) / KERNEL_SOCKET_NAME
 
 
 def database_url(settings: Settings) -> str:

@@ -22,6 +22,7 @@ from pumpctl.settings import TokenEntry
 
 __all__ = [
     "API",
+    "CLIENT_HEADER",
     "MAX_BODY",
     "PUBLIC",
     "IdentityFirst",
@@ -36,6 +37,9 @@ MAX_BODY = 64 * 1024
 API = "/api/v1"
 #: The paths under `API` that need no token.
 PUBLIC = frozenset({f"{API}/health", f"{API}/session"})  # session: POST, the sign-in
+#: The header in which the web side names the client's address (its own peer), replacing any
+#: the client sent; trusted only on the kernel's socket.
+CLIENT_HEADER = "x-pumpctl-client"
 #: Paths outside `API` that need one (the admin's: api/routes' roles stay with the routes).
 _GUARDED = frozenset({"/metrics"})
 

@@ -19,11 +19,11 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from api.auth import CLINICAL, NURSE_UP
-from api.routes.events import PING_S
-from pumpctl.controller.ward import A3_WORDS
+from api.fanout import PING_S
 from pumpctl.core.history import Sign
 from pumpctl.core.machine import CLINICIAN_ONLY, PRIORITY, PUMP_ALARMS, Priority
 from pumpctl.settings import Role
+from pumpctl.words import A3_WORDS
 
 __all__ = ["STATIC_DIR", "mount_page", "page_config"]
 

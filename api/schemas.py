@@ -24,7 +24,7 @@ from pydantic_core import PydanticCustomError
 from pumpctl.core.machine import PRIORITY
 from pumpctl.core.machine.events import AlarmName as CoreAlarmName
 from pumpctl.core.machine.state import EARLIEST, LATEST
-from pumpctl.store import MAX_ROW_ID
+from pumpctl.rowid import MAX_ROW_ID
 
 __all__ = [
     "AlarmKind",

@@ -53,17 +53,15 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from api.accesslog import quiet_access_log, route_words
 from api.auth import CLINICAL, User
 from api.edge import PeerTurns
-from api.guard import API, MAX_BODY, bearer, needs_token, too_large, unauthorized
-from api.live import FanOut, TooManyStreams, event_stream_id
+from api.fanout import PING_S, SEND_TIMEOUT_S, FanOut, TooManyStreams, event_stream_id
+from api.guard import API, CLIENT_HEADER, MAX_BODY, bearer, needs_token, too_large, unauthorized
 from api.page import STATIC_DIR, mount_page
 from api.readcache import SHARED_HEADER, Answer, OverBudget, ReadBudget, SharedReads
-from api.routes.events import PING_S, SEND_TIMEOUT_S
-from api.routes.session import CLIENT_HEADER
 from api.throttle import WINDOW_S, BadTokens, retry_after
 from api.turns import KeyedTurns, NoTurn
 from pumpctl.credentials import token_digest
+from pumpctl.rowid import MAX_ROW_ID
 from pumpctl.settings import Role, Settings
-from pumpctl.store import MAX_ROW_ID
 
 __all__ = ["MAX_BODY", "KernelFeed", "create_web_app"]
 

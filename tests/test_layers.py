@@ -3,17 +3,24 @@
 Each rule is a function from a module's imports to its violations, run over the tree and, to
 show that it can fail, over a synthetic source that breaks it. Imports are read with `ast`
 (relative ones resolved, `from pkg import name` counted as `pkg.name` too, imports under
-`if TYPE_CHECKING:` included): a layer that names a module has a dependency on it.
+`if TYPE_CHECKING:` included): a layer that names a module has a dependency on it. The web
+side's rule (it loads none of the kernel's stack) is measured instead: what a fresh interpreter
+has loaded once it has built the web side, transitive imports and imports inside functions
+included.
 """
 
 from __future__ import annotations
 
 import ast
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from api.accesslog import KERNEL_ROUTE_WORDS, kernel_route_words
 
 ROOT = Path(__file__).resolve().parents[1]
 STDLIB = set(sys.stdlib_module_names)
@@ -32,6 +39,18 @@ CORE_FORBIDDEN = (
 #: The only modules that may import the simulator: the command line and the service's simulation
 #: package (api/sim: the simulated pumps of `--simulate N` and the admin's simulation routes).
 SIMULATOR_IMPORTERS = re.compile(r"pumpctl\.cli(\..+)?|api\.sim(\..+)?")
+#: What the web side's process never loads: the kernel's stack (architecture.md, "Two
+#: processes": it starts without its cost, and cannot touch the store even by mistake).
+KERNEL_STACK = ("sqlalchemy", "alembic", "pumpctl.store", "pumpctl.controller", "drivers")
+#: The web side as its process starts: `pumpctl web`'s command line, and the app it serves.
+WEB_SIDE = """
+from pathlib import Path
+import api.web
+from pumpctl.cli import build
+from pumpctl.settings import Settings
+build("web")
+api.web.create_web_app(Settings(), Path("kernel.sock"))
+"""
 
 
 def module_name(path: Path) -> str:
@@ -78,6 +97,24 @@ def ids(path: Path) -> str:
     return str(path.relative_to(ROOT))
 
 
+def loaded_by(code: str) -> set[str]:
+    """Every module a fresh interpreter has loaded once it has run `code` (no PUMPCTL_* setting
+    of this process reaches it)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PUMPCTL_")}
+    listed = "\nimport sys\nprint(*sys.modules, sep='\\n')\n"
+    run = subprocess.run(
+        [sys.executable, "-c", code + listed],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    return set(run.stdout.split())
+
+
 # -- the rules -------------------------------------------------------------------------------
 
 
@@ -117,6 +154,11 @@ def simulator_importer_violations(module: str, imports: set[str]) -> list[str]:
     return sorted(n for n in imports if within(n, "simulator"))
 
 
+def kernel_stack_violations(loaded: set[str]) -> list[str]:
+    """The web side's process loads nothing of the kernel's stack."""
+    return sorted(n for n in loaded if any(within(n, kernel) for kernel in KERNEL_STACK))
+
+
 # -- over the tree ---------------------------------------------------------------------------
 
 
@@ -143,6 +185,17 @@ def test_simulator_uses_only_drivers_and_the_clock(path: Path) -> None:
 @pytest.mark.parametrize("path", modules("pumpctl", "api", "drivers"), ids=ids)
 def test_only_the_command_line_and_simulation_routes_import_the_simulator(path: Path) -> None:
     assert simulator_importer_violations(module_name(path), imports_of(path)) == []
+
+
+def test_the_web_side_loads_none_of_the_kernels_stack() -> None:
+    loaded = loaded_by(WEB_SIDE)
+    assert {"pumpctl.cli.web", "api.web", "api.fanout", "uvicorn"} <= loaded  # it ran
+    assert kernel_stack_violations(loaded) == []
+
+
+def test_the_web_side_knows_the_kernels_route_words_without_its_routes() -> None:
+    """api/accesslog.py names them for the web side; a route with a new word goes there too."""
+    assert kernel_route_words() == KERNEL_ROUTE_WORDS
 
 
 def test_the_scans_see_the_layers() -> None:
@@ -204,6 +257,18 @@ def test_simulator_rule_detects_a_violation(source: str) -> None:
 def test_simulator_rule_accepts_drivers_and_the_clock() -> None:
     source = "from drivers.serial.codec import Command\nfrom pumpctl.clock import Clock\n"
     assert simulator_violations(imports_in(source, "simulator.model")) == []
+
+
+def test_web_side_rule_detects_the_kernels_stack() -> None:
+    """Measured on the kernel's command (`pumpctl serve`), which loads all of it."""
+    violations = kernel_stack_violations(loaded_by("import pumpctl.cli.serve"))
+    for kernel in KERNEL_STACK:
+        assert any(within(n, kernel) for n in violations), kernel
+
+
+def test_web_side_rule_names_modules_not_prefixes() -> None:
+    loaded = {"pumpctl.storefront", "driverslib", "pumpctl.cli.web", "sqlalchemy.orm"}
+    assert kernel_stack_violations(loaded) == ["sqlalchemy.orm"]
 
 
 @pytest.mark.parametrize(

@@ -14,20 +14,14 @@ from sse_starlette.sse import EventSourceResponse
 from api.auth import CLINICAL, User
 from api.deps import require
 from api.errors import responses
-from api.live import LiveHub, TooManyStreams, event_stream_id
-from pumpctl.store import MAX_ROW_ID
+from api.fanout import PING_S, SEND_TIMEOUT_S, TooManyStreams, event_stream_id
+from api.live import LiveHub
+from pumpctl.rowid import MAX_ROW_ID
 
 router = APIRouter(tags=["events"], responses=responses(401, 403))
 #: The kernel's own routes for the web side (`/kernel/v1`, never in the public schema).
 internal = APIRouter(prefix="/kernel/v1")
 Reader = Annotated[User, Depends(require(CLINICAL))]
-
-#: Seconds between two SSE pings while nothing else is sent: well inside the page's 10 s
-#: staleness warning, so a quiet room does not look stale, and the page's 12 s silence bound
-#: (2.4 pings, api/static/page.js) tells a dead connection from a quiet one.
-PING_S = 5
-#: Seconds one send to a client may take; a client that does not take it is dropped.
-SEND_TIMEOUT_S = 10.0
 
 
 @router.get(

@@ -29,11 +29,12 @@ from api.schemas import (
     StartIn,
 )
 from api.views import audit_view, infusion_view
-from pumpctl.controller.ward import A3_WORDS, Acted, Ward
+from pumpctl.controller.ward import Acted, Ward
 from pumpctl.core.machine import CLINICIAN_ONLY
 from pumpctl.core.machine.public import public_state
 from pumpctl.settings import Role
 from pumpctl.store.writer import StoreUnavailable
+from pumpctl.words import A3_WORDS
 
 router = APIRouter(prefix="/infusions", tags=["infusions"], responses=responses(401, 403, 503))
 #: An action on one infusion: unknown id, or refused by a rule.

@@ -18,18 +18,15 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 from api.accounts import AccountDirectory, Busy, Throttled
 from api.deps import bearer_token, current_user, identify
 from api.errors import responses
+from api.guard import CLIENT_HEADER
 from api.metrics import ServiceMetrics
 from api.throttle import retry_after
 from pumpctl.credentials import MAX_PASSWORD_CHARS
 
-__all__ = ["CLIENT_HEADER", "internal", "router"]
+__all__ = ["internal", "router"]
 
 router = APIRouter()
 internal = APIRouter(prefix="/kernel/v1")
-
-#: The header in which the web side names the client's address (its own peer), replacing any
-#: the client sent; trusted only on the kernel's socket.
-CLIENT_HEADER = "x-pumpctl-client"
 _REFUSED = "the name or the password is not right"
 
 

@@ -23,7 +23,7 @@ COMMANDS: tuple[tuple[str, str, bool], ...] = (
     ("user", "user", True),
     ("serve", "serve", False),
     ("demo", "serve", False),
-    ("web", "serve", False),
+    ("web", "web", False),
 )
 
 

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
-import sys
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -25,57 +23,29 @@ import uvicorn
 from pydantic import ValidationError
 
 from api.app import API_PREFIX, create_app
-from api.gateway import KERNEL_SOCKET_NAME, kernel_socket_path
 from pumpctl import sdnotify
 from pumpctl.cli.configured import SettingsError, settings_for, validation_message
-from pumpctl.cli.logsetup import flush as flush_log
-from pumpctl.cli.logsetup import json_lines, log_off_the_loop
-from pumpctl.cli.progress import waiting
-from pumpctl.cli.webside import (
-    READY_LINE,
-    WEB_SETTINGS,
-    Server,
-    WebChild,
-    WebStartError,
-    end_with_parent,
-    serve_web,
+from pumpctl.cli.options import (
+    ConfigOption,
+    HostOption,
+    KernelSocketOption,
+    PortOption,
+    fail,
+    start_logging,
 )
+from pumpctl.cli.progress import waiting
+from pumpctl.cli.webside import Server, WebChild, WebStartError
 from pumpctl.cli.webuser import WebUser, WebUserError, socket_directory, web_user
 from pumpctl.controller.ward import Ward
 from pumpctl.credentials import new_token
+from pumpctl.places import KERNEL_SOCKET_NAME, kernel_socket_path
 from pumpctl.settings import DEFAULT_PORT, Role, Settings, TokenEntry
 from pumpctl.store import DataDirError, StoreError
 from pumpctl.tls import plain_bind_refusal
 
-__all__ = ["demo", "serve", "web"]
+__all__ = ["demo", "serve"]
 
 _log = logging.getLogger("pumpctl.cli")
-
-
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", envvar="PUMPCTL_CONFIG", help="Settings file (TOML).")
-]
-HostOption = Annotated[str | None, typer.Option(help="Listen address (default 127.0.0.1).")]
-PortOption = Annotated[int | None, typer.Option(help="Listen port (default 8000).")]
-KernelSocketOption = Annotated[
-    Path | None,
-    typer.Option(help="The kernel's Unix socket (default: kernel.sock in the data directory)."),
-]
-
-
-def _fail(command: str, message: str) -> typer.Exit:
-    flush_log()  # the log lines that led here first (they are written by a thread of their own)
-    typer.echo(f"pumpctl {command}: {message}", err=True)
-    return typer.Exit(2)
-
-
-def _logging(settings: Settings) -> None:
-    fmt = (
-        json_lines()
-        if settings.log_format == "json"
-        else "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    log_off_the_loop(settings.log_level.upper(), fmt)
 
 
 class ServiceStartError(Exception):
@@ -265,9 +235,7 @@ def serve(  # noqa: PLR0917 - typer: one parameter per option
     events, the nurse station page), each in a process of its own."""
     for entry in pump or ():
         if "=" not in entry:  # else pydantic's "pumps.0: Input should be a valid dictionary"
-            raise _fail(
-                "serve", f"--pump {entry!r}: give ID=URL, e.g. pump-1=serial:///dev/ttyUSB0"
-            )
+            raise fail("serve", f"--pump {entry!r}: give ID=URL, e.g. pump-1=serial:///dev/ttyUSB0")
     try:
         settings = settings_for(
             config,
@@ -283,14 +251,14 @@ def serve(  # noqa: PLR0917 - typer: one parameter per option
             kernel_socket=kernel_socket,
         )
     except SettingsError as exc:
-        raise _fail("serve", str(exc)) from None
+        raise fail("serve", str(exc)) from None
     if not settings.api_tokens:  # personal accounts and their tokens only (pumpctl user)
         _log.info("no API tokens configured: sign-in with the accounts of `pumpctl user`")
     if web and (refusal := plain_bind_refusal(settings)) is not None:
-        raise _fail("serve", refusal)  # before anything opens: no pump, no store
+        raise fail("serve", refusal)  # before anything opens: no pump, no store
     if not settings.pumps and not settings.simulate:
         _log.warning("no pumps configured (--pump ID=URL, [[pumps]], or --simulate N)")
-    _logging(settings)
+    start_logging(settings)
     _serve_or_fail("serve", settings, web=web)
 
 
@@ -300,53 +268,7 @@ def _serve_or_fail(
     try:
         asyncio.run(_run(settings, on_ready, web=web))
     except (DataDirError, StoreError, ServiceStartError) as exc:
-        raise _fail(command, str(exc)) from None
-    except KeyboardInterrupt:
-        pass
-
-
-def web(
-    config: ConfigOption = None,
-    host: HostOption = None,
-    port: PortOption = None,
-    kernel_socket: KernelSocketOption = None,
-    from_kernel: Annotated[int | None, typer.Option(hidden=True)] = None,
-) -> None:
-    """The web side alone (REST API, live events, the page), passing the API to a kernel
-    (`pumpctl serve --no-web`) on its Unix socket; for its own systemd unit."""
-    if from_kernel is not None:  # a child of `pumpctl serve`: its settings on stdin
-        end_with_parent(from_kernel)
-        try:
-            settings = Settings(**json.loads(sys.stdin.read()))
-        except (ValueError, ValidationError) as exc:
-            raise _fail("web", f"settings from the kernel: {exc}") from None
-    else:
-        try:
-            # the web side's settings alone: the kernel's (its database, pumps, MQTT password
-            # file) are neither read nor checked by a user that may not read them
-            settings = settings_for(
-                config, only=WEB_SETTINGS | {"kernel_socket"}, host=host, port=port
-            )
-        except SettingsError as exc:
-            raise _fail("web", str(exc)) from None
-    if (refusal := plain_bind_refusal(settings)) is not None:
-        raise _fail("web", refusal)
-    socket_path = kernel_socket or kernel_socket_path(settings)
-    try:
-        user = web_user(settings)
-    except WebUserError as exc:
-        raise _fail("web", str(exc)) from None
-    _logging(settings)
-
-    def ready() -> None:
-        if from_kernel is not None:
-            sys.stdout.write(READY_LINE + "\n")
-            sys.stdout.flush()
-
-    try:
-        asyncio.run(serve_web(settings, socket_path, ready=ready, user=user, parent=from_kernel))
-    except WebStartError as exc:
-        raise _fail("web", str(exc)) from None
+        raise fail(command, str(exc)) from None
     except KeyboardInterrupt:
         pass
 
@@ -378,7 +300,7 @@ def demo(
             pass
     except OSError as exc:
         where = configured or tempfile.gettempdir()
-        raise _fail(
+        raise fail(
             "demo", f"data directory {where} is not writable ({exc.strerror or exc})"
         ) from None
     tokens = {new_token(): TokenEntry(name=f"demo-{r.value}", role=r) for r in Role}
@@ -395,8 +317,8 @@ def demo(
             api_tokens=tokens,
         )
     except ValidationError as exc:
-        raise _fail("demo", validation_message(exc)) from None
-    _logging(settings.model_copy(update={"log_level": "warning"}))
+        raise fail("demo", validation_message(exc)) from None
+    start_logging(settings.model_copy(update={"log_level": "warning"}))
     url = f"http://127.0.0.1:{chosen}/"
     typer.echo(f"pumpctl demo: the nurse station page is at {url} (sign in with a token below)")
     if port == 0:

@@ -59,11 +59,9 @@ from pumpctl.store import InfusionConflictError, NotFoundError, Store, StoredInf
 from pumpctl.store.models import Alarm, Course, Patient
 from pumpctl.store.store import StoreAudit
 from pumpctl.store.writer import StoreReader, StoreUnavailable, StoreWriter
+from pumpctl.words import A3_WORDS  # named here too: tests/page imports it from the ward
 
 __all__ = ["A3_WORDS", "Acted", "InfusionFacts", "Invalid", "ReactionOutcome", "Refused", "Ward"]
-
-#: What the staff are told when a stop is not confirmed (A3; interfaces.md, section 3).
-A3_WORDS = "Pump did not stop: clamp the line"
 
 
 class Refused(Exception):  # noqa: N818 - a refusal, not a failure

@@ -6,31 +6,16 @@ missing, and must be writable (else `DataDirError`, one line naming the director
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from pumpctl.places import DATA_DIR_ENV, data_dir
 from pumpctl.store.errors import DataDirError
 
-__all__ = [
-    "DATA_DIR_ENV",
-    "DB_FILE",
-    "configured_database_url",
-    "data_dir",
-    "default_database_url",
-]
+__all__ = ["DB_FILE", "configured_database_url", "default_database_url"]
 
-DATA_DIR_ENV = "PUMPCTL_DATA_DIR"
 DB_FILE = "pumpctl.db"
-
-
-def data_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """The data directory (not created, not checked)."""
-    env = os.environ if environ is None else environ
-    if configured := env.get(DATA_DIR_ENV, "").strip():
-        return Path(configured).expanduser()
-    return Path.home() / ".local" / "share" / "pumpctl"
 
 
 def _writable(directory: Path) -> None:

@@ -30,6 +30,7 @@ from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
 from pumpctl.core.machine.state import TERMINAL_PHASES, InfusionPhase
+from pumpctl.rowid import MAX_ROW_ID
 from pumpctl.store.sqltypes import UtcDateTime
 
 __all__ = [
@@ -55,10 +56,6 @@ __all__ = [
     "StoreTable",
     "metadata",
 ]
-
-#: The largest row id the store's tables hold: an `id` is a 32-bit INTEGER on PostgreSQL (and
-#: SQLite's 64-bit one holds it). An id above it names no row on either database.
-MAX_ROW_ID = 2**31 - 1
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

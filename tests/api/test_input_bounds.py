@@ -20,8 +20,8 @@ from pydantic import ValidationError
 
 from api.accesslog import QuietAccess, route_words
 from api.app import create_app
+from api.fanout import event_stream_id
 from api.guard import MAX_BODY
-from api.live import event_stream_id
 from api.page import STATIC_DIR
 from pumpctl.cli.logsetup import Withheld
 from pumpctl.settings import Settings
