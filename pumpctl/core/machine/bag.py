@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from pumpctl.core.bag import BagLife, BagState, replace_bag
-from pumpctl.core.machine.context import Ctx, Refused, pump_may_run, send
+from pumpctl.core.machine.context import Ctx, Forbidden, pump_may_run, send
 from pumpctl.core.machine.events import BagReplaced
 from pumpctl.core.machine.ladder import continue_same_rate
 from pumpctl.core.machine.outputs import AuditType, ClearVolume, SetVtbi
@@ -17,10 +17,10 @@ def on_bag_replaced(ctx: Ctx, event: BagReplaced, now: datetime) -> None:
     """L9: a new bag continues at the current step with the volume still to give."""
     s = ctx.state
     if event.prepared_at > now:
-        raise Refused(Rule.L9, "prepared_at is in the future")
+        raise Forbidden(Rule.L9, "prepared_at is in the future")
     life = BagLife.from_protocol(s.protocol.bag, event.prepared_at)
     if life.status(now).state is BagState.EXPIRED:
-        raise Refused(
+        raise Forbidden(
             Rule.L9, f"the new bag is past its {life.stability_min / 60:g} h stability already"
         )
     if s.phase is InfusionPhase.PLANNED:
@@ -28,9 +28,9 @@ def on_bag_replaced(ctx: Ctx, event: BagReplaced, now: datetime) -> None:
         ctx.log(AuditType.BAG_REPLACED, Rule.L9, now, actor=event.actor, volume_ml=s.bag_volume_ml)
         return
     if pump_may_run(s):
-        raise Refused(Rule.L9, "the pump is running: a bag is changed only while it is stopped")
+        raise Forbidden(Rule.L9, "the pump is running: a bag is changed only while it is stopped")
     if s.remaining_ml <= 0:
-        raise Refused(Rule.L3, "nothing is left to give")
+        raise Forbidden(Rule.L3, "nothing is left to give")
     new = replace_bag(s.protocol.bag, event.prepared_at, s.remaining_ml, s.rate_ml_h)
     ctx.set(
         bag_prepared_at=new.bag.prepared_at,

@@ -1,7 +1,7 @@
 """The accumulator of one `decide()` call, and the primitives every handler shares.
 
 `Ctx` collects state changes (each validated, `InfusionState.updated`), commands and audit
-events. `Refused` (a rule forbids it) and `Invalid` (the input is wrong) carry a refusal out of
+events. `Forbidden` (a rule forbids it) and `BadField` (the input is wrong) carry a refusal out of
 a handler to `decide()`, which never lets them escape. `send` is the only place a pump command
 gets its id and enters the outstanding list (A3); `stop_pump` and `command_rate` are the only
 places a stop or a rate is commanded. Every decision keeps one `AlarmMark` per alarm raised and
@@ -42,9 +42,9 @@ from pumpctl.core.rules import Rule
 
 __all__ = [
     "EPSILON_MIN",
+    "BadField",
     "Ctx",
-    "Invalid",
-    "Refused",
+    "Forbidden",
     "cause_stands",
     "command_rate",
     "pump_may_run",
@@ -134,7 +134,7 @@ class Ctx:
             self.set(alarm_marks=tuple(marks))
 
 
-class Refused(Exception):  # noqa: N818 - control flow inside decide(), never escapes it
+class Forbidden(Exception):  # noqa: N818 - control flow inside decide(), never escapes it
     """A rule forbids the event (the service answers 409)."""
 
     def __init__(self, rule: Rule, reason: str) -> None:
@@ -143,7 +143,7 @@ class Refused(Exception):  # noqa: N818 - control flow inside decide(), never es
         self.reason = reason
 
 
-class Invalid(Exception):  # noqa: N818 - control flow inside decide(), never escapes it
+class BadField(Exception):  # noqa: N818 - control flow inside decide(), never escapes it
     """The event's input is invalid (the service answers 422); `field` names it."""
 
     def __init__(self, field: str, reason: str, rule: Rule | None = None) -> None:

@@ -23,7 +23,7 @@ from datetime import datetime
 
 from pumpctl.core.machine.alarms import MachineAlarm
 from pumpctl.core.machine.bag import on_bag_replaced
-from pumpctl.core.machine.context import Ctx, Invalid, Refused, pump_may_run, stop_pump
+from pumpctl.core.machine.context import BadField, Ctx, Forbidden, pump_may_run, stop_pump
 from pumpctl.core.machine.deadlines import Deadline, DeadlineKind, deadlines
 from pumpctl.core.machine.events import (
     AcknowledgeAlarm,
@@ -166,10 +166,10 @@ def _decide(state: InfusionState, raw: object, now: datetime) -> Decision:
     ctx = _caught_up(state, event, now, escalate=escalate)
     try:
         _handle(ctx, event, now)
-    except Refused as refused:
+    except Forbidden as refused:
         ctx = _caught_up(state, event, now, escalate=escalate)
         return _refuse(ctx, Refusal("rule", refused.reason, rule=refused.rule), now, event)
-    except Invalid as invalid:
+    except BadField as invalid:
         ctx = _caught_up(state, event, now, escalate=escalate)
         refusal = Refusal("invalid", invalid.reason, rule=invalid.rule, field=invalid.field)
         return _refuse(ctx, refusal, now, event)
@@ -414,4 +414,4 @@ def _handle_terminal(ctx: Ctx, event: Event, now: datetime) -> None:
                 InfusionPhase.COMPLETED: Rule.L3,
                 InfusionPhase.STOPPED: Rule.I9,
             }[s.phase]
-            raise Refused(rule, f"the infusion is {s.phase.value}")
+            raise Forbidden(rule, f"the infusion is {s.phase.value}")

@@ -15,7 +15,7 @@ from pumpctl.core.limits import (
     min_duration_cap,
     protocol_max,
 )
-from pumpctl.core.machine.context import EPSILON_MIN, Ctx, Refused, command_rate, send, tolerance
+from pumpctl.core.machine.context import EPSILON_MIN, Ctx, Forbidden, command_rate, send, tolerance
 from pumpctl.core.machine.events import Hold, Release, Start
 from pumpctl.core.machine.outputs import AuditType, ClearVolume, SetVtbi
 from pumpctl.core.machine.state import CommandOp, InfusionPhase
@@ -33,20 +33,20 @@ def on_start(ctx: Ctx, event: Start, now: datetime) -> None:
     """L3: VTBI = bag, then the initial rate, then run; the course is read again (I8, L4-L6)."""
     s = ctx.state
     if s.phase is not InfusionPhase.PLANNED:
-        raise Refused(Rule.L3, f"the infusion is already {s.phase.value}")
+        raise Forbidden(Rule.L3, f"the infusion is already {s.phase.value}")
     if event.course.withdrawn:
-        raise Refused(Rule.I8, "the patient's course is withdrawn")
+        raise Forbidden(Rule.I8, "the patient's course is withdrawn")
     if s.bag_expired:
-        raise Refused(Rule.L9, "the bag is past its stability: prepare a new bag")
+        raise Forbidden(Rule.L9, "the bag is past its stability: prepare a new bag")
     try:
         row = select_row(s.protocol, s.infusion_number, event.course, split_day=s.day)
     except MissingHistoryError as error:
-        raise Refused(Rule.L8, str(error)) from None
+        raise Forbidden(Rule.L8, str(error)) from None
     except PlanningError as error:
-        raise Refused(Rule.I8, str(error)) from None
+        raise Forbidden(Rule.I8, str(error)) from None
     planned = (s.bag_ml, s.initial_rate_ml_h, s.min_duration_min)
     if (row.bag_ml, row.initial_rate_ml_h, row.min_duration_min) != planned:
-        raise Refused(
+        raise Forbidden(
             row.rules[0].rule,
             f"the course's history now gives the {row.kind}-infusion row "
             f"({row.bag_ml:g} ml at {row.initial_rate_ml_h:g} ml/h): plan the infusion again",
@@ -135,7 +135,7 @@ def continue_same_rate(ctx: Ctx, rule: Rule, reason: str) -> None:
             ladder.rate_resolution_ml_h,
         )
     except ValueError as error:
-        raise Refused(Rule.L6, f"no rate is left to run at ({error})") from None
+        raise Forbidden(Rule.L6, f"no rate is left to run at ({error})") from None
     # A pause not caused by a reaction keeps the time already run at this rate (L1).
     at_rate = s.at_rate_min
     command_rate(ctx, decision, run=True)
@@ -157,11 +157,11 @@ def on_hold(ctx: Ctx, event: Hold | Release, now: datetime) -> None:
     s = ctx.state
     if isinstance(event, Hold):
         if s.held:
-            raise Refused(Rule.L7, "escalation is already held")
+            raise Forbidden(Rule.L7, "escalation is already held")
         ctx.set(held=True)
         ctx.log(AuditType.HOLD, Rule.L7, now, actor=event.actor, rate_ml_h=s.rate_ml_h)
         return
     if not s.held:
-        raise Refused(Rule.L7, "escalation is not held")
+        raise Forbidden(Rule.L7, "escalation is not held")
     ctx.set(held=False, at_rate_min=0.0)
     ctx.log(AuditType.RELEASE, Rule.L7, now, actor=event.actor, rate_ml_h=s.rate_ml_h)

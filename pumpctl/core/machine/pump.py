@@ -17,7 +17,7 @@ from pumpctl.core.limits import Limit, constrain, protocol_max
 from pumpctl.core.machine.alarms import CLINICIAN_ONLY, MachineAlarm, priority_of
 from pumpctl.core.machine.context import (
     Ctx,
-    Refused,
+    Forbidden,
     pump_may_run,
     record_confirmed_rate,
     send,
@@ -254,7 +254,7 @@ def on_failed(ctx: Ctx, event: CommandDenied | CommandUnconfirmed, now: datetime
     """A3: a command the pump refused, or whose confirmation never came within the timeout."""
     sent = _settle(ctx, event.command_id)
     if sent is None:
-        raise Refused(Rule.A3, f"command {event.command_id} is not awaiting its fate")
+        raise Forbidden(Rule.A3, f"command {event.command_id} is not awaiting its fate")
     denied = isinstance(event, CommandDenied)
     s = ctx.state
     why = event.reason if isinstance(event, CommandDenied) else "no confirmation in time"
@@ -418,20 +418,20 @@ def on_clear_alarm(ctx: Ctx, event: ClearAlarm, now: datetime) -> None:
     s = ctx.state
     name = event.alarm
     if name not in s.latched:
-        raise Refused(Rule.A1, f"no alarm {name!r} is raised")
+        raise Forbidden(Rule.A1, f"no alarm {name!r} is raised")
     if name in CLINICIAN_ONLY and event.role != "clinician":
-        raise Refused(Rule.A1, f"only a clinician clears {name}")
+        raise Forbidden(Rule.A1, f"only a clinician clears {name}")
     if name in s.alarms:
-        raise Refused(Rule.A1, f"the pump still reports {name}")
+        raise Forbidden(Rule.A1, f"the pump still reports {name}")
     if name == MachineAlarm.COMM_LOSS and s.link_lost:
-        raise Refused(Rule.A2, "the link to the pump is still lost")
+        raise Forbidden(Rule.A2, "the link to the pump is still lost")
     if name == MachineAlarm.PUMP_NOT_STOPPED and s.stop_outstanding:
-        raise Refused(Rule.A3, "the pump is not yet confirmed stopped")
+        raise Forbidden(Rule.A3, "the pump is not yet confirmed stopped")
     a3 = {MachineAlarm.COMMAND_UNCONFIRMED, MachineAlarm.COMMAND_DENIED}
     if name in a3 and s.outstanding:
-        raise Refused(Rule.A3, "a command's fate is not yet known")
+        raise Forbidden(Rule.A3, "a command's fate is not yet known")
     if name == MachineAlarm.BAG_EXPIRED and s.bag_expired:
-        raise Refused(Rule.L9, "the bag is still past its stability: replace it first")
+        raise Forbidden(Rule.L9, "the bag is still past its stability: replace it first")
     ctx.unlatch(frozenset({name}))
     if name == MachineAlarm.COMM_LOSS:
         # A2: escalation was held since the loss; the next step needs a full interval of
@@ -448,12 +448,12 @@ def on_acknowledge_alarm(ctx: Ctx, event: AcknowledgeAlarm, now: datetime) -> No
     s = ctx.state
     name = event.alarm
     if name not in s.latched and name not in s.alarms:
-        raise Refused(Rule.A8, f"no alarm {name!r} is raised")
+        raise Forbidden(Rule.A8, f"no alarm {name!r} is raised")
     ctx.keep_marks()  # a state kept before its marks were gets them now
     marks = ctx.state.alarm_marks
     mark = next(m for m in marks if m.kind == name)
     if mark.acknowledged_by is not None:
-        raise Refused(Rule.A8, f"{name} was already acknowledged by {mark.acknowledged_by}")
+        raise Forbidden(Rule.A8, f"{name} was already acknowledged by {mark.acknowledged_by}")
     acknowledged = mark.model_copy(update={"acknowledged_by": event.actor, "acknowledged_at": now})
     ctx.set(alarm_marks=tuple(acknowledged if m.kind == name else m for m in marks))
     ctx.log(

@@ -18,9 +18,9 @@ from pumpctl.core.history import ReactionRecord, Sign
 from pumpctl.core.limits import constrain, half_rate, min_duration_cap, protocol_max
 from pumpctl.core.machine.alarms import ACKNOWLEDGED_BY_RESUME, CLINICIAN_ONLY
 from pumpctl.core.machine.context import (
+    BadField,
     Ctx,
-    Invalid,
-    Refused,
+    Forbidden,
     command_rate,
     pump_may_run,
     stop_pump,
@@ -94,10 +94,10 @@ def _check_onset(s: InfusionState, onset: datetime | None, now: datetime) -> Non
         return
     period = s.period_started_at or s.started_at
     if onset > now:
-        raise Invalid("onset_at", "the onset is after the report", Rule.I10)
+        raise BadField("onset_at", "the onset is after the report", Rule.I10)
     if period is None or onset < period:
         since = period.isoformat() if period is not None else "the start"
-        raise Invalid(
+        raise BadField(
             "onset_at", f"the onset is before the current running period (from {since})", Rule.I10
         )
 
@@ -106,7 +106,7 @@ def on_reaction(ctx: Ctx, event: ReactionReported, now: datetime) -> None:
     """I1: any reaction stops the pump at once; then I3-I7 decide what follows."""
     s = ctx.state
     if s.phase is InfusionPhase.PLANNED:
-        raise Refused(Rule.I1, "the infusion has not started: no pump to stop")
+        raise Forbidden(Rule.I1, "the infusion has not started: no pump to stop")
     _check_onset(s, event.onset_at, now)
     if pump_may_run(s) or s.phase in {InfusionPhase.RUNNING, InfusionPhase.STARTING}:
         stop_pump(ctx, first=True)
@@ -254,7 +254,7 @@ def _judge(
 def on_reassessed(ctx: Ctx, event: Reassessed, now: datetime) -> None:
     """I5: a new grade and signs for the reaction of the current stop."""
     if ctx.state.reaction is None:
-        raise Refused(Rule.I5, "no reaction is open: report a new reaction instead")
+        raise Forbidden(Rule.I5, "no reaction is open: report a new reaction instead")
     _regrade(
         ctx,
         grade=event.grade,
@@ -270,9 +270,9 @@ def on_resolved(ctx: Ctx, event: Resolved, now: datetime) -> None:
     """I4: the nurse states the symptoms are gone (lifts I4's hold)."""
     s = ctx.state
     if s.reaction is None:
-        raise Refused(Rule.I4, "no reaction is open")
+        raise Forbidden(Rule.I4, "no reaction is open")
     if s.reaction.resolved:
-        raise Refused(Rule.I4, "the reaction is already marked resolved")
+        raise Forbidden(Rule.I4, "the reaction is already marked resolved")
     reaction = s.reaction.model_copy(update={"resolved": True})
     ctx.set(reaction=reaction)
     rule = Rule.I4 if s.reaction.bronchospasm_onset_at is not None else Rule.I2
@@ -283,35 +283,35 @@ def on_resolved(ctx: Ctx, event: Resolved, now: datetime) -> None:
 
 def _resume_refusal(  # noqa: PLR0911 - one refusal per rule, in order
     s: InfusionState, event: ResumeRequested
-) -> Refused | None:
+) -> Forbidden | None:
     """Why a resume is refused now, in the order A3 (ahead of A2), A2, L9, A1, A4, I4, I5."""
     if s.phase is InfusionPhase.PLANNED:
-        return Refused(Rule.L3, "the infusion has not started")
+        return Forbidden(Rule.L3, "the infusion has not started")
     if s.stop_outstanding:
-        return Refused(Rule.A3, "the pump is not yet confirmed stopped: clamp the line")
+        return Forbidden(Rule.A3, "the pump is not yet confirmed stopped: clamp the line")
     if s.link_lost:
-        return Refused(Rule.A2, "no link to the pump")
+        return Forbidden(Rule.A2, "no link to the pump")
     if s.bag_expired:
-        return Refused(Rule.L9, "the bag is past its stability: replace it first")
+        return Forbidden(Rule.L9, "the bag is past its stability: replace it first")
     if s.alarms:
-        return Refused(Rule.A1, f"clear the pump alarm first ({', '.join(sorted(s.alarms))})")
+        return Forbidden(Rule.A1, f"clear the pump alarm first ({', '.join(sorted(s.alarms))})")
     for alarm in sorted(CLINICIAN_ONLY):
         if alarm.value in s.latched:
-            return Refused(Rule.A1, f"{alarm.value}: a clinician must clear it first")
+            return Forbidden(Rule.A1, f"{alarm.value}: a clinician must clear it first")
     if s.unexplained_stop and s.reaction is None and not event.no_reaction:
-        return Refused(
+        return Forbidden(
             Rule.A4, "the pump was found stopped with no record why: report a reaction or say none"
         )
     reaction = s.reaction
     if reaction is None:
         at_step = abs(s.pump_rate_ml_h - s.rate_ml_h) <= tolerance(s)
         if s.pump_running and at_step and not s.outstanding:
-            return Refused(Rule.I9, "the pump is already running at the current step")
+            return Forbidden(Rule.I9, "the pump is already running at the current step")
         return None
     if reaction.hold_open:
-        return Refused(Rule.I4, "bronchospasm grade >= 2: no resume until it is marked resolved")
+        return Forbidden(Rule.I4, "bronchospasm grade >= 2: no resume until it is marked resolved")
     if reaction.window_open and reaction.grade >= s.protocol.reactions.severe_grade:
-        return Refused(
+        return Forbidden(
             Rule.I5, f"grade {reaction.grade} inside the observation window: resume only at <= 2"
         )
     return None
@@ -351,7 +351,7 @@ def on_resume(ctx: Ctx, event: ResumeRequested, now: datetime) -> None:
             ladder.rate_resolution_ml_h,
         )
     except ValueError as error:
-        raise Refused(
+        raise Forbidden(
             Rule.I2, f"half of {base:g} ml/h is below the pump's smallest rate ({error})"
         ) from None
     never_ran = s.highest_rate_ml_h == 0
@@ -426,9 +426,9 @@ def on_terminal_reaction(ctx: Ctx, event: ReactionReported, now: datetime) -> No
         )
         return
     if event.onset_at is not None and event.onset_at > now:
-        raise Invalid("onset_at", "the onset is after the report", Rule.I10)
+        raise BadField("onset_at", "the onset is after the report", Rule.I10)
     if event.onset_at is not None and s.started_at is not None and event.onset_at < s.started_at:
-        raise Invalid("onset_at", "the onset is before the infusion started", Rule.I10)
+        raise BadField("onset_at", "the onset is before the infusion started", Rule.I10)
     record = ReactionRecord(
         grade=event.grade,
         max_grade=event.grade,
@@ -457,7 +457,7 @@ def on_terminal_reassessed(ctx: Ctx, event: Reassessed, now: datetime) -> None:
         )
         return
     if not s.reactions or not s.reactions[-1].after_completion:
-        raise Refused(Rule.I11, "no reaction reported after completion to reassess")
+        raise Forbidden(Rule.I11, "no reaction reported after completion to reassess")
     last = s.reactions[-1]
     record = last.model_copy(
         update={
