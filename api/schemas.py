@@ -30,9 +30,12 @@ __all__ = [
     "AlarmKind",
     "AlarmName",
     "BagIn",
+    "CreatedInfusionOut",
     "HistoryIn",
     "InfusionId",
     "InfusionIn",
+    "InfusionOut",
+    "InfusionRecordWaits",
     "Message",
     "PatientId",
     "PatientIn",
@@ -43,6 +46,7 @@ __all__ = [
     "ReasonIn",
     "ReassessIn",
     "ResumeIn",
+    "ShownState",
     "StartIn",
 ]
 
@@ -193,6 +197,124 @@ class ReactionOut(BaseModel):
     message: str | None = None
     recorded: bool = True
     record_message: str | None = None
+
+
+#: The state an infusion is shown in (docs/interfaces.md; pumpctl.core.machine.public).
+ShownState = Literal[
+    "planned",
+    "starting",
+    "running",
+    "paused",
+    "stopped_observation",
+    "completed",
+    "withdrawn",
+    "stopped",
+    "cancelled",
+]
+
+
+class Out(BaseModel):
+    """A response body's schema: documentation and the contract clients (and schemathesis)
+    check. The kernel builds these answers as plain dicts, never validated on its event loop
+    (every stop passes through it); tests/api/test_infusion_out.py holds each view to its model
+    (no field missing, none extra)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class StateReason(Out):
+    """Why the infusion is in its state: the rule and its words."""
+
+    rule: Annotated[str, Field(pattern=r"^[LIAD]\d+$")]
+    message: str
+
+
+class ReactionView(Out):
+    """One reaction of the infusion (I1-I11): its number, grades, signs, when, at what rate."""
+
+    id: int
+    grade: int
+    max_grade: int
+    signs: list[str]
+    onset_at: datetime | None
+    rate_ml_h: float
+    running_min: float
+
+
+class AlarmView(Out):
+    """An alarm raised and not yet cleared (A1, A8), highest priority first."""
+
+    kind: str
+    rule: str
+    priority: str
+    message: str
+    raised_at: datetime | None
+    acknowledged_by: str | None
+    acknowledged_at: datetime | None
+
+
+class PlannedStep(Out):
+    at_min: float  # minutes of running time from the start (L1)
+    rate_ml_h: float
+
+
+class RateChange(Out):
+    at: datetime
+    rate_ml_h: float
+
+
+class InfusionOut(Out):
+    """One infusion's public state (GET /infusions/{id}, the list, and the actions' 200)."""
+
+    id: int
+    patient_id: int
+    patient_mrn: str
+    course_id: int
+    pump_id: str
+    infusion_number: int
+    day: Literal[1, 2] | None
+    row: str  # the row of Table 3 the plan takes (L4, L5)
+    state: ShownState
+    state_reason: StateReason | None
+    supervised: bool
+    rate_ml_h: float  # what the pump runs at (0 when it does not run)
+    step_rate_ml_h: float  # the current step's rate
+    volume_infused_ml: float
+    bag_ml: float
+    bag_infused_ml: float
+    dose_mg: float | None
+    weight_kg: float | None
+    premedication_at: datetime | None
+    running_min: float
+    time_left_min: float | None
+    next_escalation_at: datetime | None
+    bag_expires_at: datetime | None
+    held: bool
+    link_lost: bool
+    stop_unconfirmed: bool
+    stop_pending: bool
+    latched_alarms: list[str]
+    pump_alarms: list[str]
+    planned_steps: list[PlannedStep]
+    rate_history: list[RateChange]
+    reaction: ReactionView | None
+    reactions: list[ReactionView]
+    alarms: list[AlarmView]
+    started_at: datetime | None
+    stop_reason: str | None
+
+
+class CreatedInfusionOut(InfusionOut):
+    """201 of a new infusion: its view and the rate its first step starts at (L1)."""
+
+    initial_rate_ml_h: float | None
+
+
+class InfusionRecordWaits(InfusionOut):
+    """202 of an action: done, but its record waits for a degraded store."""
+
+    recorded: Literal[False]
+    message: str
 
 
 class StoreDown(BaseModel):

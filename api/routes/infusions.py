@@ -17,8 +17,11 @@ from api.schemas import (
     AlarmKind,
     AlarmName,
     BagIn,
+    CreatedInfusionOut,
     InfusionId,
     InfusionIn,
+    InfusionOut,
+    InfusionRecordWaits,
     PremedicationIn,
     ReactionId,
     ReactionIn,
@@ -26,6 +29,7 @@ from api.schemas import (
     ReasonIn,
     ReassessIn,
     ResumeIn,
+    ShownState,
     StartIn,
 )
 from api.views import audit_view, infusion_view
@@ -39,22 +43,26 @@ from pumpctl.words import A3_WORDS
 router = APIRouter(prefix="/infusions", tags=["infusions"], responses=responses(401, 403, 503))
 #: An action on one infusion: unknown id, or refused by a rule.
 ACTION = responses(404, 409)
+#: The infusion's public state, documented by its model (api/schemas.py `InfusionOut`) and
+#: built as a plain dict: never validated on the kernel's loop (tests/api/test_infusion_out.py
+#: holds the views to the model; schemathesis checks the answers against it).
+VIEW: dict[int | str, dict[str, Any]] = {
+    200: {"model": InfusionOut, "description": "the infusion's public state"}
+}
+#: An action's answers: the view once its record is written, or 202 while it waits.
+ACTED: dict[int | str, dict[str, Any]] = {
+    **ACTION,
+    **VIEW,
+    202: {
+        "model": InfusionRecordWaits,
+        "description": "done, but not yet recorded: the record waits for a degraded store",
+    },
+}
 Reader = Annotated[User, Depends(require(CLINICAL))]
 #: The readers' routes whose handler does not need to know who asked.
 READERS = [Depends(require(CLINICAL))]
 Nurse = Annotated[User, Depends(require(NURSE_UP))]
 Clinician = Annotated[User, Depends(require({Role.CLINICIAN}))]
-State = Literal[
-    "planned",
-    "starting",
-    "running",
-    "paused",
-    "stopped_observation",
-    "completed",
-    "withdrawn",
-    "stopped",
-    "cancelled",
-]
 
 
 #: What an answer says while its record waits for the database (the store is degraded).
@@ -77,7 +85,12 @@ async def _answer(ward: Ward, infusion_id: int, acted: Acted) -> Any:
     return JSONResponse({**view, "recorded": False, "message": RECORD_WAITS}, 202)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=ACTION)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=None,
+    responses={**ACTION, 201: {"model": CreatedInfusionOut, "description": "the plan"}},
+)
 async def create(body: InfusionIn, user: Clinician, ward: WardDep) -> dict[str, Any]:
     """The patient's next infusion, planned on a pump (row, bag, dose, steps)."""
     infusion_id = await ward.create_infusion(
@@ -97,11 +110,11 @@ async def create(body: InfusionIn, user: Clinician, ward: WardDep) -> dict[str, 
     }
 
 
-@router.get("", response_model=list[dict[str, Any]], dependencies=READERS)
+@router.get("", response_model=list[InfusionOut], dependencies=READERS)  # bytes: documented
 async def list_infusions(
     listing: ListingDep,
     metrics: MetricsDep,
-    state: Annotated[State | None, Query()] = None,
+    state: Annotated[ShownState | None, Query()] = None,
     pump_id: Annotated[str | None, Query(max_length=100)] = None,
 ) -> Response:
     """Every infusion, newest first (kept in memory for at most a second, or until something
@@ -114,13 +127,18 @@ async def list_infusions(
     )
 
 
-@router.get("/{infusion_id}", responses=responses(404), dependencies=READERS)
+@router.get(
+    "/{infusion_id}",
+    response_model=None,
+    responses={**responses(404), **VIEW},
+    dependencies=READERS,
+)
 async def get_infusion(infusion_id: InfusionId, ward: WardDep) -> dict[str, Any]:
     """One infusion's public state."""
     return await infusion_view(ward, infusion_id)
 
 
-@router.post("/{infusion_id}/premedication", responses=ACTION)
+@router.post("/{infusion_id}/premedication", response_model=None, responses={**ACTION, **VIEW})
 async def premedication(
     infusion_id: InfusionId, body: PremedicationIn, user: Nurse, ward: WardDep
 ) -> dict[str, Any]:
@@ -129,7 +147,7 @@ async def premedication(
     return await infusion_view(ward, infusion_id)
 
 
-@router.post("/{infusion_id}/start", responses=ACTION)
+@router.post("/{infusion_id}/start", response_model=None, responses={**ACTION, **VIEW})
 async def start(
     infusion_id: InfusionId,
     user: Clinician,
@@ -147,7 +165,7 @@ async def start(
     return await infusion_view(ward, infusion_id)
 
 
-@router.post("/{infusion_id}/cancel", responses=ACTION)
+@router.post("/{infusion_id}/cancel", response_model=None, responses={**ACTION, **VIEW})
 async def cancel(
     infusion_id: InfusionId, body: ReasonIn, user: Clinician, ward: WardDep
 ) -> dict[str, Any]:
@@ -195,7 +213,9 @@ async def report_reaction(
     return answer
 
 
-@router.post("/{infusion_id}/reactions/{reaction_id}/reassess", responses=ACTION)
+@router.post(
+    "/{infusion_id}/reactions/{reaction_id}/reassess", response_model=None, responses=ACTED
+)
 async def reassess(
     infusion_id: InfusionId, reaction_id: ReactionId, body: ReassessIn, user: Nurse, ward: WardDep
 ) -> Any:
@@ -206,7 +226,7 @@ async def reassess(
     return await _answer(ward, infusion_id, acted)
 
 
-@router.post("/{infusion_id}/reactions/{reaction_id}/resolve", responses=ACTION)
+@router.post("/{infusion_id}/reactions/{reaction_id}/resolve", response_model=None, responses=ACTED)
 async def resolve(
     infusion_id: InfusionId, reaction_id: ReactionId, user: Nurse, ward: WardDep
 ) -> Any:
@@ -221,7 +241,7 @@ async def resume_preview(infusion_id: InfusionId, user: Reader, ward: WardDep) -
     return await ward.resume_preview(infusion_id, actor=user.name)
 
 
-@router.post("/{infusion_id}/resume", responses=ACTION)
+@router.post("/{infusion_id}/resume", response_model=None, responses=ACTED)
 async def resume(
     infusion_id: InfusionId,
     user: Nurse,
@@ -241,35 +261,35 @@ async def resume(
     return await _answer(ward, infusion_id, acted)
 
 
-@router.post("/{infusion_id}/hold", responses=ACTION)
+@router.post("/{infusion_id}/hold", response_model=None, responses=ACTED)
 async def hold(infusion_id: InfusionId, user: Clinician, ward: WardDep) -> Any:
     """L7: hold escalation."""
     acted = await ward.hold(infusion_id, actor=user.name)
     return await _answer(ward, infusion_id, acted)
 
 
-@router.post("/{infusion_id}/release", responses=ACTION)
+@router.post("/{infusion_id}/release", response_model=None, responses=ACTED)
 async def release(infusion_id: InfusionId, user: Clinician, ward: WardDep) -> Any:
     """L7: release the hold."""
     acted = await ward.release(infusion_id, actor=user.name)
     return await _answer(ward, infusion_id, acted)
 
 
-@router.post("/{infusion_id}/bag", responses=ACTION)
+@router.post("/{infusion_id}/bag", response_model=None, responses=ACTED)
 async def new_bag(infusion_id: InfusionId, body: BagIn, user: Nurse, ward: WardDep) -> Any:
     """L9: a new bag."""
     acted = await ward.new_bag(infusion_id, body.prepared_at, actor=user.name)
     return await _answer(ward, infusion_id, acted)
 
 
-@router.post("/{infusion_id}/stop", responses=ACTION)
+@router.post("/{infusion_id}/stop", response_model=None, responses=ACTED)
 async def stop(infusion_id: InfusionId, body: ReasonIn, user: Nurse, ward: WardDep) -> Any:
     """Stop for good, with a reason."""
     acted = await ward.stop(infusion_id, body.reason, actor=user.name)
     return await _answer(ward, infusion_id, acted)
 
 
-@router.post("/{infusion_id}/alarms/{alarm}/clear", responses=ACTION)
+@router.post("/{infusion_id}/alarms/{alarm}/clear", response_model=None, responses=ACTED)
 async def clear_alarm(infusion_id: InfusionId, alarm: AlarmName, user: Nurse, ward: WardDep) -> Any:
     """A1: acknowledge a latched alarm; never starts the pump."""
     if alarm in CLINICIAN_ONLY and user.role is not Role.CLINICIAN:
@@ -279,7 +299,7 @@ async def clear_alarm(infusion_id: InfusionId, alarm: AlarmName, user: Nurse, wa
     return await _answer(ward, infusion_id, acted)
 
 
-@router.post("/{infusion_id}/alarms/{alarm}/acknowledge", responses=ACTION)
+@router.post("/{infusion_id}/alarms/{alarm}/acknowledge", response_model=None, responses=ACTED)
 async def acknowledge_alarm(
     infusion_id: InfusionId, alarm: AlarmKind, user: Nurse, ward: WardDep
 ) -> Any:
