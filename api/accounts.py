@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from api.auth import User
 from api.throttle import WINDOW_S, Throttle
 from pumpctl.clock import Clock
-from pumpctl.credentials import dummy_check, new_token, token_digest, verify_password
+from pumpctl.credentials import SessionSeal, dummy_check, token_digest, verify_password
 from pumpctl.settings import Role
 from pumpctl.store import AccountAudit, Store
 from pumpctl.store.accounts import AccountBook, AccountRow, Snapshot
@@ -182,6 +182,7 @@ class AccountDirectory:
         self._snapshot = Snapshot({}, {})
         self._by_name: dict[str, AccountRow] = {}
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self.seal = SessionSeal()  # signs this kernel's session tokens (credentials.py)
         self._failing = False
         #: where the sign-ins are audited (set by the kernel once its clock is final)
         self.trail: AccountTrail | None = None
@@ -238,11 +239,13 @@ class AccountDirectory:
         """The user of a session's or a machine's token, or None (unknown, ended, revoked,
         its account disabled)."""
         digest = token_digest(token)
-        session = self._sessions.get(digest)
-        if session is not None:
-            account = self._account_of(session, self._clock())
-            if account is None:
-                del self._sessions[digest]
+        ends_ms = self.seal.opened(token)
+        if ends_ms is not None:  # signed here: a session's token, held or ended
+            now = self._clock()
+            session = self._sessions.get(digest)
+            account = None if session is None else self._account_of(session, now)
+            if account is None or now * 1000 >= ends_ms:
+                self._sessions.pop(digest, None)
                 return None
             return User(account.name, Role(account.role))
         account_id = self._snapshot.tokens.get(digest)
@@ -304,10 +307,9 @@ class AccountDirectory:
             return None
         self.names.succeeded(key)
         self._audit(AccountAudit.SIGNED_IN, actor=account.name, address=address, role=account.role)
-        token = new_token()
-        self._sessions[token_digest(token)] = _Session(
-            account.id, account.changed_at, self._clock() + self.session_max_s
-        )
+        ends = self._clock() + self.session_max_s
+        token = self.seal.token(int(ends * 1000))
+        self._sessions[token_digest(token)] = _Session(account.id, account.changed_at, ends)
         while len(self._sessions) > MAX_SESSIONS:
             self._sessions.popitem(last=False)
         expires_at = self._wall() + timedelta(seconds=self.session_max_s)

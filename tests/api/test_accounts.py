@@ -16,6 +16,7 @@ does) instead of waiting for the loop.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import sqlite3
@@ -32,7 +33,7 @@ from fastapi.testclient import TestClient
 from api.accounts import AccountDirectory, AccountTrail
 from api.app import create_app
 from pumpctl.clock import VirtualClock
-from pumpctl.credentials import hash_password, new_token, token_digest
+from pumpctl.credentials import SessionSeal, hash_password, new_token, token_digest
 from pumpctl.store import AccountAudit, Store, migrate
 from pumpctl.store.accounts import AccountBook
 from pumpctl.store.chain import verify
@@ -379,3 +380,55 @@ def test_the_sign_in_input_is_422_naming_the_field_never_echoed(
     assert [e["loc"] for e in r.json()["detail"]] == [["body", field]]
     for value in body.values():
         assert not value or value not in r.text
+
+
+def test_a_session_token_is_signed_and_carries_its_end(
+    client: TestClient, book: AccountBook
+) -> None:
+    """Issue 20, "signed sessions that expire": a session's token is `<random>.<end>.<HMAC>`
+    by a key of the kernel's process; one altered (its end pushed back, its signature or its
+    random part changed), or signed by another process's key, is refused (401) though the
+    kernel still holds the session; one past the end it carries is refused."""
+    book.add("nina.k", "nurse", hash_password(PASSWORD))
+    seen(client)
+    token = sign_in(client, "nina.k")[1]["token"]
+    random_part, ends, signature = token.split(".")
+    assert len(random_part) == 43
+    assert int(ends) > 0
+    seal = directory(client).seal
+    assert seal.opened(token) == int(ends)
+    later = str(int(ends) + 3_600_000)
+    other = SessionSeal()
+    for forged in (
+        f"{random_part}.{later}.{signature}",  # its end pushed back an hour
+        f"{random_part}.{ends}.{signature[:-2]}AA",  # its signature changed
+        f"{new_token()}.{ends}.{signature}",  # another random part
+        other.token(int(ends)),  # another kernel's key
+        f"{random_part}.{ends}",  # no signature
+    ):
+        assert seal.opened(forged) is None, forged
+        assert client.get("/api/v1/me", headers=bearer(forged)).status_code == 401, forged
+    assert client.get("/api/v1/me", headers=bearer(token)).status_code == 200  # still good
+
+
+def test_a_session_past_the_end_its_token_carries_is_refused(
+    book: AccountBook, tmp_path: Path
+) -> None:
+    """The end a token carries is checked on the kernel's monotonic clock by itself: past it
+    the token is refused even were the session table to hold the session longer."""
+    now = [1000.0]
+    app = create_app(app_settings(tmp_path, session_max_s=60))
+    with TestClient(app, base_url="http://gateway") as client:
+        found = directory(client)
+        found._clock = lambda: now[0]
+        book.add("nina.k", "nurse", hash_password(PASSWORD))
+        seen(client)
+        token = sign_in(client, "nina.k")[1]["token"]
+        assert token.split(".")[1] == str(1_060_000)  # now + 60 s, in milliseconds
+        digest = token_digest(token)
+        found._sessions[digest] = dataclasses.replace(found._sessions[digest], ends=now[0] + 1e6)
+        now[0] += 59.0
+        assert client.get("/api/v1/me", headers=bearer(token)).status_code == 200
+        now[0] += 1.0
+        assert client.get("/api/v1/me", headers=bearer(token)).status_code == 401
+        assert digest not in found._sessions  # ended, not kept
