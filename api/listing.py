@@ -2,7 +2,10 @@
 kernel's event loop, which every stop passes through).
 
 Building the list reads every infusion from the store and computes each one's public view (its
-plan, next step, time left): work that grows with the ward's history. Done on the loop for every
+plan, next step, time left): work that grows with the ward's history. So a finished infusion's
+view is kept once built, and its stored state (whose parse is most of a read's cost: about
+25 ms for 150 infusions, all of it holding the interpreter's lock the kernel's loop needs) is
+not read again while nothing changed it (`Store.infusions_but`). Done on the loop for every
 request, a few clients asking it as fast as they are answered put the nurse's press at 6x its
 floor (bench/isolation.py, get-flood). So the list is built off the loop (the store's reader
 threads: its read and the views, bounded as every read is), at most one build per filter at a
@@ -105,26 +108,48 @@ class InfusionList:
 
     async def _build(self, key: Key, stamp: _Built) -> _Built:
         state, pump_id = key
-        read_at = self.ward.changes_since(0)[0]  # the ward's change count before the read
-        facts = await self.ward.all_facts(pump_id)  # a reader thread, bounded
-        finished = self._finished_views()  # after the read: none the ward changed since
+        for _attempt in range(2):
+            read_at = self.ward.changes_since(0)[0]  # the ward's change count before the read
+            finished = self._finished_views()  # none the ward changed up to `read_at`
+            ids, facts = await self.ward.all_facts(pump_id, kept=finished.keys())
+            _now, since = self.ward.changes_since(read_at)
+            if since is not None and not since & finished.keys():
+                return await self._encode(
+                    state, ids, facts=facts, finished=finished, since=since, stamp=stamp
+                )
+            # a kept view changed during the read: once more, that one read afresh
+        ids, facts = await self.ward.all_facts(pump_id)
+        _now, since = self.ward.changes_since(read_at)
+        return await self._encode(state, ids, facts=facts, finished={}, since=since, stamp=stamp)
 
-        def encode() -> tuple[bytes, dict[int, tuple[str, bytes]]]:  # CPU, on a reader thread
-            parts: list[bytes] = []
+    async def _encode(
+        self,
+        state: str | None,
+        ids: list[int],
+        *,
+        facts: list[InfusionFacts],
+        finished: dict[int, tuple[str, bytes]],
+        since: set[int] | None,
+        stamp: _Built,
+    ) -> _Built:
+        """The list in `ids`' order: the kept views of finished infusions as they are, the
+        others' views computed (on a reader thread: CPU)."""
+
+        def encode() -> tuple[bytes, dict[int, tuple[str, bytes]]]:
             made: dict[int, tuple[str, bytes]] = {}
             for f in facts:
-                done = finished.get(f.stored.id)
-                if done is None:
-                    view = facts_view(self.ward, f)
-                    done = (str(view["state"]), json.dumps(view, separators=(",", ":")).encode())
-                    if _finished(self.ward, f):
-                        made[f.stored.id] = done
-                if state is None or done[0] == state:
-                    parts.append(done[1])
-            return b"[" + b",".join(parts) + b"]", made
+                view = facts_view(self.ward, f)
+                done = (str(view["state"]), json.dumps(view, separators=(",", ":")).encode())
+                made[f.stored.id] = done
+            parts: list[bytes] = []
+            for i in ids:
+                shown = finished.get(i) or made.get(i)
+                if shown is not None and (state is None or shown[0] == state):
+                    parts.append(shown[1])
+            fresh = {f.stored.id: made[f.stored.id] for f in facts if _finished(self.ward, f)}
+            return b"[" + b",".join(parts) + b"]", fresh
 
         body, made = await self.ward.read(encode, what="the infusions")
-        _now, since = self.ward.changes_since(read_at)
         if since is not None:  # a view made from a read older than a change is not kept
             self._finished.update((i, v) for i, v in made.items() if i not in since)
         while len(self._finished) > FINISHED_KEPT:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -288,16 +288,19 @@ class Ward:
 
         return await self.read(read, what=f"infusion {infusion_id}")
 
-    async def all_facts(self, pump_id: str | None = None) -> list[InfusionFacts]:
-        """`facts` of every infusion (of `pump_id`), newest first, in one read."""
+    async def all_facts(
+        self, pump_id: str | None = None, *, kept: Collection[int] = ()
+    ) -> tuple[list[int], list[InfusionFacts]]:
+        """Every infusion's id (of `pump_id`), newest first, and the `facts` of each but those
+        in `kept` (the caller keeps what it needs of them), in one read."""
 
-        def read() -> list[InfusionFacts]:
+        def read() -> tuple[list[int], list[InfusionFacts]]:
             alarms: dict[int | None, list[Alarm]] = {}
             for alarm in self.store.open_alarms(pump_id=pump_id):  # one query for all of them
                 alarms.setdefault(alarm.infusion_id, []).append(alarm)
-            infusions = self.store.infusions(pump_id=pump_id)
+            ids, infusions = self.store.infusions_but(kept, pump_id=pump_id)
             courses, patients = self.store.courses_and_patients(s.course_id for s in infusions)
-            return [
+            return ids, [
                 InfusionFacts(
                     stored,
                     patients[courses[stored.course_id].patient_id],

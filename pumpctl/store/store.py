@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -793,6 +793,26 @@ class Store:
                 query = query.where(Infusion.course_id == course_id)
             rows = session.exec(query.order_by(col(Infusion.id).desc()))
             return [self._stored(row) for row in rows]
+
+    def infusions_but(
+        self, kept: Collection[int], *, pump_id: str | None = None
+    ) -> tuple[list[int], list[StoredInfusion]]:
+        """Every infusion's id (of `pump_id`), newest first, and the infusions themselves but
+        those in `kept` (whose caller keeps what it needs of them): parsing a stored state is
+        the costly part of a read, and a ward's history grows while its live infusions do not
+        (api/listing.py keeps the finished ones' views)."""
+        with self._read() as session:
+            query = select(Infusion.id)
+            if pump_id is not None:
+                query = query.where(Infusion.pump_id == pump_id)
+            ids = [i for i in session.exec(query.order_by(col(Infusion.id).desc())) if i]
+            wanted = [i for i in ids if i not in kept]
+            found: dict[int, StoredInfusion] = {}
+            for chunk in _chunks(wanted):
+                for row in session.exec(select(Infusion).where(col(Infusion.id).in_(chunk))):
+                    stored = self._stored(row)
+                    found[stored.id] = stored
+            return ids, [found[i] for i in wanted if i in found]
 
     def patient(self, patient_id: int) -> Patient:
         """One patient."""

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from conftest import HOUR, ApiSteps
+
+from pumpctl.store.store import Store
 
 
 def test_a_first_infusion_shows_its_plan_bag_and_time_left(ward: ApiSteps) -> None:
@@ -82,3 +87,37 @@ def test_a_finished_infusion_is_listed_as_it_is_shown_alone_and_filtered_by_its_
     [reported] = [v for v in ward.get("/infusions") if v["id"] == done]
     assert [r["grade"] for r in reported["reactions"]] == [1]
     assert reported == ward.get(f"/infusions/{done}")
+
+
+def test_a_finished_infusions_stored_state_is_not_read_again_while_nothing_changed_it(
+    ward: ApiSteps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18: parsing a stored state is most of a list build's cost, all of it holding the
+    interpreter's lock the kernel's loop needs. Once a finished infusion's view is kept, a list
+    built after a change elsewhere reads (parses) only the others; a change to the finished
+    one reads it again; the pump filter keeps the kept views in their place."""
+    done = ward.started(ward.patient("MRN-DONE"))
+    ward.post(f"/infusions/{done}/stop", "nurse", {"reason": "the patient asked"})
+    running = ward.started(ward.patient("MRN-RUNNING"))  # on the same pump: done's unheld
+    listed = ward.get("/infusions")
+    assert [v["id"] for v in listed] == [running, done]  # the finished one's view now kept
+    assert not listed[1]["supervised"]
+    parsed: list[int] = []
+    stored = Store._stored
+
+    def counted(row: Any) -> Any:
+        parsed.append(row.id)
+        return stored(row)
+
+    monkeypatch.setattr(Store, "_stored", staticmethod(counted))
+    ward.post(f"/infusions/{running}/hold", "clinician")  # the running one changes (L7)
+    parsed.clear()  # (the hold's own answer read the running one)
+    assert [v["id"] for v in ward.get("/infusions")] == [running, done]
+    assert parsed == [running]
+    assert [v["id"] for v in ward.get("/infusions?pump_id=pump-1")] == [running, done]
+    assert ward.get("/infusions?pump_id=pump-2") == []
+    ward.post(f"/infusions/{done}/reactions", "nurse", {"grade": 1, "signs": ["other"]}, 201)
+    parsed.clear()
+    listed = {v["id"]: v for v in ward.get("/infusions")}
+    assert done in parsed  # changed: read again
+    assert [r["grade"] for r in listed[done]["reactions"]] == [1]
