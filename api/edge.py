@@ -49,6 +49,11 @@ MAX_CONNECTIONS = 1000
 MAX_PER_PEER = 64
 #: Seconds an idle keep-alive connection is kept.
 KEEP_ALIVE_S = 5
+#: Seconds a stop of the web side waits for its connections to end (uvicorn's
+#: `timeout_graceful_shutdown`; none by default: a TLS client that never answers the close, or a
+#: live-event stream, held every stop of the web side for as long as it liked: 10 s per
+#: HTTPS test's teardown, measured on tests/page/test_page_https.py).
+GRACEFUL_S = 2.0
 
 _per_peer: Counter[str] = Counter()
 _log = logging.getLogger("pumpctl.web")
@@ -138,6 +143,7 @@ def uvicorn_options() -> dict[str, Any]:
     return {
         "http": EdgeProtocol,
         "timeout_keep_alive": KEEP_ALIVE_S,
+        "timeout_graceful_shutdown": GRACEFUL_S,
         "h11_max_incomplete_event_size": HEAD_MAX_BYTES,
         "backlog": 512,
     }

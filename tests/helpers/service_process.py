@@ -121,12 +121,13 @@ class Service:
             self.http = None
 
     async def stop(self) -> None:
-        """SIGTERM and wait (bounded); SIGKILL if it does not end."""
-        if self.process is not None:
-            await terminate(self.process)
+        """SIGTERM and wait (bounded); SIGKILL if it does not end. The test's own client goes
+        first: its idle keep-alive connection is not one the service should wait for."""
         if self.http is not None:
             await self.http.aclose()
             self.http = None
+        if self.process is not None:
+            await terminate(self.process)
 
     async def api(
         self, method: str, path: str, role: str, body: Any = None, expect: int = 200
