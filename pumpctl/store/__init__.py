@@ -6,7 +6,9 @@ ledger and the append-only audit trail (A3, A4, I10, L8, I8), on SQLite or Postg
   `migrate` runs them from code (`pumpctl db upgrade / downgrade / current`).
 - `engine`: SQLite (WAL, synchronous=FULL, foreign keys) and PostgreSQL (psycopg) engines.
 - `location`: the embedded default, `sqlite:///<data dir>/pumpctl.db`.
-- `store`: `Store`, the repository the controller uses.
+- `store`: `Store`, the repository the controller uses: a facade over one repository an
+  aggregate, `patients`, `infusions` (with the command ledger and alarms) and `trail` (the
+  audit trail, below both), on `base` (the engine and its transactions).
 - `chain`: the audit trail's hash chain (each row hashed with the one before it) and its
   verification (`pumpctl audit verify`); `auditwatch`: the kernel's watch over it (/health).
 - `sqltypes`: aware UTC instants, the JSON encoder of audit data.
