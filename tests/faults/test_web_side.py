@@ -483,11 +483,22 @@ async def test_i1_a_flood_of_list_reads_stays_on_the_web_side_and_a_press_shows_
     infusion = await service.running("pump-1", "MRN-GETFLOOD")
     headers = {"Authorization": f"Bearer {TOKENS['clinician']}"}
     before = await kernel_list_requests(service)
+    resent: list[int] = []
+
+    async def read(flood: httpx.AsyncClient) -> httpx.Response:
+        """A GET sent again once when its keep-alive connection was closed by the server as it
+        left (HTTP's own race, which browsers answer the same way; seen on a loaded CI
+        machine), and counted: a server dropping connections would show as many."""
+        try:
+            return await flood.get("/api/v1/infusions", headers=headers)
+        except (httpx.ReadError, httpx.RemoteProtocolError):
+            resent.append(1)
+            return await flood.get("/api/v1/infusions", headers=headers)
+
     async with _hostile_client(service, 32) as flood:
-        answers = await asyncio.gather(
-            *(flood.get("/api/v1/infusions", headers=headers) for _ in range(600))
-        )
+        answers = await asyncio.gather(*(read(flood) for _ in range(600)))
     assert {a.status_code for a in answers} == {200}
+    assert len(resent) <= 6, f"{len(resent)} of 600 reads lost their connection"
     assert {tuple(i["id"] for i in a.json()) for a in answers} == {(infusion,)}
     during = await kernel_list_requests(service) - before
     assert during < 60, during  # at most one per change or per second, not one per read
