@@ -21,6 +21,9 @@ from drivers.serial.codec import STX, Reply
 from pumpctl.clock import VirtualClock
 from simulator.serial_server import WireEvent
 
+#: The reply bound of the noise tests: "answered at the first attempt" is about the noise, not
+#: the wire's speed (a loaded CI run once took longer than the tests' usual 0.15 s).
+NOISE_REPLY_TIMEOUT_S = 2.0
 #: STX, then a safe-frame length byte announcing 30 bytes of payload: a frame that never ends.
 BROKEN_START = bytes([STX, 30]) + b"00S"
 
@@ -46,7 +49,7 @@ async def send_noise(env: SerialEnv, monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_noise_before_a_request_does_not_swallow_its_reply(
     clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with serial_env(clock, safe_mode_s=5) as env:
+    async with serial_env(clock, safe_mode_s=5, reply_timeout_s=NOISE_REPLY_TIMEOUT_S) as env:
         await env.driver.set_rate(42)
         await send_noise(env, monkeypatch)
         before = env.line.stats.timeouts
@@ -58,7 +61,7 @@ async def test_noise_before_a_request_does_not_swallow_its_reply(
 async def test_noise_in_basic_mode_does_not_swallow_the_reply(
     clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with serial_env(clock, safe_mode_s=0) as env:
+    async with serial_env(clock, safe_mode_s=0, reply_timeout_s=NOISE_REPLY_TIMEOUT_S) as env:
         await env.driver.set_rate(7)
         await send_noise(env, monkeypatch)
         before = env.line.stats.timeouts
