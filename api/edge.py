@@ -192,7 +192,9 @@ class PeerTurns:
                     await send(message)
 
                 await self.app(scope, receive, sent)
-        except NoTurn:
+        except NoTurn as refused:
+            if refused.turns is not self._turns:  # another limit's, inside the app: not ours
+                raise
             await _busy(send, self.working, self.wait_s)
 
 

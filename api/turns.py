@@ -19,7 +19,12 @@ __all__ = ["KeyedTurns", "NoTurn"]
 
 
 class NoTurn(Exception):  # noqa: N818 - a refusal, said by the caller
-    """No turn of the key came within the wait (never raised by the block itself)."""
+    """No turn of the key came within the wait (never raised by the block itself); `turns`
+    names whose turns they were, so a caller wrapping other code tells its own apart."""
+
+    def __init__(self, turns: KeyedTurns, key: str) -> None:
+        super().__init__(key)
+        self.turns = turns
 
 
 class KeyedTurns:
@@ -47,7 +52,7 @@ class KeyedTurns:
                 async with asyncio.timeout(self.wait_s):
                     await turn.acquire()
             except TimeoutError:
-                raise NoTurn(key) from None
+                raise NoTurn(self, key) from None
             held = True
 
             def release() -> None:
