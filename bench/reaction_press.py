@@ -12,6 +12,13 @@ over `--link mqtt` (a private Mosquitto started here on a free port, as bench/fl
 19200 baud wire-time emulation on: `PUMPCTL_SIM_WIRE_TIME=true`, so each exchange takes as long as
 it would on a real RS-232 line).
 
+`--simulator process` (MQTT only, issue 21) runs the pumps as a gateway meets them instead: in a
+process of their own (`pumpctl simulate mqtt --pumps N --broker ...`, contract 2, one shared
+connection), the service started as users start it against real pumps (`pumpctl serve --pump
+pump-I=mqtt://HOST:PORT/pump-I ...`, the real clock, no `--simulate`), so the service's event
+loop carries no simulated pump. On the real clock an infusion is running once the pump confirmed
+its start (no virtual time to advance).
+
 Floors, measured in the same run, interleaved with the presses (one of each after every press):
 
 - http: `GET /api/v1/me` through the same uvicorn and the same keep-alive connection (auth, no
@@ -27,6 +34,7 @@ Goal (issue 9): press p99 within 2x (http floor p99 + transport floor p99). Prin
 asserts nothing. Run from the checkout:
 
     .venv/bin/python bench/reaction_press.py [--presses 1000] [--pumps 10 100] [--links mqtt serial]
+        [--simulator service process]
 """
 
 from __future__ import annotations
@@ -100,17 +108,46 @@ async def service(
     directory: Path | None = None,
     database: str | None = None,
     env: Mapping[str, str] | None = None,
+    own_process: bool = False,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """`pumpctl serve` in a process of its own; yields a keep-alive client on it. Its log
     (`serve-PORT.log`) and SQLite file (`pumpctl-PORT.db`) go to `directory`, else to a
-    temporary one; `database` (a URL) replaces that file; `env` is added to its environment."""
+    temporary one; `database` (a URL) replaces that file; `env` is added to its environment.
+    With `own_process` its N pumps are MQTT pumps pump-1..pump-N served by another process
+    (`pumpctl simulate mqtt`) through the broker on `broker_port`, on the real clock."""
+    kw: dict[str, Any] = {"database": database, "env": env, "own_process": own_process}
     if directory is not None:
-        async with _started(n, link, broker_port, str(directory), database=database, env=env) as c:
+        async with _started(n, link, broker_port, str(directory), **kw) as c:
             yield c
         return
     with tempfile.TemporaryDirectory() as tmp:
-        async with _started(n, link, broker_port, tmp, database=database, env=env) as client:
+        async with _started(n, link, broker_port, tmp, **kw) as client:
             yield client
+
+
+async def _terminate(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM `proc` and wait (bounded), SIGKILL if it does not end."""
+    if proc.returncode is None:
+        proc.terminate()
+        try:
+            async with asyncio.timeout(20):
+                await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+def _pump_args(n: int, link: str, broker_port: int | None, *, own_process: bool) -> list[str]:
+    """The service's pumps: simulated inside it on the virtual clock, or (`own_process`) N MQTT
+    pumps of another process named by URL, on the real clock, as a gateway's real pumps are."""
+    if own_process:
+        assert broker_port is not None
+        urls = (f"pump-{i}=mqtt://{HOST}:{broker_port}/pump-{i}" for i in range(1, n + 1))
+        return [arg for url in urls for arg in ("--pump", url)]
+    args = ["--simulate", str(n), "--clock", "virtual", "--link", link]
+    if broker_port is not None:
+        args += ["--broker", f"{HOST}:{broker_port}"]
+    return args
 
 
 @asynccontextmanager
@@ -123,20 +160,27 @@ async def _started(
     *,
     database: str | None = None,
     env: Mapping[str, str] | None = None,
+    own_process: bool = False,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """One attempt at the service (another on a new port when it exits before it is up: the
     free port found here may be taken by then)."""
     port = free_port()
     args = [
         str(ROOT / ".venv" / "bin" / "pumpctl"), "serve",
-        "--simulate", str(n), "--clock", "virtual", "--link", link,
         "--host", HOST, "--port", str(port),
         "--database", database or f"sqlite:///{tmp}/pumpctl-{port}.db",
+        *_pump_args(n, link, broker_port, own_process=own_process),
     ]  # fmt: skip
-    if broker_port is not None:
-        args += ["--broker", f"{HOST}:{broker_port}"]
     environ = {**os.environ, "PUMPCTL_API_TOKENS": TOKENS, "PUMPCTL_SIM_WIRE_TIME": "true"}
     environ.update(env or {})
+    if own_process:  # against real pumps the service migrates nothing itself: as users do
+        url = database or f"sqlite:///{tmp}/pumpctl-{port}.db"
+        upgrade = await asyncio.create_subprocess_exec(
+            str(ROOT / ".venv" / "bin" / "pumpctl"), "db", "upgrade", "--database", url,
+            env=environ, stdout=asyncio.subprocess.DEVNULL, cwd=tmp,
+        )  # fmt: skip
+        if await upgrade.wait() != 0:
+            raise SystemExit(f"pumpctl db upgrade --database {url} failed")
     log = (Path(tmp) / f"serve-{port}.log").open("wb")
     proc = await asyncio.create_subprocess_exec(
         *args, env=environ, stdout=log, stderr=asyncio.subprocess.STDOUT, cwd=tmp
@@ -165,27 +209,45 @@ async def _started(
                 yield client
                 return
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                async with asyncio.timeout(20):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await _terminate(proc)
         log.close()
     async with _started(
-        n, link, broker_port, tmp, attempts - 1, database=database, env=env
+        n, link, broker_port, tmp, attempts - 1, database=database, env=env, own_process=own_process
     ) as client:
         yield client
+
+
+@asynccontextmanager
+async def simulator_process(n: int, broker_port: int) -> AsyncIterator[None]:
+    """`pumpctl simulate mqtt --pumps N` in a process of its own (contract 2, the real clock),
+    up once it printed its first line (the broker, topics, control port)."""
+    proc = await asyncio.create_subprocess_exec(
+        str(ROOT / ".venv" / "bin" / "pumpctl"), "simulate", "mqtt",
+        "--pumps", str(n), "--broker", f"{HOST}:{broker_port}",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(READY_BOUND_S):
+            first = await proc.stdout.readline()
+        if not first:
+            raise SystemExit(f"pumpctl simulate mqtt exited ({await proc.wait()})")
+        drain = asyncio.create_task(proc.stdout.read(), name="simulator stdout")
+        try:
+            yield
+        finally:
+            drain.cancel()
+    finally:
+        await _terminate(proc)
 
 
 class ApiSteps:
     """The clinical steps over HTTP (as tests/api/conftest.py does them)."""
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: httpx.AsyncClient, *, virtual: bool = True) -> None:
         self.c = client
         self.patients = 0
+        self.virtual = virtual  # on the real clock nothing advances time: the pump's pace
 
     async def post(self, path: str, role: str, body: Any = None, expect: int = 200) -> Any:
         r = await self.c.post(f"/api/v1{path}", json=body, headers=AUTH[role])
@@ -215,7 +277,10 @@ class ApiSteps:
         for _ in range(200):
             if (await self.get(f"/infusions/{infusion_id}"))["state"] == "running":
                 return infusion_id
-            await self.post("/sim/advance", "admin", {"seconds": 1})
+            if self.virtual:
+                await self.post("/sim/advance", "admin", {"seconds": 1})
+            else:
+                await asyncio.sleep(0.05)  # a bench polling the real pump's confirmation
         raise SystemExit(f"infusion {infusion_id} on {pump} never ran")
 
 
@@ -285,18 +350,21 @@ def disk_floor(directory: str) -> Iterator[Callable[[], float]]:
         db.close()
 
 
-async def case(n: int, link: str, presses: int) -> dict[str, Any]:
-    """One service with `n` pumps over `link`; `presses` presses and the floors."""
+async def case(n: int, link: str, presses: int, *, own_process: bool = False) -> dict[str, Any]:
+    """One service with `n` pumps over `link` (with `own_process`, MQTT pumps simulated in a
+    process of their own); `presses` presses and the floors."""
     async with AsyncExitStack() as stack:
         broker: int | None = None
         if link == "mqtt":
             broker = await stack.enter_async_context(mosquitto())
             transport = await stack.enter_async_context(mqtt_floor(broker))
+            if own_process:
+                await stack.enter_async_context(simulator_process(n, broker))
         else:
             transport = await stack.enter_async_context(serial_floor())
-        client = await stack.enter_async_context(service(n, link, broker))
+        client = await stack.enter_async_context(service(n, link, broker, own_process=own_process))
         disk = stack.enter_context(disk_floor(stack.enter_context(tempfile.TemporaryDirectory())))
-        ward = ApiSteps(client)
+        ward = ApiSteps(client, virtual=not own_process)
         t_setup = time.perf_counter()
         pumps = [f"pump-{i}" for i in range(1, n + 1)]
         running = {p: await ward.started(p) for p in pumps}
@@ -334,7 +402,7 @@ async def case(n: int, link: str, presses: int) -> dict[str, Any]:
         window_s = time.perf_counter() - t0
     return {
         "pumps": n,
-        "link": link,
+        "link": link + ("/own" if own_process else ""),
         "presses": len(press_ms),
         "setup_s": setup_s,
         "window_s": window_s,
@@ -356,13 +424,13 @@ def row(f: dict[str, Any]) -> str:
     inner = percentile(f["answered"], 99) if f["answered"] else float("nan")
     d99 = percentile(f["disk"], 99)
     return (
-        f"{f['link']:<6} {f['pumps']:>5} {f['presses']:>7} {p50:8.2f} {p99:8.2f} {inner:9.2f}"
+        f"{f['link']:<9} {f['pumps']:>5} {f['presses']:>7} {p50:8.2f} {p99:8.2f} {inner:9.2f}"
         f" {h50:7.2f} {h99:7.2f} {w50:7.2f} {w99:7.2f} {d99:7.2f} {p99 / floor:6.2f}x {verdict:>5}"
         f" {len(f['odd']):>4} {f['setup_s']:7.1f} {f['window_s']:8.1f}"
     )
 
 
-async def main(pumps: list[int], links: list[str], presses: int) -> None:
+async def main(pumps: list[int], links: list[str], presses: int, simulators: list[str]) -> None:
     print(
         f"reaction press: POST .../reactions until its answer, real uvicorn (pumpctl serve"
         f" --clock virtual), {presses} presses per case, each on a fresh infusion; {os.cpu_count()}"
@@ -374,15 +442,22 @@ async def main(pumps: list[int], links: list[str], presses: int) -> None:
         " pty line, 19200 baud wire time emulated"
     )
     print(
-        "link   pumps presses  p50 ms   p99 ms  svc p99  http50  http99  wire50  wire99"
+        "link      pumps presses  p50 ms   p99 ms  svc p99  http50  http99  wire50  wire99"
         " disk99  p99/floors  goal  odd setup s window s"
     )
     results = []
+    print(
+        "link mqtt/own: the MQTT pumps simulated in a process of their own (`pumpctl simulate"
+        " mqtt`), the service on the real clock with `--pump` URLs, as against real pumps"
+    )
     for link in links:
-        for n in pumps:
-            f = await case(n, link, presses)
-            results.append(f)
-            print(row(f), flush=True)
+        for where in simulators:
+            if where == "process" and link != "mqtt":
+                continue  # a serial pump in a process of its own: not this bench's case
+            for n in pumps:
+                f = await case(n, link, presses, own_process=where == "process")
+                results.append(f)
+                print(row(f), flush=True)
     print(
         f"goal (issue 9): press p99 <= {GOAL_RATIO:g}x (http p99 + wire p99). svc p99: the"
         " service's own stop_confirmed_ms (from the request's arrival in the route)."
@@ -402,5 +477,12 @@ if __name__ == "__main__":
     parser.add_argument(
         "--links", nargs="+", choices=["mqtt", "serial"], default=["mqtt", "serial"]
     )
+    parser.add_argument(
+        "--simulator",
+        nargs="+",
+        choices=["service", "process"],
+        default=["service"],
+        help="MQTT pumps simulated inside the service (--simulate) or in a process of their own",
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.pumps, args.links, args.presses))
+    asyncio.run(main(args.pumps, args.links, args.presses, args.simulator))
