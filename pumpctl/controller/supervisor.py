@@ -6,8 +6,9 @@ clock; the decision's pump commands go to the driver, its audit events to the re
 is sent at once, on its own, ahead of the queue (I1); it never waits for the disk or for another
 command's answer, and it cancels the escalations still queued. Other commands go one at a time;
 one decided under a state that has since been stopped is dropped, not sent. Each command's fate
-goes back to the core as an event naming its id (A3). Readers use the cached status, never the
-wire.
+goes back to the core as an event naming its id (A3), then to the command's future (`fates`),
+registered before the command is sent: a route that waits for a stop's fate awaits those.
+Readers use the cached status, never the wire.
 
 Wire time (polling, the command timeout, the link timeout) runs on the event loop; clinical time
 (deadlines, the pump's expected completion) on the injected clock.
@@ -33,6 +34,7 @@ from pumpctl.controller.carry import (
     COMMAND_TIMEOUT_S,
     RATE_TOLERANCE_ML_H,
     VOLUME_TOLERANCE_ML,
+    Fate,
     carry,
     confirmation,
 )
@@ -136,9 +138,12 @@ class PumpSupervisor:
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
     _alarms_seen: frozenset[Alarm] = frozenset()
     _envelope_stops: int = 0
-    _news: asyncio.Condition = field(default_factory=asyncio.Condition)
-    _notifications: set[asyncio.Task[None]] = field(default_factory=set)
     _fates: set[asyncio.Handle] = field(default_factory=set)  # fates due next loop turn
+    # Each pump command's fate to come, keyed by (infusion id, command id): registered when the
+    # command is dispatched (before it is sent), resolved with its fate and removed then
+    # (`_fate`), cancelled when the supervisor lets the command go without one (`attach` of
+    # another infusion, the end of `run`). Bounded by the commands awaiting their fate.
+    _awaiting: dict[tuple[str, int], asyncio.Future[Fate]] = field(default_factory=dict)
     _closing: bool = False  # `run` is ending: no command starts
     _valid_at: float | None = None  # loop time of the last valid status (A2: not a bad read)
     # Whether the poller's looks may be answered from a status the pump pushed (MQTT contract
@@ -159,20 +164,23 @@ class PumpSupervisor:
         assert self.envelope_time is not None  # set in __post_init__
         return self.envelope_time()
 
-    async def wait_until(self, predicate: Callable[[PumpSupervisor], bool]) -> None:
-        """Return once `predicate(self)` holds, checked after every decision and status read
-        (bound it with a timeout)."""
-        async with self._news:
-            await self._news.wait_for(lambda: predicate(self))
+    def fates(self, command_ids: Iterable[int]) -> dict[int, asyncio.Future[Fate]]:
+        """The futures of those of `command_ids` (commands of the infusion supervised) still
+        awaiting their fate here, by command id: each is resolved with the command's fate event
+        (CommandConfirmed, CommandDenied, CommandUnconfirmed: A3), or cancelled when the
+        supervisor lets the command go without one (another infusion attached, `run` ended: a
+        restart then decides it from the pump's read, A4). A command whose fate is known, or
+        that was not dispatched here (sent before a restart), has none. Await them with
+        `asyncio.wait` (it never cancels them: other callers share them), under a timeout."""
+        if self.infusion_id is None:
+            return {}
+        found = ((i, self._awaiting.get((self.infusion_id, i))) for i in command_ids)
+        return {i: future for i, future in found if future is not None and not future.done()}
 
-    def _notify(self) -> None:
-        async def notify() -> None:
-            async with self._news:
-                self._news.notify_all()
-
-        task = asyncio.get_running_loop().create_task(notify())
-        self._notifications.add(task)
-        task.add_done_callback(self._notifications.discard)
+    def _let_go(self, keep: str | None = None) -> None:
+        """Cancel the futures of commands no fate will reach (those of infusion `keep` stay)."""
+        for key in [k for k in self._awaiting if k[0] != keep]:
+            self._awaiting.pop(key).cancel()
 
     # -- the infusion --------------------------------------------------------------------
 
@@ -194,6 +202,7 @@ class PumpSupervisor:
             )
         self._recovering = recovered
         self._alarms_seen = frozenset()
+        self._let_go(keep=infusion_id)  # a fate of the last infusion's commands goes nowhere
         self.infusion_id, self.state = infusion_id, state
         ladder = state.protocol.ladder
         self.envelope = SafetyEnvelope(
@@ -241,7 +250,6 @@ class PumpSupervisor:
             self._dispatch(decision)
         self._log(event, decision)
         self._changed.set()
-        self._notify()
         return decision
 
     def _flush(self) -> None:
@@ -320,6 +328,12 @@ class PumpSupervisor:
         self._check_idle()
 
     def _dispatch(self, decision: Decision, *, send: bool = True) -> None:
+        assert self.infusion_id is not None  # submit's
+        loop = asyncio.get_running_loop()
+        for sent in decision.pump_commands:  # each one's fate awaited before it is sent
+            key = (self.infusion_id, sent.id)
+            if key not in self._awaiting:  # (ids are unique; a broken decide's may not be)
+                self._awaiting[key] = loop.create_future()
         for command in decision.commands:
             if isinstance(command, StopPump):
                 self._send_stop(command)
@@ -361,7 +375,7 @@ class PumpSupervisor:
         self._stops.discard(task)
         self._check_idle()
 
-    def _fate_later(self, fate: Event) -> None:
+    def _fate_later(self, fate: Fate) -> None:
         infusion_id = self.infusion_id
 
         def deliver() -> None:
@@ -371,11 +385,21 @@ class PumpSupervisor:
         handle = asyncio.get_running_loop().call_soon(deliver)
         self._fates.add(handle)
 
-    def _fate(self, fate: Event, infusion_id: str | None) -> None:
-        """A fate goes to the infusion whose command it was (never to the next one)."""
-        if self.state is not None and infusion_id == self.infusion_id:
-            self.submit(fate)
-        self._check_idle()
+    def _fate(self, fate: Fate, infusion_id: str | None) -> None:
+        """A fate goes to the infusion whose command it was (never to the next one), then to
+        the command's future (whoever awaits it reads the state the fate left)."""
+        try:
+            if self.state is not None and infusion_id == self.infusion_id:
+                self.submit(fate)
+        finally:
+            self._resolve(infusion_id, fate)
+            self._check_idle()
+
+    def _resolve(self, infusion_id: str | None, fate: Fate) -> None:
+        """The future of the command `fate` names, resolved with it and removed."""
+        future = self._awaiting.pop((infusion_id or "", fate.command_id), None)
+        if future is not None and not future.done():
+            future.set_result(fate)
 
     def _pump_queue(self) -> None:
         unwritten = self._records or self._writing
@@ -528,7 +552,6 @@ class PumpSupervisor:
             self.restarted(status)
             return
         self.status = status
-        self._notify()
         bad = self.state is not None and self._bad_read(status)
         if not bad:
             self._valid_at = asyncio.get_running_loop().time()
@@ -650,9 +673,11 @@ class PumpSupervisor:
             return decision
         for sent in waiting:
             if _shows(sent, status, self.state.bag_volume_ml):
-                self.submit(confirmation(sent.id, status))
+                fate: Fate = confirmation(sent.id, status)
             else:  # a stop not shown is unconfirmed: sent again on every contact (A3)
-                self.submit(CommandUnconfirmed(command_id=sent.id))
+                fate = CommandUnconfirmed(command_id=sent.id)
+            self.submit(fate)
+            self._resolve(self.infusion_id, fate)  # one sent since the restart, if any
         for event in self._alarm_events(status.alarms):  # the pump's own alarms (a watchdog's)
             self.submit(event)
         self._watch(status)
@@ -663,11 +688,12 @@ class PumpSupervisor:
     async def run(self) -> None:
         """The supervisor's tasks (poller, watchdog, deadlines) until cancelled.
 
-        At the end, what it started ends with it: its commands, stops and notifications are
-        cancelled, a queued command is never started (a cancelled command would otherwise
-        start the next) but dropped, and so is a fate still due (it would decide, record and
-        start commands after the controller, and its store, have gone): a restart decides
-        what they leave outstanding from the pump's read (A4)."""
+        At the end, what it started ends with it: its commands and stops are cancelled, a
+        queued command is never started (a cancelled command would otherwise start the next)
+        but dropped, and so is a fate still due (it would decide, record and start commands
+        after the controller, and its store, have gone), and the futures of the fates that
+        will not come are cancelled (nobody awaits them for ever): a restart decides what they
+        leave outstanding from the pump's read (A4)."""
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._poller(), name=f"poller {self.pump.pump_id}")
@@ -676,7 +702,7 @@ class PumpSupervisor:
         finally:
             self._closing = True
             self._flush()
-            for task in (self._in_flight, *self._stops, *self._notifications):
+            for task in (self._in_flight, *self._stops):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -684,6 +710,7 @@ class PumpSupervisor:
             for handle in self._fates:
                 handle.cancel()
             self._fates.clear()
+            self._let_go()  # no fate comes now: nobody waits on one for ever
             self._queue.clear()  # never sent: a restart decides them from the pump's read (A4)
             self._closing = False  # ended: a later submit is served as before (settle, tests)
             self._check_idle()

@@ -8,7 +8,9 @@ records; readers use the supervisors' cached state and the store.
 The reaction button (architecture.md, "One press"): the supervisor sends the stop at once and
 records the decision after it; `report_reaction` answers once the stop is confirmed by the
 pump's read-back, or, when it is not confirmed within `stop_answer_s` (or at once when the link
-is already lost), as unconfirmed (A3: "Pump did not stop: clamp the line").
+is already lost), as unconfirmed (A3: "Pump did not stop: clamp the line"). It learns the stop's
+fate by awaiting the future the supervisor registered for that command before sending it
+(`PumpSupervisor.fates`), resolved by the fate.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pumpctl.core.machine import (
     AcknowledgeAlarm,
     BagReplaced,
     ClearAlarm,
+    CommandOp,
     DeadlineKind,
     Decision,
     Event,
@@ -43,6 +46,7 @@ from pumpctl.core.machine import (
     Release,
     Resolved,
     ResumeRequested,
+    SentCommand,
     SetRate,
     Start,
     Stop,
@@ -580,10 +584,12 @@ class Ward:
             raise Refused(Rule.A5, _busy(stored.pump_id, supervisor))
         supervisor.attach(str(infusion_id), state)
         decision = _checked(supervisor.submit(event))
+        # L3: answered once the start's commands have their fates and the pump runs (the run's
+        # confirmation ends STARTING), or a reaction or a stop ended it first
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.stop_answer_s):
-                await supervisor.wait_until(
-                    lambda s: s.state is not None and s.state.phase is not InfusionPhase.STARTING
+                await _until_fates(
+                    supervisor, lambda s: s.phase is not InfusionPhase.STARTING, _any_command
                 )
         return supervisor.state or decision.state
 
@@ -703,7 +709,7 @@ class Ward:
         if not supervisor.state.link_lost:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, self.stop_answer_s - (loop.time() - t0))):
-                    await supervisor.wait_until(_stop_settled)
+                    await _until_fates(supervisor, _stop_known, _a_stop)
         now_state = supervisor.state
         if now_state is not None and not now_state.stop_outstanding:
             elapsed = (loop.time() - t0) * 1000
@@ -851,9 +857,43 @@ def _plan_view(planned: Plan) -> tuple[list[dict[str, float]], str]:
     return steps, str(planned.row.kind)
 
 
-def _stop_settled(supervisor: PumpSupervisor) -> bool:
-    state = supervisor.state
-    return state is None or not state.stop_outstanding or state.stop_unconfirmed
+async def _until_fates(
+    supervisor: PumpSupervisor,
+    holds: Callable[[InfusionState], bool],
+    awaited: Callable[[SentCommand], bool],
+) -> None:
+    """Return once `holds(state)` is true of the supervisor's infusion, looked at now and again
+    at each fate of a command its state awaits that `awaited` names (the futures the supervisor
+    registered before sending them, `PumpSupervisor.fates`); at once when no such fate is left
+    to come, or the supervisor took another infusion. Bound it with a timeout.
+
+    Every way a stop's answer can change comes with such a fate (the core settles a command on
+    its fate, and marks a stop unconfirmed only on a stop's fate or when none is outstanding),
+    so looking at each one answers as soon as looking after every decision would."""
+    infusion_id = supervisor.infusion_id
+    while (state := supervisor.state) is not None and supervisor.infusion_id == infusion_id:
+        if holds(state):
+            return
+        fates = supervisor.fates(c.id for c in state.outstanding if awaited(c))
+        if not fates:
+            return  # no fate to come that could change it
+        await asyncio.wait(fates.values(), return_when=asyncio.FIRST_COMPLETED)
+
+
+def _stop_known(state: InfusionState) -> bool:
+    """A3: the stop's fate is known: none outstanding (confirmed), or one unconfirmed (the
+    pump not stopped: "clamp the line"), which also holds at once when a stop failed before
+    this one or another stop's fate shows it."""
+    return not state.stop_outstanding or state.stop_unconfirmed
+
+
+def _a_stop(command: SentCommand) -> bool:
+    return command.op is CommandOp.STOP
+
+
+def _any_command(command: SentCommand) -> bool:
+    del command
+    return True
 
 
 def _signs(signs: list[str]) -> list[Sign]:

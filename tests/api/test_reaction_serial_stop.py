@@ -9,7 +9,6 @@ silent (`no_reply`) or answer 1.8 s late (`late_reply_s`, the pump stopping at o
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -18,10 +17,12 @@ from typing import Any
 
 import pytest
 from conftest import AUTH, TOKENS, ApiSteps
+from decided import fate_of, until
 from fastapi.testclient import TestClient
 
 from api.app import create_app
 from pumpctl.controller.supervisor import PumpSupervisor
+from pumpctl.core.machine import CommandOp, CommandUnconfirmed
 from pumpctl.settings import Settings, parse_tokens
 
 COMMAND_TIMEOUT_S = 2.0
@@ -52,16 +53,33 @@ def service(tmp_path: Path) -> Iterator[TestClient]:
         yield client
 
 
-def _until(client: TestClient, infusion: int, holds: Callable[[PumpSupervisor], bool]) -> None:
-    """Wait (bounded, on the service's own loop) until the infusion's supervisor `holds`."""
+def _supervisor(client: TestClient, infusion: int) -> PumpSupervisor:
     supervisor = client.app.state.ward.live(infusion)  # type: ignore[attr-defined]
     assert supervisor is not None
+    return supervisor
+
+
+def _until(client: TestClient, infusion: int, holds: Callable[[PumpSupervisor], bool]) -> None:
+    """Wait (bounded, on the service's own loop) until the infusion's supervisor `holds`,
+    looked at after each of its decisions."""
+    supervisor = _supervisor(client, infusion)
 
     async def wait() -> None:
-        async with asyncio.timeout(BOUND_S):
-            await supervisor.wait_until(holds)
+        await until(supervisor, holds, BOUND_S)
 
     client.portal.call(wait)  # type: ignore[union-attr]
+
+
+def _stop_fates(client: TestClient, infusion: int) -> list[Any]:
+    """The fates of the stops the infusion awaits now, each awaited through its future."""
+    supervisor = _supervisor(client, infusion)
+
+    async def wait() -> list[Any]:
+        assert supervisor.state is not None
+        stops = [c.id for c in supervisor.state.outstanding if c.op is CommandOp.STOP]
+        return [await fate_of(supervisor, i, BOUND_S) for i in stops]
+
+    return client.portal.call(wait)  # type: ignore[union-attr,no-any-return]
 
 
 def _fault(ward: ApiSteps, fault: str, value: Any) -> None:
@@ -101,7 +119,9 @@ def test_A3_a_serial_stop_not_answered_is_a_202_only_after_the_timeout_and_a_ret
     ]
     assert stops, "no STP went out"
     assert stops[-1] - stops[0] >= COMMAND_TIMEOUT_S, f"STP sent over {stops[-1] - stops[0]:.2f} s"
-    _until(service, infusion, lambda s: s.state is not None and s.state.stop_unconfirmed)
+    fates = _stop_fates(service, infusion)  # the reaction's stop, still tried past the 202
+    assert all(isinstance(f, CommandUnconfirmed) for f in fates), fates
+    assert _supervisor(service, infusion).state.stop_unconfirmed  # type: ignore[union-attr]
     assert "pump_not_stopped" in ward.get(f"/infusions/{infusion}")["latched_alarms"]
     _clear(ward, "no_reply")
     _until(service, infusion, lambda s: s.state is not None and not s.state.stop_outstanding)

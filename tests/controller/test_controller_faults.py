@@ -8,7 +8,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import decided
 import pytest
+from decided import fate_of
 from supervised_env import HOUR, OTHER, supervised
 
 from drivers.base import Alarm, PumpState
@@ -16,12 +18,15 @@ from pumpctl.clock import VirtualClock
 from pumpctl.controller import PumpSupervisor
 from pumpctl.core.history import CourseState
 from pumpctl.core.machine import (
+    CommandConfirmed,
+    CommandUnconfirmed,
     InfusionPhase,
     MachineAlarm,
     ReactionReported,
     ResumeRequested,
     SetRate,
     Start,
+    StopPump,
 )
 
 #: Wire bound on what a test waits for (the driver's stop worst case is well inside it).
@@ -38,9 +43,18 @@ def latched(supervisor: PumpSupervisor) -> frozenset[str]:
 
 
 async def until(supervisor: PumpSupervisor, condition: Callable[[PumpSupervisor], bool]) -> None:
-    """Wait (wire time, bounded) until `condition(supervisor)` holds after a decision or a read."""
+    """Wait (wire time, bounded) until `condition(supervisor)` holds after a decision."""
+    await decided.until(supervisor, condition, WIRE_BOUND_S)
+
+
+async def idle(supervisor: PumpSupervisor) -> None:
+    """Wait (wire time, bounded) until no command is queued or in flight."""
     async with asyncio.timeout(WIRE_BOUND_S):
-        await supervisor.wait_until(condition)
+        await supervisor.wait_idle()
+
+
+def the_stop(decision: Any) -> int:
+    return next(c.id for c in decision.pump_commands if isinstance(c, StopPump))
 
 
 async def test_A3_I9_a_pump_that_does_not_answer_the_stop_is_the_loudest_alarm(
@@ -50,8 +64,10 @@ async def test_A3_I9_a_pump_that_does_not_answer_the_stop_is_the_loudest_alarm(
         supervisor.submit(Start(actor="nurse", course=CourseState()))
         await clock.advance(2 * HOUR + 600)
         pump_env.model.faults.no_reply = True
-        supervisor.submit(ReactionReported(grade=2, signs=OTHER, actor="nurse"))
-        await until(supervisor, lambda s: MachineAlarm.PUMP_NOT_STOPPED.value in latched(s))
+        reaction = supervisor.submit(ReactionReported(grade=2, signs=OTHER, actor="nurse"))
+        fate = await fate_of(supervisor, the_stop(reaction), WIRE_BOUND_S)
+        assert isinstance(fate, CommandUnconfirmed)
+        assert MachineAlarm.PUMP_NOT_STOPPED.value in latched(supervisor)
         assert pump_env.model.state is PumpState.RUNNING  # the pump really did not stop
         refused = supervisor.submit(ResumeRequested(actor="nurse"))
         assert refused.refusal is not None
@@ -115,7 +131,7 @@ async def test_I1_a_stop_cancels_what_is_still_queued(pump_env: Any, clock: Virt
         supervisor.submit(Start(actor="nurse", course=CourseState()))
         supervisor.submit(ReactionReported(grade=1, signs=OTHER, actor="nurse"))
         await clock.advance(0)
-        await until(supervisor, lambda s: s.idle)
+        await idle(supervisor)
         assert pump_env.model.state is not PumpState.RUNNING
         assert pump_env.model.status().volume_infused_ml == 0.0
         dropped = [a for d in supervisor.decisions for a in d.audit if a.type == "command_denied"]
@@ -163,7 +179,7 @@ async def test_I1_the_stop_leaves_before_the_decision_is_written_to_the_store(
         pump_env.driver.stop = observed_stop
         supervisor.recorder = recorder
         supervisor.submit(ReactionReported(grade=1, signs=OTHER, actor="nurse"))
-        await until(supervisor, lambda s: s.idle)
+        await idle(supervisor)
     assert order[:2] == ["stop", "record"]
 
 
@@ -193,9 +209,11 @@ async def test_A2_bad_reads_only_are_no_valid_status_and_lose_the_link(
     async with supervised(pump_env, clock) as supervisor:
         supervisor.submit(Start(actor="nurse", course=CourseState()))
         await clock.advance(1800)
-        supervisor.submit(ReactionReported(grade=1, signs=OTHER, actor="nurse"))
-        await clock.advance(0)
-        await until(supervisor, lambda s: s.state is not None and not s.state.stop_outstanding)
+        reaction = supervisor.submit(ReactionReported(grade=1, signs=OTHER, actor="nurse"))
+        fate = await fate_of(supervisor, the_stop(reaction), WIRE_BOUND_S)
+        assert isinstance(fate, CommandConfirmed)
+        assert supervisor.state is not None
+        assert not supervisor.state.stop_outstanding
         pump_env.model.clear_volume()  # counter back to 0, the VTBI as programmed
         await until(supervisor, lambda s: s.state is not None and s.state.link_lost)
         assert MachineAlarm.COMM_LOSS.value in latched(supervisor)

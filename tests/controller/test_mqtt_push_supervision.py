@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from decided import until
 from mqtt_env import MqttEnv, mqtt_env
 from supervised_env import REVIEW, supervised
 
@@ -39,10 +40,11 @@ async def running_on_the_real_clock(env: MqttEnv) -> AsyncIterator[PumpSuperviso
     supervisor.attach("inf-1", state)
     async with Controller(clock, [supervisor]):
         supervisor.submit(Start(actor="nurse", course=CourseState()))
-        async with asyncio.timeout(WIRE_BOUND_S):
-            await supervisor.wait_until(
-                lambda s: s.status is not None and s.status.state is PumpState.RUNNING
-            )
+        await until(
+            supervisor,
+            lambda s: s.status is not None and s.status.state is PumpState.RUNNING,
+            WIRE_BOUND_S,
+        )
         yield supervisor
 
 
@@ -136,8 +138,7 @@ async def test_A2_a_pump_whose_heartbeat_stops_is_communication_loss_within_the_
                 lost_at.append(loop.time())
             return bool(lost_at)
 
-        async with asyncio.timeout(WIRE_BOUND_S):
-            await supervisor.wait_until(lost)
+        await until(supervisor, lost, WIRE_BOUND_S)
         contact = pump.last_contact
         assert contact is not None
         since_contact = lost_at[0] - contact

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from decided import until
 from supervised_env import HOUR, OTHER, Decide, supervised
 
 from drivers.base import PumpState
@@ -72,12 +73,13 @@ def broken(
 
 
 async def tripped(supervisor: PumpSupervisor) -> None:
+    await until(
+        supervisor,
+        lambda s: s.state is not None and "safety_envelope" in s.state.latched,
+        BROKEN_BOUND_S,
+    )
     async with asyncio.timeout(BROKEN_BOUND_S):
-        await supervisor.wait_until(
-            lambda s: s.state is not None and "safety_envelope" in s.state.latched
-        )
-    async with asyncio.timeout(BROKEN_BOUND_S):
-        await supervisor.wait_until(lambda s: s.idle)
+        await supervisor.wait_idle()
 
 
 def assert_stopped_for_a_clinician(env: Any, supervisor: PumpSupervisor) -> None:
