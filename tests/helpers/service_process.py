@@ -100,12 +100,22 @@ class Service:
                 *command, stdout=log, stderr=log, env=env
             )
         self.http = httpx.AsyncClient(base_url=self.url, timeout=15.0, verify=self.verify)
+        try:
+            await self._up(self.process, self.http)
+        except BaseException:
+            # not up in time (or the test cancelled): no fixture will stop it, so it goes now,
+            # or it would outlive the run (seen: two services left running after a loaded run)
+            await self.kill()
+            raise
+
+    async def _up(self, process: asyncio.subprocess.Process, http: httpx.AsyncClient) -> None:
+        """Until /health answers 200 (bounded); AssertionError if the process exits first."""
         async with asyncio.timeout(UP_WITHIN_S):
             while True:
-                if self.process.returncode is not None:
+                if process.returncode is not None:
                     raise AssertionError(f"the service exited:\n{self.log.read_text()}")
                 try:
-                    if (await self.http.get("/api/v1/health")).status_code == 200:
+                    if (await http.get("/api/v1/health")).status_code == 200:
                         return
                 except httpx.TransportError:
                     pass
