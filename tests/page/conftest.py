@@ -1,6 +1,11 @@
 """Fixtures of the page tests: a real `pumpctl serve --simulate 2 --clock virtual` process and
 Debian's Chromium under Playwright (tests/helpers/page_env.py).
 
+Each test still gets a service of its own, fresh (no state of another test), but not started
+and stopped on its time: the module keeps the next test's service starting while a test runs,
+and a used one is stopped while the next test runs (`Spares`). A start and a stop are about 3 s
+of each test's 10, most of it waiting on the processes.
+
 One Chromium per test module (its launch is a second of CPU, paid once, not by each test), each
 test in tabs of its own that are closed after it (no page of one test reads the service of the
 next). The modules that use `browser` run their tests on the module's event loop
@@ -9,20 +14,76 @@ loop that made them."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 
+import pytest
 import pytest_asyncio
-from page_env import chromium_binary
+from page_env import chromium_binary, free_port
 from playwright.async_api import Browser, async_playwright
-from service_process import Service, serving
+from service_process import Service
+
+
+class Spares:
+    """Services of one module's tests, each used by one test only: the next one is started
+    while a test runs, and a used one is stopped while the next test runs. At the end of the
+    module the spare nobody took and the stops still under way are awaited (bounded by
+    `Service.start` and `Service.stop`)."""
+
+    def __init__(self, paths: pytest.TempPathFactory) -> None:
+        self.paths = paths
+        self.spare: asyncio.Task[Service] | None = None
+        self.stopping: set[asyncio.Task[None]] = set()
+
+    def _start(self) -> asyncio.Task[Service]:
+        async def started() -> Service:
+            served = Service(port=free_port(), data_dir=self.paths.mktemp("service"))
+            await served.start()  # (killed by `start` itself when it fails or is cancelled)
+            return served
+
+        return asyncio.create_task(started(), name="the next page test's service")
+
+    async def take(self) -> Service:
+        """A fresh service, up; the next one starts now."""
+        starting, self.spare = self.spare or self._start(), None
+        served = await starting
+        self.spare = self._start()
+        return served
+
+    def retire(self, served: Service) -> None:
+        """Stop `served` while the next test runs."""
+        task = asyncio.create_task(served.stop(), name="a page test's service stopping")
+        self.stopping.add(task)
+        task.add_done_callback(self.stopping.discard)
+
+    async def close(self) -> None:
+        if self.spare is not None:
+            spare, self.spare = self.spare, None
+            # an unused spare that never came up was killed by `start`: nothing to stop
+            with contextlib.suppress(Exception):
+                self.retire(await spare)
+        await asyncio.gather(*self.stopping)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def spares(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Spares]:
+    pool = Spares(tmp_path_factory)
+    try:
+        yield pool
+    finally:
+        await pool.close()
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def service(tmp_path: Path) -> AsyncIterator[Service]:
-    """The real service on a free port, two simulated serial pumps, a virtual clock."""
-    async with serving(tmp_path) as served:
+async def service(spares: Spares) -> AsyncIterator[Service]:
+    """The real service on a free port, two simulated serial pumps, a virtual clock: fresh,
+    this test's alone."""
+    served = await spares.take()
+    try:
         yield served
+    finally:
+        spares.retire(served)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
