@@ -50,7 +50,8 @@ broker sent and the loop has not yet routed, and what waits to be sent). The bus
 arrives in batches (`ROUTE_BATCH` a turn, not one loop turn per message, so a burst from a
 thousand pumps is taken up at once) and keeps its receive backlog (`backlog`, `backlog_peak`) and
 what a full queue made it discard (`discarded`: a dropped ack is a false A3, so it is counted
-and logged, never silent).
+and logged, never silent). It subscribes the statuses at QoS 0 (`STATUS_QOS`: no PUBACK per
+heartbeat; a status lost is asked for once overdue) and the acks at QoS 1.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ __all__ = [
     "MAX_INFLIGHT",
     "MAX_QUEUED",
     "ROUTE_BATCH",
+    "STATUS_QOS",
     "SUBSCRIBE_BATCH",
     "TCP_NODELAY_OPTION",
     "LinkClient",
@@ -107,6 +109,10 @@ SUBSCRIBE_BATCH = 200
 MAX_QUEUED = 65_536
 #: Messages the bus routes in one turn of the event loop before it lets other work run.
 ROUTE_BATCH = 256
+#: The QoS the bus subscribes the pumps' status topics at (interfaces.md section 2, "Sizing for
+#: a fleet"): 0, so the broker delivers each pushed status without a PUBACK to send and track
+#: (a fleet's statuses were most of the controller's MQTT work); acks stay at QoS 1.
+STATUS_QOS = 0
 
 
 _T = TypeVar("_T")
@@ -422,7 +428,9 @@ class MqttBus:
                     await client.unsubscribe([pump.topics.status, pump.topics.ack])
 
     async def _subscribe(self, client: aiomqtt.Client, pumps: Iterable[MqttPump]) -> None:
-        topics = [(t, 1) for p in pumps for t in (p.topics.status, p.topics.ack)]
+        topics = [
+            (t, q) for p in pumps for t, q in ((p.topics.status, STATUS_QOS), (p.topics.ack, 1))
+        ]
         for start in range(0, len(topics), SUBSCRIBE_BATCH):
             batch = topics[start : start + SUBSCRIBE_BATCH]
             await bounded(client.subscribe(batch), self.link_timeout_s, "subscribe")

@@ -82,6 +82,8 @@ _log = logging.getLogger("pumpctl.controller")
 #: read each time; on the real clock an MQTT pump's driver answers from the status it pushed
 #: while that is fresh and asks only once it is overdue (`Pump.fresh_status`).
 POLL_INTERVAL_S = 1.0
+#: Wire seconds past a link's earliest possible loss (A2) at which its watchdog looks again.
+WATCH_MARGIN_S = 0.01
 #: Command ids skipped after a restart (only stops can have left unrecorded).
 RECOVERY_ID_GAP = 100
 #: Seconds a command other than a stop waits for its decision's record (write-ahead) before it
@@ -734,7 +736,20 @@ class PumpSupervisor:
         while True:
             if self.pump.is_stale() or self._only_bad_reads():
                 self.on_link_lost()
-            await asyncio.sleep(period)
+            await asyncio.sleep(self._watch_delay(period))
+
+    def _watch_delay(self, period: float) -> float:
+        """Wire seconds until the link could next be lost (A2): just past the instant the last
+        contact, or the last valid status, is a link timeout old; `period` once it is, or while
+        none came. A link kept alive is not looked at every period for nothing (at 1,000 pumps
+        that was 2,000 wake-ups a second), and a loss is seen no later than before."""
+        last = self.pump.last_contact
+        if last is None:
+            return period
+        if self._valid_at is not None:
+            last = min(last, self._valid_at)
+        due = last + self.pump.link_timeout_s - asyncio.get_running_loop().time()
+        return due + WATCH_MARGIN_S if due > 0 else period
 
     def _only_bad_reads(self) -> bool:
         """A2: statuses came, but none valid (bad reads) for longer than the link timeout."""

@@ -194,3 +194,32 @@ async def test_bus_configuration_is_refused() -> None:
         await bus.detach(first)
     with pytest.raises(PumpConfigError, match="max_inflight"):
         MqttBus("127.0.0.1", max_inflight=0)
+
+
+async def test_the_bus_takes_statuses_at_qos_0_and_acks_at_qos_1(
+    clock: VirtualClock, broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """interfaces.md section 2, "Sizing for a fleet": the pumps publish their statuses at QoS 1,
+    but the bus subscribes them at QoS 0 (no PUBACK per heartbeat: a fleet's statuses were most
+    of the controller's MQTT work), while acks keep QoS 1 (a lost ack is a false A3). The
+    statuses still reach their pump, retained and live."""
+    delivered: list[tuple[str, int, bool]] = []
+    dispatch = MqttPump._dispatch
+
+    def seen(self: MqttPump, message) -> None:  # type: ignore[no-untyped-def]
+        kind = "ack" if message.topic.matches(self.topics.ack) else "status"
+        delivered.append((kind, message.qos, message.retain))
+        dispatch(self, message)
+
+    monkeypatch.setattr(MqttPump, "_dispatch", seen)
+    async with fleet(clock, broker, 1) as (_, (pump,), (server,)):
+        assert (await pump.set_rate(12)).rate_ml_h == 12  # a command: its ack
+        server.model.set_rate(13)  # a change: a live status
+        await wait_status(pump, lambda s: s.rate_ml_h == 13)
+    statuses = [(qos, retained) for kind, qos, retained in delivered if kind == "status"]
+    acks = [qos for kind, qos, _ in delivered if kind == "ack"]
+    assert (0, True) in statuses  # the retained status found on subscribing
+    assert (0, False) in statuses  # pushed live
+    assert {qos for qos, _ in statuses} == {0}
+    assert acks
+    assert set(acks) == {1}
