@@ -34,7 +34,12 @@ checkout:
     .venv/bin/python bench/fleet.py [--pumps 100 1000] [--seconds 30] [--stops 200] [--keep-log F]
 
 Goal (issue 8): 1,000 pumps in at most 200 MB, press p99 within 2x the floor (health p99 + round
-trip p99).
+trip p99). Issue 21's goals, reported per fleet size after the table: press p99 within 2x the QoS
+1 round trip p99 (and, beside it, 2x this floor), nothing dropped (the broker's "dropped" log
+lines, counted, and the bus's `pumpctl_mqtt_discarded` from the kernel's /metrics, read as an
+admin), the kernel's CPU at most 0.3 of a core and its RSS at most 100 MB; then the largest
+`--pumps` size the controller held (set up, every press confirmed, no link down, nothing
+dropped, press p99 within 2x the round trip p99).
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -64,7 +70,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import aiomqtt
 import httpx
-from stop_latency import mosquitto
+from stop_latency import shipped_sizing
 
 from drivers.mqtt.bus import Session, bounded, cancel_and_wait, new_client
 from pumpctl.clock import RealClock
@@ -74,7 +80,8 @@ from simulator.mqtt_server import MqttSimulator
 SCRIPT = Path(__file__).resolve()
 HOST = "127.0.0.1"
 PING, PONG = "bench/fleet/ping", "bench/fleet/pong"
-TOKENS = {"nurse": "fleet-n", "clinician": "fleet-c"}
+#: The kernel refuses a token shorter than 32 characters (`pumpctl user token` makes 43).
+TOKENS = {role: f"fleet-bench-{role}-".ljust(43, "t") for role in ("nurse", "clinician", "admin")}
 AUTH = {role: {"Authorization": f"Bearer {token}"} for role, token in TOKENS.items()}
 #: Wire seconds a bench client's connect, subscribe or publish may take (drivers/mqtt/bus.py:
 #: bounded by us, never by aiomqtt, whose bound can swallow a cancellation).
@@ -93,6 +100,9 @@ PROGRESS_EVERY_S = 5.0
 #: Seconds of steady state before the window opens.
 WARMUP_S = 3.0
 GOAL_RSS_MB = 200.0
+#: Issue 21's goals for the kernel at 1,000 pumps: CPU share and RSS.
+GOAL_CPU_SHARE = 0.3
+GOAL_21_RSS_MB = 100.0
 #: Wall seconds a process has to exit once asked (the kernel by SIGTERM, the simulator after
 #: its last record); it needs well under one.
 EXIT_BOUND_S = 30.0
@@ -299,6 +309,67 @@ async def paced(count: int, every_s: float, sample: Callable[[int], Any]) -> lis
     return samples
 
 
+# -- the broker ------------------------------------------------------------------------------
+
+
+class Broker:
+    """What a private Mosquitto said: its port, and its warning lines counted (`dropped`: the
+    lines "Outgoing messages are being dropped for client ...", one per burst of drops)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.warnings: collections.Counter[str] = collections.Counter()
+
+    @property
+    def dropped(self) -> int:
+        return sum(count for line, count in self.warnings.items() if "dropped" in line)
+
+
+@contextlib.asynccontextmanager
+async def mosquitto() -> AsyncIterator[Broker]:
+    """A private Mosquitto on a free loopback port with the shipped per-client limits
+    (bench/stop_latency.py `shipped_sizing`), its log read all along (a pipe nobody reads would
+    block it) and its warnings counted in the `Broker` it yields."""
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port = int(s.getsockname()[1])
+    broker = Broker(port)
+    with tempfile.TemporaryDirectory() as tmp:
+        conf = Path(tmp) / "mosquitto.conf"
+        conf.write_text(
+            f"listener {port} {HOST}\nallow_anonymous true\nset_tcp_nodelay true\n"
+            "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n"
+            f"log_type information\n{shipped_sizing()}"
+        )
+        proc = await asyncio.create_subprocess_exec(
+            binary, "-c", str(conf), stderr=asyncio.subprocess.PIPE
+        )
+        assert proc.stderr is not None
+        async with asyncio.timeout(COMMAND_BOUND_S):
+            async for raw in proc.stderr:  # its own "running" line
+                if b" running" in raw:
+                    break
+
+        async def drain(stream: asyncio.StreamReader) -> None:
+            async for raw in stream:
+                line = raw.decode(errors="replace").strip()
+                if "dropped" in line or "Warning" in line or "Error" in line:
+                    key = re.sub(
+                        r"pumpctl-bus-[0-9a-f]+", "pumpctl-bus-...", line.split(": ", 1)[-1]
+                    )
+                    broker.warnings[key] += 1
+
+        reader = asyncio.create_task(drain(proc.stderr), name="mosquitto-log")
+        try:
+            yield broker
+        finally:
+            proc.kill()
+            await proc.wait()
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+
+
 # -- the kernel ------------------------------------------------------------------------------
 
 
@@ -470,7 +541,9 @@ def first_failure(group: BaseExceptionGroup[Any]) -> BaseException:
     return first
 
 
-async def set_up(kernel: Kernel, n: int, since: float) -> dict[int, str]:
+async def set_up(
+    kernel: Kernel, n: int, since: float, tally: dict[str, int] | None = None
+) -> dict[int, str]:
     """A first infusion on every pump, through the API, `SETUP_CONCURRENCY` at a time: a patient
     (clinician), the infusion (clinician), its premedication an hour ago (nurse), its start
     (clinician). {infusion id: pump id}."""
@@ -499,6 +572,8 @@ async def set_up(kernel: Kernel, n: int, since: float) -> dict[int, str]:
             await timed("premedication", f"{path}/premedication", "nurse", body)
             await timed("start", f"{path}/start", "clinician", {})
             started[int(infusion["id"])] = pump
+            if tally is not None:
+                tally["started"] = len(started)
 
     try:
         async with (
@@ -517,7 +592,9 @@ async def set_up(kernel: Kernel, n: int, since: float) -> dict[int, str]:
     return started
 
 
-async def all_running(kernel: Kernel, started: dict[int, str], since: float) -> list[int]:
+async def all_running(
+    kernel: Kernel, started: dict[int, str], since: float, tally: dict[str, int] | None = None
+) -> list[int]:
     """Wait (under the caller's bound) until every infusion of `started` runs
     (GET /infusions?state=running); their ids."""
     running: list[int] = []
@@ -526,6 +603,8 @@ async def all_running(kernel: Kernel, started: dict[int, str], since: float) -> 
         while True:
             shown = await kernel.ok("GET", "/infusions?state=running", "nurse")
             running = sorted(int(v["id"]) for v in shown if int(v["id"]) in started)
+            if tally is not None:
+                tally["running"] = len(running)
             if len(running) == len(started):
                 return running
             await asyncio.sleep(1.0)  # polling a condition under the caller's bound
@@ -586,6 +665,7 @@ async def measure(
     cpu, wall = process_cpu_s(kernel.pid) - cpu0, time.perf_counter() - wall0
     rss, peak = memory_mb(kernel.pid)
     health = (await kernel.http.get("/api/v1/health")).json()
+    bus = await bus_metrics(kernel)
     ages = [p["last_contact_age_s"] for p in health["pumps"] if p["last_contact_age_s"] is not None]
 
     def pct(samples: list[float], q: float) -> float | None:
@@ -607,8 +687,24 @@ async def measure(
         **{f"health_p{q}_ms": pct(health_ms, q) for q in (50, 99)},
         **{f"rtt_p{q}_ms": pct(rtt_ms, q) for q in (50, 99)},
         "links_down": sum(not p["connected"] for p in health["pumps"]),
+        "discarded": bus.get("pumpctl_mqtt_discarded"),
+        "backlog_peak": bus.get("pumpctl_mqtt_receive_backlog_peak"),
         "oldest_contact_s": max(ages, default=None),
     }
+
+
+async def bus_metrics(kernel: Kernel) -> dict[str, float]:
+    """The kernel's MQTT receive path from its /metrics (an admin), summed over its brokers:
+    `pumpctl_mqtt_discarded` (what a full receive queue discarded) and the backlog's peak."""
+    answer = await kernel.http.get("/metrics", headers=AUTH["admin"])
+    if answer.status_code != 200:
+        raise BenchError(f"GET /metrics: {answer.status_code} {answer.text[:200]}")
+    sums: dict[str, float] = {}
+    for line in answer.text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in {"pumpctl_mqtt_discarded", "pumpctl_mqtt_receive_backlog_peak"}:
+            sums[name] = sums.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return sums
 
 
 # -- one run ---------------------------------------------------------------------------------
@@ -650,12 +746,19 @@ async def run_kernel(
     kernel: Kernel, broker: int, n: int, *, seconds: float, stops: int, since: float
 ) -> dict[str, Any]:
     """Migrate, start the kernel, set up, wait for every infusion to run, warm up, measure."""
-    async with asyncio.timeout(SETUP_BOUND_S):
-        await migrate(kernel.data_dir)
-        await kernel.start(since)
-        up = time.perf_counter()
-        started = await set_up(kernel, n, since)
-        running = await all_running(kernel, started, since)
+    tally = {"started": 0, "running": 0}
+    try:
+        async with asyncio.timeout(SETUP_BOUND_S):
+            await migrate(kernel.data_dir)
+            await kernel.start(since)
+            up = time.perf_counter()
+            started = await set_up(kernel, n, since, tally)
+            running = await all_running(kernel, started, since, tally)
+    except TimeoutError:
+        raise BenchError(
+            f"set-up not done within {SETUP_BOUND_S:.0f} s: {tally['started']} of {n} infusions"
+            f" started, {tally['running']} seen running"
+        ) from None
     setup_s = time.perf_counter() - up
     progress("bench", f"{n} infusions running", since)
     async with pinger(broker) as ping:
@@ -675,14 +778,14 @@ async def fleet_case(
     hung: list[str] = []
     with tempfile.TemporaryDirectory(prefix="pumpctl-fleet-") as tmp:
         async with mosquitto() as broker:
-            sim = await simulator("--port", str(broker), "--pumps", str(n))
-            kernel = Kernel(Path(tmp), broker, n)
+            sim = await simulator("--port", str(broker.port), "--pumps", str(n))
+            kernel = Kernel(Path(tmp), broker.port, n)
             try:
                 async with asyncio.timeout(budget_s):
                     await read_record(sim)  # ready: every simulated pump online
                     figures.update(
                         await run_kernel(
-                            kernel, broker, n, seconds=seconds, stops=stops, since=since
+                            kernel, broker.port, n, seconds=seconds, stops=stops, since=since
                         )
                     )
             except TimeoutError:
@@ -701,6 +804,8 @@ async def fleet_case(
                         async with asyncio.timeout(EXIT_BOUND_S):
                             figures.update(await read_record(sim))
                 hung += [] if await exits("simulator", sim) else ["simulator"]
+        figures["broker_dropped"] = broker.dropped  # its log read up to its end
+        figures["broker_warnings"] = broker.warnings.most_common(5)
     figures["hung_at_exit"] = hung
     return figures
 
@@ -723,8 +828,51 @@ def row(f: dict[str, Any]) -> str:
         f" {f.get('sim_cpu_share', math.nan):6.2f} {f['presses']:>7} {ms(f['press_p50_ms'])}"
         f" {ms(f['press_p90_ms'])} {ms(f['press_p99_ms'])} {ms(f['kernel_p99_ms'])}"
         f" {ms(f['health_p50_ms'])} {ms(f['health_p99_ms'])} {ms(f['rtt_p50_ms'])}"
-        f" {ms(f['rtt_p99_ms'])} {f['press_p99_ms'] / floor:7.2f}x {len(f['failures']):>4}"
-        f" {f['links_down']:>5} {f['up_s']:5.1f} {f['setup_s']:7.1f}"
+        f" {ms(f['rtt_p99_ms'])} {f['press_p99_ms'] / floor:7.2f}x"
+        f" {f['press_p99_ms'] / f['rtt_p99_ms']:7.2f}x {len(f['failures']):>4}"
+        f" {f['links_down']:>5} {f.get('broker_dropped', 0):>5} {count(f.get('discarded')):>5}"
+        f" {f['up_s']:5.1f} {f['setup_s']:7.1f}"
+    )
+
+
+def count(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def held(f: dict[str, Any], *, floor: str) -> bool:
+    """Whether one controller held this fleet: set up, every press answered with its stop
+    confirmed, no link down, nothing dropped by the broker or discarded by the bus, and press
+    p99 within `GOAL_RATIO` x the floor (`rtt`: the QoS 1 round trip p99, issue 21's fleet
+    goal; `both`: health p99 + round trip p99, this bench's floor)."""
+    if "failed" in f or f.get("press_p99_ms") is None or f.get("rtt_p99_ms") is None:
+        return False
+    if f["failures"] or f["links_down"] or f.get("broker_dropped") or f.get("discarded"):
+        return False
+    base = f["rtt_p99_ms"] + (f["health_p99_ms"] if floor == "both" else 0.0)
+    return bool(f["press_p99_ms"] <= GOAL_RATIO * base)
+
+
+def verdict(f: dict[str, Any]) -> str:
+    """One line per fleet size: the issue's goals, met or not."""
+    n = f["pumps"]
+    if "failed" in f or f.get("press_p99_ms") is None:
+        return f"  {n} pumps: not held (no figures: {f.get('failed', 'no press answered')})"
+    ratio_rtt = f["press_p99_ms"] / f["rtt_p99_ms"]
+    ratio_both = f["press_p99_ms"] / (f["health_p99_ms"] + f["rtt_p99_ms"])
+
+    def met(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    return (
+        f"  {n} pumps: press p99 {f['press_p99_ms']:.1f} ms = {ratio_rtt:.2f}x the QoS 1 round trip"
+        f" p99 ({met(ratio_rtt <= GOAL_RATIO)}), {ratio_both:.2f}x health + round trip"
+        f" ({met(ratio_both <= GOAL_RATIO)}); kernel CPU {f['cpu_share']:.2f} core"
+        f" ({met(f['cpu_share'] <= GOAL_CPU_SHARE)}, goal <= {GOAL_CPU_SHARE:g}), RSS"
+        f" {f['rss_mb']:.1f} MB, peak {f['peak_rss_mb']:.1f} MB"
+        f" ({met(f['peak_rss_mb'] <= GOAL_21_RSS_MB)}, goal <= {GOAL_21_RSS_MB:.0f}); broker"
+        f" 'dropped' lines {f.get('broker_dropped', 0)}, bus discarded {count(f.get('discarded'))}"
+        f" (backlog peak {count(f.get('backlog_peak'))}); links down {f['links_down']};"
+        f" {'held' if held(f, floor='rtt') else 'NOT held'}"
     )
 
 
@@ -741,7 +889,8 @@ async def main(
     )
     print(
         "pumps  RSS MB peak MB kernCPU simCPU presses  p50 ms   p90 ms   p99 ms kern p99"
-        " health50 health99  RTT p50  RTT p99 p99/floor fail down  up s setup s",
+        " health50 health99  RTT p50  RTT p99 p99/floor  p99/RTT fail  down  drop disc."
+        "  up s setup s",
         flush=True,
     )
     results = []
@@ -758,7 +907,28 @@ async def main(
         " kernel) to the kernel's /health naming every pump linked; setup: from then to every"
         " infusion running (4 requests per pump)."
     )
+    print(
+        f"issue 21's goals: press p99 <= {GOAL_RATIO:g}x the QoS 1 round trip p99, nothing dropped,"
+        f" kernel CPU <= {GOAL_CPU_SHARE:g} core, RSS <= {GOAL_21_RSS_MB:.0f} MB (at 1,000 pumps);"
+        " held: set up, every press confirmed, no link down, nothing dropped (drop: the broker's"
+        " 'dropped' log lines; disc.: the bus's pumpctl_mqtt_discarded) and press p99 within"
+        f" {GOAL_RATIO:g}x the round trip p99"
+    )
     for f in results:
+        print(verdict(f))
+    for floor, name in (
+        ("rtt", "the QoS 1 round trip p99"),
+        ("both", "health p99 + round trip p99"),
+    ):
+        sizes = [f["pumps"] for f in results if held(f, floor=floor)]
+        largest = max(sizes) if sizes else None
+        print(
+            f"largest fleet held, press p99 within {GOAL_RATIO:g}x {name}:"
+            f" {largest if largest is not None else 'none'} (of {', '.join(str(n) for n in pumps)})"
+        )
+    for f in results:
+        for line, times in f.get("broker_warnings", []):
+            print(f"  {f['pumps']} pumps, mosquitto ({times}x): {line}")
         if f.get("hung_at_exit"):
             print(f"  {f['pumps']} pumps: did not exit by itself: {', '.join(f['hung_at_exit'])}")
         if "failed" in f and "\n" in f["failed"]:
