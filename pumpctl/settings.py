@@ -266,7 +266,9 @@ class Settings(BaseSettings):
     clock: str = "real"  # real | scaled:F[@EPOCH] | virtual
     bench: bool = False  # the pumps on the far side are simulators (a bench, never a patient)
     simulate: Annotated[int, Field(ge=0, le=100)] = 0  # N simulated pumps instead of `pumps`
-    link: Literal["serial", "mqtt"] = "serial"  # how simulated pumps are reached
+    # how simulated pumps are reached: a pseudo-terminal, a broker, or "memory": in process,
+    # no wire (rule-level tests and demos; it proves nothing about a transport)
+    link: Literal["serial", "mqtt", "memory"] = "serial"
     # simulated serial pumps answer as late as a 19200 baud line would (benchmarks)
     sim_wire_time: bool = False
     broker: str | None = None  # HOST:PORT: simulated MQTT pumps, infusion states published

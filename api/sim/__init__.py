@@ -15,6 +15,7 @@ from drivers.serial import DEFAULT_BAUD, LineMember, SerialLine, SerialPump, lin
 from drivers.serial.line import LINE_CAPACITY_LIMIT
 from pumpctl.clock import Clock
 from pumpctl.settings import Settings
+from simulator.memory import MemoryPump
 from simulator.model import PumpModel
 from simulator.mqtt_server import MqttSimulator
 from simulator.serial_server import SerialSimulator
@@ -33,7 +34,7 @@ class SimulatedPumps:
 
     models: dict[str, PumpModel] = field(default_factory=dict)
     pumps: dict[str, tuple[Pump, str]] = field(default_factory=dict)
-    where: str = ""  # the pseudo-terminal, or the broker
+    where: str = ""  # the pseudo-terminals, the broker, or "in process (no wire)"
 
 
 def line_groups(ids: list[str]) -> list[list[str]]:
@@ -53,10 +54,11 @@ def line_groups(ids: list[str]) -> list[list[str]]:
 
 async def open_simulated(settings: Settings, clock: Clock, stack: AsyncExitStack) -> SimulatedPumps:
     """N simulated pumps `pump-1..pump-N` on pseudo-terminals (New Era addresses 0.. on each,
-    as many pumps to a line as its capacity allows: 10 at 19200 baud) or on the given MQTT
-    broker, on the service's own clinical clock. On a broker, the simulated pumps and their bus
-    log in with the settings' `mqtt_username`/`mqtt_password` (a bench broker's ACL must then
-    let that user write every simulated pump's status and acks)."""
+    as many pumps to a line as its capacity allows: 10 at 19200 baud), on the given MQTT
+    broker, or in process with no wire (`link` "memory"), on the service's own clinical clock.
+    On a broker, the simulated pumps and their bus log in with the settings' `mqtt_username`/
+    `mqtt_password` (a bench broker's ACL must then let that user write every simulated pump's
+    status and acks)."""
     n = settings.simulate
     ids = [f"pump-{i}" for i in range(1, n + 1)]
     sim = SimulatedPumps()
@@ -81,6 +83,19 @@ async def open_simulated(settings: Settings, clock: Clock, stack: AsyncExitStack
                 sim.pumps[model.pump_id] = (await stack.enter_async_context(pump), "serial")
                 sim.models[model.pump_id] = model
         sim.where = ", ".join(paths)
+    elif settings.link == "memory":
+        # in process, no wire: for rule-level tests and demos, it proves nothing about a
+        # transport (simulator/memory.py)
+        for pump_id in ids:
+            model = PumpModel(pump_id, clock)
+            memory_pump = MemoryPump(
+                model,
+                link_timeout_s=settings.link_timeout_s,
+                command_timeout_s=settings.command_timeout_s,
+            )
+            sim.pumps[pump_id] = (await stack.enter_async_context(memory_pump), "memory")
+            sim.models[pump_id] = model
+        sim.where = "in process (no wire)"
     else:
         assert settings.broker is not None
         host, port = parse_broker(settings.broker)

@@ -219,7 +219,13 @@ def serve(  # noqa: PLR0917 - typer: one parameter per option
     simulate: Annotated[
         int | None, typer.Option(min=0, max=100, help="Run against N simulated pumps.")
     ] = None,
-    link: Annotated[str | None, typer.Option(help="Simulated pumps over serial or mqtt.")] = None,
+    link: Annotated[
+        str | None,
+        typer.Option(
+            help="Simulated pumps over serial, mqtt, or memory (in process, no wire: for"
+            " rule-level tests and demos; it proves nothing about a transport)."
+        ),
+    ] = None,
     broker: Annotated[str | None, typer.Option(help="MQTT broker HOST:PORT.")] = None,
     kernel_socket: KernelSocketOption = None,
     web: Annotated[
