@@ -1,5 +1,8 @@
 """The service through HTTP (FastAPI's TestClient runs the app's lifespan on its own loop):
-simulated serial pumps on a real pseudo-terminal, a virtual clock, SQLite in tmp_path."""
+simulated pumps in process (`link` "memory", simulator/memory.py: the rules, no wire), a virtual
+clock, SQLite in tmp_path. A test about the wire puts its pumps on a real pseudo-terminal with
+`@pytest.mark.parametrize("link", ["serial"])` (the `link` fixture), or `settings(...,
+link="serial")`."""
 
 from __future__ import annotations
 
@@ -33,6 +36,8 @@ HOUR = 3600
 
 
 def settings(tmp_path: Path, **extra: Any) -> Settings:
+    """Two simulated pumps, in process unless `link` says otherwise."""
+    extra.setdefault("link", "memory")
     return Settings(
         database=f"sqlite:///{tmp_path / 'pumpctl.db'}",
         clock="virtual",
@@ -46,8 +51,15 @@ def settings(tmp_path: Path, **extra: Any) -> Settings:
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(settings(tmp_path)), base_url="http://gateway") as c:
+def link() -> str:
+    """How `client`'s simulated pumps are reached: in process; a test about the wire
+    parametrizes it (`@pytest.mark.parametrize("link", ["serial"])`)."""
+    return "memory"
+
+
+@pytest.fixture
+def client(tmp_path: Path, link: str) -> Iterator[TestClient]:
+    with TestClient(create_app(settings(tmp_path, link=link)), base_url="http://gateway") as c:
         yield c
 
 

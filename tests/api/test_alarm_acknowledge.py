@@ -4,8 +4,8 @@ acknowledges one: audited with the nurse and the alarm's rule, its latch and the
 they are (A1); 404 for an unknown infusion, 409 naming A8, 422 naming the alarm, 403 for a
 viewer, never a 500.
 
-Through HTTP against the service (its lifespan, simulated serial pumps on a real
-pseudo-terminal, SQLite, a virtual clock)."""
+Through HTTP against the service (its lifespan, simulated pumps in process, SQLite, a virtual
+clock)."""
 
 from __future__ import annotations
 

@@ -6,8 +6,8 @@ acknowledged, a hold, a stop for good, a cancelled plan), to the model: no field
 extra, every type as documented. The OpenAPI document names the model on every route that
 answers a view.
 
-Through HTTP against the service (its lifespan, simulated serial pumps on a real
-pseudo-terminal, SQLite, a virtual clock)."""
+Through HTTP against the service (its lifespan, simulated pumps in process, SQLite, a virtual
+clock)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Each reaction rule end to end through HTTP, on simulated serial pumps in virtual time."""
+"""Each reaction rule end to end through HTTP, on simulated pumps in process in virtual time."""
 
 from __future__ import annotations
 

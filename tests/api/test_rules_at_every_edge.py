@@ -3,8 +3,8 @@ that withdraws, refusals that name their rule, the state a pump alarm or the bag
 shows, every audit row's rule, a New Era pump that refuses to run after a clear, a delayed
 reaction's answer, the schedule's spacing (D2) and what an admin reads.
 
-Through HTTP against the service (its lifespan, simulated serial pumps on a real
-pseudo-terminal, SQLite, a virtual clock)."""
+Through HTTP against the service (its lifespan, simulated pumps in process, SQLite, a virtual
+clock); a New Era pump's alarms on its real pseudo-terminal (`new_era`)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import AUTH, HOUR, ApiSteps, settings
 from fastapi.testclient import TestClient
 
@@ -54,6 +55,10 @@ def _refusal(ward: ApiSteps, path: str, role: str, body: Any) -> dict[str, Any]:
     assert not STORAGE_NAMES.search(problem["message"]), problem
     return problem
 
+
+#: A New Era pump's alarms: it cannot say a cause is gone (`reports_alarm_clearance`), so the
+#: nurse's clear is that statement (A1). On its pseudo-terminal, not in process.
+new_era = pytest.mark.parametrize("link", ["serial"])
 
 # -- I3, I6 in history (L8) ------------------------------------------------------------------
 
@@ -158,6 +163,7 @@ def test_l8_a_second_patient_with_the_same_mrn_names_l8_not_the_index(ward: ApiS
 # -- the state a pump alarm or the bag's expiry shows ------------------------------------------
 
 
+@new_era
 def test_a1_a_pump_alarm_shows_paused_with_its_reason_and_running_after(ward: ApiSteps) -> None:
     """A1: during an occlusion the infusion's state is `paused`, naming A1 and the alarm; once
     the nurse clears it and resumes, `running` again with no reason."""
@@ -219,6 +225,7 @@ def test_a6_every_audit_row_of_a_course_names_the_rule_it_serves(ward: ApiSteps)
 # -- A1: a New Era pump that refuses to run after the nurse's clear ----------------------------
 
 
+@new_era
 def test_a1_a_new_era_pump_that_refuses_to_run_after_a_clear_says_clear_it_at_the_pump(
     ward: ApiSteps,
 ) -> None:

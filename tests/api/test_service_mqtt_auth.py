@@ -359,6 +359,7 @@ def test_a_refused_publisher_login_is_said_once_and_never_stops_the_service(
         app = create_app(
             settings(
                 tmp_path,
+                link="serial",
                 broker=auth_broker.address,
                 mqtt_username=CONTROLLER,
                 mqtt_password=WRONG,

@@ -26,7 +26,7 @@ def test_pumps_fill_a_line_up_to_its_capacity_then_take_the_next() -> None:
 
 
 def test_eleven_simulated_serial_pumps_start_on_two_lines(tmp_path: Path) -> None:
-    app = create_app(settings(tmp_path).model_copy(update={"simulate": 11}))
+    app = create_app(settings(tmp_path, link="serial").model_copy(update={"simulate": 11}))
     with TestClient(app, base_url="http://gateway") as client:
         # returns once every pump's status at the new instant has been processed
         assert client.post("/api/v1/sim/advance", json={"seconds": 1}, headers=HEADERS).is_success

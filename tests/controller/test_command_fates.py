@@ -3,7 +3,7 @@ sent, resolved by its fate (a denial for a command a stop dropped or the store n
 let go when the supervisor ends or attaches the next infusion; and the reaction's answer, which
 awaits the stops' futures, as fast and as true as the state they leave (I1, A3).
 
-On each transport (a pseudo-terminal, a broker). A stop is held at the driver where a test
+On the in-process pump (tests/controller/conftest.py). A stop is held at the driver where a test
 needs it in flight (`StopGate`): nothing here waits on time but the wire bounds.
 """
 

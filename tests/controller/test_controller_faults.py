@@ -11,6 +11,7 @@ from typing import Any
 import decided
 import pytest
 from decided import fate_of
+from memory_env import on_the_wire
 from supervised_env import HOUR, OTHER, supervised
 
 from drivers.base import Alarm, PumpState
@@ -84,6 +85,7 @@ async def test_A3_I9_a_pump_that_does_not_answer_the_stop_is_the_loudest_alarm(
         assert pump_env.model.status().rate_ml_h == 75.0
 
 
+@on_the_wire  # the link lost over each transport, and found again
 async def test_A2_a_lost_link_latches_comm_loss_and_reconnection_reads_the_real_state(
     pump_env: Any, clock: VirtualClock
 ) -> None:

@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from memory_env import on_the_wire
 from supervised_env import HOUR, OTHER, supervised
 
 from drivers.base import PumpState
@@ -19,6 +20,9 @@ from pumpctl.core.machine import (
     ResumeRequested,
     Start,
 )
+
+#: Whole infusions over each transport: the controller with a real driver and wire under it.
+pytestmark = on_the_wire
 
 
 def confirmed_rates(supervisor: PumpSupervisor) -> list[float]:
