@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from service_process import TOKENS, service_env, terminate
+from service_process import CLIENT_LIMITS, TOKENS, service_env, terminate
 
 UP_WITHIN_S = 30.0  # a cold interpreter and a migrated SQLite on a loaded CI machine
 LINE_BOUND_S = 20.0
@@ -62,7 +62,7 @@ class KernelProcess:
         )  # fmt: skip
         if self.output is None:
             self._reader = asyncio.create_task(self._read())
-        transport = httpx.AsyncHTTPTransport(uds=str(self.socket))
+        transport = httpx.AsyncHTTPTransport(uds=str(self.socket), limits=CLIENT_LIMITS)
         self.http = httpx.AsyncClient(transport=transport, base_url="http://kernel", timeout=15.0)
         async with asyncio.timeout(UP_WITHIN_S):
             while True:

@@ -30,6 +30,13 @@ TOKENS = {
     "admin": "a-tok-for-the-tests-only-32chars",
 }
 NAMES = {"viewer": "vera", "nurse": "nina", "clinician": "carl", "admin": "ada"}
+#: Seconds the tests' clients keep an idle connection: well under the services' own keep-alive
+#: (5 s: the web side's api.edge.KEEP_ALIVE_S, the kernel's uvicorn default), so a request
+#: never goes out on a connection the service is closing as idle at that instant (seen: "Server
+#: disconnected without sending a response" on the first request after a 5 s wait).
+CLIENT_KEEPALIVE_S = 2.0
+#: The tests' clients' connection limits (`CLIENT_KEEPALIVE_S`).
+CLIENT_LIMITS = httpx.Limits(keepalive_expiry=CLIENT_KEEPALIVE_S)
 UP_WITHIN_S = 30.0  # a cold interpreter and a migrated SQLite on a loaded CI machine
 HOUR = 3600
 
@@ -99,7 +106,9 @@ class Service:
             self.process = await asyncio.create_subprocess_exec(
                 *command, stdout=log, stderr=log, env=env
             )
-        self.http = httpx.AsyncClient(base_url=self.url, timeout=15.0, verify=self.verify)
+        self.http = httpx.AsyncClient(
+            base_url=self.url, timeout=15.0, verify=self.verify, limits=CLIENT_LIMITS
+        )
         try:
             await self._up(self.process, self.http)
         except BaseException:
