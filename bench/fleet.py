@@ -57,7 +57,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -70,7 +69,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import aiomqtt
 import httpx
-from stop_latency import shipped_sizing
+from stop_latency import private_broker
 
 from drivers.mqtt.bus import Session, bounded, cancel_and_wait, new_client
 from pumpctl.clock import RealClock
@@ -307,67 +306,6 @@ async def paced(count: int, every_s: float, sample: Callable[[int], Any]) -> lis
         if result is not None:
             samples.append(result)
     return samples
-
-
-# -- the broker ------------------------------------------------------------------------------
-
-
-class Broker:
-    """What a private Mosquitto said: its port, and its warning lines counted (`dropped`: the
-    lines "Outgoing messages are being dropped for client ...", one per burst of drops)."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.warnings: collections.Counter[str] = collections.Counter()
-
-    @property
-    def dropped(self) -> int:
-        return sum(count for line, count in self.warnings.items() if "dropped" in line)
-
-
-@contextlib.asynccontextmanager
-async def mosquitto() -> AsyncIterator[Broker]:
-    """A private Mosquitto on a free loopback port with the shipped per-client limits
-    (bench/stop_latency.py `shipped_sizing`), its log read all along (a pipe nobody reads would
-    block it) and its warnings counted in the `Broker` it yields."""
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port = int(s.getsockname()[1])
-    broker = Broker(port)
-    with tempfile.TemporaryDirectory() as tmp:
-        conf = Path(tmp) / "mosquitto.conf"
-        conf.write_text(
-            f"listener {port} {HOST}\nallow_anonymous true\nset_tcp_nodelay true\n"
-            "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n"
-            f"log_type information\n{shipped_sizing()}"
-        )
-        proc = await asyncio.create_subprocess_exec(
-            binary, "-c", str(conf), stderr=asyncio.subprocess.PIPE
-        )
-        assert proc.stderr is not None
-        async with asyncio.timeout(COMMAND_BOUND_S):
-            async for raw in proc.stderr:  # its own "running" line
-                if b" running" in raw:
-                    break
-
-        async def drain(stream: asyncio.StreamReader) -> None:
-            async for raw in stream:
-                line = raw.decode(errors="replace").strip()
-                if "dropped" in line or "Warning" in line or "Error" in line:
-                    key = re.sub(
-                        r"pumpctl-bus-[0-9a-f]+", "pumpctl-bus-...", line.split(": ", 1)[-1]
-                    )
-                    broker.warnings[key] += 1
-
-        reader = asyncio.create_task(drain(proc.stderr), name="mosquitto-log")
-        try:
-            yield broker
-        finally:
-            proc.kill()
-            await proc.wait()
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
 
 
 # -- the kernel ------------------------------------------------------------------------------
@@ -777,7 +715,7 @@ async def fleet_case(
     figures: dict[str, Any] = {"pumps": n}
     hung: list[str] = []
     with tempfile.TemporaryDirectory(prefix="pumpctl-fleet-") as tmp:
-        async with mosquitto() as broker:
+        async with private_broker() as broker:
             sim = await simulator("--port", str(broker.port), "--pumps", str(n))
             kernel = Kernel(Path(tmp), broker.port, n)
             try:

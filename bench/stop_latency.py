@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import re
 import shutil
 import socket
 import statistics
@@ -82,6 +84,8 @@ async def serial_case(n: int, safe_mode_s: int | None, wire_time: bool) -> list[
 
 #: The shipped broker configuration, whose per-client sizing the benches' broker runs with.
 SHIPPED_CONF = Path(__file__).resolve().parents[1] / "config" / "mosquitto.conf"
+#: Seconds a private broker may take to say it runs.
+BROKER_UP_S = 60.0
 SIZING_KEYS = ("max_inflight_messages", "max_queued_messages", "max_queued_bytes")
 
 
@@ -91,20 +95,33 @@ def shipped_sizing() -> str:
     return "".join(f"{line}\n" for line in lines if line.split(" ", 1)[0] in SIZING_KEYS)
 
 
+class Broker:
+    """What a private Mosquitto said: its port, and its warning lines counted (`dropped`: the
+    lines "Outgoing messages are being dropped for client ...", one per burst of drops)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.warnings: collections.Counter[str] = collections.Counter()
+
+    @property
+    def dropped(self) -> int:
+        return sum(count for line, count in self.warnings.items() if "dropped" in line)
+
+
 @asynccontextmanager
-async def mosquitto() -> AsyncIterator[int]:
+async def private_broker() -> AsyncIterator[Broker]:
     """A private Mosquitto on a free loopback port, with the shipped configuration's per-client
-    limits (`shipped_sizing`); yields the port.
+    limits (`shipped_sizing`); yields its `Broker`.
 
     Its log (stderr) is read all along, not only up to its "running" line: a pipe nobody reads
-    fills up and then blocks the broker on its next log line. At the end the broker's warnings
-    (such as "Outgoing messages are being dropped for client ...", when a client's queue of
-    QoS 1 messages passes `max_queued_messages`) are printed on stderr, counted: a bench run
-    whose messages the broker dropped says so instead of looking like a stall."""
+    fills up and then blocks the broker on its next log line. Its warnings (such as "Outgoing
+    messages are being dropped for client ...", when a client's queue of QoS 1 messages passes
+    `max_queued_messages`) are counted in the `Broker`, a bus's random client id folded."""
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
+    broker = Broker(port)
     with tempfile.TemporaryDirectory() as tmp:
         conf = Path(tmp) / "mosquitto.conf"
         conf.write_text(
@@ -116,27 +133,40 @@ async def mosquitto() -> AsyncIterator[int]:
             binary, "-c", str(conf), stderr=asyncio.subprocess.PIPE
         )
         assert proc.stderr is not None
-        async for raw in proc.stderr:  # wait for the broker's own "running" line
-            if b" running" in raw:
-                break
-        warnings: dict[str, int] = {}
+        async with asyncio.timeout(BROKER_UP_S):
+            async for raw in proc.stderr:  # wait for the broker's own "running" line
+                if b" running" in raw:
+                    break
 
         async def drain(stream: asyncio.StreamReader) -> None:
             async for raw in stream:
                 line = raw.decode(errors="replace").strip()
                 if "dropped" in line or "Warning" in line or "Error" in line:
-                    key = line.split(": ", 1)[-1]
-                    warnings[key] = warnings.get(key, 0) + 1
+                    key = re.sub(
+                        r"pumpctl-bus-[0-9a-f]+", "pumpctl-bus-...", line.split(": ", 1)[-1]
+                    )
+                    broker.warnings[key] += 1
 
         reader = asyncio.create_task(drain(proc.stderr), name="mosquitto-log")
         try:
-            yield port
+            yield broker
         finally:
             proc.kill()
             await proc.wait()
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
-            for line, count in sorted(warnings.items(), key=lambda kv: -kv[1])[:10]:
+
+
+@asynccontextmanager
+async def mosquitto() -> AsyncIterator[int]:
+    """`private_broker()`, its port yielded; at the end its warnings are printed on stderr,
+    counted: a bench run whose messages the broker dropped says so instead of looking like a
+    stall."""
+    async with private_broker() as broker:
+        try:
+            yield broker.port
+        finally:
+            for line, count in broker.warnings.most_common(10):
                 print(f"  mosquitto ({count}x): {line}", file=sys.stderr)
 
 
