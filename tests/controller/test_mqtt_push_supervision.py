@@ -8,10 +8,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import pytest
-from decided import until
+from decided import link_lost_at, until
 from mqtt_env import MqttEnv, mqtt_env
 from supervised_env import REVIEW, supervised
 
@@ -130,18 +129,10 @@ async def test_A2_a_pump_whose_heartbeat_stops_is_communication_loss_within_the_
         pump = env.driver
         asks = pump.asks
         env.model.faults.no_reply = True  # silent from now on
-        loop = asyncio.get_running_loop()
-        lost_at: list[float] = []
-
-        def lost(s: Any) -> bool:
-            if s.state is not None and s.state.link_lost and not lost_at:
-                lost_at.append(loop.time())
-            return bool(lost_at)
-
-        await until(supervisor, lost, WIRE_BOUND_S)
+        lost_at = await link_lost_at(supervisor, WIRE_BOUND_S)
         contact = pump.last_contact
         assert contact is not None
-        since_contact = lost_at[0] - contact
+        since_contact = lost_at - contact
         period = min(0.5, link_timeout_s / 4)  # the watchdog's (supervisor.py)
         assert since_contact > link_timeout_s
         assert since_contact <= link_timeout_s + period + 0.5  # + a loaded machine's lag

@@ -6,10 +6,9 @@ loss once the link timeout has passed since its last contact."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
-from decided import until
+from decided import link_lost_at, until
 from mqtt_env import mqtt_env
 from supervised_env import REVIEW
 
@@ -83,18 +82,11 @@ async def test_A2_a_live_links_watchdog_looks_at_its_earliest_loss_not_every_per
             # silent from now on: communication loss once the link timeout has passed since
             # the last contact, not before it, and no later than a period after it
             env.model.faults.no_reply = True
-            lost_at: list[float] = []
-
-            def lost(s: Any) -> bool:
-                if s.state is not None and s.state.link_lost and not lost_at:
-                    lost_at.append(loop.time())
-                return bool(lost_at)
-
-            await until(supervisor, lost, WIRE_BOUND_S)
+            lost_at = await link_lost_at(supervisor, WIRE_BOUND_S)
             contact = pump.last_contact
             assert contact is not None
-            assert lost_at[0] - contact > LINK_TIMEOUT_S
-            assert lost_at[0] - contact <= LINK_TIMEOUT_S + period + 0.5  # + a loaded machine's lag
+            assert lost_at - contact > LINK_TIMEOUT_S
+            assert lost_at - contact <= LINK_TIMEOUT_S + period + 0.5  # + a loaded machine's lag
             assert supervisor.state is not None
             assert MachineAlarm.COMM_LOSS.value in supervisor.state.latched
             env.model.faults.no_reply = False

@@ -58,3 +58,18 @@ async def fate_of(supervisor: PumpSupervisor, command_id: int, bound_s: float) -
     done, _ = await asyncio.wait([future], timeout=bound_s)
     assert done, f"command {command_id}: no fate within {bound_s} s"
     return None if future.cancelled() else future.result()
+
+
+async def link_lost_at(supervisor: PumpSupervisor, bound_s: float) -> float:
+    """The loop time at which the supervisor's infusion was first seen with its link lost (A2),
+    looked at now and after each decision; TimeoutError past `bound_s` wire seconds."""
+    loop = asyncio.get_running_loop()
+    seen: list[float] = []
+
+    def lost(s: PumpSupervisor) -> bool:
+        if s.state is not None and s.state.link_lost and not seen:
+            seen.append(loop.time())
+        return bool(seen)
+
+    await until(supervisor, lost, bound_s)
+    return seen[0]
