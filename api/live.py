@@ -6,9 +6,9 @@ that are new, on a reader thread, when the ward says something changed (at most 
 `STATUS_EVERY_S / 4`), builds each event's text once, keeps the last `replay` of them in memory
 for `Last-Event-ID`, and hands them to every client's bounded buffer. The pumps' statuses are
 looked at once per tick for everyone, from the supervisors' cached statuses: a pump's view (a
-dict, its JSON) is built only when what it shows changed and is due to be sent (`_shown`, a few
-attribute reads per pump), not for every pump at every tick (issue 21: at 1,000 pumps that was
-a fifth of the kernel's event loop).
+dict, its JSON) is built only when what it shows changed and is due to be sent
+(`api.views.pump_shown`, a few attribute reads per pump), not for every pump at every tick
+(issue 21: at 1,000 pumps that was a fifth of the kernel's event loop).
 
 The hub is a `FanOut` (api/fanout.py: the replay ring, each client's bounded buffer, the
 limits, shared with the web side's feed); a replay comes from the memory the hub already holds,
@@ -23,8 +23,7 @@ import json
 import logging
 
 from api.fanout import FanOut
-from api.views import audit_view, pump_view
-from pumpctl.controller.supervisor import PumpSupervisor
+from api.views import audit_view, pump_shown, pump_view
 from pumpctl.controller.ward import Ward
 from pumpctl.store import AccountAudit
 from pumpctl.store.writer import StoreUnavailable
@@ -118,7 +117,7 @@ class LiveHub(FanOut):
             self.status("store", event)
         now = asyncio.get_running_loop().time()
         for pid, supervisor in self.ward.supervisors.items():
-            key = _shown(supervisor)
+            key = pump_shown(supervisor)
             seen = self._seen.get(pid)
             if seen == key:
                 continue  # nothing it shows changed: no view built
@@ -129,24 +128,3 @@ class LiveHub(FanOut):
             view = pump_view(self.ward, supervisor)
             event = {"event": "pump_status", "id": self._next_id(), "data": json.dumps(view)}
             self.status(pid, event)
-
-
-def _shown(supervisor: PumpSupervisor) -> tuple[object, ...]:
-    """What a pump's status event shows, without building it (`api.views.pump_view`): its
-    state (offline when its link is down, A2), rate, link, alarms and infusion, then its volume
-    (a minor change: sent at most every `STATUS_EVERY_S`)."""
-    status = supervisor.status
-    connected = supervisor.link_up and not supervisor.pump.is_stale()
-    state = supervisor.state
-    infusion = supervisor.infusion_id if state is not None and state.supervised else None
-    if status is None:
-        return ("offline", 0.0, connected, frozenset(), infusion, 0.0)
-    shown_state = status.state if connected else "offline"
-    return (
-        shown_state,
-        status.rate_ml_h,
-        connected,
-        status.alarms,
-        infusion,
-        status.volume_infused_ml,
-    )

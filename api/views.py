@@ -12,7 +12,37 @@ from pumpctl.core.machine import PRIORITY, InfusionState, MachineAlarm, alarm_ru
 from pumpctl.core.machine.public import public_state
 from pumpctl.store.models import Audit
 
-__all__ = ["audit_view", "facts_view", "infusion_view", "pump_view"]
+__all__ = ["audit_view", "facts_view", "infusion_view", "pump_shown", "pump_view"]
+
+
+def _connected(supervisor: PumpSupervisor) -> bool:
+    """A2: the link is up and not stale (else the pump is shown offline)."""
+    return supervisor.link_up and not supervisor.pump.is_stale()
+
+
+def _infusion_id(supervisor: PumpSupervisor) -> str | None:
+    state = supervisor.state
+    return supervisor.infusion_id if state is not None and state.supervised else None
+
+
+def pump_shown(supervisor: PumpSupervisor) -> tuple[object, ...]:
+    """What `pump_view` shows of a pump, without building it (the live hub compares these): its
+    state (offline when its link is down, A2), rate, link, alarms and infusion, then its volume
+    (a minor change: the hub sends it at most every `api.live.STATUS_EVERY_S`)."""
+    status = supervisor.status
+    connected = _connected(supervisor)
+    infusion = _infusion_id(supervisor)
+    if status is None:
+        return ("offline", 0.0, connected, frozenset(), infusion, 0.0)
+    shown_state = status.state if connected else "offline"
+    return (
+        shown_state,
+        status.rate_ml_h,
+        connected,
+        status.alarms,
+        infusion,
+        status.volume_infused_ml,
+    )
 
 
 def pump_view(ward: Ward, supervisor: PumpSupervisor) -> dict[str, Any]:
@@ -21,10 +51,9 @@ def pump_view(ward: Ward, supervisor: PumpSupervisor) -> dict[str, Any]:
     status = supervisor.status
     last = pump.last_contact
     age = None if last is None else round(max(0.0, asyncio.get_running_loop().time() - last), 3)
-    connected = supervisor.link_up and not pump.is_stale()
-    infusion_id = None
-    if supervisor.state is not None and supervisor.state.supervised and supervisor.infusion_id:
-        infusion_id = int(supervisor.infusion_id)
+    connected = _connected(supervisor)
+    supervised = _infusion_id(supervisor)
+    infusion_id = int(supervised) if supervised else None
     return {
         "id": pump.pump_id,
         "transport": ward.transports.get(pump.pump_id, "serial"),
