@@ -43,7 +43,7 @@ def _until(client: TestClient, holds: Any) -> None:
     client.portal.call(wait)
 
 
-def test_an_unchanged_pump_costs_no_view_and_a_change_is_sent(
+def test_a1_an_unchanged_pump_costs_no_view_and_its_alarm_is_sent_at_the_next_tick(
     client: TestClient, ward: ApiSteps, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hub: LiveHub = client.app.state.live  # type: ignore[attr-defined]

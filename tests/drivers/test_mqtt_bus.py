@@ -196,7 +196,7 @@ async def test_bus_configuration_is_refused() -> None:
         MqttBus("127.0.0.1", max_inflight=0)
 
 
-async def test_the_bus_takes_statuses_at_qos_0_and_acks_at_qos_1(
+async def test_a2_a3_the_bus_takes_statuses_at_qos_0_and_acks_at_qos_1(
     clock: VirtualClock, broker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """interfaces.md section 2, "Sizing for a fleet": the pumps publish their statuses at QoS 1,
