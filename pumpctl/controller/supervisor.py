@@ -124,7 +124,8 @@ class PumpSupervisor:
     # the safety envelope's clinical time, on a time base of its own (A7: `independent_time`)
     envelope_time: Callable[[], datetime] | None = None
     envelope: SafetyEnvelope | None = None  # built from the protocol's numbers at attach
-    _queue: deque[tuple[PumpCommand, int]] = field(default_factory=deque)  # (command, stop epoch)
+    # (command, stop epoch, the infusion it was decided for: its ledger id and its fate's owner)
+    _queue: deque[tuple[PumpCommand, int, str]] = field(default_factory=deque)
     _stop_epoch: int = 0  # stops sent so far: a command decided before the latest is dropped
     _records: deque[tuple[str, Event, Decision, asyncio.Future[bool]]] = field(
         default_factory=deque
@@ -349,26 +350,29 @@ class PumpSupervisor:
                     command.message,
                 )
             else:
-                self._queue.append((command, self._stop_epoch))
+                self._queue.append((command, self._stop_epoch, self.infusion_id))
                 self._idle.clear()
         if send:
             self._pump_queue()
 
     def _send_stop(self, command: StopPump) -> None:
+        assert self.infusion_id is not None  # _dispatch's
         self._stop_epoch += 1
         if self.envelope is not None:
             self.envelope.stop_sent()
-        dropped = [queued for queued, _epoch in self._queue]
+        dropped = list(self._queue)
         self._queue.clear()
-        for queued in dropped:  # escalations decided before the stop are never sent
+        for queued, _epoch, owner in dropped:  # escalations decided before the stop: never sent
             self._fate_later(
                 CommandDenied(
                     command_id=queued.id, reason="dropped: a stop came first", dropped=True
-                )
+                ),
+                owner,
             )
         self._idle.clear()
         task = asyncio.create_task(
-            self._carry(command, self._stop_epoch), name=f"stop {self.pump.pump_id}"
+            self._carry(command, self._stop_epoch, self.infusion_id),
+            name=f"stop {self.pump.pump_id}",
         )
         self._stops.add(task)
         task.add_done_callback(self._stop_done)
@@ -377,8 +381,8 @@ class PumpSupervisor:
         self._stops.discard(task)
         self._check_idle()
 
-    def _fate_later(self, fate: Fate) -> None:
-        infusion_id = self.infusion_id
+    def _fate_later(self, fate: Fate, infusion_id: str) -> None:
+        """`fate` of a command of `infusion_id`, delivered on the loop's next turn."""
 
         def deliver() -> None:
             self._fates.discard(handle)
@@ -410,17 +414,23 @@ class PumpSupervisor:
         if self._closing or self._in_flight is not None or not self._queue or unwritten:
             self._check_idle()  # (a command waits while its decision is not yet recorded)
             return
-        command, epoch = self._queue.popleft()
+        command, epoch, owner = self._queue.popleft()
         state = self.state
-        if epoch < self._stop_epoch or (state is not None and state.terminal):
-            # Decided under an older state (before a stop, or before the end): dropped.
+        if (
+            epoch < self._stop_epoch
+            or owner != self.infusion_id
+            or (state is not None and state.terminal)
+        ):
+            # Decided under an older state (before a stop, before the end, or for an infusion
+            # no longer supervised here): dropped.
             self._fate_later(
-                CommandDenied(command_id=command.id, reason="dropped: stopped since", dropped=True)
+                CommandDenied(command_id=command.id, reason="dropped: stopped since", dropped=True),
+                owner,
             )
             self._pump_queue()
             return
         self._in_flight = asyncio.create_task(
-            self._carry(command, epoch), name=f"command {self.pump.pump_id} {command.op}"
+            self._carry(command, epoch, owner), name=f"command {self.pump.pump_id} {command.op}"
         )
 
     def _unsent_past_bound(self) -> None:
@@ -433,19 +443,20 @@ class PumpSupervisor:
         if oldest is None or now - oldest < WRITE_AHEAD_S:
             return
         while self._queue:
-            command, _epoch = self._queue.popleft()
+            command, _epoch, owner = self._queue.popleft()
             self._fate_later(
                 CommandDenied(
                     command_id=command.id,
                     reason=f"not sent: its record was not written within {WRITE_AHEAD_S:g} s "
                     "(write-ahead); nothing reached the pump",
                     unsent=True,
-                )
+                ),
+                owner,
             )
 
-    async def _carry(self, command: PumpCommand, epoch: int) -> None:
-        infusion_id = self.infusion_id
-        assert infusion_id is not None
+    async def _carry(self, command: PumpCommand, epoch: int, infusion_id: str) -> None:
+        """Carry `command` of `infusion_id` (named when it was dispatched, never read here: an
+        infusion attached meanwhile must not lend the command its id, A3/A5)."""
         try:
             await self._carry_one(command, epoch, infusion_id)
         finally:
@@ -468,7 +479,7 @@ class PumpSupervisor:
         _log.info(
             "command pump=%s infusion=%s command=%s op=%s",
             self.pump.pump_id,
-            self.infusion_id,
+            infusion_id,
             lid,
             command.op,
         )
@@ -486,7 +497,7 @@ class PumpSupervisor:
         _log.info(
             "fate pump=%s infusion=%s command=%s op=%s fate=%s",
             self.pump.pump_id,
-            self.infusion_id,
+            infusion_id,
             lid,
             command.op,
             fate.kind,

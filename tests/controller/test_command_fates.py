@@ -78,6 +78,10 @@ class StopGate:
         async with asyncio.timeout(WIRE_BOUND_S):
             await asyncio.shield(self._arrival(lid))
 
+    def arrived(self) -> set[str]:
+        """The ledger ids of the stops that have reached the driver so far."""
+        return {lid for lid, came in self._arrived.items() if came.done()}
+
     def release(self, lid: str) -> None:
         self._gate(lid).set_result(None)
 
@@ -209,6 +213,32 @@ async def test_A5_attaching_the_next_infusion_lets_the_last_one_s_futures_go(
         async with asyncio.timeout(WIRE_BOUND_S):
             await supervisor.wait_idle()
         assert supervisor.infusion_id == "inf-next"
+        assert supervisor.state is not None
+        assert (supervisor.state.phase, supervisor.state.outstanding) == (
+            InfusionPhase.PLANNED,
+            (),
+        )
+
+
+async def test_A3_A5_a_stop_keeps_its_infusion_s_ledger_id_when_the_next_is_attached_at_once(
+    pump_env: Any, clock: VirtualClock
+) -> None:
+    """A3/A5: infusion 1 stopped for good and the next infusion attached in the same turn of
+    the loop, before the stop's task first runs: the stop still leaves under infusion 1's
+    ledger id (it was dispatched for it), and its fate touches nothing of the next one. (The
+    supervisor used to read the id when the task first ran, and sent it as the next one's.)"""
+    async with supervised(pump_env, clock, start=True) as supervisor:
+        gate = StopGate(pump_env.driver)
+        stop = the_stop(supervisor.submit(Stop(reason="patient asked", actor="nurse")))
+        state = initial_state(
+            REVIEW, infusion_number=1, course=CourseState(), bag_prepared_at=clock.now()
+        )
+        supervisor.attach("inf-next", state)  # no await since the stop was dispatched
+        await gate.reached(ledger_id("inf-1", stop))
+        assert ledger_id("inf-next", stop) not in gate.arrived()
+        gate.release(ledger_id("inf-1", stop))
+        async with asyncio.timeout(WIRE_BOUND_S):
+            await supervisor.wait_idle()
         assert supervisor.state is not None
         assert (supervisor.state.phase, supervisor.state.outstanding) == (
             InfusionPhase.PLANNED,
