@@ -40,7 +40,8 @@ class LostOnce(MemoryPump):
 
     async def set_rate(self, rate_ml_h: float, *, command_id: str | None = None) -> PumpStatus:
         lost, self.lose_next = self.lose_next, False
-        self.model.faults.drop_connection = lost or self.model.faults.drop_connection
+        if lost:
+            self.model.faults.drop_connection = True
         try:
             status = await super().set_rate(rate_ml_h, command_id=command_id)
         finally:
