@@ -42,6 +42,8 @@ SIMULATOR_IMPORTERS = re.compile(r"pumpctl\.cli(\..+)?|api\.sim(\..+)?")
 #: What the web side's process never loads: the kernel's stack (architecture.md, "Two
 #: processes": it starts without its cost, and cannot touch the store even by mistake).
 KERNEL_STACK = ("sqlalchemy", "alembic", "pumpctl.store", "pumpctl.controller", "drivers")
+#: The web side's own app and HTTP client, which the kernel's process never loads.
+WEB_SIDE_APP = frozenset({"api.web", "httpx"})
 #: The web side as its process starts: `pumpctl web`'s command line, and the app it serves.
 WEB_SIDE = """
 from pathlib import Path
@@ -191,6 +193,16 @@ def test_the_web_side_loads_none_of_the_kernels_stack() -> None:
     loaded = loaded_by(WEB_SIDE)
     assert {"pumpctl.cli.web", "api.web", "api.fanout", "uvicorn"} <= loaded  # it ran
     assert kernel_stack_violations(loaded) == []
+
+
+def test_the_kernel_loads_none_of_the_web_sides_app() -> None:
+    """The kernel starts its web side as a child (pumpctl/cli/webchild.py) without loading the
+    app that child serves: api/web.py and its HTTP client are about 50 ms of every kernel's
+    start (`python -X importtime`), spent for nothing."""
+    assert "api.web" in loaded_by(WEB_SIDE)  # the rule's modules exist and are found
+    loaded = loaded_by("import pumpctl.cli.serve")
+    assert "api.app" in loaded  # it ran
+    assert sorted(loaded & WEB_SIDE_APP) == []
 
 
 def test_the_web_side_knows_the_kernels_route_words_without_its_routes() -> None:

@@ -34,7 +34,8 @@ from pumpctl.cli.options import (
     start_logging,
 )
 from pumpctl.cli.progress import waiting
-from pumpctl.cli.webside import Server, WebChild, WebStartError
+from pumpctl.cli.server import Server
+from pumpctl.cli.webchild import WebChild, WebStartError
 from pumpctl.cli.webuser import WebUser, WebUserError, socket_directory, web_user
 from pumpctl.controller.ward import Ward
 from pumpctl.credentials import new_token

@@ -1,5 +1,5 @@
 """`pumpctl web`: the web side alone, for its own systemd unit, or as the child of `pumpctl
-serve` (pumpctl/cli/webside.py).
+serve` (pumpctl/cli/webchild.py).
 
 Kept apart from pumpctl/cli/serve.py, which imports the kernel's stack: this process imports
 none of it (SQLAlchemy, Alembic, the store, the controller, the drivers), so it starts in a
@@ -26,7 +26,8 @@ from pumpctl.cli.options import (
     fail,
     start_logging,
 )
-from pumpctl.cli.webside import READY_LINE, WEB_SETTINGS, WebStartError, end_with_parent, serve_web
+from pumpctl.cli.webchild import READY_LINE, WEB_SETTINGS, WebStartError
+from pumpctl.cli.webside import end_with_parent, serve_web
 from pumpctl.cli.webuser import WebUserError, web_user
 from pumpctl.places import kernel_socket_path
 from pumpctl.settings import Settings

@@ -1,12 +1,11 @@
-"""The web side as a process (`pumpctl web`), and the kernel's way to run it as its child.
+"""The web side as a process (`pumpctl web`): its app served by uvicorn, its CPU priority
+below the kernel's, its change of user, and its end with its parent.
 
 `pumpctl serve` and `pumpctl demo` run the kernel in their own process (its API on a Unix
-socket only) and the web side as a child they supervise (`WebChild`): started once the kernel
-answers, started again when it ends, ended with the kernel. The child learns its settings on
-its standard input (never on its command line, where any user could read the tokens), tells
-its parent it listens with one line on its standard output, and ends when its parent does
-(Linux's parent-death signal). Under systemd the two run as two units instead
-(config/pumpctl-kernel.service, config/pumpctl-web.service), the web side as a user of its own.
+socket only) and the web side as a child they supervise (pumpctl/cli/webchild.py); the child
+ends when its parent does (Linux's parent-death signal). Under systemd the two run as two units
+instead (config/pumpctl-kernel.service, config/pumpctl-web.service), the web side as a user of
+its own.
 """
 
 from __future__ import annotations
@@ -14,14 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import json
 import logging
 import os
 import signal
-import socket
 import ssl
-import sys
-from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -29,45 +24,18 @@ import uvicorn
 
 from api.edge import uvicorn_options
 from api.web import create_web_app
+from pumpctl.cli.server import Server
+from pumpctl.cli.webchild import WebStartError
 from pumpctl.cli.webuser import WebUser, become
 from pumpctl.settings import Settings
 from pumpctl.tls import plain_bind_refusal, web_listener_options
 
-__all__ = ["READY_LINE", "WEB_NICE", "WEB_SETTINGS", "Server", "WebChild", "serve_web"]
+__all__ = ["WEB_NICE", "end_with_parent", "serve_web", "yield_cpu"]
 
 _log = logging.getLogger("pumpctl.cli")
 
-#: The line the web side prints on its standard output once it listens.
-READY_LINE = "pumpctl-web: ready"
-#: Seconds the web side has to start listening.
-START_WITHIN_S = 30.0
-#: Seconds between two starts of a web side that keeps ending (doubling up to the last).
-RESTART_S = (0.5, 1.0, 2.0, 5.0, 10.0)
 #: How much lower the web side's CPU priority is than the process that starts it (nice).
 WEB_NICE = 10
-#: The settings the web side needs (no database, no pump, no MQTT password reaches it).
-WEB_SETTINGS = frozenset(
-    {
-        "host",
-        "port",
-        "api_tokens",
-        "events_replay",
-        "read_budget_per_s",  # reads a second per caller through to the kernel (api/readcache.py)
-        "log_level",
-        "log_format",
-        "simulate",
-        "clock",
-        "bench",
-        "link",
-        "broker",  # HOST:PORT only (no password): simulated MQTT pumps need it to validate
-        "web_user",
-        "allowed_hosts",  # the Host names the web side answers as (docs/security.md)
-        "stop_answer_s",  # the nurse's press is answered by the web side within it (+5 s)
-        "tls_certificate",  # HTTPS (pumpctl/tls.py): paths only, the files read by the web side
-        "tls_key",
-        "tls_proxy",
-    }
-)
 _PR_SET_PDEATHSIG = 1
 
 
@@ -83,106 +51,6 @@ def yield_cpu() -> None:
         WEB_NICE,
         min(19, now + WEB_NICE),
     )
-
-
-class WebStartError(Exception):
-    """The web side did not start; the message says why."""
-
-
-class WebChild:
-    """The web side, a child of the kernel's process."""
-
-    def __init__(self, settings: Settings, socket: Path) -> None:
-        self.settings = settings
-        self.socket = socket
-        self.process: asyncio.subprocess.Process | None = None
-        self.starts = 0
-        self._ending = False
-
-    async def start(self) -> None:
-        """Start it and wait (bounded) until it listens; `WebStartError` when it does not."""
-        command = [sys.executable, "-m", "pumpctl", "web", "--kernel-socket", str(self.socket)]
-        command += ["--from-kernel", str(os.getpid())]
-        self.process = await asyncio.create_subprocess_exec(
-            *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
-        )
-        self.starts += 1
-        assert self.process.stdin is not None
-        assert self.process.stdout is not None
-        settings = self.settings.model_dump(mode="json", include=set(WEB_SETTINGS))
-        self.process.stdin.write(json.dumps(settings).encode())
-        self.process.stdin.close()
-        try:
-            async with asyncio.timeout(START_WITHIN_S):
-                line = await self.process.stdout.readline()
-        except TimeoutError:
-            line = b""
-        if line.decode().strip() != READY_LINE:
-            await self.stop()
-            raise WebStartError(
-                f"the web side did not start on {self.settings.host}:{self.settings.port} "
-                f"(exit status {self.process.returncode}; see the log above)"
-            )
-
-    async def supervise(self) -> None:
-        """Until cancelled: start the web side again whenever it ends (the kernel goes on:
-        a crash of the web side never touches a pump)."""
-        tries = 0
-        while not self._ending:
-            assert self.process is not None
-            code = await self.process.wait()
-            if self._ending:
-                return
-            _log.error("web side ended (exit status %s); starting it again", code)
-            while not self._ending:
-                await asyncio.sleep(RESTART_S[min(tries, len(RESTART_S) - 1)])
-                tries += 1
-                try:
-                    await self.start()
-                except WebStartError as error:
-                    _log.error("%s", error)
-                    continue
-                tries = 0
-                break
-
-    async def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 10 s."""
-        self._ending = True
-        process = self.process
-        if process is None or process.returncode is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            async with asyncio.timeout(10):
-                await process.wait()
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-
-
-class Server(uvicorn.Server):
-    """uvicorn's server whose failed startup (a port taken, an application that does not
-    start) ends `serve()` instead of raising SystemExit out of the event loop: the caller says
-    why, in one line."""
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        try:
-            await super().startup(sockets)
-        except SystemExit:
-            self.should_exit = True
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        """uvicorn's, except that the SIGTERM or SIGINT it caught is not raised again once it
-        has shut down: that ended the process there, before the kernel stopped its web side,
-        removed its socket and wrote out its queued log lines (pumpctl/cli/logsetup.py; the
-        audit chain's head "at stop" among them, lost on a loaded machine). Both processes end
-        in order and exit 0."""
-        with super().capture_signals():
-            try:
-                yield
-            finally:
-                self._captured_signals.clear()  # read by uvicorn's own exit, right after this
 
 
 def end_with_parent(parent: int) -> None:

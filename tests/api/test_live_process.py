@@ -75,7 +75,7 @@ async def service(tmp_path: Path) -> AsyncIterator[Service]:
     finally:
         await served.stop()
     # the kernel ends in order on SIGTERM and exits 0 (uvicorn's re-raise of the signal, which
-    # cut the end short, is not made: pumpctl/cli/webside.py, Server), never a SIGKILL
+    # cut the end short, is not made: pumpctl/cli/server.py, Server), never a SIGKILL
     # (Service.stop's fallback), and the lifespan's shutdown ran to its end
     assert served.process is not None
     log = served.log.read_text()
