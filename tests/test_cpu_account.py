@@ -28,7 +28,9 @@ def test_starts_nothing():
 def test_a_test_is_charged_with_the_cpu_of_the_processes_it_started(tmp_path: Path) -> None:
     (tmp_path / "test_burn.py").write_text(TESTS)
     prefix = tmp_path / "account"
-    env = {**os.environ, OUTPUT: str(prefix), "PYTHONPATH": str(HELPERS)}
+    # nothing of this run's pytest or xdist (PYTEST_XDIST_WORKER would name the file) or pumpctl
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "PUMPCTL_"))}
+    env = {**inherited, OUTPUT: str(prefix), "PYTHONPATH": str(HELPERS)}
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "cpu_account", "-q", "-p", "no:cacheprovider",
          "-o", "addopts=", "test_burn.py"],
