@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from service_process import TOKENS, Service, serving
 
 BOUND_S = 30.0
@@ -25,8 +26,23 @@ FREE_TEXT = "felt faint near Ward-7Q"
 MARKERS = (MRN, NAME, FREE_TEXT, "203.0.113.77")
 
 
-@pytest.fixture
+#: The module's tests share the event loop of `unchanged`, a fixture of the module's.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def unchanged(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Service]:
+    """One service for the module's tests that change nothing in it: each request they send is
+    refused before anything is done (401, 400, 413) or only reads, and what each asserts of the
+    log is about its own requests (its markers, its sentinel ids). A start is about 2.4 s of
+    CPU (scripts/test-cpu), paid once instead of by each of them (issue 22)."""
+    async with serving(tmp_path_factory.mktemp("web-input"), simulate=1) as served:
+        yield served
+
+
+@pytest_asyncio.fixture(loop_scope="module")
 async def service(tmp_path: Path) -> AsyncIterator[Service]:
+    """A fresh service, this test's alone: for a test that changes what the service holds."""
     async with serving(tmp_path, simulate=1) as served:
         yield served
 
@@ -56,44 +72,44 @@ def _post_head(authorization: str | None, host: str = "127.0.0.1") -> bytes:
 
 
 async def test_a_request_without_a_valid_token_is_401_before_its_body_is_sent(
-    service: Service,
+    unchanged: Service,
 ) -> None:
     """A head declaring 50 MB whose body never comes: 401 at once without a valid token (the
     web side never waits for the body, let alone reads it), 413 at once with one; the press
     then still goes through."""
     for authorization in (None, "Bearer not-a-token", f"Basic {TOKENS['nurse']}"):
-        line, took = await _head(service.port, _post_head(authorization))
+        line, took = await _head(unchanged.port, _post_head(authorization))
         assert line.startswith(b"HTTP/1.1 401"), (authorization, line)
         assert took < PROMPT_S, took
-    line, took = await _head(service.port, _post_head(f"Bearer {TOKENS['clinician']}"))
+    line, took = await _head(unchanged.port, _post_head(f"Bearer {TOKENS['clinician']}"))
     assert line.startswith(b"HTTP/1.1 413"), line
     assert took < PROMPT_S, took
-    assert (await service.api("GET", "/me", "clinician"))["role"] == "clinician"
+    assert (await unchanged.api("GET", "/me", "clinician"))["role"] == "clinician"
 
 
 @pytest.mark.parametrize(
     "host", ["evil.example", "127.0.0.1.evil.example", "localhost.", "10.0.0.1", "", "a b"]
 )
 async def test_a_host_not_allowed_is_400_before_anything_is_done(
-    service: Service, host: str
+    unchanged: Service, host: str
 ) -> None:
     """DNS rebinding: a page of another site whose name resolves to the gateway sends its own
     name as `Host`; 400, also with a valid token and a body (nothing is made)."""
-    assert service.http is not None
+    assert unchanged.http is not None
     headers = {"Host": host, "Authorization": f"Bearer {TOKENS['clinician']}"}
-    answer = await service.http.post(
+    answer = await unchanged.http.post(
         "/api/v1/patients", json={"mrn": MRN, "weight_kg": 70}, headers=headers
     )
     assert answer.status_code == 400, answer.text
-    health = await service.http.get("/api/v1/health", headers={"Host": host})
+    health = await unchanged.http.get("/api/v1/health", headers={"Host": host})
     assert health.status_code == 400
-    assert MRN not in service.log.read_text()
+    assert MRN not in unchanged.log.read_text()
 
 
-async def test_the_loopback_names_and_the_bound_host_are_allowed(service: Service) -> None:
-    assert service.http is not None
-    for host in ("127.0.0.1", f"127.0.0.1:{service.port}", "localhost", "LOCALHOST:1", "[::1]"):
-        answer = await service.http.get("/api/v1/health", headers={"Host": host})
+async def test_the_loopback_names_and_the_bound_host_are_allowed(unchanged: Service) -> None:
+    assert unchanged.http is not None
+    for host in ("127.0.0.1", f"127.0.0.1:{unchanged.port}", "localhost", "LOCALHOST:1", "[::1]"):
+        answer = await unchanged.http.get("/api/v1/health", headers={"Host": host})
         assert answer.status_code == 200, (host, answer.text)
 
 
@@ -127,43 +143,43 @@ async def _logged_through(service: Service, sentinel: int) -> str:
     return text
 
 
-async def test_x_forwarded_for_from_loopback_is_not_believed(service: Service) -> None:
+async def test_x_forwarded_for_from_loopback_is_not_believed(unchanged: Service) -> None:
     """No trusted proxy by default (uvicorn's own `proxy_headers`/`forwarded_allow_ips`): a
     forged `X-Forwarded-For` does not rewrite the peer the access log shows."""
-    assert service.http is not None
+    assert unchanged.http is not None
     forged = {"X-Forwarded-For": "203.0.113.77", "X-Forwarded-Proto": "https"}
-    answer = await service.http.get(
+    answer = await unchanged.http.get(
         "/api/v1/infusions/424242",
         headers={**forged, "Authorization": f"Bearer {TOKENS['viewer']}"},
     )
     assert answer.status_code == 404
-    text = await _logged_through(service, 424243)
+    text = await _logged_through(unchanged, 424243)
     lines = [line for line in text.splitlines() if "/api/v1/infusions/424242 HTTP" in line]
     assert lines, text[-2000:]
     assert all("127.0.0.1:" in line for line in lines), lines
     assert "203.0.113.77" not in text
 
 
-async def test_metrics_need_the_admins_token(service: Service) -> None:
-    assert service.http is not None
-    assert (await service.http.get("/metrics")).status_code == 401
+async def test_metrics_need_the_admins_token(unchanged: Service) -> None:
+    assert unchanged.http is not None
+    assert (await unchanged.http.get("/metrics")).status_code == 401
     wrong = {"Authorization": "Bearer not-a-token"}
-    assert (await service.http.get("/metrics", headers=wrong)).status_code == 401
+    assert (await unchanged.http.get("/metrics", headers=wrong)).status_code == 401
     for role in ("viewer", "nurse", "clinician"):
         said = {"Authorization": f"Bearer {TOKENS[role]}"}
-        answer = await service.http.get("/metrics", headers=said)
+        answer = await unchanged.http.get("/metrics", headers=said)
         assert answer.status_code == 403, (role, answer.status_code)
     admin = {"Authorization": f"Bearer {TOKENS['admin']}"}
-    answer = await service.http.get("/metrics", headers=admin)
+    answer = await unchanged.http.get("/metrics", headers=admin)
     assert answer.status_code == 200
     assert "pumpctl_" in answer.text
 
 
 async def test_the_docs_page_loads_its_files_from_the_package_and_nothing_from_elsewhere(
-    service: Service,
+    unchanged: Service,
 ) -> None:
-    assert service.http is not None
-    page = await service.http.get("/docs")
+    assert unchanged.http is not None
+    page = await unchanged.http.get("/docs")
     assert page.status_code == 200
     html = page.text
     assert not re.search(r"(?i)(https?:)?//[a-z0-9]", html), html  # no URL of another host
@@ -171,10 +187,10 @@ async def test_the_docs_page_loads_its_files_from_the_package_and_nothing_from_e
     assert {a.rsplit("/", 1)[-1] for a in assets} >= {"swagger-ui-bundle.js", "swagger-ui.css"}
     for asset in assets:
         assert asset.startswith("/docs-static/"), asset
-        served = await service.http.get(asset)
+        served = await unchanged.http.get(asset)
         assert served.status_code == 200, asset
         assert len(served.content) > 100, asset
-    schema = await service.http.get("/openapi.json")
+    schema = await unchanged.http.get("/openapi.json")
     assert schema.status_code == 200
     assert "/api/v1/infusions" in schema.json()["paths"]
 
