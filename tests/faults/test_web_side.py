@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 from service_process import TOKENS, Service, serving
 from test_store_faults import press
 
@@ -72,8 +73,24 @@ def listening_sockets(pid: int) -> set[int]:
     return mine & listening
 
 
-@pytest.fixture
+#: The module's tests share the event loop of `unchanged`, a fixture of the module's.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def unchanged(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Service]:
+    """One service for the module's tests that change nothing in it and kill nothing of it:
+    they read its processes and socket, or send requests refused before anything is done
+    (404 for a path out of the API, 401 and 413 for a large body). A start is about 2.7 s of
+    CPU (scripts/test-cpu), paid once instead of by each of them (issue 22)."""
+    async with serving(tmp_path_factory.mktemp("web-side"), simulate=1) as served:
+        yield served
+
+
+@pytest_asyncio.fixture(loop_scope="module")
 async def service(tmp_path: Path) -> AsyncIterator[Service]:
+    """A fresh service, this test's alone: for a test that changes what it holds, kills one of
+    its processes, or floods it."""
     async with serving(tmp_path, simulate=1) as served:
         yield served
 
@@ -95,13 +112,13 @@ def identity(pid: int) -> tuple[int, int, list[int]]:
     return int(fields["Uid"][0]), int(fields["Gid"][0]), [int(g) for g in fields["Groups"]]
 
 
-async def test_the_kernel_listens_on_no_network_only_on_its_own_socket(service: Service) -> None:
+async def test_the_kernel_listens_on_no_network_only_on_its_own_socket(unchanged: Service) -> None:
     """The kernel has no network listener; its Unix socket admits only the service's user and
     the web side's group (0660); the web side listens on the service's port."""
-    assert service.process is not None
-    assert listening_sockets(service.process.pid) == set()
-    assert listening_sockets(web_pid(service)) != set()
-    mode = kernel_socket(service).stat().st_mode
+    assert unchanged.process is not None
+    assert listening_sockets(unchanged.process.pid) == set()
+    assert listening_sockets(web_pid(unchanged)) != set()
+    mode = kernel_socket(unchanged).stat().st_mode
     assert stat.S_ISSOCK(mode)
     assert stat.S_IMODE(mode) == 0o660
 
@@ -287,13 +304,13 @@ async def _raw(port: int, request: bytes, bound_s: float = BOUND_S) -> bytes:
     ],
 )
 async def test_no_path_leads_out_of_the_api_to_the_kernels_own_routes(
-    service: Service, path: str
+    unchanged: Service, path: str
 ) -> None:
     """The kernel's own routes (`/kernel/v1/...`, socket only) are never reached through the
     web side by dot segments, encoded or not: 404, even with a valid token."""
     token = TOKENS["admin"]
     request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n"
-    first = await _raw(service.port, request.encode())
+    first = await _raw(unchanged.port, request.encode())
     assert first.startswith(b"HTTP/1.1 404"), first
 
 
@@ -390,14 +407,14 @@ async def test_i1_500_live_event_readers_are_bounded_and_the_press_goes_through(
                 await answer.aclose()
 
 
-async def test_a_large_body_is_refused_before_it_is_read(service: Service) -> None:
+async def test_a_large_body_is_refused_before_it_is_read(unchanged: Service) -> None:
     """A 20 MB body: 401 without a token before it is read, 413 with one (at most 64 KiB)."""
-    assert service.http is not None
+    assert unchanged.http is not None
     body = b"{" + b" " * (20 * 1024 * 1024) + b"}"
-    anonymous = await service.http.post("/api/v1/patients", content=body)
+    anonymous = await unchanged.http.post("/api/v1/patients", content=body)
     assert anonymous.status_code == 401
     headers = {"Authorization": f"Bearer {TOKENS['clinician']}"}
-    signed = await service.http.post("/api/v1/patients", content=body, headers=headers)
+    signed = await unchanged.http.post("/api/v1/patients", content=body, headers=headers)
     assert signed.status_code == 413
     assert "65536 bytes" in signed.json()["detail"]
 
