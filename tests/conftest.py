@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from leaks import tasks_checked
 from mosquitto_env import Broker, mosquitto_binary
 from needs import free_port
 
@@ -16,17 +16,10 @@ from pumpctl.clock import VirtualClock
 
 @pytest.fixture(autouse=True)
 async def no_leaked_tasks() -> AsyncIterator[None]:
-    """Fail any test that leaves asyncio tasks running behind it (as pymodbus does)."""
-    before = asyncio.all_tasks()
-    yield
-    current = asyncio.current_task()
-    leaked = [t for t in asyncio.all_tasks() - before if t is not current and not t.done()]
-    if leaked:
-        for task in leaked:
-            task.cancel()
-        await asyncio.gather(*leaked, return_exceptions=True)
-        names = ", ".join(sorted(t.get_name() for t in leaked))
-        pytest.fail(f"test leaked {len(leaked)} asyncio task(s): {names}")
+    """Fail any test that leaves asyncio tasks running behind it, on the test's own loop (a
+    module on a loop of its own imports tests/helpers/leaks.py's check for that loop)."""
+    async with tasks_checked():
+        yield
 
 
 @pytest.fixture

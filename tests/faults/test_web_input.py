@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from leaks import no_leaked_tasks_on_the_module_loop  # noqa: F401 - on the module's loop
 from service_process import TOKENS, Service, serving
 
 BOUND_S = 30.0
@@ -26,7 +27,8 @@ FREE_TEXT = "felt faint near Ward-7Q"
 MARKERS = (MRN, NAME, FREE_TEXT, "203.0.113.77")
 
 
-#: The module's tests share the event loop of `unchanged`, a fixture of the module's.
+#: The module's tests share the event loop of `unchanged`, a fixture of the module's; the
+#: leaked-task check runs on that loop too (tests/helpers/leaks.py).
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
@@ -34,8 +36,11 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 async def unchanged(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Service]:
     """One service for the module's tests that change nothing in it: each request they send is
     refused before anything is done (401, 400, 413) or only reads, and what each asserts of the
-    log is about its own requests (its markers, its sentinel ids). A start is about 2.4 s of
-    CPU (scripts/test-cpu), paid once instead of by each of them (issue 22)."""
+    log is about its own requests (its markers, its sentinel ids). One thing they do leave: a
+    wrong bearer token counts against the address (api/throttle.py); they send two in all,
+    fewer than the throttle lets pass before it answers 429, and a test that sends more belongs
+    on `service`. A start is about 2.4 s of CPU (scripts/test-cpu), paid once instead of by
+    each of them (issue 22)."""
     async with serving(tmp_path_factory.mktemp("web-input"), simulate=1) as served:
         yield served
 
@@ -75,8 +80,8 @@ async def test_a_request_without_a_valid_token_is_401_before_its_body_is_sent(
     unchanged: Service,
 ) -> None:
     """A head declaring 50 MB whose body never comes: 401 at once without a valid token (the
-    web side never waits for the body, let alone reads it), 413 at once with one; the press
-    then still goes through."""
+    web side never waits for the body, let alone reads it), 413 at once with one; a valid
+    token is then still answered."""
     for authorization in (None, "Bearer not-a-token", f"Basic {TOKENS['nurse']}"):
         line, took = await _head(unchanged.port, _post_head(authorization))
         assert line.startswith(b"HTTP/1.1 401"), (authorization, line)

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from leaks import no_leaked_tasks_on_the_module_loop  # noqa: F401 - on the module's loop
 from service_process import TOKENS, Service, serving
 from test_store_faults import press
 
@@ -73,7 +74,8 @@ def listening_sockets(pid: int) -> set[int]:
     return mine & listening
 
 
-#: The module's tests share the event loop of `unchanged`, a fixture of the module's.
+#: The module's tests share the event loop of `unchanged`, a fixture of the module's; the
+#: leaked-task check runs on that loop too (tests/helpers/leaks.py).
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
