@@ -2,7 +2,8 @@
 (as pymodbus's tests do). tests/conftest.py runs it around every test on the test's own loop;
 a module whose tests run on a loop of the module's (`pytest.mark.asyncio(loop_scope="module")`,
 to share a fixture of the module's) imports `no_leaked_tasks_on_the_module_loop`, which runs it
-on that loop instead: on the function's loop it would see none of the test's tasks."""
+on that loop instead: on the function's loop it would see none of the test's tasks. The page
+modules do the same in tests/page/conftest.py, letting their service pool's own tasks by."""
 
 from __future__ import annotations
 
@@ -15,12 +16,17 @@ import pytest_asyncio
 
 
 @contextlib.asynccontextmanager
-async def tasks_checked() -> AsyncIterator[None]:
-    """Fail the test if a task it started is still running when it ends (the task cancelled)."""
+async def tasks_checked(outliving: frozenset[str] = frozenset()) -> AsyncIterator[None]:
+    """Fail the test if a task it started is still running when it ends (the task cancelled).
+    Tasks named in `outliving` are a module fixture's own, which outlive a test by design."""
     before = asyncio.all_tasks()
     yield
     current = asyncio.current_task()
-    leaked = [t for t in asyncio.all_tasks() - before if t is not current and not t.done()]
+    leaked = [
+        t
+        for t in asyncio.all_tasks() - before
+        if t is not current and not t.done() and t.get_name() not in outliving
+    ]
     if leaked:
         for task in leaked:
             task.cancel()

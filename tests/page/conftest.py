@@ -10,7 +10,8 @@ One Chromium per test module (its launch is a second of CPU, paid once, not by e
 test in tabs of its own that are closed after it (no page of one test reads the service of the
 next). The modules that use `browser` run their tests on the module's event loop
 (`pytestmark = pytest.mark.asyncio(loop_scope="module")`): Playwright's objects belong to the
-loop that made them."""
+loop that made them. Every page module with async tests does so, and the suite's leaked-task
+check runs on that loop here (`no_leaked_tasks`)."""
 
 from __future__ import annotations
 
@@ -20,9 +21,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
+from leaks import tasks_checked
 from page_env import chromium_binary, free_port
 from playwright.async_api import Browser, async_playwright
 from service_process import Service
+
+#: The names of `Spares`' own tasks, which outlive a test by design (the leaked-task check
+#: lets them): the next test's service starting, a used one stopping.
+NEXT_SERVICE = "the next page test's service"
+RETIRING = "a page test's service stopping"
 
 
 class Spares:
@@ -42,7 +49,7 @@ class Spares:
             await served.start()  # (killed by `start` itself when it fails or is cancelled)
             return served
 
-        return asyncio.create_task(started(), name="the next page test's service")
+        return asyncio.create_task(started(), name=NEXT_SERVICE)
 
     async def take(self) -> Service:
         """A fresh service, up; the next one starts now."""
@@ -53,7 +60,7 @@ class Spares:
 
     def retire(self, served: Service) -> None:
         """Stop `served` while the next test runs."""
-        task = asyncio.create_task(served.stop(), name="a page test's service stopping")
+        task = asyncio.create_task(served.stop(), name=RETIRING)
         self.stopping.add(task)
         task.add_done_callback(self.stopping.discard)
 
@@ -64,6 +71,15 @@ class Spares:
             with contextlib.suppress(Exception):
                 self.retire(await spare)
         await asyncio.gather(*self.stopping)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def no_leaked_tasks() -> AsyncIterator[None]:
+    """The suite's leaked-task check (tests/helpers/leaks.py) on the page modules' loop, where
+    their tests run (every page module runs on its module's loop); the service pool's own tasks
+    outlive a test by design."""
+    async with tasks_checked(outliving=frozenset({NEXT_SERVICE, RETIRING})):
+        yield
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

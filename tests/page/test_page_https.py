@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from page_env import chromium_binary, signed_in
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Page, Response, async_playwright, expect
@@ -20,6 +21,9 @@ from service_process import Service, serving
 from tls_env import Pki, make_pki, nss_home
 
 HSTS = "max-age=31536000"
+#: On the module's loop, as every page module (the page modules' leaked-task check runs there:
+#: tests/page/conftest.py).
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 @pytest.fixture
@@ -27,7 +31,7 @@ def pki(tmp_path: Path) -> Pki:
     return make_pki(tmp_path / "pki")
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def https_service(tmp_path: Path, pki: Pki) -> AsyncIterator[Service]:
     data = tmp_path / "data"
     data.mkdir()
