@@ -9,23 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
 
 @contextlib.asynccontextmanager
-async def tasks_checked(outliving: frozenset[str] = frozenset()) -> AsyncIterator[None]:
+async def tasks_checked(
+    outliving: Callable[[asyncio.Task[Any]], bool] = lambda _task: False,
+) -> AsyncIterator[None]:
     """Fail the test if a task it started is still running when it ends (the task cancelled).
-    Tasks named in `outliving` are a module fixture's own, which outlive a test by design."""
+    Tasks for which `outliving` is true are a module fixture's own, which outlive a test by
+    design."""
     before = asyncio.all_tasks()
     yield
     current = asyncio.current_task()
     leaked = [
         t
         for t in asyncio.all_tasks() - before
-        if t is not current and not t.done() and t.get_name() not in outliving
+        if t is not current and not t.done() and not outliving(t)
     ]
     if leaked:
         for task in leaked:

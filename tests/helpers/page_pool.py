@@ -1,20 +1,30 @@
 """The page modules' service pool (tests/page/conftest.py): each page test gets a fresh
 `pumpctl serve` of its own, started while the previous test ran, and stopped while the next
-one runs."""
+one runs. The pool's work outlives a test by design: its own tasks and every task they start
+(httpx's connection attempts while a spare polls /health) are tagged as they are created
+(`Spares.work`), and the leaked-task check lets them by."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import weakref
+from collections.abc import Coroutine, Iterator
+from typing import Any
 
 import pytest
 from needs import free_port
 from service_process import Service
 
 #: The names of `Spares`' own tasks, which outlive a test by design (the leaked-task check
-#: lets them): the next test's service starting, a used one stopping.
+#: lets them by, and the tasks they start): the next test's service starting, a used one
+#: stopping.
 NEXT_SERVICE = "the next page test's service"
 RETIRING = "a page test's service stopping"
+#: True in the context of `Spares`' tasks, and so in every task they start (a task copies the
+#: context of the code that creates it).
+POOL_WORK: contextvars.ContextVar[bool] = contextvars.ContextVar("page pool work", default=False)
 
 
 class Spares:
@@ -27,6 +37,41 @@ class Spares:
         self.paths = paths
         self.spare: asyncio.Task[Service] | None = None
         self.stopping: set[asyncio.Task[None]] = set()
+        #: Every task of the pool's work still alive: its own and those they started (a spare
+        #: polling /health starts httpx's connection attempts, which may be under way when a
+        #: test ends). Filled by the loop's task factory while the pool is open (`opened`).
+        self.work: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+
+    @contextlib.contextmanager
+    def opened(self, loop: asyncio.AbstractEventLoop) -> Iterator[Spares]:
+        """Tag, on `loop`, every task created in the pool's context (`POOL_WORK`)."""
+        before = loop.get_task_factory()
+
+        def factory(
+            loop: asyncio.AbstractEventLoop,
+            coro: Coroutine[Any, Any, Any],
+            context: contextvars.Context | None = None,
+        ) -> asyncio.Task[Any]:
+            task: asyncio.Task[Any]
+            if before is not None:
+                task = before(loop, coro, context=context)  # type: ignore[call-arg]
+            else:
+                task = asyncio.Task(coro, loop=loop, context=context)
+            if context.get(POOL_WORK, False) if context is not None else POOL_WORK.get():
+                self.work.add(task)
+            return task
+
+        loop.set_task_factory(factory)  # type: ignore[arg-type]
+        try:
+            yield self
+        finally:
+            loop.set_task_factory(before)
+
+    def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """`work` as a task of the pool's (`POOL_WORK` set in its context)."""
+        context = contextvars.copy_context()
+        context.run(POOL_WORK.set, True)
+        return asyncio.get_running_loop().create_task(work, name=name, context=context)
 
     def _start(self) -> asyncio.Task[Service]:
         async def started() -> Service:
@@ -34,7 +79,7 @@ class Spares:
             await served.start()  # (killed by `start` itself when it fails or is cancelled)
             return served
 
-        return asyncio.create_task(started(), name=NEXT_SERVICE)
+        return self.spawn(started(), NEXT_SERVICE)
 
     async def take(self) -> Service:
         """A fresh service, up; the next one starts now."""
@@ -45,7 +90,7 @@ class Spares:
 
     def retire(self, served: Service) -> None:
         """Stop `served` while the next test runs."""
-        task = asyncio.create_task(served.stop(), name=RETIRING)
+        task: asyncio.Task[None] = self.spawn(served.stop(), RETIRING)
         self.stopping.add(task)
         task.add_done_callback(self.stopping.discard)
 

@@ -11,37 +11,38 @@ test in tabs of its own that are closed after it (no page of one test reads the 
 next). The modules that use `browser` run their tests on the module's event loop
 (`pytestmark = pytest.mark.asyncio(loop_scope="module")`): Playwright's objects belong to the
 loop that made them. Every page module with async tests does so, and the suite's leaked-task
-check runs on that loop here (`no_leaked_tasks`)."""
+check runs on that loop here (`no_leaked_tasks`), letting the pool's own work by."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
 from leaks import tasks_checked
 from page_env import chromium_binary
-from page_pool import NEXT_SERVICE, RETIRING, Spares
+from page_pool import Spares
 from playwright.async_api import Browser, async_playwright
 from service_process import Service
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def no_leaked_tasks() -> AsyncIterator[None]:
+async def no_leaked_tasks(spares: Spares) -> AsyncIterator[None]:
     """The suite's leaked-task check (tests/helpers/leaks.py) on the page modules' loop, where
-    their tests run (every page module runs on its module's loop); the service pool's own tasks
-    outlive a test by design."""
-    async with tasks_checked(outliving=frozenset({NEXT_SERVICE, RETIRING})):
+    their tests run (every page module runs on its module's loop); the service pool's work
+    outlives a test by design (`Spares.work`)."""
+    async with tasks_checked(outliving=spares.work.__contains__):
         yield
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def spares(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Spares]:
-    pool = Spares(tmp_path_factory)
-    try:
-        yield pool
-    finally:
-        await pool.close()
+    with Spares(tmp_path_factory).opened(asyncio.get_running_loop()) as pool:
+        try:
+            yield pool
+        finally:
+            await pool.close()
 
 
 @pytest_asyncio.fixture(loop_scope="module")
