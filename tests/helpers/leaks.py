@@ -3,7 +3,8 @@
 a module whose tests run on a loop of the module's (`pytest.mark.asyncio(loop_scope="module")`,
 to share a fixture of the module's) imports `no_leaked_tasks_on_the_module_loop`, which runs it
 on that loop instead: on the function's loop it would see none of the test's tasks. The page
-modules do the same in tests/page/conftest.py, letting their service pool's own tasks by."""
+modules do the same in tests/page/conftest.py, letting their service pool's work by (its
+tasks and the tasks they start: tests/helpers/page_pool.py)."""
 
 from __future__ import annotations
 

@@ -10,16 +10,16 @@ import asyncio
 import contextlib
 import contextvars
 import weakref
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
 from needs import free_port
 from service_process import Service
 
-#: The names of `Spares`' own tasks, which outlive a test by design (the leaked-task check
-#: lets them by, and the tasks they start): the next test's service starting, a used one
-#: stopping.
+#: The names of `Spares`' own tasks (labels for a reader of a failure; the leaked-task check
+#: tells the pool's work by `POOL_WORK`, not by name): the next test's service starting, a
+#: used one stopping.
 NEXT_SERVICE = "the next page test's service"
 RETIRING = "a page test's service stopping"
 #: True in the context of `Spares`' tasks, and so in every task they start (a task copies the
@@ -41,6 +41,7 @@ class Spares:
         #: polling /health starts httpx's connection attempts, which may be under way when a
         #: test ends). Filled by the loop's task factory while the pool is open (`opened`).
         self.work: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+        self._factory: Callable[..., asyncio.Task[Any]] | None = None
 
     @contextlib.contextmanager
     def opened(self, loop: asyncio.AbstractEventLoop) -> Iterator[Spares]:
@@ -48,30 +49,37 @@ class Spares:
         before = loop.get_task_factory()
 
         def factory(
-            loop: asyncio.AbstractEventLoop,
-            coro: Coroutine[Any, Any, Any],
-            context: contextvars.Context | None = None,
+            loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **options: Any
         ) -> asyncio.Task[Any]:
+            # `options` as the loop passes them: `context` (3.11), `name` and more on later
+            # Pythons; forwarded as they came
             task: asyncio.Task[Any]
             if before is not None:
-                task = before(loop, coro, context=context)  # type: ignore[call-arg]
+                task = before(loop, coro, **options)
             else:
-                task = asyncio.Task(coro, loop=loop, context=context)
+                task = asyncio.Task(coro, loop=loop, **options)
+            context: contextvars.Context | None = options.get("context")
             if context.get(POOL_WORK, False) if context is not None else POOL_WORK.get():
                 self.work.add(task)
             return task
 
         loop.set_task_factory(factory)  # type: ignore[arg-type]
+        self._factory = factory
         try:
             yield self
         finally:
             loop.set_task_factory(before)
+            self._factory = None
 
     def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        """`work` as a task of the pool's (`POOL_WORK` set in its context)."""
+        """`work` as a task of the pool's (`POOL_WORK` set in its context), tagged by the
+        loop's task factory: only while the pool is open (`opened`)."""
+        loop = asyncio.get_running_loop()
+        if self._factory is None or loop.get_task_factory() is not self._factory:
+            raise RuntimeError("the pool is not open on this loop (Spares.opened)")
         context = contextvars.copy_context()
         context.run(POOL_WORK.set, True)
-        return asyncio.get_running_loop().create_task(work, name=name, context=context)
+        return loop.create_task(work, name=name, context=context)
 
     def _start(self) -> asyncio.Task[Service]:
         async def started() -> Service:

@@ -44,3 +44,13 @@ async def test_the_pools_work_and_what_it_starts_are_let_by_and_a_tests_own_task
         finally:
             release.set()
             await spawned
+
+
+async def test_work_started_while_the_pool_is_not_open_is_refused(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Untagged, the pool's work would fail the next test as a leak: `spawn` refuses it."""
+    work = asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match=r"not open on this loop \(Spares.opened\)"):
+        Spares(tmp_path_factory).spawn(work, RETIRING)
+    work.close()
